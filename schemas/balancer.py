@@ -1,0 +1,50 @@
+"""Balancer messages of the v1 wire contract."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from msgspec import Struct, field
+
+from schemas.fields import InstanceId, InstanceIds, Key, Millis, Zone
+
+__all__ = ["STRATEGIES", "CallReport", "Endpoint", "ResolveRequest"]
+
+STRATEGIES: Final = (
+    "random",
+    "round_robin",
+    "weighted",
+    "least_connections",
+    "least_response_time",
+    "most_connections",
+    "consistent_hash",
+)
+
+
+class ResolveRequest(Struct, frozen=True, kw_only=True, gc=False):
+    key: Key | None = None
+    zone: Zone | None = None
+    exclude: InstanceIds = field(default_factory=list)
+    strategy: str | None = None  # checked by the balancer so the error can list the names
+
+
+class Endpoint(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: str
+    host: str
+    port: int
+    zone: str
+    metadata: dict[str, str]
+    strategy: str
+    panic: bool = False
+    # extension: echo it in the CallReport so the balancer that picked this endpoint
+    # closes exactly this pick (it counts as in flight until then).
+    pick: str = ""
+    version: str = ""  # extension
+    weight: int = 100  # extension
+
+
+class CallReport(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: InstanceId
+    latency_ms: Millis
+    ok: bool = True
+    pick: str = ""  # extension: the Endpoint's `pick`

@@ -1,0 +1,67 @@
+"""Constrained field types shared by the wire messages, each with the rule a person reads.
+
+msgspec checks the constraints in C while decoding; `RULES` turns a failure into the
+contract's sentence ("port must be 1..65535, got 70000") in `schemas.errors`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final
+
+from msgspec import Meta
+
+from schemas.subjects import NAME_RULE
+
+NAME_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+
+ServiceName = Annotated[str, Meta(pattern=NAME_PATTERN)]
+InstanceId = Annotated[str, Meta(pattern=NAME_PATTERN)]
+Host = Annotated[str, Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$")]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Weight = Annotated[int, Meta(ge=0, le=10000)]
+Zone = Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")]
+Version = Annotated[str, Meta(max_length=64)]
+MetaKey = Annotated[str, Meta(min_length=1, max_length=128)]
+MetaValue = Annotated[str, Meta(max_length=1024)]
+Metadata = Annotated[dict[MetaKey, MetaValue], Meta(max_length=64)]
+TtlSeconds = Annotated[float, Meta(ge=1, le=3600)]
+Share = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=0)]
+Millis = Annotated[float, Meta(ge=0)]
+Key = Annotated[str, Meta(max_length=1024)]
+InstanceIds = Annotated[list[InstanceId], Meta(max_length=1024)]
+
+# One sentence per field name: what a valid value is. Field names mean the same thing in
+# every message, so one table serves them all.
+RULES: Final[dict[str, str]] = {
+    "service": f"service must be {NAME_RULE} and equal the service in the subject",
+    "instance_id": f"instance_id must be {NAME_RULE}",
+    "host": "host must be a hostname or IP address of 1 to 253 characters, without spaces",
+    "port": "port must be 1..65535",
+    "weight": "weight must be an integer 0..10000 (0 = no traffic)",
+    "zone": "zone must be at most 64 characters of A-Z a-z 0-9 _ . : -",
+    "version": "version must be a string of at most 64 characters",
+    "metadata": "metadata must be an object of at most 64 string keys (1..128 characters) "
+    "to string values (at most 1024 characters)",
+    "ttl_s": "ttl_s must be a number of seconds 1..3600",
+    "inflight": "inflight must be an integer >= 0",
+    "cpu": "cpu must be a number 0..1",
+    "mem": "mem must be a number 0..1",
+    "latency_ms": "latency_ms must be a number >= 0",
+    "ok": "ok must be true or false",
+    "key": "key must be a string of at most 1024 characters",
+    "exclude": f"exclude must be a list of at most 1024 instance ids ({NAME_RULE})",
+    "strategy": "strategy must be a strategy name such as round_robin",
+    "pick": "pick must be the string the balancer returned in the endpoint",
+    "after": "after must be an instance id (the next_after of the previous page)",
+    "limit": "limit must be an integer 0..100000 (0 = all)",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_timestamp(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,141 @@
+"""Registry messages of the v1 wire contract (see ../shared/contract.md and README).
+
+Fields beyond the contract are marked "extension"; old senders and readers ignore them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct, field
+
+from schemas.fields import (
+    Count,
+    Host,
+    InstanceId,
+    Metadata,
+    Millis,
+    Port,
+    ServiceName,
+    Share,
+    TtlSeconds,
+    Version,
+    Weight,
+    Zone,
+)
+
+__all__ = [
+    "Ack",
+    "Deregistration",
+    "Empty",
+    "EventKind",
+    "Heartbeat",
+    "Instance",
+    "InstanceEvent",
+    "InstanceList",
+    "InstancesQuery",
+    "Registration",
+    "ServiceList",
+]
+
+
+class Empty(Struct, frozen=True, kw_only=True, gc=False):
+    """The `{}` body of listing requests; an empty payload reads as one too."""
+
+
+class InstancesQuery(Struct, frozen=True, kw_only=True, gc=False):
+    """The `{}` body of `registry.v1.instances.{service}`; extension: optional paging.
+
+    A service of many thousands of instances does not fit one NATS message (1 MiB by
+    default): ask with `limit`, then again with `after` set to the reply's `next_after`.
+    """
+
+    after: str = ""
+    limit: Annotated[int, Meta(ge=0, le=100_000)] = 0  # 0 = all
+
+
+class Registration(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: InstanceId
+    host: Host
+    port: Port
+    weight: Weight = 100
+    zone: Zone = ""
+    version: Version = ""
+    metadata: Metadata = field(default_factory=dict)
+    ttl_s: TtlSeconds = 15.0
+    service: ServiceName | None = None  # optional; must equal the subject's service
+
+
+class Heartbeat(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: InstanceId
+    inflight: Count | None = None
+    cpu: Share | None = None
+    mem: Share | None = None
+    latency_ms: Millis | None = None
+    service: ServiceName | None = None
+
+
+class Deregistration(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: InstanceId
+    service: ServiceName | None = None
+
+
+class Ack(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: str
+    ok: bool = True
+    # extension: the lease the registry holds, and how often to heartbeat to keep it.
+    ttl_s: float = 0.0
+    heartbeat_s: float = 0.0
+
+
+class Instance(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: str
+    host: str
+    port: int
+    weight: int
+    zone: str
+    version: str
+    metadata: dict[str, str]
+    healthy: bool
+    drained: bool
+    inflight: int
+    registered_at: datetime
+    last_seen: datetime
+    # extensions: the lease and the last load the instance reported.
+    ttl_s: float = 15.0
+    cpu: float | None = None
+    mem: float | None = None
+    latency_ms: float | None = None
+
+
+class InstanceList(Struct, frozen=True, kw_only=True, gc=False):
+    service: str
+    instances: list[Instance]
+    # extensions, for readers that follow events after a snapshot: the registry's boot id,
+    # the sequence number of the last event already reflected here, and whether the
+    # registry has run long enough to have heard from every live instance.
+    epoch: str = ""
+    seq: int = 0
+    settled: bool = True
+    next_after: str = ""  # extension: non-empty when a page was asked for and more remain
+
+
+class ServiceList(Struct, frozen=True, kw_only=True, gc=False):
+    services: list[str]
+    epoch: str = ""  # extension
+    seq: int = 0  # extension: events published so far by this registry
+    settled: bool = True  # extension
+
+
+EventKind = Literal["registered", "updated", "unhealthy", "healthy", "expired", "deregistered"]
+
+
+class InstanceEvent(Struct, frozen=True, kw_only=True, gc=False):
+    kind: EventKind
+    service: str
+    instance: Instance
+    at: datetime
+    # extensions: order events against a snapshot, and spot a restarted registry.
+    epoch: str = ""
+    seq: int = 0

@@ -1,0 +1,98 @@
+"""The only place subject strings are built or parsed.
+
+Every `{service}` token is checked against the contract's name rule, so a bad name
+fails where it is made, with a sentence that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = [
+    "NAME_RULE",
+    "InvalidNameError",
+    "check_name",
+    "service_from",
+]
+
+NAME_RULE: Final = "1 to 64 characters of A-Z a-z 0-9 _ -"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class InvalidNameError(ValueError):
+    """A service name or instance id that breaks the contract's name rule."""
+
+
+def check_name(name: str, what: str = "service name") -> str:
+    """Return `name` if it is a valid service name or instance id, else raise."""
+    if _NAME.fullmatch(name):
+        return name
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    if not name:
+        problem = "is empty"
+    elif len(name) > 64:
+        problem = f"is {len(name)} characters long"
+    else:
+        bad = sorted({c for c in name if not _NAME.fullmatch(c)})
+        problem = "contains " + " ".join(repr(c) for c in bad)
+    raise InvalidNameError(f"{what} {shown!r} {problem}; use {NAME_RULE}")
+
+
+def service_from(subject: str, prefix: str) -> str:
+    """The service named by the tokens of `subject` after `prefix` (a `*.>` subscription).
+
+    Several tokens mean the name held dots; that is answered as a bad name, not ignored.
+    """
+    rest = subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else ""
+    return check_name(rest)
+
+
+# -- registry ----------------------------------------------------------------------------
+REGISTER: Final = "registry.v1.register"
+HEARTBEAT: Final = "registry.v1.heartbeat"
+DEREGISTER: Final = "registry.v1.deregister"
+INSTANCES: Final = "registry.v1.instances"
+SERVICES: Final = "registry.v1.services"
+EVENTS: Final = "registry.v1.events"
+
+# -- balancer ----------------------------------------------------------------------------
+RESOLVE: Final = "balancer.v1.resolve"
+REPORT: Final = "balancer.v1.report"
+
+
+def _of(prefix: str, service: str) -> str:
+    return f"{prefix}.{check_name(service)}"
+
+
+def every(prefix: str) -> str:
+    """Subscription subject for all services under `prefix`; `>` so dotted names are seen."""
+    return f"{prefix}.>"
+
+
+def register(service: str) -> str:
+    return _of(REGISTER, service)
+
+
+def heartbeat(service: str) -> str:
+    return _of(HEARTBEAT, service)
+
+
+def deregister(service: str) -> str:
+    return _of(DEREGISTER, service)
+
+
+def instances(service: str) -> str:
+    return _of(INSTANCES, service)
+
+
+def events(service: str) -> str:
+    return _of(EVENTS, service)
+
+
+def resolve(service: str) -> str:
+    return _of(RESOLVE, service)
+
+
+def report(service: str) -> str:
+    return _of(REPORT, service)

@@ -1,0 +1,1 @@
+"""Baton's workers and the pieces they share (bus, settings, logs, runner) and the SDK."""

@@ -1,0 +1,145 @@
+"""One service as the balancer sees it: members, candidate sets, pickers, panic.
+
+Pure logic: the worker feeds it registry events, heartbeats and call reports, and asks it
+to pick. Candidate sets (by zone, and with unhealthy instances in panic) and their pickers
+are built on first use and dropped whenever membership, health, drain or weight changes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, NamedTuple
+
+from schemas.balancer import STRATEGIES
+from services.balancer.members import Member
+from services.balancer.ring import HashRing
+from services.balancer.strategies import Picker, make_picker
+from services.errors import BadRequest, Unavailable
+
+if TYPE_CHECKING:
+    from schemas.registry import Instance
+
+__all__ = ["RING_REBUILD_S", "Pick", "Pool"]
+
+RING_REBUILD_S = 0.1  # a stale ring is rebuilt at most this often; lookups skip departed ids
+
+
+class Pick(NamedTuple):
+    member: Member
+    strategy: str
+    panic: bool
+
+
+class Pool:
+    def __init__(self, service: str, *, strategy: str, rng: random.Random | None = None) -> None:
+        self.service = service
+        self.strategy = strategy
+        self.protect_threshold = 0.0
+        self.members: dict[str, Member] = {}
+        self.rng = rng or random.Random()  # noqa: S311  # placement, not cryptography
+        self.ring = HashRing()
+        self._sets: dict[tuple[str, bool], list[Member]] = {}
+        self._pickers: dict[tuple[str, str, bool], Picker] = {}
+        self._healthy: int | None = None
+
+    # -- membership ----------------------------------------------------------------------
+    def upsert(self, instance: Instance) -> Member:
+        m = self.members.get(instance.instance_id)
+        if m is None:
+            m = self.members[instance.instance_id] = Member(instance)
+            self.ring.stale = True
+            self._changed()
+            return m
+        before = (m.healthy, m.drained, m.weight, m.zone)
+        m.update(instance)
+        if (m.healthy, m.drained, m.weight, m.zone) != before:
+            self.ring.stale = self.ring.stale or m.weight != before[2]
+            self._changed()
+        return m
+
+    def remove(self, instance_id: str) -> Member | None:
+        m = self.members.pop(instance_id, None)
+        if m is not None:
+            self.ring.stale = True
+            self._changed()
+        return m
+
+    def _changed(self) -> None:
+        for picker in self._pickers.values():
+            picker.close()
+        self._pickers.clear()
+        self._sets.clear()
+        self._healthy = None
+
+    # -- picking -------------------------------------------------------------------------
+    @property
+    def in_panic(self) -> bool:
+        """The healthy share is at or below the protection threshold (0 = never)."""
+        if self.protect_threshold <= 0 or not self.members:
+            return False
+        if self._healthy is None:
+            self._healthy = sum(m.healthy for m in self.members.values())
+        return self._healthy / len(self.members) <= self.protect_threshold
+
+    def candidates(self, zone: str, *, panic: bool) -> list[Member]:
+        """Who may take traffic, in instance-id order; `zone` narrows it when it can."""
+        key = (zone, panic)
+        found = self._sets.get(key)
+        if found is None:
+            ok = [
+                m
+                for m in self.members.values()
+                if (m.healthy or panic) and not m.drained and m.weight > 0
+            ]
+            ok.sort(key=lambda m: m.id)
+            in_zone = [m for m in ok if m.zone == zone] if zone else []
+            found = self._sets[key] = in_zone or ok
+        return found
+
+    def pick(
+        self,
+        *,
+        strategy: str | None,
+        key: str | None,
+        zone: str | None,
+        exclude: frozenset[str],
+        now: float,
+    ) -> Pick:
+        name = strategy or self.strategy
+        if name not in STRATEGIES:
+            raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+        if name == "consistent_hash" and not key:
+            raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+        panic = self.in_panic
+        cands = self.candidates(zone or "", panic=panic)
+        m = None
+        if cands:
+            if (
+                name == "consistent_hash"
+                and self.ring.stale
+                and (now - self.ring.built_at >= RING_REBUILD_S or not self.ring.owners)
+            ):
+                self.ring.build(((m.id, m.weight) for m in self.members.values()), now)
+            pkey = (name, zone or "", panic)
+            picker = self._pickers.get(pkey)
+            if picker is None:
+                picker = self._pickers[pkey] = make_picker(name, cands, self.rng, self.ring)
+            m = picker.pick(key, exclude, now)
+        if m is None:
+            raise Unavailable(self._why_none(name, exclude))
+        return Pick(m, name, panic)
+
+    def _why_none(self, strategy: str, exclude: frozenset[str]) -> str:
+        ms = self.members.values()
+        unhealthy = sum(not m.healthy for m in ms)
+        drained = sum(m.drained for m in ms)
+        zero = sum(m.weight == 0 for m in ms)
+        excluded = sum(m.id in exclude for m in ms)
+        why = (
+            f"no instance of {self.service!r} can take the request: {len(self.members)} "
+            f"registered, {unhealthy} unhealthy, {drained} drained, {zero} with weight 0, "
+            f"{excluded} excluded"
+        )
+        if strategy == "most_connections":
+            why += "; the rest are at their max_inflight capacity"
+        return why

@@ -1,0 +1,198 @@
+"""The balancer worker: answers resolve requests from its own view of the fleet.
+
+The view comes from the registry (sync.py), heartbeats (load) and call reports (latency,
+and the end of a pick's time in flight). Resolve is served in the queue group `balancer`,
+so replicas share the requests; each replica follows every event, heartbeat and report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import secrets
+import time
+from typing import TYPE_CHECKING, Annotated, Self
+
+from msgspec import Meta, Struct
+
+from schemas import subjects
+from schemas.balancer import STRATEGIES, CallReport, Endpoint, ResolveRequest
+from schemas.registry import Heartbeat
+from services.balancer.pool import Pool
+from services.balancer.sync import RegistrySync
+from services.errors import NotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from structlog.typing import FilteringBoundLogger
+
+    from schemas.registry import Instance
+    from services.balancer.members import Member
+    from services.bus import Bus
+
+__all__ = ["Balancer", "BalancerSettings"]
+
+Strategy = Annotated[str, Meta(pattern="^(" + "|".join(STRATEGIES) + ")$")]
+
+
+class BalancerSettings(Struct, frozen=True, kw_only=True):
+    """Environment: BALANCER_<FIELD>, e.g. BALANCER_DEFAULT_STRATEGY=least_response_time."""
+
+    # the strategy of a service that no operator has configured
+    default_strategy: Strategy = "weighted"
+    # a pick counts as in flight until its call report, or this long
+    pick_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    # deadline of each request to the registry while reading a snapshot
+    registry_timeout_s: Annotated[float, Meta(gt=0)] = 2.0
+    # a full snapshot this often even when no event was missed (anti-entropy)
+    resync_s: Annotated[float, Meta(gt=0)] = 300.0
+    # a failed call counts as at least this slow for least_response_time, so an
+    # instance that fails fast does not attract traffic
+    failure_penalty_ms: Annotated[float, Meta(ge=0)] = 1000.0
+
+
+class Balancer:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: BalancerSettings,
+        log: FilteringBoundLogger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.log = log
+        self.clock = clock
+        self.pools: dict[str, Pool] = {}
+        self.node = secrets.token_hex(4)  # prefixes this replica's pick tokens
+        self._prefix = self.node + "."
+        self._picks = 0
+        self._open: collections.deque[tuple[float, str, Member]] = collections.deque()
+        # picks per (service, instance, strategy) since the last read; read by the collector
+        self.picks: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.sync = RegistrySync(
+            bus,
+            self,
+            log,
+            timeout_s=settings.registry_timeout_s,
+            resync_s=settings.resync_s,
+        )
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        bus = self.bus
+        serve = bus.serve
+        await serve(
+            subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, answer=False, per_service=True
+        )
+        await serve(subjects.REPORT, CallReport, self._on_report, per_service=True)
+        await self.sync.__aenter__()
+        await serve(
+            subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
+        )
+        self._reaper = asyncio.create_task(self._reap_loop(), name="balancer.reap")
+        self.log.info("balancer.ready", node=self.node)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.sync.__aexit__(exc_type, exc, tb)
+
+    # -- the fleet, as RegistrySync feeds it ---------------------------------------------
+    def upsert(self, service: str, instance: Instance) -> None:
+        pool = self.pools.get(service)
+        if pool is None:
+            pool = self.pools[service] = Pool(service, strategy=self.settings.default_strategy)
+        pool.upsert(instance)
+
+    def remove(self, service: str, instance_id: str) -> None:
+        pool = self.pools.get(service)
+        if pool is not None:
+            pool.remove(instance_id)
+            if not pool.members:
+                del self.pools[service]
+
+    def known(self) -> dict[str, set[str]]:
+        return {service: set(pool.members) for service, pool in self.pools.items()}
+
+    # -- handlers ------------------------------------------------------------------------
+    async def _on_resolve(self, service: str, req: ResolveRequest) -> Endpoint:
+        pool = self.pools.get(service)
+        if pool is None:
+            raise NotFound(
+                f"service {service!r} has no registered instances; "
+                "check the name, or start an instance that registers it"
+            )
+        now = self.clock()
+        member, strategy, panic = pool.pick(
+            strategy=req.strategy,
+            key=req.key,
+            zone=req.zone,
+            exclude=frozenset(req.exclude),
+            now=now,
+        )
+        self._picks += 1
+        token = f"{self._prefix}{self._picks}"
+        member.picked(token, now)
+        self._open.append((now, token, member))
+        self.picks[(service, member.id, strategy)] += 1
+        return Endpoint(
+            instance_id=member.id,
+            host=member.host,
+            port=member.port,
+            zone=member.zone,
+            metadata=member.metadata,
+            strategy=strategy,
+            panic=panic,
+            pick=token,
+            version=member.version,
+            weight=member.weight,
+        )
+
+    async def _on_report(self, service: str, report: CallReport) -> None:
+        pool = self.pools.get(service)
+        member = pool.members.get(report.instance_id) if pool else None
+        if member is None:
+            return  # the instance left meanwhile; nothing to learn
+        latency = report.latency_ms
+        if not report.ok:
+            latency = max(latency, self.settings.failure_penalty_ms)
+        now = self.clock()
+        member.observe(latency, now)
+        pick = report.pick
+        if not pick or pick.startswith(self._prefix):  # another replica's pick is its own
+            member.closed(pick)
+
+    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
+        if hb.inflight is None:
+            return
+        pool = self.pools.get(service)
+        member = pool.members.get(hb.instance_id) if pool else None
+        if member is not None:
+            member.heartbeat(hb.inflight, self.clock())
+
+    async def _reap_loop(self) -> None:
+        """Close picks whose report never came, so they stop counting as in flight."""
+        timeout = self.settings.pick_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            limit = self.clock() - timeout
+            reaped = 0
+            while self._open and self._open[0][0] <= limit:
+                _, token, member = self._open.popleft()
+                reaped += member.closed(token)
+            if reaped:
+                self.log.debug("picks.timed_out", count=reaped)

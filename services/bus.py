@@ -1,0 +1,262 @@
+"""Typed publish / request / serve over one nats-py connection.
+
+The bus is where the contract's error rules live: a handler raises from the error tree in
+`services.errors` (or fails to decode), and the bus answers with the contract's headers
+and body, counts it and logs it. Nothing a handler or a payload does is raised into
+nats-py, so no message can stop a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+
+from schemas import subjects
+from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
+from schemas.subjects import InvalidNameError
+from services.errors import (
+    BadRequest,
+    BatonError,
+    NoResponders,
+    RequestTimeout,
+    error_for,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+    from structlog.typing import FilteringBoundLogger
+
+    from services.config import BusSettings
+
+__all__ = ["Bus", "Handler", "connect"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+Handler = Callable[[str, T], Awaitable[msgspec.Struct | None]]
+Hook = Callable[[], Awaitable[None]]
+
+_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(ErrorReply)
+
+
+def _one_line(text: str) -> str:
+    # A header value must not carry CR/LF; a sentence never needs them.
+    return " ".join(text.split())
+
+
+class Bus:
+    """Typed messaging over a connected nats-py client. Dependencies are passed in."""
+
+    def __init__(
+        self,
+        nc: Client,
+        log: FilteringBoundLogger,
+        *,
+        max_payload: int = 64 * 1024,
+    ) -> None:
+        self.nc = nc
+        self.log = log
+        self.max_payload = max_payload
+        # (subscription subject, code) -> messages answered or dropped with that error
+        self.errors: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.reconnect_hooks: list[Hook] = []
+        self._decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+        self._subs: list[Subscription] = []
+
+    def decoder(self, kind: type[T]) -> msgspec.json.Decoder[T]:
+        dec = self._decoders.get(kind)
+        if dec is None:
+            dec = self._decoders[kind] = msgspec.json.Decoder(kind)
+        return dec
+
+    async def publish(self, subject: str, msg: msgspec.Struct) -> None:
+        await self.nc.publish(subject, _encoder.encode(msg))
+
+    async def request(
+        self,
+        subject: str,
+        msg: msgspec.Struct,
+        reply_type: type[R],
+        *,
+        timeout: float = 2.0,
+    ) -> R:
+        """Send a request; return the decoded reply or raise from `services.errors`."""
+        try:
+            reply = await self.nc.request(subject, _encoder.encode(msg), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(f"nothing serves {subject}; is the worker running?") from None
+        except nats.errors.TimeoutError:
+            raise RequestTimeout(f"no reply on {subject} within {timeout:g} s") from None
+        headers = reply.headers
+        if headers and ERROR_CODE_HEADER in headers:
+            code = int(headers[ERROR_CODE_HEADER])
+            message = headers.get(ERROR_HEADER, "")
+            if not message:
+                try:
+                    message = _error_decoder.decode(reply.data).message
+                except msgspec.MsgspecError:
+                    message = f"error {code} on {subject}"
+            raise error_for(code, message)
+        return self.decoder(reply_type).decode(reply.data)
+
+    async def serve(
+        self,
+        subject: str,
+        kind: type[T],
+        handler: Handler[T],
+        *,
+        queue: str = "",
+        answer: bool = True,
+        per_service: bool = False,
+    ) -> Subscription:
+        """Decode each message on `subject` as `kind` and pass it to `handler`.
+
+        With `per_service`, `subject` is a prefix: every service's subject under it is
+        served, and the handler gets the service name (checked first, so a bad name is
+        answered as such) instead of the subject.
+        The handler's returned Struct is the reply (when the message asked for one).
+        Errors become the contract's error reply, or a counted log line for a publish.
+        `answer=False` only listens: another worker owns the replies on that subject.
+        """
+        decode = self.decoder(kind).decode
+        what = kind.__name__
+        prefix = subject
+        if per_service:
+            subject = subjects.every(prefix)
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                name = subjects.service_from(msg.subject, prefix) if per_service else msg.subject
+                reply = await handler(name, self._decode(msg.data, decode, what))
+            except InvalidNameError as exc:
+                await self._fail(msg, subject, BadRequest(str(exc)), answer=answer)
+            except BatonError as exc:
+                await self._fail(msg, subject, exc, answer=answer)
+            except Exception as exc:  # a bug must not stop the worker
+                self.log.exception("bus.handler_failed", subject=msg.subject)
+                await self._fail(
+                    msg, subject, BatonError(f"internal error: {exc!r}"), answer=answer
+                )
+            else:
+                if answer and msg.reply and reply is not None:
+                    await self._send(msg.reply, _encoder.encode(reply), None)
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+        self._subs.append(sub)
+        return sub
+
+    def _decode(self, data: bytes, decode: Callable[[bytes], T], what: str) -> T:
+        if len(data) > self.max_payload:
+            raise BadRequest(f"payload is {len(data)} bytes; the limit is {self.max_payload}")
+        try:
+            return decode(data or b"{}")  # an empty payload reads as {}
+        except msgspec.MsgspecError as exc:
+            raise BadRequest(explain(exc, data, what)) from None
+
+    async def _fail(self, msg: Msg, subject: str, err: BatonError, *, answer: bool) -> None:
+        self.errors[(subject, err.code)] += 1
+        replying = answer and bool(msg.reply)
+        if err.code == 500:
+            log = self.log.error
+        elif answer:
+            log = self.log.warning
+        else:  # the worker that owns the subject logs it as a warning already
+            log = self.log.debug
+        log(
+            "bus.request_rejected" if replying else "bus.message_dropped",
+            subject=msg.subject,
+            code=err.code,
+            reason=err.message,
+        )
+        if replying:
+            text = _one_line(err.message)
+            body = _encoder.encode(ErrorReply(code=err.code, message=text))
+            headers = {ERROR_CODE_HEADER: str(err.code), ERROR_HEADER: text}
+            await self._send(msg.reply, body, headers)
+
+    async def _send(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            await self.nc.publish(subject, body, headers=headers)
+        except nats.errors.Error as exc:
+            self.log.warning("bus.reply_failed", subject=subject, error=repr(exc))
+
+    async def drain(self) -> None:
+        """Stop taking new messages, finishing those already received."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+            except nats.errors.Error as exc:
+                self.log.warning("bus.drain_failed", subject=sub.subject, error=repr(exc))
+
+    async def run_reconnect_hooks(self) -> None:
+        for hook in list(self.reconnect_hooks):
+            try:
+                await hook()
+            except Exception:  # one failing hook must not stop the others
+                self.log.exception("bus.reconnect_hook_failed")
+
+
+@asynccontextmanager
+async def connect(
+    settings: BusSettings,
+    log: FilteringBoundLogger,
+    *,
+    name: str,
+) -> AsyncIterator[Bus]:
+    """A connected Bus that reconnects forever, and drains its connection on exit.
+
+    The first connection is retried too, so workers may start before the server does.
+    """
+    holder: list[Bus] = []
+
+    async def on_disconnected() -> None:
+        log.warning("bus.disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
+        if holder:
+            await holder[0].run_reconnect_hooks()
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("bus.error", error=repr(exc))
+
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            nc = await nats.connect(
+                settings.url,
+                name=name,
+                max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
+                reconnect_time_wait=settings.reconnect_wait_s,
+                connect_timeout=settings.connect_timeout_s,
+                pending_size=settings.pending_bytes,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                error_cb=on_error,
+            )
+            break
+        except (OSError, nats.errors.Error) as exc:
+            delay = min(5.0, settings.reconnect_wait_s * attempt)
+            log.warning("bus.connect_failed", url=settings.url, attempt=attempt, error=repr(exc))
+            await asyncio.sleep(delay)
+    log.info("bus.connected", url=settings.url, name=name)
+    bus = Bus(nc, log, max_payload=settings.max_payload)
+    holder.append(bus)
+    try:
+        yield bus
+    finally:
+        try:
+            await nc.drain()
+        except nats.errors.Error:
+            await nc.close()

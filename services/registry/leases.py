@@ -1,0 +1,244 @@
+"""The registry's lease table: pure logic, no bus, clocks passed in.
+
+Leases run on the monotonic clock: an instance silent for `ttl_s` turns unhealthy, one
+silent for 2 x `ttl_s` expires. A heartbeat costs two dict look-ups; deadlines sit in a
+heap that is checked lazily, so a sweep touches only leases whose deadline has passed.
+
+Two guards keep a fault of the registry or the network from emptying the registry:
+- expiry guard (after Eureka's self-preservation): while more than `guard_ratio` of all
+  instances are silent, silent instances stay listed as unhealthy instead of expiring;
+  they are never resolved either way, and expiry resumes once the share falls.
+- pause compensation: a gap between sweeps longer than `pause_s` (the registry was
+  stopped, starved or suspended) is credited to every lease, not blamed on the fleet.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from schemas.registry import EventKind, Heartbeat, Registration
+
+__all__ = ["Change", "Lease", "LeaseTable", "UnknownInstanceError"]
+
+
+class UnknownInstanceError(KeyError):
+    """A heartbeat for an instance the table does not hold (never registered, or expired)."""
+
+
+class Lease:
+    """One registered instance: its registration, its lease and its last reported load."""
+
+    __slots__ = (
+        "cpu",
+        "gen",
+        "healthy",
+        "host",
+        "inflight",
+        "instance_id",
+        "last_seen",
+        "latency_ms",
+        "mem",
+        "metadata",
+        "port",
+        "registered_at",
+        "seen",
+        "service",
+        "ttl",
+        "version",
+        "weight",
+        "zone",
+    )
+
+    def __init__(self, service: str, reg: Registration, mono: float, wall: float) -> None:
+        self.service = service
+        self.instance_id = reg.instance_id
+        self.registered_at = wall
+        self.gen = 0
+        self.healthy = True
+        self.inflight = 0
+        self.cpu: float | None = None
+        self.mem: float | None = None
+        self.latency_ms: float | None = None
+        self.apply(reg)
+        self.touch(mono, wall)
+
+    def apply(self, reg: Registration) -> None:
+        self.host = reg.host
+        self.port = reg.port
+        self.weight = reg.weight
+        self.zone = reg.zone
+        self.version = reg.version
+        self.metadata = reg.metadata
+        self.ttl = reg.ttl_s
+
+    def same_as(self, reg: Registration) -> bool:
+        return (
+            self.host == reg.host
+            and self.port == reg.port
+            and self.weight == reg.weight
+            and self.zone == reg.zone
+            and self.version == reg.version
+            and self.metadata == reg.metadata
+            and self.ttl == reg.ttl_s
+        )
+
+    def touch(self, mono: float, wall: float) -> None:
+        self.seen = mono
+        self.last_seen = wall
+
+    def due(self) -> float:
+        """Monotonic time of this lease's next state change if it stays silent."""
+        return self.seen + (self.ttl if self.healthy else 2 * self.ttl)
+
+
+class Change(NamedTuple):
+    kind: EventKind
+    lease: Lease
+
+
+class LeaseTable:
+    def __init__(
+        self,
+        *,
+        guard_ratio: float = 0.5,
+        guard_min: int = 10,
+        pause_s: float = 2.0,
+    ) -> None:
+        self.services: dict[str, dict[str, Lease]] = {}
+        self.guard_ratio = guard_ratio
+        self.guard_min = guard_min
+        self.pause_s = pause_s
+        self.total = 0
+        self.unhealthy = 0
+        self.guarding = False  # expiry is being held back right now
+        self.held = 0  # expiries held back by the guard in the last sweep
+        self._heap: list[tuple[float, int, int, Lease]] = []
+        self._tie = itertools.count()
+        self._last_sweep: float | None = None
+
+    # -- lookups -------------------------------------------------------------------------
+    def get(self, service: str, instance_id: str) -> Lease | None:
+        leases = self.services.get(service)
+        return leases.get(instance_id) if leases else None
+
+    def leases(self, service: str) -> list[Lease]:
+        return list(self.services.get(service, {}).values())
+
+    # -- changes from the fleet ----------------------------------------------------------
+    def register(self, service: str, reg: Registration, mono: float, wall: float) -> Change | None:
+        """Add or refresh an instance; the change to announce, or None if nothing changed."""
+        leases = self.services.setdefault(service, {})
+        lease = leases.get(reg.instance_id)
+        if lease is None:
+            lease = leases[reg.instance_id] = Lease(service, reg, mono, wall)
+            self.total += 1
+            self._schedule(lease)
+            return Change("registered", lease)
+        lease.touch(mono, wall)
+        changed = not lease.same_as(reg)
+        if changed:
+            lease.apply(reg)
+            self._schedule(lease)  # the ttl may have shortened
+        if not lease.healthy:
+            self._set_healthy(lease, healthy=True)
+            return Change("updated" if changed else "healthy", lease)
+        return Change("updated", lease) if changed else None
+
+    def heartbeat(self, service: str, hb: Heartbeat, mono: float, wall: float) -> Change | None:
+        lease = self.get(service, hb.instance_id)
+        if lease is None:
+            raise UnknownInstanceError(hb.instance_id)
+        lease.touch(mono, wall)
+        if hb.inflight is not None:
+            lease.inflight = hb.inflight
+        if hb.cpu is not None:
+            lease.cpu = hb.cpu
+        if hb.mem is not None:
+            lease.mem = hb.mem
+        if hb.latency_ms is not None:
+            lease.latency_ms = hb.latency_ms
+        if not lease.healthy:
+            self._set_healthy(lease, healthy=True)
+            return Change("healthy", lease)
+        return None
+
+    def deregister(self, service: str, instance_id: str) -> Change | None:
+        lease = self._remove(service, instance_id)
+        return Change("deregistered", lease) if lease else None
+
+    def remove_service(self, service: str) -> list[Change]:
+        return [
+            Change("deregistered", lease)
+            for iid in list(self.services.get(service, {}))
+            if (lease := self._remove(service, iid)) is not None
+        ]
+
+    # -- time ----------------------------------------------------------------------------
+    def sweep(self, mono: float) -> list[Change]:
+        """Apply every deadline that has passed by `mono`; the changes to announce."""
+        last, self._last_sweep = self._last_sweep, mono
+        if last is not None and mono - last > self.pause_s:
+            self._credit(mono - last)
+        changes: list[Change] = []
+        held: list[Lease] = []
+        heap = self._heap
+        while heap and heap[0][0] <= mono:
+            _, _, gen, lease = heapq.heappop(heap)
+            if gen != lease.gen or self.get(lease.service, lease.instance_id) is not lease:
+                continue  # superseded by a later schedule, or removed
+            due = lease.due()
+            if due > mono:
+                heapq.heappush(heap, (due, next(self._tie), gen, lease))
+            elif lease.healthy:
+                self._set_healthy(lease, healthy=False)
+                heapq.heappush(heap, (lease.due(), next(self._tie), gen, lease))
+                changes.append(Change("unhealthy", lease))
+            else:
+                held.append(lease)
+        self.guarding = self._guard_holds()
+        self.held = len(held) if self.guarding else 0
+        for lease in held:
+            if self.guarding:  # check again soon: the share may fall
+                heapq.heappush(heap, (mono + 1.0, next(self._tie), lease.gen, lease))
+            elif self._remove(lease.service, lease.instance_id) is not None:
+                changes.append(Change("expired", lease))
+        return changes
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    # -- internals -----------------------------------------------------------------------
+    def _guard_holds(self) -> bool:
+        return (
+            self.guard_ratio > 0
+            and self.total >= self.guard_min
+            and self.unhealthy > self.guard_ratio * self.total
+        )
+
+    def _credit(self, gap: float) -> None:
+        for leases in self.services.values():
+            for lease in leases.values():
+                lease.seen += gap
+
+    def _schedule(self, lease: Lease) -> None:
+        lease.gen += 1
+        heapq.heappush(self._heap, (lease.due(), next(self._tie), lease.gen, lease))
+
+    def _set_healthy(self, lease: Lease, *, healthy: bool) -> None:
+        lease.healthy = healthy
+        self.unhealthy += -1 if healthy else 1
+
+    def _remove(self, service: str, instance_id: str) -> Lease | None:
+        leases = self.services.get(service)
+        lease = leases.pop(instance_id, None) if leases is not None else None
+        if lease is None:
+            return None
+        self.total -= 1
+        if not lease.healthy:
+            self.unhealthy -= 1
+        if not leases:
+            del self.services[service]
+        return lease

@@ -1,0 +1,251 @@
+"""The registry worker: answers the registry subjects and publishes every change.
+
+State is in memory. After a restart, instances come back by themselves: their SDK's next
+heartbeat is answered 404 and the SDK registers again, so the fleet is whole within one
+heartbeat interval. Snapshots say `settled: false` until `settle_s` has passed, so that a
+reader (the balancer) does not take a half-filled registry for the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import secrets
+import time
+from typing import TYPE_CHECKING, Annotated, Self, get_args
+
+from msgspec import Meta, Struct
+
+from schemas import subjects
+from schemas.fields import from_timestamp, utcnow
+from schemas.registry import (
+    Ack,
+    Deregistration,
+    Empty,
+    EventKind,
+    Heartbeat,
+    Instance,
+    InstanceEvent,
+    InstanceList,
+    InstancesQuery,
+    Registration,
+    ServiceList,
+)
+from services.errors import BadRequest, NotFound
+from services.registry.leases import Change, Lease, LeaseTable, UnknownInstanceError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from structlog.typing import FilteringBoundLogger
+
+    from services.bus import Bus
+
+__all__ = ["Registry", "RegistrySettings"]
+
+
+class RegistrySettings(Struct, frozen=True, kw_only=True):
+    """Environment: REGISTRY_<FIELD>, e.g. REGISTRY_SWEEP_S=0.05."""
+
+    # how often leases are checked: detection is at most ttl_s + sweep_s late
+    sweep_s: Annotated[float, Meta(gt=0, le=5)] = 0.1
+    # after a start, how long until every live instance has been heard from
+    settle_s: Annotated[float, Meta(ge=0)] = 20.0
+    # hold expiry back while more than this share of instances is silent (0 = never)
+    expiry_guard: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    # ... but only with at least this many instances registered
+    expiry_guard_min: Annotated[int, Meta(ge=1)] = 10
+    # a gap between sweeps longer than this was the registry's pause, not the fleet's
+    pause_s: Annotated[float, Meta(gt=0)] = 2.0
+
+
+_LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}
+
+
+def _instance(lease: Lease) -> Instance:
+    return Instance(
+        instance_id=lease.instance_id,
+        host=lease.host,
+        port=lease.port,
+        weight=lease.weight,
+        zone=lease.zone,
+        version=lease.version,
+        metadata=lease.metadata,
+        healthy=lease.healthy,
+        drained=False,
+        inflight=lease.inflight,
+        registered_at=from_timestamp(lease.registered_at),
+        last_seen=from_timestamp(lease.last_seen),
+        ttl_s=lease.ttl,
+        cpu=lease.cpu,
+        mem=lease.mem,
+        latency_ms=lease.latency_ms,
+    )
+
+
+def _check_service(service: str, claimed: str | None) -> None:
+    if claimed is not None and claimed != service:
+        raise BadRequest(
+            f"payload names service {claimed!r} but the subject names {service!r}; "
+            "the subject decides: drop `service` from the payload or publish on its subject"
+        )
+
+
+class Registry:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: RegistrySettings,
+        log: FilteringBoundLogger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.log = log
+        self.clock = clock
+        self.wallclock = wallclock
+        self.table = LeaseTable(
+            guard_ratio=settings.expiry_guard,
+            guard_min=settings.expiry_guard_min,
+            pause_s=settings.pause_s,
+        )
+        self.epoch = secrets.token_hex(6)  # tells readers this registry has restarted
+        self.seq = 0
+        self.started = clock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        serve = self.bus.serve
+        await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
+        await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
+        await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
+        await serve(
+            subjects.INSTANCES,
+            InstancesQuery,
+            self._on_instances,
+            queue="registry",
+            per_service=True,
+        )
+        await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="registry.sweep")
+        self.log.info("registry.ready", epoch=self.epoch)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    @property
+    def settled(self) -> bool:
+        return self.clock() - self.started >= self.settings.settle_s
+
+    # -- handlers ------------------------------------------------------------------------
+    async def _on_register(self, service: str, reg: Registration) -> Ack:
+        _check_service(service, reg.service)
+        change = self.table.register(service, reg, self.clock(), self.wallclock())
+        if change:
+            await self._announce(change)
+        return Ack(instance_id=reg.instance_id, ttl_s=reg.ttl_s, heartbeat_s=reg.ttl_s / 3)
+
+    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> Ack:
+        _check_service(service, hb.service)
+        try:
+            change = self.table.heartbeat(service, hb, self.clock(), self.wallclock())
+        except UnknownInstanceError:
+            raise NotFound(
+                f"instance {hb.instance_id!r} of service {service!r} is not registered "
+                "(it expired or the registry restarted); register it again"
+            ) from None
+        if change:
+            await self._announce(change)
+        lease = self.table.get(service, hb.instance_id)
+        ttl = lease.ttl if lease else 0.0
+        return Ack(instance_id=hb.instance_id, ttl_s=ttl, heartbeat_s=ttl / 3)
+
+    async def _on_deregister(self, service: str, dereg: Deregistration) -> Ack:
+        _check_service(service, dereg.service)
+        change = self.table.deregister(service, dereg.instance_id)
+        if change:
+            await self._announce(change)
+        return Ack(instance_id=dereg.instance_id)
+
+    async def _on_instances(self, service: str, query: InstancesQuery) -> InstanceList:
+        leases = self.table.leases(service)
+        if not leases:
+            raise NotFound(
+                f"service {service!r} has no registered instances; "
+                "registry.v1.services lists the known ones"
+            )
+        next_after = ""
+        if query.limit or query.after:
+            leases.sort(key=lambda lease: lease.instance_id)
+            start = bisect.bisect_right([lease.instance_id for lease in leases], query.after)
+            end = start + query.limit if query.limit else len(leases)
+            next_after = leases[end - 1].instance_id if end < len(leases) else ""
+            leases = leases[start:end]
+        return InstanceList(
+            service=service,
+            instances=[_instance(lease) for lease in leases],
+            next_after=next_after,
+            epoch=self.epoch,
+            seq=self.seq,
+            settled=self.settled,
+        )
+
+    async def _on_services(self, _subject: str, _: Empty) -> ServiceList:
+        return ServiceList(
+            services=sorted(self.table.services),
+            epoch=self.epoch,
+            seq=self.seq,
+            settled=self.settled,
+        )
+
+    # -- events and time -----------------------------------------------------------------
+    async def _announce(self, change: Change) -> None:
+        kind, lease = change
+        self.seq += 1
+        event = InstanceEvent(
+            kind=kind,
+            service=lease.service,
+            instance=_instance(lease),
+            at=utcnow(),
+            epoch=self.epoch,
+            seq=self.seq,
+        )
+        await self.bus.publish(subjects.events(lease.service), event)
+        self.log.info(
+            _LOG_EVENTS[kind],
+            service=lease.service,
+            instance=lease.instance_id,
+            seq=self.seq,
+        )
+
+    async def _sweep_loop(self) -> None:
+        guarding = False
+        while True:
+            await asyncio.sleep(self.settings.sweep_s)
+            try:
+                for change in self.table.sweep(self.clock()):
+                    await self._announce(change)
+            except Exception:  # a bug in one sweep must not end leases for good
+                self.log.exception("registry.sweep_failed")
+            if self.table.guarding != guarding:
+                guarding = self.table.guarding
+                (self.log.warning if guarding else self.log.info)(
+                    "registry.expiry_guard_on" if guarding else "registry.expiry_guard_off",
+                    silent=self.table.unhealthy,
+                    total=self.table.total,
+                    held=self.table.held,
+                )

@@ -1,0 +1,70 @@
+"""Run a worker as a process: settings, logs, signals -> one stop event -> graceful drain.
+
+A worker is an async context manager built from (bus, settings, log): entering it
+subscribes and starts its loops, leaving it stops them. The runner owns the order:
+connect, enter, wait for SIGINT/SIGTERM, drain subscriptions (finishing messages already
+received), leave the worker, drain the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+from msgspec import Struct
+from structlog.typing import FilteringBoundLogger
+
+from services import logs
+from services.bus import Bus, connect
+from services.config import BusSettings, SettingsError, load, load_bus
+
+__all__ = ["WorkerFactory", "main", "serve"]
+
+S = TypeVar("S", bound=Struct)
+WorkerFactory = Callable[[Bus, S, FilteringBoundLogger], AbstractAsyncContextManager[Any]]
+
+
+async def serve(
+    name: str,
+    factory: WorkerFactory[S],
+    *,
+    settings: S,
+    bus_settings: BusSettings,
+    log: FilteringBoundLogger,
+    stop: asyncio.Event,
+) -> None:
+    async with (
+        connect(bus_settings, log, name=f"baton-{name}") as bus,
+        factory(bus, settings, log),
+    ):
+        log.info("worker.started", settings=settings)
+        await stop.wait()
+        log.info("worker.stopping")
+        await bus.drain()
+    log.info("worker.stopped")
+
+
+def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: str) -> None:
+    """Entry point of `python -m services.<name>`."""
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    log = logs.get_logger(name)
+    try:
+        settings = load(settings_type, prefix)
+        bus_settings = load_bus()
+    except SettingsError as exc:
+        log.exception("settings.invalid", error=str(exc))
+        sys.exit(2)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(name, factory, settings=settings, bus_settings=bus_settings, log=log, stop=stop)
+
+    asyncio.run(run())

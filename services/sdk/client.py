@@ -1,0 +1,177 @@
+"""`BalancerClient`: resolve an endpoint, call it, and tell the balancer how it went.
+
+Reports matter: the balancer counts a pick as in flight until its report arrives (matched
+by the endpoint's `pick`), and latency- and load-aware strategies learn from them.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import nats.errors
+import structlog
+
+from schemas import subjects
+from schemas.balancer import CallReport, Endpoint, ResolveRequest
+from services.bus import Bus
+from services.errors import BadRequest, NoResponders, Unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+    from nats.aio.client import Client
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = ["BalancerClient"]
+
+T = TypeVar("T")
+
+
+def _subject(build: Callable[[str], str], service: str) -> str:
+    # A bad name is bad input like any other: one error tree for callers to catch.
+    try:
+        return build(service)
+    except subjects.InvalidNameError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+class BalancerClient:
+    """Resolves endpoints through `balancer.v1.resolve.{service}` and reports calls.
+
+    ```
+    client = BalancerClient(nc)
+    async with client.call("orders", key=user_id) as ep:
+        await http.get(f"http://{ep.host}:{ep.port}/orders")  # timed and reported
+    ```
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        timeout: float = 1.0,
+        log: FilteringBoundLogger | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.log = log or structlog.get_logger()
+        self._bus = Bus(nc, self.log)
+
+    async def resolve(
+        self,
+        service: str,
+        *,
+        key: str | None = None,
+        zone: str | None = None,
+        exclude: Iterable[str] = (),
+        strategy: str | None = None,
+    ) -> Endpoint:
+        """One endpoint of `service`, picked by the balancer.
+
+        Raises (from `services.errors`): NotFound (unknown service), Unavailable (no
+        instance can take it), BadRequest (bad name, zone or strategy), NoResponders (no
+        balancer runs), RequestTimeout (none answered within `timeout`).
+        """
+        request = ResolveRequest(key=key, zone=zone, exclude=list(exclude), strategy=strategy)
+        subject = _subject(subjects.resolve, service)
+        return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
+
+    async def report(
+        self,
+        service: str,
+        endpoint: Endpoint,
+        latency_ms: float,
+        ok: bool = True,
+    ) -> None:
+        """Publish a CallReport for a call made to `endpoint`; best effort, never raises
+        for a connection problem (a lost report only makes the balancer's view older).
+        """
+        report = CallReport(
+            instance_id=endpoint.instance_id,
+            latency_ms=max(0.0, latency_ms),
+            ok=ok,
+            pick=endpoint.pick,
+        )
+        subject = _subject(subjects.report, service)
+        try:
+            await self._bus.publish(subject, report)
+        except (nats.errors.Error, OSError) as exc:
+            self.log.warning("report.dropped", service=service, error=repr(exc))
+
+    @asynccontextmanager
+    async def call(
+        self,
+        service: str,
+        *,
+        key: str | None = None,
+        zone: str | None = None,
+        exclude: Iterable[str] = (),
+        strategy: str | None = None,
+    ) -> AsyncIterator[Endpoint]:
+        """Resolve, hand the endpoint to the body, and report how long it took and whether
+        it raised. The body's exception (cancellation included) is re-raised after the
+        report, so a failed call is never reported as ok.
+        """
+        endpoint = await self.resolve(
+            service, key=key, zone=zone, exclude=exclude, strategy=strategy
+        )
+        async with self._reported(service, endpoint):
+            yield endpoint
+
+    async def call_with_retry(  # noqa: PLR0913  # resolve's options, plus the retry policy
+        self,
+        service: str,
+        fn: Callable[[Endpoint], Awaitable[T]],
+        *,
+        attempts: int = 3,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        key: str | None = None,
+        zone: str | None = None,
+        exclude: Iterable[str] = (),
+        strategy: str | None = None,
+    ) -> T:
+        """`await fn(endpoint)`; when it raises one of `retry_on`, try another instance.
+
+        Each retry resolves again with every instance that failed in `exclude`. Once no
+        other instance is left, or after `attempts`, the last call's error is raised.
+        """
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
+        tried = list(exclude)
+        last: BaseException | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                endpoint = await self.resolve(
+                    service, key=key, zone=zone, exclude=tried, strategy=strategy
+                )
+            except NoResponders:
+                raise
+            except Unavailable:
+                if last is None:
+                    raise
+                raise last from None  # "no other instance" hides the real failure
+            try:
+                async with self._reported(service, endpoint):
+                    return await fn(endpoint)
+            except retry_on as exc:
+                last = exc
+                tried.append(endpoint.instance_id)
+                self.log.info(
+                    "call.retrying",
+                    service=service,
+                    instance_id=endpoint.instance_id,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+        raise last or Unavailable(f"no attempt to call {service} was made")
+
+    @asynccontextmanager
+    async def _reported(self, service: str, endpoint: Endpoint) -> AsyncIterator[None]:
+        start = time.perf_counter()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            await self.report(service, endpoint, (time.perf_counter() - start) * 1000, ok=ok)

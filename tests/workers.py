@@ -1,0 +1,39 @@
+"""Run workers in-process for tests: each on its own NATS connection, as in production."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from services import logs
+from services.balancer import Balancer, BalancerSettings
+from services.bus import connect
+from services.config import BusSettings
+from services.registry import Registry, RegistrySettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["run_balancer", "run_registry"]
+
+FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
+
+
+@asynccontextmanager
+async def _run(url: str, name: str, factory: Any, settings: Any) -> AsyncIterator[Any]:
+    log = logs.get_logger(name)
+    async with AsyncExitStack() as stack:
+        bus = await stack.enter_async_context(
+            connect(BusSettings(url=url, reconnect_wait_s=0.05), log, name=name)
+        )
+        worker = await stack.enter_async_context(factory(bus, settings, log))
+        yield worker
+        await bus.drain()
+
+
+def run_registry(url: str, settings: RegistrySettings = FAST_REGISTRY) -> Any:
+    return _run(url, "registry", Registry, settings)
+
+
+def run_balancer(url: str, settings: BalancerSettings | None = None) -> Any:
+    return _run(url, "balancer", Balancer, settings or BalancerSettings(resync_s=60))
