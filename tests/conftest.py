@@ -9,6 +9,7 @@ import pytest
 from nats.aio.client import Client
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "integration"))
 
 from natsserver import NatsServer  # noqa: E402
 
