@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.client import Client
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
 
-from natsserver import NatsServer  # noqa: E402
+from typing import TYPE_CHECKING
 
-from services import logs  # noqa: E402
+from natsserver import NatsServer
+
+from services import logs
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from nats.aio.client import Client
 
 logs.configure("WARNING", json=False)
 

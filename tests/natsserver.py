@@ -31,7 +31,9 @@ def nats_server_binary() -> str:
 class NatsServer:
     """One nats-server with JetStream, on a port it picks; `restart()` keeps port and data."""
 
-    def __init__(self, workdir: Path, *, jetstream: bool = True, extra: list[str] | None = None):
+    def __init__(
+        self, workdir: Path, *, jetstream: bool = True, extra: list[str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.jetstream = jetstream

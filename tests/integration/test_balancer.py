@@ -73,7 +73,9 @@ async def test_consistent_hash_keeps_a_key_on_one_instance(bus: Bus, events: Eve
         await register(bus, events, f"n{n}")
     owners = {}
     for key in ("alice", "bob", "carol", "dave"):
-        got = {(await resolve(bus, strategy="consistent_hash", key=key)).instance_id for _ in range(5)}
+        got = {
+            (await resolve(bus, strategy="consistent_hash", key=key)).instance_id for _ in range(5)
+        }
         assert len(got) == 1
         owners[key] = got.pop()
     gone = owners["alice"]
@@ -121,7 +123,8 @@ async def test_least_response_time_avoids_the_slow_instance(bus: Bus, events: Ev
         ep = await resolve(bus, strategy="least_response_time")
         picks[ep.instance_id] += 1
         await bus.publish(
-            subjects.report("api"), CallReport(instance_id=ep.instance_id, latency_ms=10, pick=ep.pick)
+            subjects.report("api"),
+            CallReport(instance_id=ep.instance_id, latency_ms=10, pick=ep.pick),
         )
     assert picks["f"] == 20
 
@@ -131,7 +134,8 @@ async def test_most_connections_packs_until_capacity(bus: Bus, events: Events) -
         await register(bus, events, iid, metadata={"max_inflight": "3"})
     picks = [(await resolve(bus, strategy="most_connections")).instance_id for _ in range(6)]
     assert picks[:3] == [picks[0]] * 3  # packed onto one until it is full
-    assert picks[3:] == [picks[3]] * 3 and picks[3] != picks[0]
+    assert picks[3:] == [picks[3]] * 3
+    assert picks[3] != picks[0]
     with pytest.raises(Unavailable, match="max_inflight"):
         await resolve(bus, strategy="most_connections")
 

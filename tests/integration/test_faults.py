@@ -132,19 +132,33 @@ async def test_a_missed_event_is_repaired_by_a_snapshot(
         await events.wait_for("registered", "real")
         before = balancer.sync.snapshots
         # A forged event that skips sequence numbers: as if events had been lost.
-        ghost = Instance(**{
-            **{f: getattr(reg("ghost"), f) for f in ("host", "port", "weight", "zone", "version",
-                                                       "metadata")},
-            "instance_id": "ghost", "healthy": True, "drained": False, "inflight": 0,
-            "registered_at": events.seen[0].at, "last_seen": events.seen[0].at,
-        })
+        ghost = Instance(
+            **{
+                **{
+                    f: getattr(reg("ghost"), f)
+                    for f in ("host", "port", "weight", "zone", "version", "metadata")
+                },
+                "instance_id": "ghost",
+                "healthy": True,
+                "drained": False,
+                "inflight": 0,
+                "registered_at": events.seen[0].at,
+                "last_seen": events.seen[0].at,
+            }
+        )
         await bus.publish(
             subjects.events("api"),
-            InstanceEvent(kind="registered", service="api", instance=ghost, at=ghost.last_seen,
-                          epoch=registry.epoch, seq=registry.seq + 5),
+            InstanceEvent(
+                kind="registered",
+                service="api",
+                instance=ghost,
+                at=ghost.last_seen,
+                epoch=registry.epoch,
+                seq=registry.seq + 5,
+            ),
         )
         async with asyncio.timeout(5):
-            while balancer.sync.snapshots == before:
+            while balancer.sync.snapshots == before:  # noqa: ASYNC110  # a counter, polled
                 await asyncio.sleep(0.01)
         picks = {(await resolve(bus, strategy="round_robin")).instance_id for _ in range(4)}
         assert picks == {"real"}  # the snapshot removed what the registry does not hold
@@ -171,7 +185,8 @@ async def test_registry_restart_keeps_traffic_flowing_without_spurious_events(
                     failures += 1
                 await asyncio.sleep(0.01)
             assert failures == 0
-            assert reg_a[0] == 1 and reg_b[0] == 1  # each registered again once, on its 404
+            assert reg_a[0] == 1  # each registered again once, on its 404
+            assert reg_b[0] == 1
             assert sorted(fresh.table.services["api"]) == ["a", "b"]
     assert "deregistered" not in events.kinds("a") + events.kinds("b")
     assert "expired" not in events.kinds("a") + events.kinds("b")

@@ -34,7 +34,11 @@ async def raw(nc: Client, subject: str, payload: bytes) -> tuple[int, str, dict[
     """A request as any-language client sends it: the error code, sentence and body."""
     msg = await nc.request(subject, payload, timeout=2)
     headers = msg.headers or {}
-    return int(headers.get(ERROR_CODE_HEADER, 0)), headers.get(ERROR_HEADER, ""), msgspec.json.decode(msg.data)
+    return (
+        int(headers.get(ERROR_CODE_HEADER, 0)),
+        headers.get(ERROR_HEADER, ""),
+        msgspec.json.decode(msg.data),
+    )
 
 
 async def test_register_is_acked_listed_and_announced(bus: Bus, events: Events) -> None:
@@ -49,10 +53,15 @@ async def test_register_is_acked_listed_and_announced(bus: Bus, events: Events) 
     listed = await bus.request(subjects.instances("checkout"), Empty(), InstanceList)
     [inst] = listed.instances
     assert (inst.host, inst.port, inst.weight, inst.zone, inst.version) == (
-        "127.0.0.1", 8080, 50, "eu-1", "1.2",
+        "127.0.0.1",
+        8080,
+        50,
+        "eu-1",
+        "1.2",
     )
     assert inst.metadata == {"tier": "gold"}
-    assert inst.healthy and not inst.drained
+    assert inst.healthy
+    assert not inst.drained
     assert inst.registered_at.tzinfo is not None
     services = await bus.request(subjects.SERVICES, Empty(), ServiceList)
     assert services.services == ["checkout"]
@@ -146,35 +155,70 @@ async def test_paged_listing_covers_every_instance_once(bus: Bus) -> None:
 @pytest.mark.parametrize(
     ("subject", "payload", "says"),
     [
-        ("registry.v1.register.api", b'{"instance_id":"a","host":"h","port":70000}',
-         "port must be 1..65535, got 70000"),
-        ("registry.v1.register.api", b'{"instance_id":"a","host":"h","port":"80"}',
-         'port must be 1..65535, got "80"'),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a","host":"h","port":70000}',
+            "port must be 1..65535, got 70000",
+        ),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a","host":"h","port":"80"}',
+            'port must be 1..65535, got "80"',
+        ),
         ("registry.v1.register.api", b'{"host":"h","port":80}', "instance_id is required"),
-        ("registry.v1.register.api", b'{"instance_id":"a.b","host":"h","port":80}',
-         "instance_id must be 1 to 64 characters"),
-        ("registry.v1.register.api", b'{"instance_id":"a","host":"h","port":80,"weight":-1}',
-         "weight must be an integer 0..10000"),
-        ("registry.v1.register.api", b'{"instance_id":"a","host":"h","port":80,"ttl_s":0}',
-         "ttl_s must be a number of seconds 1..3600, got 0"),
-        ("registry.v1.register.api", b'{"instance_id":"a","host":"h","port":80,"metadata":[]}',
-         "metadata must be an object"),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a.b","host":"h","port":80}',
+            "instance_id must be 1 to 64 characters",
+        ),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a","host":"h","port":80,"weight":-1}',
+            "weight must be an integer 0..10000",
+        ),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a","host":"h","port":80,"ttl_s":0}',
+            "ttl_s must be a number of seconds 1..3600, got 0",
+        ),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a","host":"h","port":80,"metadata":[]}',
+            "metadata must be an object",
+        ),
         ("registry.v1.register.api", b"{not json", "payload is not valid JSON"),
         ("registry.v1.register.api", b"[1,2]", "must be a Registration as a JSON object"),
-        ("registry.v1.register.api",
-         b'{"instance_id":"a","host":"h","port":80,"service":"other"}',
-         "payload names service 'other' but the subject names 'api'"),
-        ("registry.v1.register.a.b", b'{"instance_id":"a","host":"h","port":80}',
-         "service name 'a.b' contains '.'"),
-        ("registry.v1.register.*", b'{"instance_id":"a","host":"h","port":80}',
-         "service name '*' contains '*'"),
-        ("registry.v1.register.>", b'{"instance_id":"a","host":"h","port":80}',
-         "service name '>' contains '>'"),
-        ("registry.v1.register." + "s" * 65, b'{"instance_id":"a","host":"h","port":80}',
-         "is 65 characters long"),
+        (
+            "registry.v1.register.api",
+            b'{"instance_id":"a","host":"h","port":80,"service":"other"}',
+            "payload names service 'other' but the subject names 'api'",
+        ),
+        (
+            "registry.v1.register.a.b",
+            b'{"instance_id":"a","host":"h","port":80}',
+            "service name 'a.b' contains '.'",
+        ),
+        (
+            "registry.v1.register.*",
+            b'{"instance_id":"a","host":"h","port":80}',
+            "service name '*' contains '*'",
+        ),
+        (
+            "registry.v1.register.>",
+            b'{"instance_id":"a","host":"h","port":80}',
+            "service name '>' contains '>'",
+        ),
+        (
+            "registry.v1.register." + "s" * 65,
+            b'{"instance_id":"a","host":"h","port":80}',
+            "is 65 characters long",
+        ),
         ("registry.v1.heartbeat.api", b'{"instance_id":"a","cpu":2}', "cpu must be a number 0..1"),
-        ("registry.v1.heartbeat.api", b'{"instance_id":"a","inflight":-3}',
-         "inflight must be an integer >= 0"),
+        (
+            "registry.v1.heartbeat.api",
+            b'{"instance_id":"a","inflight":-3}',
+            "inflight must be an integer >= 0",
+        ),
         ("registry.v1.deregister.api", b"{}", "instance_id is required"),
         ("registry.v1.instances.a.b", b"{}", "service name 'a.b' contains '.'"),
     ],
@@ -192,7 +236,9 @@ async def test_bad_input_is_answered_400_at_once(
 
 async def test_huge_payload_is_rejected(nc: Client) -> None:
     metadata = {f"k{i}": "v" * 1000 for i in range(100)}
-    payload = msgspec.json.encode({"instance_id": "a", "host": "h", "port": 1, "metadata": metadata})
+    payload = msgspec.json.encode(
+        {"instance_id": "a", "host": "h", "port": 1, "metadata": metadata}
+    )
     code, sentence, _ = await raw(nc, subjects.register("api"), payload)
     assert code == 400
     assert "the limit is 65536" in sentence

@@ -1,0 +1,43 @@
+# Baton's task runner: people and CI call the same recipes. `just --list` shows them.
+
+# The project's venv when there is one, else whatever python3 is on PATH.
+python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { justfile_directory() / ".venv/bin/python" } else { "python3" }
+
+# list the recipes
+default:
+    @{{just_executable()}} --list
+
+# run the local stack: nats-server (JetStream), registry, balancer; Ctrl-C stops it
+[group('run')]
+up *args:
+    exec "{{python}}" -m services.stack up {{args}}
+
+# the stack plus a demo fleet and its live table (DEMO_* settings, see services/demo)
+[group('run')]
+demo *args:
+    exec "{{python}}" -m services.stack demo {{args}}
+
+# lint and types, then every test (pytest's summary is the last line, for CI)
+[group('check')]
+test *args:
+    "{{python}}" -m ruff check .
+    "{{python}}" -m mypy
+    "{{python}}" -m pytest -q {{args}}
+
+# lint, format check and types, without tests
+[group('check')]
+lint:
+    "{{python}}" -m ruff check .
+    "{{python}}" -m ruff format --check .
+    "{{python}}" -m mypy
+
+# format and apply safe lint fixes
+[group('check')]
+fmt:
+    "{{python}}" -m ruff format .
+    "{{python}}" -m ruff check --fix .
+
+# benchmarks: each figure a ratio against a baseline measured in the same run
+[group('check')]
+bench:
+    "{{python}}" tests/bench/bench_resolve.py

@@ -1,0 +1,146 @@
+"""Resolve throughput and latency: the balancer against a bare nats-py echo responder.
+
+Both run as their own processes on one nats-server; the same client process drives both
+with the same concurrency, in alternating rounds, and the table reports ratios measured
+in this run (the machines are shared and noisy: absolute figures mean little).
+
+    python tests/bench/bench_resolve.py [--seconds 3] [--rounds 2] [--concurrency 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+import nats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from natsserver import NatsServer
+
+from schemas import subjects
+from schemas.balancer import Endpoint, ResolveRequest
+from schemas.registry import Registration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(args: list[str], url: str, logdir: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NATS_URL": url, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    log = (logdir / f"{name}.log").open("wb")
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=log, cwd=ROOT)  # noqa: S603
+
+
+async def drive(
+    nc: nats.NATS, subject: str, concurrency: int, seconds: float
+) -> tuple[float, list[float]]:
+    payload = msgspec.json.encode(ResolveRequest())
+    decode = msgspec.json.Decoder(Endpoint).decode
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            reply = await nc.request(subject, payload, timeout=5)
+            decode(reply.data)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - t0), latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    server = NatsServer(work / "nats").start()
+    procs = [
+        spawn(["-m", "services.registry"], server.url, work, "registry"),
+        spawn(["-m", "services.balancer"], server.url, work, "balancer"),
+        spawn(
+            [str(ROOT / "tests/bench/echo_responder.py"), server.url, "bench.echo.api"],
+            server.url,
+            work,
+            "echo",
+        ),
+    ]
+    try:
+        nc = await nats.connect(server.url)
+        regs = [
+            Registration(instance_id=f"i{i}", host="127.0.0.1", port=8000 + i, ttl_s=3600)
+            for i in range(args.instances)
+        ]
+        for reg in regs:  # the first waits for the registry to come up
+            await wait_for_responder(nc, subjects.register("api"), reg)
+        await wait_for_responder(nc, subjects.resolve("api"), ResolveRequest())
+        await wait_for_responder(nc, "bench.echo.api", ResolveRequest())
+        targets = {"balancer": subjects.resolve("api"), "echo": "bench.echo.api"}
+        print(
+            f"resolve: {args.instances} instances, strategy = service default (weighted), "
+            f"{args.rounds} alternating rounds of {args.seconds:g} s each"
+        )
+        print(
+            f"{'clients':>7} | {'balancer req/s':>14} {'echo req/s':>11} {'ratio':>6} | "
+            f"{'p50 ms b/e':>12} {'p99 ms b/e':>14} {'p99 ratio':>9}"
+        )
+        for conc in args.concurrency:
+            rates: dict[str, list[float]] = {k: [] for k in targets}
+            lats: dict[str, list[float]] = {k: [] for k in targets}
+            await drive(nc, targets["balancer"], conc, 0.5)  # warm-up
+            await drive(nc, targets["echo"], conc, 0.5)
+            for _ in range(args.rounds):
+                for name, subject in targets.items():
+                    rate, lat = await drive(nc, subject, conc, args.seconds)
+                    rates[name].append(rate)
+                    lats[name] += lat
+            b, e = (sum(rates[k]) / len(rates[k]) for k in ("balancer", "echo"))
+            p50b, p50e = pct(lats["balancer"], 0.5), pct(lats["echo"], 0.5)
+            p99b, p99e = pct(lats["balancer"], 0.99), pct(lats["echo"], 0.99)
+            print(
+                f"{conc:>7} | {b:>14,.0f} {e:>11,.0f} {b / e:>6.2f} | "
+                f"{p50b:>5.2f}/{p50e:<6.2f} {p99b:>6.2f}/{p99e:<7.2f} {p99b / p99e:>9.2f}"
+            )
+        await nc.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        server.stop()
+
+
+async def wait_for_responder(nc: nats.NATS, subject: str, msg: msgspec.Struct) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await nc.request(subject, msgspec.json.encode(msg), timeout=1)
+        except nats.errors.Error:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+        else:
+            return
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--instances", type=int, default=10)
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64]
+    )
+    asyncio.run(main(parser.parse_args()))
