@@ -20,7 +20,8 @@ class ErrorReply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     message: str
 
 
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+# "... - at `$.port`", or for a bad object key "... - at `key` in `$.metadata`"
+_AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
 _MISSING_VALUE = object()

@@ -13,14 +13,16 @@ from msgspec import Meta
 
 from schemas.subjects import NAME_RULE
 
-NAME_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+# Patterns end in `\Z`, not `$`: msgspec searches with Python's re, where `$` also matches
+# before a final newline, so "web-1\n" would pass as a name.
+NAME_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}\Z"
 
 ServiceName = Annotated[str, Meta(pattern=NAME_PATTERN)]
 InstanceId = Annotated[str, Meta(pattern=NAME_PATTERN)]
-Host = Annotated[str, Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$")]
+Host = Annotated[str, Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+\Z")]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Weight = Annotated[int, Meta(ge=0, le=10000)]
-Zone = Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")]
+Zone = Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*\Z")]
 Version = Annotated[str, Meta(max_length=64)]
 MetaKey = Annotated[str, Meta(min_length=1, max_length=128)]
 MetaValue = Annotated[str, Meta(max_length=1024)]

@@ -7,6 +7,8 @@ as of that heartbeat); since then this balancer has handed it out for more calls
 
 A pick stays open until the client's call report names it (or `pick_timeout_s` passes).
 A heartbeat resets the count of recent picks: the calls they started are in its figure.
+Each pick remembers which heartbeat it followed (a count, not a time: a coarse clock can
+give a heartbeat and the picks after it the same reading).
 
 Latency. Peak EWMA (Finagle, Linkerd): a slower sample than the cost raises it at once,
 a faster one pulls it down with weight 1 - exp(-gap / tau); read, the cost decays toward
@@ -35,6 +37,7 @@ class Watcher(Protocol):
 
 class Member:
     __slots__ = (
+        "beats",
         "capacity",
         "cost",
         "cost_at",
@@ -57,8 +60,9 @@ class Member:
 
     def __init__(self, instance: Instance) -> None:
         self.id = instance.instance_id
-        self.open: dict[str, float] = {}  # pick token -> when picked (monotonic)
+        self.open: dict[str, int] = {}  # pick token -> heartbeats seen when it was picked
         self.recent = 0  # open picks made after the last heartbeat
+        self.beats = 0  # heartbeats seen
         self.hb_inflight = instance.inflight
         self.hb_at = 0.0
         self.cost = 0.0
@@ -90,24 +94,25 @@ class Member:
         return self.load < self.capacity
 
     # -- load ----------------------------------------------------------------------------
-    def picked(self, token: str, now: float) -> None:
+    # `now` is kept for callers; the heartbeat count, not the clock, dates a pick.
+    def picked(self, token: str, now: float) -> None:  # noqa: ARG002
         old = self.load
-        self.open[token] = now
+        self.open[token] = self.beats
         self.recent += 1
         self._moved(old)
 
     def closed(self, token: str) -> bool:
         """Close an open pick (by its token, or the oldest if the token is empty)."""
         if token:
-            at = self.open.pop(token, None)
+            beat = self.open.pop(token, None)
         elif self.open:
             token = next(iter(self.open))
-            at = self.open.pop(token)
+            beat = self.open.pop(token)
         else:
-            at = None
-        if at is None:
+            beat = None
+        if beat is None:
             return False
-        if at > self.hb_at and self.recent > 0:
+        if beat == self.beats and self.recent > 0:  # picked after the last heartbeat
             old = self.load
             self.recent -= 1
             self._moved(old)
@@ -117,6 +122,7 @@ class Member:
         old = self.load
         self.hb_inflight = inflight
         self.hb_at = now
+        self.beats += 1
         self.recent = 0
         self._moved(old)
 

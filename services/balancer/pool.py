@@ -50,9 +50,10 @@ class Pool:
             self.ring.stale = True
             self._changed()
             return m
-        before = (m.healthy, m.drained, m.weight, m.zone)
+        # capacity (metadata max_inflight) too: most_connections' index admits by it
+        before = (m.healthy, m.drained, m.weight, m.zone, m.capacity)
         m.update(instance)
-        if (m.healthy, m.drained, m.weight, m.zone) != before:
+        if (m.healthy, m.drained, m.weight, m.zone, m.capacity) != before:
             self.ring.stale = self.ring.stale or m.weight != before[2]
             self._changed()
         return m
@@ -93,6 +94,8 @@ class Pool:
             ]
             ok.sort(key=lambda m: m.id)
             in_zone = [m for m in ok if m.zone == zone] if zone else []
+            if not any(m.healthy for m in in_zone):
+                in_zone = []  # preferred only while healthy: in panic it may not be
             found = self._sets[key] = in_zone or ok
         return found
 
@@ -111,23 +114,39 @@ class Pool:
         if name == "consistent_hash" and not key:
             raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
         panic = self.in_panic
-        cands = self.candidates(zone or "", panic=panic)
-        m = None
-        if cands:
-            if (
-                name == "consistent_hash"
-                and self.ring.stale
-                and (now - self.ring.built_at >= RING_REBUILD_S or not self.ring.owners)
-            ):
-                self.ring.build(((m.id, m.weight) for m in self.members.values()), now)
-            pkey = (name, zone or "", panic)
-            picker = self._pickers.get(pkey)
-            if picker is None:
-                picker = self._pickers[pkey] = make_picker(name, cands, self.rng, self.ring)
-            m = picker.pick(key, exclude, now)
+        m = self._pick_in(name, zone or "", key, exclude, panic, now)
+        if m is None and zone:
+            # The zone is a preference: a retry that excluded all of it goes elsewhere.
+            narrowed = self.candidates(zone, panic=panic)
+            if len(narrowed) < len(self.candidates("", panic=panic)):
+                m = self._pick_in(name, "", key, exclude, panic, now)
         if m is None:
             raise Unavailable(self._why_none(name, exclude))
         return Pick(m, name, panic)
+
+    def _pick_in(
+        self,
+        name: str,
+        zone: str,
+        key: str | None,
+        exclude: frozenset[str],
+        panic: bool,
+        now: float,
+    ) -> Member | None:
+        cands = self.candidates(zone, panic=panic)
+        if not cands:
+            return None
+        if (
+            name == "consistent_hash"
+            and self.ring.stale
+            and (now - self.ring.built_at >= RING_REBUILD_S or not self.ring.owners)
+        ):
+            self.ring.build(((m.id, m.weight) for m in self.members.values()), now)
+        pkey = (name, zone, panic)
+        picker = self._pickers.get(pkey)
+        if picker is None:
+            picker = self._pickers[pkey] = make_picker(name, cands, self.rng, self.ring)
+        return picker.pick(key, exclude, now)
 
     def _why_none(self, strategy: str, exclude: frozenset[str]) -> str:
         ms = self.members.values()

@@ -77,10 +77,15 @@ class SmoothWeighted(_Base):
     """Nginx's smooth weighted round-robin, exactly, in O(#distinct weights + log n).
 
     Nginx adds w_i to every cur_i, takes the largest, subtracts the total W from it. After
-    k picks cur_i = k*w_i - W*c_i, with c_i the times i was taken; so within one weight
-    class the order never changes but for the member just taken, and a heap per class
-    keyed by (c_i, position) gives the class's best. Ties go to the earlier position, as
-    in nginx. Weights 5,1,1 give a a b a c a a.
+    k picks cur_i = k*w_i - debt_i, where debt_i is what i has been charged (W each time
+    it was taken); so within one weight class the order never changes but for the member
+    just taken, and a heap per class keyed by (debt_i, position) gives the class's best.
+    Ties go to the earlier position, as in nginx. Weights 5,1,1 give a a b a c a a.
+
+    Excluded (already tried) members are skipped as nginx skips tried peers: they gain no
+    weight on that pick (debt_i += w_i undoes the k*w_i share) and the one taken is
+    charged only the total of those that took part, so retries follow the weights of the
+    rest, and the excluded members get no burst of credit afterwards.
     """
 
     def __init__(self, members: list[Member], rng: random.Random) -> None:
@@ -90,7 +95,7 @@ class SmoothWeighted(_Base):
         by_weight: dict[int, list[tuple[int, int, Member]]] = {}
         for pos, m in enumerate(members):
             by_weight.setdefault(m.weight, []).append((0, pos, m))
-        self.classes = list(by_weight.items())  # each list is a heap already: counts all 0
+        self.classes = list(by_weight.items())  # each list is a heap already: debts all 0
 
     def pick(self, key: str | None, exclude: frozenset[str], now: float) -> Member | None:
         if exclude:
@@ -99,32 +104,39 @@ class SmoothWeighted(_Base):
         best: list[tuple[int, int, Member]] | None = None
         best_d = best_pos = 0
         for weight, heap in self.classes:
-            count, pos, _ = heap[0]
-            d = self.k * weight - self.total * count
+            debt, pos, _ = heap[0]
+            d = self.k * weight - debt
             if best is None or d > best_d or (d == best_d and pos < best_pos):
                 best, best_d, best_pos = heap, d, pos
         assert best is not None  # noqa: S101  # a picker is never built for an empty set
-        count, pos, m = best[0]
-        heapq.heapreplace(best, (count + 1, pos, m))
+        debt, pos, m = best[0]
+        heapq.heapreplace(best, (debt + self.total, pos, m))
         return m
 
     def _pick_excluding(self, exclude: frozenset[str]) -> Member | None:
         # Retries are rare: a full scan, taking the best member that is not excluded.
-        self.k += 1
+        k = self.k + 1
         found: tuple[int, int, list[tuple[int, int, Member]], int] | None = None
+        taking_part = 0
         for weight, heap in self.classes:
-            for i, (count, pos, m) in enumerate(heap):
+            for i, (debt, pos, m) in enumerate(heap):
                 if m.id in exclude:
                     continue
-                d = self.k * weight - self.total * count
+                taking_part += weight
+                d = k * weight - debt
                 if found is None or (d, -pos) > (found[0], -found[1]):
                     found = (d, pos, heap, i)
         if found is None:
             return None
-        _, _, heap, i = found
-        count, pos, m = heap[i]
-        heap[i] = (count + 1, pos, m)
-        heapq.heapify(heap)
+        self.k = k
+        _, _, best, i = found
+        debt, pos, m = best[i]
+        best[i] = (debt + taking_part, pos, m)
+        for weight, heap in self.classes:
+            for j, (debt_j, pos_j, m_j) in enumerate(heap):
+                if m_j.id in exclude:
+                    heap[j] = (debt_j + weight, pos_j, m_j)
+            heapq.heapify(heap)
         return m
 
 

@@ -139,11 +139,13 @@ class LeaseTable:
             return Change("registered", lease)
         lease.touch(mono, wall)
         changed = not lease.same_as(reg)
+        revived = not lease.healthy
+        if revived:  # before scheduling: a healthy lease is due at ttl, not 2 x ttl
+            self._set_healthy(lease, healthy=True)
         if changed:
             lease.apply(reg)
             self._schedule(lease)  # the ttl may have shortened
-        if not lease.healthy:
-            self._set_healthy(lease, healthy=True)
+        if revived:
             return Change("updated" if changed else "healthy", lease)
         return Change("updated", lease) if changed else None
 
@@ -181,7 +183,7 @@ class LeaseTable:
         """Apply every deadline that has passed by `mono`; the changes to announce."""
         last, self._last_sweep = self._last_sweep, mono
         if last is not None and mono - last > self.pause_s:
-            self._credit(mono - last)
+            self._credit(mono - last, mono)
         changes: list[Change] = []
         held: list[Lease] = []
         heap = self._heap
@@ -218,10 +220,12 @@ class LeaseTable:
             and self.unhealthy > self.guard_ratio * self.total
         )
 
-    def _credit(self, gap: float) -> None:
+    def _credit(self, gap: float, mono: float) -> None:
+        # Never past now: a lease heard from during the gap (messages handled before this
+        # sweep) is as fresh as it gets, and must not run `gap` longer than its ttl.
         for leases in self.services.values():
             for lease in leases.values():
-                lease.seen += gap
+                lease.seen = min(lease.seen + gap, mono)
 
     def _schedule(self, lease: Lease) -> None:
         lease.gen += 1
