@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Protocol
 
 from schemas import subjects
 from schemas.registry import Empty, InstanceEvent, InstanceList, InstancesQuery, ServiceList
 from services.errors import BatonError, NotFound
+from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from structlog.typing import FilteringBoundLogger
 
     from schemas.registry import Instance
@@ -43,7 +42,7 @@ class Fleet(Protocol):
     def known(self) -> dict[str, set[str]]: ...
 
 
-class RegistrySync:
+class RegistrySync(Lifecycle):
     def __init__(
         self,
         bus: Bus,
@@ -66,27 +65,14 @@ class RegistrySync:
         self.snapshots = 0
         self._held: list[InstanceEvent] | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         await self.bus.serve(
             subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True
         )
         self.bus.reconnect_hooks.append(self.request_snapshot)
-        self._task = asyncio.create_task(self._loop(), name="balancer.sync")
+        self.spawn(self._loop(), "balancer.sync")
         self.request_snapshot_now()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def request_snapshot_now(self) -> None:
         self._wake.set()

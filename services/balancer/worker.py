@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import secrets
 import time
-from typing import TYPE_CHECKING, Annotated, Self
+from typing import TYPE_CHECKING, Annotated
 
 from msgspec import Meta, Struct
 
@@ -22,10 +21,10 @@ from schemas.registry import Heartbeat
 from services.balancer.pool import Pool
 from services.balancer.sync import RegistrySync
 from services.errors import NotFound
+from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
 
     from structlog.typing import FilteringBoundLogger
 
@@ -54,7 +53,7 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     failure_penalty_ms: Annotated[float, Meta(ge=0)] = 1000.0
 
 
-class Balancer:
+class Balancer(Lifecycle):
     def __init__(
         self,
         bus: Bus,
@@ -81,10 +80,9 @@ class Balancer:
             timeout_s=settings.registry_timeout_s,
             resync_s=settings.resync_s,
         )
-        self._reaper: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         bus = self.bus
         serve = bus.serve
         await serve(
@@ -95,21 +93,11 @@ class Balancer:
         await serve(
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
         )
-        self._reaper = asyncio.create_task(self._reap_loop(), name="balancer.reap")
+        self.spawn(self._reap_loop(), "balancer.reap")
         self.log.info("balancer.ready", node=self.node)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._reaper:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-        await self.sync.__aexit__(exc_type, exc, tb)
+    async def stop(self) -> None:
+        await self.sync.__aexit__()
 
     # -- the fleet, as RegistrySync feeds it ---------------------------------------------
     def upsert(self, service: str, instance: Instance) -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import secrets
 import time
-from typing import TYPE_CHECKING, Annotated, Self, get_args
+from typing import TYPE_CHECKING, Annotated, get_args
 
 from msgspec import Meta, Struct
 
@@ -33,11 +32,11 @@ from schemas.registry import (
     ServiceList,
 )
 from services.errors import BadRequest, NotFound
+from services.lifecycle import Lifecycle
 from services.registry.leases import Change, Lease, LeaseTable, UnknownInstanceError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
 
     from structlog.typing import FilteringBoundLogger
 
@@ -93,7 +92,7 @@ def _check_service(service: str, claimed: str | None) -> None:
         )
 
 
-class Registry:
+class Registry(Lifecycle):
     def __init__(
         self,
         bus: Bus,
@@ -116,10 +115,9 @@ class Registry:
         self.epoch = secrets.token_hex(6)  # tells readers this registry has restarted
         self.seq = 0
         self.started = clock()
-        self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         serve = self.bus.serve
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
@@ -132,20 +130,8 @@ class Registry:
             per_service=True,
         )
         await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="registry.sweep")
+        self.spawn(self._sweep_loop(), "registry.sweep")
         self.log.info("registry.ready", epoch=self.epoch)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
 
     @property
     def settled(self) -> bool:
