@@ -156,7 +156,13 @@ class ServiceAgent:
     # -- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self._reconnects = self._nc.stats["reconnects"]
-        await self._register_until_acked()
+        try:
+            await self._register_until_acked()
+        except BaseException:
+            # Interrupted (say, cancelled by a Ctrl-C) after a request went out, the
+            # registry may hold us already: withdraw, rather than leave a zombie for ttl_s.
+            await self._deregister()
+            raise
         self._task = asyncio.create_task(self._heartbeat_loop(), name=f"agent.{self.instance_id}")
         return self
 

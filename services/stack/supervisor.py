@@ -8,6 +8,7 @@ itself dies, so no process outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -86,7 +87,9 @@ class Supervisor:
         self._preexec = _die_with_parent()
 
     def say(self, text: str) -> None:
-        print(f"stack: {text}", file=self.out, flush=True)
+        # A closed terminal or pipe must not get in the way of stopping the children.
+        with contextlib.suppress(OSError):
+            print(f"stack: {text}", file=self.out, flush=True)
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
