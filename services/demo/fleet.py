@@ -14,8 +14,6 @@ from aiohttp import web
 from services.sdk import ServiceAgent
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from nats.aio.client import Client
     from structlog.typing import FilteringBoundLogger
 
@@ -91,12 +89,7 @@ class Fleet:
             self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()  # agents deregister first, then servers close
 
     async def _serve(self, backend: Backend, stack: contextlib.AsyncExitStack) -> None:

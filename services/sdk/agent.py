@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats.errors
@@ -22,10 +22,10 @@ from schemas.errors import explain
 from schemas.registry import Ack, Deregistration, Heartbeat, Registration
 from services.bus import Bus
 from services.errors import BadRequest, BatonError, NoResponders, NotFound, RequestTimeout
+from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
-    from types import TracebackType
 
     from nats.aio.client import Client
     from structlog.typing import FilteringBoundLogger
@@ -44,7 +44,7 @@ class Load(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float | None = None  # the instance's own recent mean, >= 0
 
 
-class ServiceAgent:
+class ServiceAgent(Lifecycle):
     """Registers an instance of `service` on enter, heartbeats it, deregisters it on exit.
 
     ```
@@ -107,7 +107,6 @@ class ServiceAgent:
         self._latency_count = 0
         self._registrations = 0
         self._reconnects = 0
-        self._task: asyncio.Task[None] | None = None
 
     # -- what a service uses -------------------------------------------------------------
     @property
@@ -154,7 +153,7 @@ class ServiceAgent:
         self._load = Load(cpu=cpu, mem=mem, latency_ms=latency_ms)
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         self._reconnects = self._nc.stats["reconnects"]
         try:
             await self._register_until_acked()
@@ -163,20 +162,9 @@ class ServiceAgent:
             # registry may hold us already: withdraw, rather than leave a zombie for ttl_s.
             await self._deregister()
             raise
-        self._task = asyncio.create_task(self._heartbeat_loop(), name=f"agent.{self.instance_id}")
-        return self
+        self.spawn(self._heartbeat_loop(), f"agent.{self.instance_id}")
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self) -> None:
         await self._deregister()
 
     # -- the protocol --------------------------------------------------------------------

@@ -4,40 +4,11 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, datetime
 
 import pytest
+from builders import instance
 
-from schemas.registry import Instance
 from services.balancer.members import DEFAULT_CAPACITY, TAU_S, LoadIndex, Member
-
-WALL = datetime.now(UTC)
-
-
-def instance(
-    iid: str = "a",
-    *,
-    weight: int = 100,
-    healthy: bool = True,
-    drained: bool = False,
-    inflight: int = 0,
-    metadata: dict[str, str] | None = None,
-) -> Instance:
-    return Instance(
-        instance_id=iid,
-        host="10.0.0.1",
-        port=8080,
-        weight=weight,
-        zone="",
-        version="",
-        metadata=metadata or {},
-        healthy=healthy,
-        drained=drained,
-        inflight=inflight,
-        registered_at=WALL,
-        last_seen=WALL,
-    )
-
 
 # -- the in-flight estimate -----------------------------------------------------------
 

@@ -2,62 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
-from datetime import UTC, datetime
 
 import pytest
+from builders import WALL, instance, pick, pool_of
 
 from schemas.balancer import STRATEGIES
 from schemas.registry import Instance
-from services.balancer.pool import RING_REBUILD_S, Pick, Pool
+from services.balancer.pool import RING_REBUILD_S, Pool
 from services.errors import BadRequest, Unavailable
-
-WALL = datetime.now(UTC)
-
-
-def instance(
-    iid: str,
-    *,
-    weight: int = 100,
-    zone: str = "",
-    healthy: bool = True,
-    drained: bool = False,
-) -> Instance:
-    return Instance(
-        instance_id=iid,
-        host="10.0.0.1",
-        port=8080,
-        weight=weight,
-        zone=zone,
-        version="",
-        metadata={},
-        healthy=healthy,
-        drained=drained,
-        inflight=0,
-        registered_at=WALL,
-        last_seen=WALL,
-    )
-
-
-def pool_of(*instances: Instance, strategy: str = "round_robin", threshold: float = 0.0) -> Pool:
-    pool = Pool("orders", strategy=strategy, rng=random.Random(1))
-    pool.protect_threshold = threshold
-    for inst in instances:
-        pool.upsert(inst)
-    return pool
-
-
-def pick(
-    pool: Pool,
-    strategy: str | None = None,
-    *,
-    key: str | None = None,
-    zone: str | None = None,
-    exclude: tuple[str, ...] = (),
-    now: float = 100.0,
-) -> Pick:
-    return pool.pick(strategy=strategy, key=key, zone=zone, exclude=frozenset(exclude), now=now)
 
 
 def picked_ids(pool: Pool, n: int, *, zone: str | None = None) -> Counter[str]:

@@ -10,61 +10,17 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pytest
+from builders import instance, pick, pool_of
 
 from schemas.balancer import STRATEGIES
-from schemas.registry import Instance
-from services.balancer.pool import Pick, Pool
 from services.balancer.strategies import EXACT_LIMIT
 from services.errors import Unavailable
 
-WALL = datetime.now(UTC)
-
-
-def instance(
-    iid: str,
-    *,
-    weight: int = 100,
-    zone: str = "",
-    healthy: bool = True,
-    drained: bool = False,
-    inflight: int = 0,
-    metadata: dict[str, str] | None = None,
-) -> Instance:
-    return Instance(
-        instance_id=iid,
-        host="10.0.0.1",
-        port=8080,
-        weight=weight,
-        zone=zone,
-        version="",
-        metadata=metadata or {},
-        healthy=healthy,
-        drained=drained,
-        inflight=inflight,
-        registered_at=WALL,
-        last_seen=WALL,
-    )
-
-
-def pool_of(*instances: Instance, strategy: str = "round_robin", seed: int = 7) -> Pool:
-    pool = Pool("orders", strategy=strategy, rng=random.Random(seed))
-    for inst in instances:
-        pool.upsert(inst)
-    return pool
-
-
-def pick(
-    pool: Pool,
-    strategy: str | None = None,
-    *,
-    key: str | None = None,
-    exclude: tuple[str, ...] = (),
-    now: float = 100.0,
-) -> Pick:
-    return pool.pick(strategy=strategy, key=key, zone=None, exclude=frozenset(exclude), now=now)
+if TYPE_CHECKING:
+    from services.balancer.pool import Pool
 
 
 def ids(
