@@ -219,8 +219,11 @@ async def connect(
     """
     holder: list[Bus] = []
 
+    closing = False
+
     async def on_disconnected() -> None:
-        log.warning("bus.disconnected")
+        if not closing:  # a drain on exit disconnects too; that is no news
+            log.warning("bus.disconnected")
 
     async def on_reconnected() -> None:
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
@@ -256,6 +259,7 @@ async def connect(
     try:
         yield bus
     finally:
+        closing = True
         try:
             await nc.drain()
         except nats.errors.Error:

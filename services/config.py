@@ -46,8 +46,10 @@ def load(cls: type[S], prefix: str, env: Mapping[str, str] | None = None) -> S:
         return msgspec.convert(values, cls, strict=False)
     except msgspec.ValidationError as exc:
         field = re.search(r"`\$\.(\w+)`", str(exc))
-        var = f"{prefix}_{field[1].upper()}" if field else prefix
-        raise SettingsError(f"{var}={values.get(field[1]) if field else ''!r}: {exc}") from None
+        if field is None:  # a rule across fields (a __post_init__): no one variable to name
+            raise SettingsError(f"{prefix}_* settings: {exc}") from None
+        var = f"{prefix}_{field[1].upper()}"
+        raise SettingsError(f"{var}={values.get(field[1])!r}: {exc}") from None
 
 
 def load_bus(env: Mapping[str, str] | None = None) -> BusSettings:
