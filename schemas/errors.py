@@ -38,6 +38,8 @@ def _value_at(raw: bytes, path: str) -> Any:
             value = value[name]
         elif index is not None and isinstance(value, list) and int(index) < len(value):
             value = value[int(index)]
+        elif step.group(0) == "[...]" and isinstance(value, dict) and len(value) == 1:
+            value = next(iter(value.values()))  # "some value": unambiguous when only one
         else:
             return _MISSING_VALUE
     return value
@@ -65,10 +67,10 @@ def explain(exc: msgspec.MsgspecError, raw: bytes, what: str) -> str:
         return f"invalid {what}: {detail}"
     path = at["path"]
     names = [s.group(1) for s in _STEP.finditer(path) if s.group(1)]
-    rule = RULES.get(names[0], "") if names else ""
+    rule = RULES.get(names[-1], "") if names else ""  # the innermost field says most
     value = _value_at(raw, path)
     got = "" if value is _MISSING_VALUE else f", got {_show(value)}"
     if rule:
-        where = "" if path == f".{names[0]}" else f" (at {path.lstrip('.')})"
+        where = "" if path == f".{names[-1]}" else f" (at {path.lstrip('.')})"
         return f"{rule}{got}{where}"
     return f"invalid {what}: {detail}{got}"
