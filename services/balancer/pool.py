@@ -97,7 +97,8 @@ class Pool:
             m.eff_weight = m.weight
             age = now - m.born
             if self.warmup_s > 0 and age < self.warmup_s:
-                step = max(1, math.ceil(WARMUP_STEPS * age / self.warmup_s))
+                # floor + 1: the next step's time is always strictly ahead
+                step = min(WARMUP_STEPS, math.floor(WARMUP_STEPS * max(age, 0) / self.warmup_s) + 1)
                 m.eff_weight = max(1, round(m.weight * step / WARMUP_STEPS))
                 next_step = m.born + self.warmup_s * step / WARMUP_STEPS
                 self._rewarm_at = min(self._rewarm_at, next_step)
