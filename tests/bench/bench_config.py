@@ -12,18 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import msgspec
 import nats
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_resolve import pct, spawn, wait_for_responder
-from natsserver import NatsServer
+from harness import pct, processes, wait_for_responder, worker
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
@@ -32,16 +25,10 @@ from schemas.registry import Registration
 
 
 async def main(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    server = NatsServer(work / "nats").start()
-    procs = [
-        spawn(["-m", f"services.{name}"], server.url, work, name)
-        for name in ("registry", "balancer", "governor")
-    ]
     resolve = msgspec.json.encode(ResolveRequest())
     endpoint = msgspec.json.Decoder(Endpoint).decode
     applied = msgspec.json.Decoder(ConfigApplied).decode
-    try:
+    with processes(*(worker(n) for n in ("registry", "balancer", "governor"))) as server:
         nc = await nats.connect(server.url)
         for i in range(10):
             reg = Registration(instance_id=f"i{i}", host="127.0.0.1", port=8000 + i, ttl_s=3600)
@@ -91,12 +78,6 @@ async def main(args: argparse.Namespace) -> None:
             "of changes"
         )
         await nc.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
-        server.stop()
 
 
 if __name__ == "__main__":
