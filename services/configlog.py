@@ -39,8 +39,14 @@ def decode_entry(data: bytes) -> ConfigApplied:
     return _decode(data)
 
 
-async def ensure_stream(js: JetStreamContext, *, history: int = 10_000, replicas: int = 1) -> None:
-    """Create the config stream, or bring its limits up to date; safe from any worker."""
+async def ensure_stream(
+    js: JetStreamContext, *, history: int = 10_000, replicas: int = 1, update: bool = True
+) -> None:
+    """Create the config stream if missing; with `update`, also bring its limits to these.
+
+    Only the governor owns the limits (GOVERNOR_HISTORY, GOVERNOR_REPLICAS): readers
+    create the stream when they start first, and never change it.
+    """
     config = api.StreamConfig(
         name=subjects.CONFIG_STREAM,
         subjects=[subjects.every(subjects.CONFIG_LOG)],
@@ -54,8 +60,9 @@ async def ensure_stream(js: JetStreamContext, *, history: int = 10_000, replicas
     )
     try:
         await js.add_stream(config)
-    except nats.js.errors.BadRequestError:  # exists with other limits: update them
-        await js.update_stream(config)
+    except nats.js.errors.BadRequestError:  # exists with other limits
+        if update:
+            await js.update_stream(config)
 
 
 class ConfigWatch(Lifecycle):
@@ -88,7 +95,7 @@ class ConfigWatch(Lifecycle):
         js = self.nc.jetstream()
         while True:
             try:
-                await ensure_stream(js)
+                await ensure_stream(js, update=False)
                 info = await js.stream_info(subjects.CONFIG_STREAM)
                 await js.subscribe(
                     subjects.every(subjects.CONFIG_LOG),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 from conftest import Events, reg
+from natsserver import NatsServer
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -28,9 +29,9 @@ from services.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from nats.aio.client import Client
-    from natsserver import NatsServer
 
     from services.bus import Bus
 
@@ -66,7 +67,10 @@ async def until(predicate: Any, timeout: float = 3.0) -> None:
 async def test_a_never_configured_service_is_revision_0_with_defaults(bus: Bus) -> None:
     cfg = await config(bus, "fresh")
     assert (cfg.service, cfg.revision, cfg.strategy, cfg.protect_threshold) == (
-        "fresh", 0, "weighted", 0.0,
+        "fresh",
+        0,
+        "weighted",
+        0.0,
     )
     assert cfg.instances == {}
     history = await bus.request(subjects.history("fresh"), Empty(), ConfigHistory)
@@ -81,10 +85,18 @@ async def test_changes_are_versioned_merged_announced_and_audited(nc: Client, bu
         applied.append(msgspec.json.decode(msg.data, type=ConfigApplied))
 
     await nc.subscribe(subjects.every(subjects.APPLIED), cb=on_applied)
-    first = await change(bus, strategy="round_robin", reason="canary",
-                         instances={"i1": OverridePatch(weight=5, drained=True)})
-    second = await change(bus, actor="bob", protect_threshold=0.4,
-                          instances={"i1": OverridePatch(weight=None), "i2": OverridePatch(port=9)})
+    first = await change(
+        bus,
+        strategy="round_robin",
+        reason="canary",
+        instances={"i1": OverridePatch(weight=5, drained=True)},
+    )
+    second = await change(
+        bus,
+        actor="bob",
+        protect_threshold=0.4,
+        instances={"i1": OverridePatch(weight=None), "i2": OverridePatch(port=9)},
+    )
     assert (first.revision, second.revision) == (1, 2)
     cfg = await config(bus)
     assert cfg.revision == 2
@@ -95,7 +107,8 @@ async def test_changes_are_versioned_merged_announced_and_audited(nc: Client, bu
     assert cfg.instances["i2"].port == 9
     history = await bus.request(subjects.history("api"), Empty(), ConfigHistory)
     assert [(e.revision, e.actor, e.reason) for e in history.entries] == [
-        (1, "ann", "canary"), (2, "bob", ""),
+        (1, "ann", "canary"),
+        (2, "bob", ""),
     ]
     assert history.entries[0].at <= history.entries[1].at
     await until(lambda: asyncio.sleep(0, len(applied) == 2))
@@ -129,25 +142,49 @@ async def test_rollback_applies_an_old_revision_as_a_new_one(bus: Bus) -> None:
 @pytest.mark.parametrize(
     ("subject", "payload", "says"),
     [
-        ("governor.v1.change.api", b'{"actor":"a","strategy":"fastest"}',
-         "unknown strategy 'fastest'; use one of random"),
-        ("governor.v1.change.api", b'{"actor":"a","protect_threshold":1.5}',
-         "protect_threshold must be a number 0..1, got 1.5"),
-        ("governor.v1.change.api", b'{"actor":"a","instances":{"i1":{"weight":-1}}}',
-         "weight must be an integer 0..10000"),
-        ("governor.v1.change.api", b'{"actor":"a","instances":{"i1":{"port":70000}}}',
-         "port must be 1..65535, got 70000"),
-        ("governor.v1.change.api", b'{"actor":"a","instances":{"bad id":{"port":1}}}',
-         "instances must be an object of instance id"),
+        (
+            "governor.v1.change.api",
+            b'{"actor":"a","strategy":"fastest"}',
+            "unknown strategy 'fastest'; use one of random",
+        ),
+        (
+            "governor.v1.change.api",
+            b'{"actor":"a","protect_threshold":1.5}',
+            "protect_threshold must be a number 0..1, got 1.5",
+        ),
+        (
+            "governor.v1.change.api",
+            b'{"actor":"a","instances":{"i1":{"weight":-1}}}',
+            "weight must be an integer 0..10000",
+        ),
+        (
+            "governor.v1.change.api",
+            b'{"actor":"a","instances":{"i1":{"port":70000}}}',
+            "port must be 1..65535, got 70000",
+        ),
+        (
+            "governor.v1.change.api",
+            b'{"actor":"a","instances":{"bad id":{"port":1}}}',
+            "instances must be an object of instance id",
+        ),
         ("governor.v1.change.api", b'{"strategy":"random"}', "actor is required"),
         ("governor.v1.change.api", b'{"actor":"a","strategy":', "payload is not valid JSON"),
         ("governor.v1.change.api", b'{"actor":"a"}', "the change sets nothing"),
-        ("governor.v1.change.api", b'{"actor":"a","delete":true,"strategy":"random"}',
-         "delete stands alone"),
-        ("governor.v1.rollback.never", b'{"actor":"a","to_revision":1}',
-         "service 'never' has no configuration to roll back"),
-        ("governor.v1.rollback.api", b'{"actor":"a","to_revision":99}',
-         "service 'api' has no revision 99"),
+        (
+            "governor.v1.change.api",
+            b'{"actor":"a","delete":true,"strategy":"random"}',
+            "delete stands alone",
+        ),
+        (
+            "governor.v1.rollback.never",
+            b'{"actor":"a","to_revision":1}',
+            "service 'never' has no configuration to roll back",
+        ),
+        (
+            "governor.v1.rollback.api",
+            b'{"actor":"a","to_revision":99}',
+            "service 'api' has no revision 99",
+        ),
         ("governor.v1.rollback.api", b'{"to_revision":1}', "actor is required"),
     ],
 )
@@ -184,8 +221,10 @@ async def test_concurrent_changes_without_a_revision_all_land(
 ) -> None:
     async with run_governor(nats_server.url), run_governor(nats_server.url):
         results = await asyncio.gather(
-            *(change(bus, actor=f"op{i}", instances={f"i{i}": OverridePatch(weight=i)})
-              for i in range(12))
+            *(
+                change(bus, actor=f"op{i}", instances={f"i{i}": OverridePatch(weight=i)})
+                for i in range(12)
+            )
         )
         assert sorted(r.revision for r in results) == list(range(1, 13))
         cfg = await config(bus)
@@ -213,18 +252,21 @@ async def test_config_survives_a_restart_of_every_worker_and_of_nats(
         assert [e.reason for e in history.entries] == ["", "storm"]
 
 
-async def test_governor_without_jetstream_is_not_a_crash(tmp_path: Any) -> None:
-    from natsserver import NatsServer  # a server started without -js
+async def test_governor_waits_for_jetstream_instead_of_dying(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nojs", jetstream=False).start()  # no JetStream
 
-    server = NatsServer(tmp_path / "nojs", jetstream=False).start()
+    async def run() -> None:
+        async with run_governor(server.url):
+            pass
+
+    task = asyncio.create_task(run())
     try:
-        task = asyncio.create_task(run_governor(server.url).__aenter__())
         await asyncio.sleep(0.5)
-        assert not task.done()  # still waiting for JetStream, not dead
+        assert not task.done()  # still waiting for JetStream: not crashed, not serving
+    finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    finally:
         server.stop()
 
 
@@ -232,12 +274,13 @@ async def test_governor_without_jetstream_is_not_a_crash(tmp_path: Any) -> None:
 @pytest.fixture
 async def fleet(
     nats_server: NatsServer, governor: Any, registry: Any, balancer: Any, bus: Bus, events: Events
-) -> AsyncIterator[Events]:
+) -> Events:
     for iid, port in (("a", 8001), ("b", 8002)):
         await bus.request(subjects.register("api"), reg(iid, port), Ack)
         await events.wait_for("registered", iid)
-    await until(lambda: asyncio.sleep(0, len(balancer.pools.get("api", {}).members or {}) == 2))
-    yield events
+    pools = balancer.pools
+    await until(lambda: asyncio.sleep(0, "api" in pools and len(pools["api"].members) == 2))
+    return events
 
 
 async def picks(bus: Bus, n: int = 8, **kw: Any) -> list[str]:
@@ -257,10 +300,13 @@ async def test_strategy_change_is_obeyed_at_once(bus: Bus, fleet: Events) -> Non
 async def test_weight_port_and_metadata_overrides_show_everywhere_and_outlive_reregistration(
     bus: Bus, fleet: Events
 ) -> None:
-    await change(bus, instances={
-        "a": OverridePatch(weight=0),
-        "b": OverridePatch(port=9090, metadata={"canary": "yes"}),
-    })
+    await change(
+        bus,
+        instances={
+            "a": OverridePatch(weight=0),
+            "b": OverridePatch(port=9090, metadata={"canary": "yes"}),
+        },
+    )
 
     async def applied() -> bool:
         listed = await bus.request(subjects.instances("api"), Empty(), InstanceList)
@@ -277,9 +323,7 @@ async def test_weight_port_and_metadata_overrides_show_everywhere_and_outlive_re
     assert (b.port, b.metadata) == (9090, {"canary": "yes"})
 
 
-async def test_drain_stops_new_traffic_and_says_when_it_is_safe(
-    bus: Bus, fleet: Events
-) -> None:
+async def test_drain_stops_new_traffic_and_says_when_it_is_safe(bus: Bus, fleet: Events) -> None:
     await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="a", inflight=3), Ack)
     await change(bus, instances={"a": OverridePatch(drained=True)})
     await fleet.wait_for("updated", "a")
