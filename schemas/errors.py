@@ -45,6 +45,33 @@ def _value_at(raw: bytes, path: str) -> Any:
     return value
 
 
+def _readable(raw: bytes, path: str) -> str:
+    """The path with msgspec's `[...]` (some value of an object) replaced by its key when
+    the object has just one: `instances[...].port` -> `instances.web-1.port`."""
+    try:
+        value: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return path.lstrip(".")
+    out = []
+    for step in _STEP.finditer(path):
+        name, index = step.group(1), step.group(2)
+        if name is not None:
+            out.append(f".{name}")
+            value = value.get(name) if isinstance(value, dict) else None
+        elif index is not None:
+            out.append(f"[{index}]")
+            value = (
+                value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+            )
+        elif isinstance(value, dict) and len(value) == 1:
+            key, value = next(iter(value.items()))
+            out.append(f".{key}")
+        else:
+            out.append("[...]")
+            value = None
+    return "".join(out).lstrip(".")
+
+
 def _show(value: Any) -> str:
     text = msgspec.json.encode(value).decode()
     return text if len(text) <= 60 else text[:57] + "..."
@@ -71,6 +98,6 @@ def explain(exc: msgspec.MsgspecError, raw: bytes, what: str) -> str:
     value = _value_at(raw, path)
     got = "" if value is _MISSING_VALUE else f", got {_show(value)}"
     if rule:
-        where = "" if path == f".{names[-1]}" else f" (at {path.lstrip('.')})"
+        where = "" if path == f".{names[-1]}" else f" (at {_readable(raw, path)})"
         return f"{rule}{got}{where}"
     return f"invalid {what}: {detail}{got}"
