@@ -41,3 +41,4 @@ fmt:
 [group('check')]
 bench:
     "{{python}}" tests/bench/bench_resolve.py
+    "{{python}}" tests/bench/bench_config.py

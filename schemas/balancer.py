@@ -8,7 +8,7 @@ from msgspec import Struct, field
 
 from schemas.fields import InstanceId, InstanceIds, Key, Millis, Zone
 
-__all__ = ["STRATEGIES", "CallReport", "Endpoint", "ResolveRequest"]
+__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "CallReport", "Endpoint", "ResolveRequest"]
 
 STRATEGIES: Final = (
     "random",
@@ -19,6 +19,9 @@ STRATEGIES: Final = (
     "most_connections",
     "consistent_hash",
 )
+# The strategy of a service that no operator has configured (ServiceConfig revision 0):
+# it honours operators' weights and interleaves smoothly.
+DEFAULT_STRATEGY: Final = "weighted"
 
 
 class ResolveRequest(Struct, frozen=True, kw_only=True, gc=False):

@@ -38,9 +38,38 @@ def _value_at(raw: bytes, path: str) -> Any:
             value = value[name]
         elif index is not None and isinstance(value, list) and int(index) < len(value):
             value = value[int(index)]
+        elif step.group(0) == "[...]" and isinstance(value, dict) and len(value) == 1:
+            value = next(iter(value.values()))  # "some value": unambiguous when only one
         else:
             return _MISSING_VALUE
     return value
+
+
+def _readable(raw: bytes, path: str) -> str:
+    """The path with msgspec's `[...]` (some value of an object) replaced by its key when
+    the object has just one: `instances[...].port` -> `instances.web-1.port`."""
+    try:
+        value: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return path.lstrip(".")
+    out = []
+    for step in _STEP.finditer(path):
+        name, index = step.group(1), step.group(2)
+        if name is not None:
+            out.append(f".{name}")
+            value = value.get(name) if isinstance(value, dict) else None
+        elif index is not None:
+            out.append(f"[{index}]")
+            value = (
+                value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+            )
+        elif isinstance(value, dict) and len(value) == 1:
+            key, value = next(iter(value.items()))
+            out.append(f".{key}")
+        else:
+            out.append("[...]")
+            value = None
+    return "".join(out).lstrip(".")
 
 
 def _show(value: Any) -> str:
@@ -65,10 +94,10 @@ def explain(exc: msgspec.MsgspecError, raw: bytes, what: str) -> str:
         return f"invalid {what}: {detail}"
     path = at["path"]
     names = [s.group(1) for s in _STEP.finditer(path) if s.group(1)]
-    rule = RULES.get(names[0], "") if names else ""
+    rule = RULES.get(names[-1], "") if names else ""  # the innermost field says most
     value = _value_at(raw, path)
     got = "" if value is _MISSING_VALUE else f", got {_show(value)}"
     if rule:
-        where = "" if path == f".{names[0]}" else f" (at {path.lstrip('.')})"
+        where = "" if path == f".{names[-1]}" else f" (at {_readable(raw, path)})"
         return f"{rule}{got}{where}"
     return f"invalid {what}: {detail}{got}"

@@ -33,6 +33,10 @@ Count = Annotated[int, Meta(ge=0)]
 Millis = Annotated[float, Meta(ge=0)]
 Key = Annotated[str, Meta(max_length=1024)]
 InstanceIds = Annotated[list[InstanceId], Meta(max_length=1024)]
+Actor = Annotated[str, Meta(min_length=1, max_length=128)]
+Reason = Annotated[str, Meta(max_length=1024)]
+Revision = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0, le=3600)]
 
 # One sentence per field name: what a valid value is. Field names mean the same thing in
 # every message, so one table serves them all.
@@ -58,6 +62,16 @@ RULES: Final[dict[str, str]] = {
     "pick": "pick must be the string the balancer returned in the endpoint",
     "after": "after must be an instance id (the next_after of the previous page)",
     "limit": "limit must be an integer 0..100000 (0 = all)",
+    "actor": "actor is who makes the change: a string of 1 to 128 characters",
+    "reason": "reason must be a string of at most 1024 characters",
+    "expected_revision": "expected_revision must be an integer >= 0 (the revision you read)",
+    "protect_threshold": "protect_threshold must be a number 0..1",
+    "instances": f"instances must be an object of instance id ({NAME_RULE}) to an override "
+    "{weight, drained, port, metadata}, or to null to drop all its overrides",
+    "drained": "drained must be true or false (or null to drop the override)",
+    "delete": "delete must be true or false",
+    "warmup_s": "warmup_s must be a number of seconds 0..3600",
+    "to_revision": "to_revision must be an integer >= 0: a revision listed by governor.v1.history",
 }
 
 

@@ -128,7 +128,11 @@ class ServiceList(Struct, frozen=True, kw_only=True, gc=False):
     settled: bool = True  # extension
 
 
-EventKind = Literal["registered", "updated", "unhealthy", "healthy", "expired", "deregistered"]
+# "drained" is an extension: a drained instance has reported no request in flight, so it
+# is safe to stop. Readers should ignore kinds they do not know.
+EventKind = Literal[
+    "registered", "updated", "unhealthy", "healthy", "expired", "deregistered", "drained"
+]
 
 
 class InstanceEvent(Struct, frozen=True, kw_only=True, gc=False):

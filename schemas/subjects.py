@@ -61,6 +61,17 @@ RESOLVE: Final = "balancer.v1.resolve"
 REPORT: Final = "balancer.v1.report"
 
 
+# -- governor ----------------------------------------------------------------------------
+CHANGE: Final = "governor.v1.change"
+CONFIG: Final = "governor.v1.config"
+HISTORY: Final = "governor.v1.history"
+ROLLBACK: Final = "governor.v1.rollback"
+APPLIED: Final = "governor.v1.applied"
+# JetStream: where accepted changes are stored, one subject per service (internal)
+CONFIG_STREAM: Final = "BATON_CONFIG"
+CONFIG_LOG: Final = "baton.config.v1"
+
+
 def _of(prefix: str, service: str) -> str:
     return f"{prefix}.{check_name(service)}"
 
@@ -96,3 +107,27 @@ def resolve(service: str) -> str:
 
 def report(service: str) -> str:
     return _of(REPORT, service)
+
+
+def change(service: str) -> str:
+    return _of(CHANGE, service)
+
+
+def config(service: str) -> str:
+    return _of(CONFIG, service)
+
+
+def history(service: str) -> str:
+    return _of(HISTORY, service)
+
+
+def rollback(service: str) -> str:
+    return _of(ROLLBACK, service)
+
+
+def applied(service: str) -> str:
+    return _of(APPLIED, service)
+
+
+def config_log(service: str) -> str:
+    return _of(CONFIG_LOG, service)

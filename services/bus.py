@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import nats
 import nats.errors
+from nats.aio.client import Client
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
@@ -30,14 +32,13 @@ from services.errors import (
 )
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
     from structlog.typing import FilteringBoundLogger
 
     from services.config import BusSettings
 
-__all__ = ["Bus", "Handler", "connect"]
+__all__ = ["Bus", "Handler", "NotAuthorizedError", "connect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,6 +47,10 @@ Hook = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(ErrorReply)
+
+
+class NotAuthorizedError(ConnectionError):
+    """The NATS server refused the worker's credentials."""
 
 
 def _one_line(text: str) -> str:
@@ -152,7 +157,17 @@ class Bus:
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
         self._subs.append(sub)
+        await self.confirm()
         return sub
+
+    async def confirm(self) -> None:
+        """Return once the server has everything sent so far (a subscription is live).
+
+        Two round trips: nats-py's flush() may write its PING ahead of a queued SUB.
+        """
+        if self.nc.is_connected:
+            await self.nc.flush()
+            await self.nc.flush()
 
     def _decode(self, data: bytes, decode: Callable[[bytes], T], what: str) -> T:
         if len(data) > self.max_payload:
@@ -233,26 +248,14 @@ async def connect(
     async def on_error(exc: Exception) -> None:
         log.warning("bus.error", error=repr(exc))
 
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            nc = await nats.connect(
-                settings.url,
-                name=name,
-                max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
-                reconnect_time_wait=settings.reconnect_wait_s,
-                connect_timeout=settings.connect_timeout_s,
-                pending_size=settings.pending_bytes,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-                error_cb=on_error,
-            )
-            break
-        except (OSError, nats.errors.Error) as exc:
-            delay = min(5.0, settings.reconnect_wait_s * attempt)
-            log.warning("bus.connect_failed", url=settings.url, attempt=attempt, error=repr(exc))
-            await asyncio.sleep(delay)
+    nc = await _first_connect(
+        settings,
+        log,
+        name=name,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+        error_cb=on_error,
+    )
     log.info("bus.connected", url=settings.url, name=name)
     bus = Bus(nc, log, max_payload=settings.max_payload)
     holder.append(bus)
@@ -264,3 +267,60 @@ async def connect(
             await nc.drain()
         except nats.errors.Error:
             await nc.close()
+
+
+async def _first_connect(
+    settings: BusSettings,
+    log: FilteringBoundLogger,
+    *,
+    name: str,
+    error_cb: Callable[[Exception], Awaitable[None]],
+    **callbacks: Callable[[], Awaitable[None]],
+) -> Client:
+    """Connect, retrying while the server is not there, but not when it refuses us.
+
+    nats-py retries a refused first connection by itself, telling only `error_cb`, so
+    each attempt runs beside a watch for that refusal.
+    """
+    refused = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower():
+            refused.set()
+        await error_cb(exc)
+
+    attempt = 0
+    while True:
+        attempt += 1
+        nc = Client()
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                settings.url,
+                name=name,
+                max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
+                reconnect_time_wait=settings.reconnect_wait_s,  # type: ignore[arg-type]  # float works
+                connect_timeout=settings.connect_timeout_s,  # type: ignore[arg-type]
+                pending_size=settings.pending_bytes,
+                error_cb=on_error,
+                **callbacks,  # type: ignore[arg-type]
+            )
+        )
+        refusal = asyncio.ensure_future(refused.wait())
+        await asyncio.wait({connecting, refusal}, return_when=asyncio.FIRST_COMPLETED)
+        refusal.cancel()
+        if refused.is_set():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
+                await connecting
+            await nc.close()
+            raise NotAuthorizedError(
+                "NATS refused the credentials in NATS_URL; check the user and password "
+                "(nats://user:pass@host:port) against the server's authorization"
+            )
+        try:
+            connecting.result()
+        except (OSError, nats.errors.Error) as exc:
+            log.warning("bus.connect_failed", url=settings.url, attempt=attempt, error=repr(exc))
+            await asyncio.sleep(min(5.0, settings.reconnect_wait_s * attempt))
+        else:
+            return nc

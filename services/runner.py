@@ -20,7 +20,7 @@ from msgspec import Struct
 from structlog.typing import FilteringBoundLogger
 
 from services import logs
-from services.bus import Bus, connect
+from services.bus import Bus, NotAuthorizedError, connect
 from services.config import BusSettings, SettingsError, load, load_bus
 
 __all__ = ["WorkerFactory", "main", "serve"]
@@ -67,4 +67,8 @@ def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: s
             loop.add_signal_handler(sig, stop.set)
         await serve(name, factory, settings=settings, bus_settings=bus_settings, log=log, stop=stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except NotAuthorizedError as exc:
+        log.error("bus.not_authorized", error=str(exc))  # noqa: TRY400  # the sentence is enough
+        sys.exit(2)

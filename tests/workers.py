@@ -9,12 +9,13 @@ from services import logs
 from services.balancer import Balancer, BalancerSettings
 from services.bus import connect
 from services.config import BusSettings
+from services.governor import Governor, GovernorSettings
 from services.registry import Registry, RegistrySettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["run_balancer", "run_registry"]
+__all__ = ["run_balancer", "run_governor", "run_registry"]
 
 FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 
@@ -37,3 +38,7 @@ def run_registry(url: str, settings: RegistrySettings = FAST_REGISTRY) -> Any:
 
 def run_balancer(url: str, settings: BalancerSettings | None = None) -> Any:
     return _run(url, "balancer", Balancer, settings or BalancerSettings(resync_s=60))
+
+
+def run_governor(url: str, settings: GovernorSettings | None = None) -> Any:
+    return _run(url, "governor", Governor, settings or GovernorSettings(retry_s=0.1))

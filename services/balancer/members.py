@@ -38,10 +38,12 @@ class Watcher(Protocol):
 class Member:
     __slots__ = (
         "beats",
+        "born",
         "capacity",
         "cost",
         "cost_at",
         "drained",
+        "eff_weight",
         "hb_at",
         "hb_inflight",
         "healthy",
@@ -78,6 +80,8 @@ class Member:
         self.version = instance.version
         self.metadata = instance.metadata
         self.weight = instance.weight
+        self.eff_weight = instance.weight  # the weight after slow start (pool.py)
+        self.born = instance.registered_at.timestamp()
         self.healthy = instance.healthy
         self.drained = instance.drained
         self.capacity = _capacity(instance.metadata)

@@ -7,16 +7,21 @@ are built on first use and dropped whenever membership, health, drain or weight 
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from typing import TYPE_CHECKING, NamedTuple
 
-from schemas.balancer import STRATEGIES
+from schemas.balancer import DEFAULT_STRATEGY, STRATEGIES
 from services.balancer.members import Member
 from services.balancer.ring import HashRing
 from services.balancer.strategies import Picker, make_picker
 from services.errors import BadRequest, Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from schemas.governor import ServiceConfig
     from schemas.registry import Instance
 
 __all__ = ["RING_REBUILD_S", "Pick", "Pool"]
@@ -30,11 +35,24 @@ class Pick(NamedTuple):
     panic: bool
 
 
+WARMUP_STEPS = 10  # slow start ramps in steps, so pickers are rebuilt only that often
+
+
 class Pool:
-    def __init__(self, service: str, *, strategy: str, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        *,
+        strategy: str = DEFAULT_STRATEGY,
+        rng: random.Random | None = None,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
         self.service = service
         self.strategy = strategy
         self.protect_threshold = 0.0
+        self.warmup_s = 0.0
+        self.wallclock = wallclock
+        self._rewarm_at = math.inf  # when a warming instance's weight next steps up
         self.members: dict[str, Member] = {}
         self.rng = rng or random.Random()  # noqa: S311  # placement, not cryptography
         self.ring = HashRing()
@@ -65,12 +83,33 @@ class Pool:
             self._changed()
         return m
 
+    def configure(self, config: ServiceConfig) -> None:
+        """Take the operator's settings for this service (overrides come from the registry)."""
+        new = (config.strategy, config.protect_threshold, config.warmup_s)
+        if new != (self.strategy, self.protect_threshold, self.warmup_s):
+            self.strategy, self.protect_threshold, self.warmup_s = new
+            self._changed()
+
+    def _warm(self, members: list[Member]) -> None:
+        """Slow start (Dubbo): weight x uptime / warmup_s, in WARMUP_STEPS steps, >= 1."""
+        now = self.wallclock()
+        for m in members:
+            m.eff_weight = m.weight
+            age = now - m.born
+            if self.warmup_s > 0 and age < self.warmup_s:
+                # floor + 1: the next step's time is always strictly ahead
+                step = min(WARMUP_STEPS, math.floor(WARMUP_STEPS * max(age, 0) / self.warmup_s) + 1)
+                m.eff_weight = max(1, round(m.weight * step / WARMUP_STEPS))
+                next_step = m.born + self.warmup_s * step / WARMUP_STEPS
+                self._rewarm_at = min(self._rewarm_at, next_step)
+
     def _changed(self) -> None:
         for picker in self._pickers.values():
             picker.close()
         self._pickers.clear()
         self._sets.clear()
         self._healthy = None
+        self._rewarm_at = math.inf
 
     # -- picking -------------------------------------------------------------------------
     @property
@@ -93,6 +132,7 @@ class Pool:
                 if (m.healthy or panic) and not m.drained and m.weight > 0
             ]
             ok.sort(key=lambda m: m.id)
+            self._warm(ok)
             in_zone = [m for m in ok if m.zone == zone] if zone else []
             if not any(m.healthy for m in in_zone):
                 in_zone = []  # preferred only while healthy: in panic it may not be
@@ -113,6 +153,8 @@ class Pool:
             raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
         if name == "consistent_hash" and not key:
             raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+        if self._rewarm_at <= self.wallclock():  # a warming instance gained weight
+            self._changed()
         panic = self.in_panic
         m = self._pick_in(name, zone or "", key, exclude, panic, now)
         if m is None and zone:

@@ -90,11 +90,12 @@ class SmoothWeighted(_Base):
 
     def __init__(self, members: list[Member], rng: random.Random) -> None:
         super().__init__(members, rng)
-        self.total = sum(m.weight for m in members)
+        # eff_weight: the weight after slow start, which ramps a new instance up
+        self.total = sum(m.eff_weight for m in members)
         self.k = 0
         by_weight: dict[int, list[tuple[int, int, Member]]] = {}
         for pos, m in enumerate(members):
-            by_weight.setdefault(m.weight, []).append((0, pos, m))
+            by_weight.setdefault(m.eff_weight, []).append((0, pos, m))
         self.classes = list(by_weight.items())  # each list is a heap already: debts all 0
 
     def pick(self, key: str | None, exclude: frozenset[str], now: float) -> Member | None:

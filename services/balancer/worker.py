@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import STRATEGIES, CallReport, Endpoint, ResolveRequest
+from schemas.balancer import CallReport, Endpoint, ResolveRequest
 from schemas.registry import Heartbeat
 from services.balancer.pool import Pool
 from services.balancer.sync import RegistrySync
+from services.configlog import ConfigWatch
 from services.errors import NotFound
 from services.lifecycle import Lifecycle
 
@@ -28,20 +29,17 @@ if TYPE_CHECKING:
 
     from structlog.typing import FilteringBoundLogger
 
+    from schemas.governor import ConfigApplied, ServiceConfig
     from schemas.registry import Instance
     from services.balancer.members import Member
     from services.bus import Bus
 
 __all__ = ["Balancer", "BalancerSettings"]
 
-Strategy = Annotated[str, Meta(pattern="^(" + "|".join(STRATEGIES) + ")$")]
-
 
 class BalancerSettings(Struct, frozen=True, kw_only=True):
-    """Environment: BALANCER_<FIELD>, e.g. BALANCER_DEFAULT_STRATEGY=least_response_time."""
+    """Environment: BALANCER_<FIELD>, e.g. BALANCER_PICK_TIMEOUT_S=10."""
 
-    # the strategy of a service that no operator has configured
-    default_strategy: Strategy = "weighted"
     # a pick counts as in flight until its call report, or this long
     pick_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
     # deadline of each request to the registry while reading a snapshot
@@ -51,6 +49,8 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     # a failed call counts as at least this slow for least_response_time, so an
     # instance that fails fast does not attract traffic
     failure_penalty_ms: Annotated[float, Meta(ge=0)] = 1000.0
+    # at start, wait at most this long for the operators' config before serving
+    config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
 
 
 class Balancer(Lifecycle):
@@ -73,6 +73,8 @@ class Balancer(Lifecycle):
         self._open: collections.deque[tuple[float, str, Member]] = collections.deque()
         # picks per (service, instance, strategy) since the last read; read by the collector
         self.picks: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.configs: dict[str, ServiceConfig] = {}
+        self.config = ConfigWatch(bus.nc, log, self._on_config)
         self.sync = RegistrySync(
             bus,
             self,
@@ -83,6 +85,11 @@ class Balancer(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        await self.config.start()
+        try:  # a service's strategy applies from the first answer, also after a restart
+            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
+        except TimeoutError:
+            self.log.warning("balancer.config_not_loaded", waited_s=self.settings.config_wait_s)
         bus = self.bus
         serve = bus.serve
         await serve(
@@ -98,12 +105,22 @@ class Balancer(Lifecycle):
 
     async def stop(self) -> None:
         await self.sync.__aexit__()
+        await self.config.__aexit__()
+
+    async def _on_config(self, entry: ConfigApplied) -> None:
+        self.configs[entry.service] = entry.config
+        pool = self.pools.get(entry.service)
+        if pool is not None:
+            pool.configure(entry.config)
 
     # -- the fleet, as RegistrySync feeds it ---------------------------------------------
     def upsert(self, service: str, instance: Instance) -> None:
         pool = self.pools.get(service)
         if pool is None:
-            pool = self.pools[service] = Pool(service, strategy=self.settings.default_strategy)
+            pool = self.pools[service] = Pool(service)
+            config = self.configs.get(service)
+            if config is not None:
+                pool.configure(config)
         pool.upsert(instance)
 
     def remove(self, service: str, instance_id: str) -> None:

@@ -18,6 +18,7 @@ from msgspec import Meta, Struct
 
 from schemas import subjects
 from schemas.fields import from_timestamp, utcnow
+from schemas.governor import ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import (
     Ack,
     Deregistration,
@@ -31,6 +32,7 @@ from schemas.registry import (
     Registration,
     ServiceList,
 )
+from services.configlog import ConfigWatch
 from services.errors import BadRequest, NotFound
 from services.lifecycle import Lifecycle
 from services.registry.leases import Change, Lease, LeaseTable, UnknownInstanceError
@@ -58,22 +60,31 @@ class RegistrySettings(Struct, frozen=True, kw_only=True):
     expiry_guard_min: Annotated[int, Meta(ge=1)] = 10
     # a gap between sweeps longer than this was the registry's pause, not the fleet's
     pause_s: Annotated[float, Meta(gt=0)] = 2.0
+    # at start, wait at most this long for the operators' config before serving
+    config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
 
 
 _LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}
 
 
-def _instance(lease: Lease) -> Instance:
+_NO_OVERRIDE = InstanceOverride()
+
+
+def _instance(lease: Lease, override: InstanceOverride = _NO_OVERRIDE) -> Instance:
+    """The instance as everyone sees it: what it registered, with the operator's overrides."""
+    metadata = lease.metadata
+    if override.metadata:
+        metadata = {**metadata, **override.metadata}
     return Instance(
         instance_id=lease.instance_id,
         host=lease.host,
-        port=lease.port,
-        weight=lease.weight,
+        port=lease.port if override.port is None else override.port,
+        weight=lease.weight if override.weight is None else override.weight,
         zone=lease.zone,
         version=lease.version,
-        metadata=lease.metadata,
+        metadata=metadata,
         healthy=lease.healthy,
-        drained=False,
+        drained=bool(override.drained),
         inflight=lease.inflight,
         registered_at=from_timestamp(lease.registered_at),
         last_seen=from_timestamp(lease.last_seen),
@@ -115,9 +126,17 @@ class Registry(Lifecycle):
         self.epoch = secrets.token_hex(6)  # tells readers this registry has restarted
         self.seq = 0
         self.started = clock()
+        self.configs: dict[str, ServiceConfig] = {}
+        self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
+        self.config = ConfigWatch(bus.nc, log, self._on_config)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        await self.config.start()
+        try:  # overrides apply from the first answer, also after a restart
+            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
+        except TimeoutError:
+            self.log.warning("registry.config_not_loaded", waited_s=self.settings.config_wait_s)
         serve = self.bus.serve
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
@@ -132,6 +151,9 @@ class Registry(Lifecycle):
         await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
         self.spawn(self._sweep_loop(), "registry.sweep")
         self.log.info("registry.ready", epoch=self.epoch)
+
+    async def stop(self) -> None:
+        await self.config.__aexit__()
 
     @property
     def settled(self) -> bool:
@@ -158,6 +180,11 @@ class Registry(Lifecycle):
             await self._announce(change)
         lease = self.table.get(service, hb.instance_id)
         ttl = lease.ttl if lease else 0.0
+        if lease and lease.inflight == 0 and self._override(lease).drained:
+            key = (service, lease.instance_id)
+            if key not in self._drained_told:  # once per drain: now it is safe to stop
+                self._drained_told.add(key)
+                await self._announce(Change("drained", lease))
         return Ack(instance_id=hb.instance_id, ttl_s=ttl, heartbeat_s=ttl / 3)
 
     async def _on_deregister(self, service: str, dereg: Deregistration) -> Ack:
@@ -183,7 +210,7 @@ class Registry(Lifecycle):
             leases = leases[start:end]
         return InstanceList(
             service=service,
-            instances=[_instance(lease) for lease in leases],
+            instances=[_instance(lease, self._override(lease)) for lease in leases],
             next_after=next_after,
             epoch=self.epoch,
             seq=self.seq,
@@ -199,13 +226,46 @@ class Registry(Lifecycle):
         )
 
     # -- events and time -----------------------------------------------------------------
+    def _override(self, lease: Lease) -> InstanceOverride:
+        config = self.configs.get(lease.service)
+        found = config.instances.get(lease.instance_id) if config else None
+        return found or _NO_OVERRIDE
+
+    async def _on_config(self, entry: ConfigApplied) -> None:
+        """Apply an operator's change to what the registry says about its instances."""
+        service = entry.service
+        before = self.configs.get(service)
+        self.configs[service] = entry.config
+        if entry.kind == "delete":
+            # Instances registered before the delete go; one registered after it (by
+            # a restarted registry replaying the log) stays.
+            cutoff = entry.at.timestamp()
+            for lease in self.table.leases(service):
+                if lease.registered_at <= cutoff:
+                    change = self.table.deregister(service, lease.instance_id)
+                    if change:
+                        await self._announce(change)
+            return
+        old = before.instances if before else {}
+        new = entry.config.instances
+        for instance_id in old.keys() | new.keys():
+            if old.get(instance_id) == new.get(instance_id):
+                continue
+            if not (new.get(instance_id) or _NO_OVERRIDE).drained:
+                self._drained_told.discard((service, instance_id))
+            current = self.table.get(service, instance_id)
+            if current is not None:
+                await self._announce(Change("updated", current))
+
     async def _announce(self, change: Change) -> None:
         kind, lease = change
         self.seq += 1
+        if kind in ("expired", "deregistered"):
+            self._drained_told.discard((lease.service, lease.instance_id))
         event = InstanceEvent(
             kind=kind,
             service=lease.service,
-            instance=_instance(lease),
+            instance=_instance(lease, self._override(lease)),
             at=utcnow(),
             epoch=self.epoch,
             seq=self.seq,

@@ -1,7 +1,7 @@
 """`python -m services.stack up|demo`: the local stack in one terminal (`just up`, `just demo`).
 
-Starts nats-server (JetStream, config infra/nats.conf), then the registry and balancer
-workers, and for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
+Starts nats-server (JetStream, config infra/nats.conf), then the registry, balancer and
+governor workers, and for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
 all in reverse order and exits 0; a worker that dies is reported with its log tail, the
 rest are stopped, and the exit code is 1.
 
@@ -30,7 +30,7 @@ _REPO = Path(__file__).resolve().parents[2]
 _NATS_CONF = _REPO / "infra" / "nats.conf"
 _LISTENING = re.compile(r"Listening for client connections on [\w.:\[\]-]+:(\d+)")
 _WORKER_READY = '"worker.started"'  # the runner's JSON log line once a worker serves
-_WORKERS = ("registry", "balancer")
+_WORKERS = ("registry", "balancer", "governor")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

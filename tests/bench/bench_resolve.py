@@ -11,30 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import msgspec
 import nats
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from natsserver import NatsServer
+from harness import ROOT, pct, processes, wait_for_responder, worker
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
 from schemas.registry import Registration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def spawn(args: list[str], url: str, logdir: Path, name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NATS_URL": url, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    log = (logdir / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=log, cwd=ROOT)  # noqa: S603
 
 
 async def drive(
@@ -45,7 +30,7 @@ async def drive(
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def client() -> None:
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
             reply = await nc.request(subject, payload, timeout=5)
@@ -53,29 +38,13 @@ async def drive(
             latencies.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     return len(latencies) / (time.perf_counter() - t0), latencies
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 async def main(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    server = NatsServer(work / "nats").start()
-    procs = [
-        spawn(["-m", "services.registry"], server.url, work, "registry"),
-        spawn(["-m", "services.balancer"], server.url, work, "balancer"),
-        spawn(
-            [str(ROOT / "tests/bench/echo_responder.py"), server.url, "bench.echo.api"],
-            server.url,
-            work,
-            "echo",
-        ),
-    ]
-    try:
+    echo = ("echo", [str(ROOT / "tests/bench/echo_responder.py"), "bench.echo.api"])
+    with processes(worker("registry"), worker("balancer"), echo) as server:
         nc = await nats.connect(server.url)
         regs = [
             Registration(instance_id=f"i{i}", host="127.0.0.1", port=8000 + i, ttl_s=3600)
@@ -112,25 +81,6 @@ async def main(args: argparse.Namespace) -> None:
                 f"{p50b:>5.2f}/{p50e:<6.2f} {p99b:>6.2f}/{p99e:<7.2f} {p99b / p99e:>9.2f}"
             )
         await nc.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
-        server.stop()
-
-
-async def wait_for_responder(nc: nats.NATS, subject: str, msg: msgspec.Struct) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            await nc.request(subject, msgspec.json.encode(msg), timeout=1)
-        except nats.errors.Error:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-        else:
-            return
 
 
 if __name__ == "__main__":

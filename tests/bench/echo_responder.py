@@ -4,6 +4,7 @@ Endpoint with msgspec. Everything the balancer does beyond this is what Baton co
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import msgspec
@@ -30,4 +31,4 @@ async def main(url: str, subject: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(os.environ["NATS_URL"], sys.argv[1]))

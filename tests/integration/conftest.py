@@ -71,6 +71,9 @@ class Events:
 async def events(nc: Client) -> AsyncIterator[Events]:
     ev = Events()
     sub = await nc.subscribe(subjects.every(subjects.EVENTS), cb=ev.on_msg)
+    # nats-py's flush() can send its PING ahead of a SUB still queued: the second PONG
+    # proves the server has the subscription.
+    await nc.flush()
     await nc.flush()
     yield ev
     await sub.unsubscribe()

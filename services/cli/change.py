@@ -1,0 +1,234 @@
+"""`baton set` and `baton rollback`: the governor's write commands.
+
+Each `set` command sends one ConfigChange and prints the ConfigApplied: one new revision.
+Every write command takes `--actor`, `--reason` and `--expected-revision`; they are kept
+in `ctx.meta` so that each command's function sees only its own arguments.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from schemas import subjects
+from schemas.governor import ConfigApplied, ConfigChange, OverridePatch, Rollback
+from services.cli import output
+from services.cli.params import instance_ids, key_values, service_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from services.cli.session import Session
+
+__all__ = ["rollback", "set_"]
+
+_WHO: Final = "baton.who"
+_OVERRIDES: Final = ("weight", "port", "metadata", "drained")
+
+
+def _default_actor() -> str:
+    try:
+        return os.environ.get("BATON_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment or the password database
+        return ""
+
+
+def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(_WHO, {})[param.name] = value
+    return value
+
+
+def _who_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--actor, --reason, --expected-revision on a write command."""
+    options = [
+        click.option(
+            "--actor",
+            default=_default_actor,
+            show_default="$BATON_ACTOR, else your login name",
+            expose_value=False,
+            callback=_keep,
+            help="Who makes the change, for the history.",
+        ),
+        click.option(
+            "--reason",
+            default="",
+            expose_value=False,
+            callback=_keep,
+            help="Why, for the history.",
+        ),
+        click.option(
+            "--expected-revision",
+            type=click.IntRange(min=0),
+            expose_value=False,
+            callback=_keep,
+            help="Apply only if the config is still at this revision (else 409).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _who(ctx: click.Context) -> dict[str, Any]:
+    who: dict[str, Any] = ctx.meta[_WHO]
+    if not who["actor"]:
+        raise click.UsageError("say who makes the change: --actor NAME, or set BATON_ACTOR", ctx)
+    return who
+
+
+@dataclass(frozen=True)
+class _Target:
+    session: Session
+    service: str
+
+
+def _send(**change: Any) -> None:
+    """Send one ConfigChange to the service of the `set` group, and print the result."""
+    ctx = click.get_current_context()
+    target: _Target = ctx.obj  # every set command runs under the `set` group
+    msg = ConfigChange(**_who(ctx), **change)
+    target.session.show(subjects.change(target.service), msg, ConfigApplied, output.applied)
+
+
+class _KeyValueGroup(click.Group):
+    """Reads `baton set SERVICE strategy=NAME` as `baton set SERVICE strategy NAME`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The group's only parameter is SERVICE (and --help), so args[1] is the command's
+        # name: split it at the first "=" when what comes before names a command.
+        if len(args) > 1:
+            name, sep, value = args[1].partition("=")
+            if sep and name in self.commands:
+                args = [args[0], name, value, *args[2:]]
+        return super().parse_args(ctx, args)
+
+
+@click.group("set", cls=_KeyValueGroup)
+@click.argument("service", callback=service_name)
+@click.pass_context
+def set_(ctx: click.Context, service: str) -> None:
+    """Change SERVICE's config through the governor: one new revision per command.
+
+    \b
+    baton set orders strategy=round_robin        (or: strategy round_robin)
+    baton set orders weight orders-1 50 --reason "new disk"
+    baton set orders drain orders-2 --expected-revision 7
+    baton set orders unset orders-1 weight       (drop an override; no field: all of them)
+    """
+    session: Session = ctx.obj  # the root group's
+    ctx.obj = _Target(session, service)
+
+
+@set_.command()
+@click.argument("name")
+@_who_options
+def strategy(name: str) -> None:
+    """Pick with strategy NAME (round_robin, weighted, least_connections, ...)."""
+    _send(strategy=name)
+
+
+@set_.command()
+@click.argument("x", metavar="X", type=float)
+@_who_options
+def threshold(x: float) -> None:
+    """Protection threshold 0..1: at or below this healthy share, resolve panics."""
+    _send(protect_threshold=x)
+
+
+@set_.command()
+@click.argument("seconds", type=float)
+@_who_options
+def warmup(seconds: float) -> None:
+    """Ramp a newly registered instance's weight up over SECONDS."""
+    _send(warmup_s=seconds)
+
+
+def _override(instance: str, patch: OverridePatch | None) -> None:
+    _send(instances={instance: patch})
+
+
+@set_.command()
+@click.argument("instance", callback=instance_ids)
+@click.argument("n", metavar="N", type=int)
+@_who_options
+def weight(instance: str, n: int) -> None:
+    """Override INSTANCE's weight (0..10000; 0 = no traffic)."""
+    _override(instance, OverridePatch(weight=n))
+
+
+@set_.command()
+@click.argument("instance", callback=instance_ids)
+@click.argument("n", metavar="N", type=int)
+@_who_options
+def port(instance: str, n: int) -> None:
+    """Override the port that resolve hands out for INSTANCE."""
+    _override(instance, OverridePatch(port=n))
+
+
+@set_.command()
+@click.argument("instance", callback=instance_ids)
+@_who_options
+def drain(instance: str) -> None:
+    """Send INSTANCE no new traffic."""
+    _override(instance, OverridePatch(drained=True))
+
+
+@set_.command()
+@click.argument("instance", callback=instance_ids)
+@_who_options
+def undrain(instance: str) -> None:
+    """Send INSTANCE traffic again (drained: false)."""
+    _override(instance, OverridePatch(drained=False))
+
+
+@set_.command()
+@click.argument("instance", callback=instance_ids)
+@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True, callback=key_values)
+@_who_options
+def metadata(instance: str, pairs: dict[str, str]) -> None:
+    """Override INSTANCE's metadata keys; replaces its previous metadata override."""
+    _override(instance, OverridePatch(metadata=pairs))
+
+
+@set_.command()
+@click.argument("instance", callback=instance_ids)
+@click.argument("fields", nargs=-1, type=click.Choice([*_OVERRIDES, "all"]))
+@_who_options
+def unset(instance: str, fields: Sequence[str]) -> None:
+    """Drop INSTANCE's overrides of FIELDS (all of them when none is named)."""
+    if not fields or "all" in fields:
+        _override(instance, None)
+    else:
+        _override(instance, OverridePatch(**dict.fromkeys(fields)))
+
+
+@set_.command()
+@click.option("--yes", is_flag=True, help="Yes, forget the config and deregister everything.")
+@_who_options
+@click.pass_context
+def delete(ctx: click.Context, *, yes: bool) -> None:
+    """Forget SERVICE's config and deregister all its instances (needs --yes)."""
+    if not yes:
+        target: _Target = ctx.obj
+        raise click.UsageError(
+            f"delete forgets the config of {target.service} and deregisters all its instances; "
+            "add --yes if you mean it",
+            ctx,
+        )
+    _send(delete=True)
+
+
+@click.command()
+@click.argument("service", callback=service_name)
+@click.argument("rev", metavar="REV", type=click.IntRange(min=0))
+@_who_options
+@click.pass_context
+def rollback(ctx: click.Context, service: str, rev: int) -> None:
+    """Apply revision REV of SERVICE's config again, as a new revision."""
+    session: Session = ctx.obj  # the root group's
+    msg = Rollback(**_who(ctx), to_revision=rev)
+    session.show(subjects.rollback(service), msg, ConfigApplied, output.applied)

@@ -1,0 +1,147 @@
+"""The `baton` command group: global options and the read commands.
+
+The write commands (`set`, `rollback`) are in `change.py`, `watch` in `watch.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import click
+
+from schemas import subjects
+from schemas.balancer import STRATEGIES, Endpoint, ResolveRequest
+from schemas.governor import ConfigHistory, ServiceConfig
+from schemas.registry import Empty, InstanceList, InstancesQuery, ServiceList
+from services.cli import output
+from services.cli.change import rollback, set_
+from services.cli.params import instance_ids, service_name
+from services.cli.session import Session
+from services.cli.watch import follow
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["cli"]
+
+pass_session = click.make_pass_decorator(Session)
+
+
+def _servers(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.replace(",", "").strip():
+        raise click.BadParameter("give a NATS URL such as nats://127.0.0.1:4222", ctx, param)
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--nats-url",
+    envvar="NATS_URL",
+    callback=_servers,
+    default="nats://127.0.0.1:4222",
+    show_default=True,
+    show_envvar=True,
+    help="The NATS server; several as a comma-separated list.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the reply's JSON as sent, one object (watch: one per line).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for NATS and for each answer.",
+)
+@click.version_option(package_name="baton")
+@click.pass_context
+def cli(ctx: click.Context, nats_url: str, *, as_json: bool, timeout: float) -> None:
+    """Operate Baton: look at services, instances and configs; change them; watch events.
+
+    Exit codes: 0 done, 1 a worker answered with an error, 2 usage error, 3 nothing
+    answered (NATS or the worker is down).
+    """
+    ctx.obj = Session(url=nats_url, json=as_json, timeout=timeout)
+
+
+@cli.command()
+@pass_session
+def services(session: Session) -> None:
+    """List the services that have registered instances."""
+    session.show(subjects.SERVICES, Empty(), ServiceList, output.services)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
+def instances(session: Session, service: str) -> None:
+    """List SERVICE's instances, healthy or not, with operators' overrides applied."""
+    session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.instances)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@click.option("--key", help="The key for consistent_hash.")
+@click.option("--zone", help="Prefer instances in this zone.")
+@click.option(
+    "--strategy",
+    metavar="NAME",
+    help=f"Use this strategy for this request only: {', '.join(STRATEGIES)}.",
+)
+@click.option(
+    "--exclude",
+    metavar="ID",
+    multiple=True,
+    callback=instance_ids,
+    help="An instance not to return; repeat it for several.",
+)
+@pass_session
+def resolve(
+    session: Session,
+    service: str,
+    key: str | None,
+    zone: str | None,
+    strategy: str | None,
+    exclude: Sequence[str],
+) -> None:
+    """Ask the balancer for an endpoint of SERVICE, as a client would.
+
+    As for any client, the balancer counts the endpoint as a request in flight on that
+    instance until the instance next reports its load or BALANCER_PICK_TIMEOUT_S passes
+    (no call report is sent: there was no call to time).
+    """
+    request = ResolveRequest(key=key, zone=zone, exclude=list(exclude), strategy=strategy)
+    session.show(subjects.resolve(service), request, Endpoint, output.endpoint)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
+def config(session: Session, service: str) -> None:
+    """Show SERVICE's current config: revision, strategy, threshold, overrides."""
+    session.show(subjects.config(service), Empty(), ServiceConfig, output.config)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
+def history(session: Session, service: str) -> None:
+    """List every revision of SERVICE's config, oldest first."""
+    session.show(subjects.history(service), Empty(), ConfigHistory, output.history)
+
+
+@cli.command()
+@click.argument("service", callback=service_name, required=False)
+@click.option("--count", type=click.IntRange(min=1), help="Stop after N events.")
+@pass_session
+def watch(session: Session, service: str | None, count: int | None) -> None:
+    """Print registry events and applied config changes, of SERVICE or of all, until Ctrl-C."""
+    asyncio.run(follow(session, service, count))
+
+
+cli.add_command(set_)
+cli.add_command(rollback)

@@ -1,0 +1,225 @@
+"""Text for people: aligned tables, key-value blocks, ages, and one line per event.
+
+Times are shown in UTC, as the workers log and store them. Scripts use `--json` instead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from schemas.balancer import Endpoint
+    from schemas.governor import ConfigApplied, ConfigHistory, InstanceOverride, ServiceConfig
+    from schemas.registry import InstanceEvent, InstanceList, ServiceList
+
+__all__ = [
+    "age",
+    "applied",
+    "applied_line",
+    "config",
+    "endpoint",
+    "event_line",
+    "history",
+    "instances",
+    "services",
+    "table",
+]
+
+_GAP = "  "
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart; no trailing spaces."""
+    lines = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        _GAP.join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _pairs(rows: Iterable[tuple[str, str]]) -> str:
+    rows = list(rows)
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key.ljust(width)}{_GAP}{value}" for key, value in rows)
+
+
+def age(then: datetime, now: datetime) -> str:
+    """How long ago, coarsely: 0.4s, 12s, 3m05s, 2h10m, 3d04h."""
+    s = max(0.0, (now - then).total_seconds())
+    if s < 10:
+        return f"{s:.1f}s"
+    whole = int(s)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _clock(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _metadata(metadata: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(metadata.items()))
+
+
+# -- registry ----------------------------------------------------------------------------
+def services(reply: ServiceList) -> str:
+    return "\n".join(reply.services) if reply.services else "(no services registered)"
+
+
+def instances(reply: InstanceList, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    header = ("INSTANCE", "ADDRESS", "ZONE", "WEIGHT", "HEALTHY", "DRAINED", "INFLIGHT", "SEEN")
+    rows = [
+        (
+            i.instance_id,
+            _address(i.host, i.port),
+            i.zone or "-",
+            str(i.weight),
+            _yes(i.healthy),
+            _yes(i.drained),
+            str(i.inflight),
+            age(i.last_seen, now) + " ago",
+        )
+        for i in sorted(reply.instances, key=lambda i: i.instance_id)
+    ]
+    return table(header, rows)
+
+
+def event_line(event: InstanceEvent) -> str:
+    i = event.instance
+    flags = [*(["drained"] if i.drained else []), *([] if i.healthy else ["unhealthy"])]
+    state = " ".join([f"weight={i.weight}", *flags])
+    return _GAP.join(
+        (
+            _clock(event.at),
+            event.service,
+            event.kind,
+            i.instance_id,
+            _address(i.host, i.port),
+            state,
+        )
+    )
+
+
+# -- balancer ----------------------------------------------------------------------------
+def endpoint(ep: Endpoint) -> str:
+    panic = "yes: too few healthy instances, unhealthy ones may be picked" if ep.panic else "no"
+    return _pairs(
+        [
+            ("instance", ep.instance_id),
+            ("address", _address(ep.host, ep.port)),
+            ("zone", ep.zone or "-"),
+            ("strategy", ep.strategy),
+            ("panic", panic),
+        ]
+    )
+
+
+# -- governor ----------------------------------------------------------------------------
+def _override_cells(o: InstanceOverride) -> tuple[str, str, str, str]:
+    def shown(value: object) -> str:
+        if value is None:
+            return "-"
+        return _yes(value) if isinstance(value, bool) else str(value)
+
+    return (
+        shown(o.weight),
+        shown(o.drained),
+        shown(o.port),
+        _metadata(o.metadata) if o.metadata is not None else "-",
+    )
+
+
+def config(cfg: ServiceConfig) -> str:
+    head = _pairs(
+        [
+            ("service", cfg.service),
+            ("revision", str(cfg.revision)),
+            ("strategy", cfg.strategy),
+            ("protect_threshold", _number(cfg.protect_threshold)),
+            ("warmup_s", _number(cfg.warmup_s)),
+        ]
+    )
+    if not cfg.instances:
+        return f"{head}\n\n(no instance overrides)"
+    rows = [(iid, *_override_cells(o)) for iid, o in sorted(cfg.instances.items())]
+    return f"{head}\n\n" + table(("INSTANCE", "WEIGHT", "DRAINED", "PORT", "METADATA"), rows)
+
+
+def _summary(cfg: ServiceConfig) -> str:
+    """A config on one line: `strategy=weighted threshold=0 warmup=0 a(weight=5,drained)`."""
+    parts = [
+        f"strategy={cfg.strategy}",
+        f"threshold={_number(cfg.protect_threshold)}",
+        f"warmup={_number(cfg.warmup_s)}",
+    ]
+    for iid, o in sorted(cfg.instances.items()):
+        fields = [
+            *([f"weight={o.weight}"] if o.weight is not None else []),
+            *([f"port={o.port}"] if o.port is not None else []),
+            *(["drained" if o.drained else "undrained"] if o.drained is not None else []),
+            *([f"metadata={_metadata(o.metadata)}"] if o.metadata is not None else []),
+        ]
+        parts.append(f"{iid}({','.join(fields)})")
+    return " ".join(parts)
+
+
+def _what(entry: ConfigApplied) -> str:
+    if entry.kind == "rollback" and entry.restored is not None:
+        return f"rollback to {entry.restored}"
+    return entry.kind
+
+
+def applied(entry: ConfigApplied) -> str:
+    reason = f": {entry.reason}" if entry.reason else ""
+    head = (
+        f"{entry.service} is at revision {entry.revision} ({_what(entry)} by {entry.actor}{reason})"
+    )
+    return f"{head}\n\n{config(entry.config)}"
+
+
+def applied_line(entry: ConfigApplied) -> str:
+    reason = f": {entry.reason}" if entry.reason else ""
+    return _GAP.join(
+        (
+            _clock(entry.at),
+            entry.service,
+            "config",
+            f"revision {entry.revision} ({_what(entry)} by {entry.actor}{reason})",
+        )
+    )
+
+
+def history(reply: ConfigHistory) -> str:
+    if not reply.entries:
+        return f"(no changes to {reply.service} yet)"
+    rows = [
+        (str(e.revision), _when(e.at), e.actor, _what(e), e.reason or "-", _summary(e.config))
+        for e in reply.entries
+    ]
+    return table(("REV", "AT", "ACTOR", "KIND", "REASON", "CONFIG"), rows)
