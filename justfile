@@ -9,20 +9,25 @@ default:
 
 # run the local stack: nats-server (JetStream), registry, balancer; Ctrl-C stops it
 [group('run')]
-up *args:
+up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
 
 # the stack plus a demo fleet and its live table (DEMO_* settings, see services/demo)
 [group('run')]
-demo *args:
+demo *args: influxd
     exec "{{python}}" -m services.stack demo {{args}}
 
 # lint and types, then every test (pytest's summary is the last line, for CI)
 [group('check')]
-test *args:
+test *args: influxd
     "{{python}}" -m ruff check .
     "{{python}}" -m mypy
     "{{python}}" -m pytest -q {{args}}
+
+# the InfluxDB server the collector's tests run (Debian's 1.6.7), where it is missing
+[group('check')]
+influxd:
+    command -v influxd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb)
 
 # lint, format check and types, without tests
 [group('check')]
@@ -42,3 +47,8 @@ fmt:
 bench:
     "{{python}}" tests/bench/bench_resolve.py
     "{{python}}" tests/bench/bench_config.py
+
+# run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
+[group('check')]
+check-dashboards:
+    "{{python}}" tests/check_dashboards.py

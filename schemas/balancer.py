@@ -8,7 +8,15 @@ from msgspec import Struct, field
 
 from schemas.fields import InstanceId, InstanceIds, Key, Millis, Zone
 
-__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "CallReport", "Endpoint", "ResolveRequest"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "STRATEGIES",
+    "CallReport",
+    "Endpoint",
+    "PickCount",
+    "PickCounts",
+    "ResolveRequest",
+]
 
 STRATEGIES: Final = (
     "random",
@@ -51,3 +59,20 @@ class CallReport(Struct, frozen=True, kw_only=True, gc=False):
     latency_ms: Millis
     ok: bool = True
     pick: str = ""  # extension: the Endpoint's `pick`
+
+
+class PickCount(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: str
+    strategy: str
+    count: int
+    weight: int  # the instance's weight (after overrides) when the interval closed
+
+
+class PickCounts(Struct, frozen=True, kw_only=True, gc=False):
+    """Extension, on `balancer.v1.picks.{service}`: what one balancer picked in one
+    interval, so the collector records picks without an event per resolve."""
+
+    service: str
+    node: str  # the balancer replica
+    interval_s: float
+    picks: list[PickCount]

@@ -59,6 +59,7 @@ EVENTS: Final = "registry.v1.events"
 # -- balancer ----------------------------------------------------------------------------
 RESOLVE: Final = "balancer.v1.resolve"
 REPORT: Final = "balancer.v1.report"
+PICKS: Final = "balancer.v1.picks"  # extension: per-interval pick counts
 
 
 # -- governor ----------------------------------------------------------------------------
@@ -131,3 +132,7 @@ def applied(service: str) -> str:
 
 def config_log(service: str) -> str:
     return _of(CONFIG_LOG, service)
+
+
+def picks(service: str) -> str:
+    return _of(PICKS, service)

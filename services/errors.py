@@ -7,7 +7,8 @@
     ├── Conflict               409  revision conflict
     ├── Unavailable            503  no instance can take the request
     │   └── NoResponders            (client side) no worker serves that subject right now
-    └── RequestTimeout              (client side) no answer within the deadline
+    ├── RequestTimeout              (client side) no answer within the deadline
+    └── StartupError                (a worker) cannot start as configured: the runner exits 2
 
 Workers raise these in handlers; the bus turns them into error replies. The SDK turns
 error replies back into the same classes, so callers catch one tree on both sides.
@@ -25,6 +26,7 @@ __all__ = [
     "NoResponders",
     "NotFound",
     "RequestTimeout",
+    "StartupError",
     "Unavailable",
     "error_for",
 ]
@@ -66,6 +68,10 @@ class RequestTimeout(BatonError):
     """No reply within the deadline (code 504 is never sent on the wire)."""
 
     code = 504
+
+
+class StartupError(BatonError):
+    """A worker cannot start as configured (wrong credentials, a missing bucket)."""
 
 
 _BY_CODE: dict[int, type[BatonError]] = {

@@ -22,6 +22,7 @@ from structlog.typing import FilteringBoundLogger
 from services import logs
 from services.bus import Bus, NotAuthorizedError, connect
 from services.config import BusSettings, SettingsError, load, load_bus
+from services.errors import StartupError
 
 __all__ = ["WorkerFactory", "main", "serve"]
 
@@ -71,4 +72,7 @@ def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: s
         asyncio.run(run())
     except NotAuthorizedError as exc:
         log.error("bus.not_authorized", error=str(exc))  # noqa: TRY400  # the sentence is enough
+        sys.exit(2)
+    except StartupError as exc:
+        log.error("worker.cannot_start", error=exc.message)  # noqa: TRY400
         sys.exit(2)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from services import logs
 from services.balancer import Balancer, BalancerSettings
 from services.bus import connect
+from services.collector import Collector, CollectorSettings
 from services.config import BusSettings
 from services.governor import Governor, GovernorSettings
 from services.registry import Registry, RegistrySettings
@@ -15,7 +16,7 @@ from services.registry import Registry, RegistrySettings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["run_balancer", "run_governor", "run_registry"]
+__all__ = ["run_balancer", "run_collector", "run_governor", "run_registry"]
 
 FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 
@@ -42,3 +43,9 @@ def run_balancer(url: str, settings: BalancerSettings | None = None) -> Any:
 
 def run_governor(url: str, settings: GovernorSettings | None = None) -> Any:
     return _run(url, "governor", Governor, settings or GovernorSettings(retry_s=0.1))
+
+
+def run_collector(url: str, influx_url: str, **settings: Any) -> Any:
+    settings.setdefault("flush_s", 0.1)
+    settings.setdefault("setup_retry_s", 0.2)
+    return _run(url, "collector", Collector, CollectorSettings(url=influx_url, **settings))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, ResolveRequest
+from schemas.balancer import CallReport, Endpoint, PickCount, PickCounts, ResolveRequest
 from schemas.registry import Heartbeat
 from services.balancer.pool import Pool
 from services.balancer.sync import RegistrySync
@@ -51,6 +51,8 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     failure_penalty_ms: Annotated[float, Meta(ge=0)] = 1000.0
     # at start, wait at most this long for the operators' config before serving
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
+    # publish pick counts per service on balancer.v1.picks.{service} this often (0 = never)
+    picks_s: Annotated[float, Meta(ge=0)] = 1.0
 
 
 class Balancer(Lifecycle):
@@ -73,6 +75,7 @@ class Balancer(Lifecycle):
         self._open: collections.deque[tuple[float, str, Member]] = collections.deque()
         # picks per (service, instance, strategy) since the last read; read by the collector
         self.picks: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self._pick_weights: dict[tuple[str, str], int] = {}  # weight when last picked
         self.configs: dict[str, ServiceConfig] = {}
         self.config = ConfigWatch(bus.nc, log, self._on_config)
         self.sync = RegistrySync(
@@ -101,6 +104,8 @@ class Balancer(Lifecycle):
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
         )
         self.spawn(self._reap_loop(), "balancer.reap")
+        if self.settings.picks_s > 0:
+            self.spawn(self._picks_loop(), "balancer.picks")
         self.log.info("balancer.ready", node=self.node)
 
     async def stop(self) -> None:
@@ -154,6 +159,7 @@ class Balancer(Lifecycle):
         member.picked(token, now)
         self._open.append((now, token, member))
         self.picks[(service, member.id, strategy)] += 1
+        self._pick_weights[(service, member.id)] = member.weight
         return Endpoint(
             instance_id=member.id,
             host=member.host,
@@ -188,6 +194,27 @@ class Balancer(Lifecycle):
         member = pool.members.get(hb.instance_id) if pool else None
         if member is not None:
             member.heartbeat(hb.inflight, self.clock())
+
+    async def _picks_loop(self) -> None:
+        """Publish what was picked per interval: cheap for the collector, none per resolve."""
+        interval = self.settings.picks_s
+        while True:
+            await asyncio.sleep(interval)
+            counts, self.picks = self.picks, collections.Counter()
+            weights, self._pick_weights = self._pick_weights, {}
+            by_service: dict[str, list[PickCount]] = {}
+            for (service, instance_id, strategy), count in counts.items():
+                by_service.setdefault(service, []).append(
+                    PickCount(
+                        instance_id=instance_id,
+                        strategy=strategy,
+                        count=count,
+                        weight=weights.get((service, instance_id), 0),
+                    )
+                )
+            for service, picks in by_service.items():
+                msg = PickCounts(service=service, node=self.node, interval_s=interval, picks=picks)
+                await self.bus.publish(subjects.picks(service), msg)
 
     async def _reap_loop(self) -> None:
         """Close picks whose report never came, so they stop counting as in flight."""

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from typing import IO, TYPE_CHECKING, TypeVar
 
+from services.bus import Bus
 from services.demo.fleet import Fleet
+from services.demo.operator import steer
 from services.demo.traffic import Schedule, Stats, Traffic
 from services.sdk import BalancerClient
 
@@ -119,6 +121,10 @@ async def run(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(traffic.run(stop))
             tg.create_task(_print_loop(draw, out, stop, interval_s, tty))
+            if settings.operator_s:
+                ids = sorted(b.instance_id for b in fleet.backends)
+                bus = Bus(nc, log)
+                tg.create_task(steer(bus, settings.service, ids, settings.operator_s, stop, log))
             if settings.duration_s:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.duration_s)

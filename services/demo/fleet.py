@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Self
 
 from aiohttp import web
 
-from services.sdk import ServiceAgent
+from services.sdk import Load, ServiceAgent
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -118,4 +118,14 @@ class Fleet:
             },
             ttl_s=self.settings.ttl_s,
             log=self.log,
+            load=lambda: self._load(backend),
         )
+
+    def _load(self, backend: Backend) -> Load:
+        """A simulated cpu and memory that follow the instance's work: the demo's backends
+        share one process, so their own figures would all be the same."""
+        busy = backend.agent.inflight / self.settings.max_inflight if backend.agent else 0.0
+        slowness = min(1.0, backend.mean_ms / 100)
+        cpu = min(1.0, 0.05 + 0.6 * busy + 0.2 * slowness + random.uniform(0, 0.05))
+        mem = min(1.0, 0.2 + 0.3 * slowness + 0.1 * busy)
+        return Load(cpu=round(cpu, 3), mem=round(mem, 3))

@@ -33,6 +33,9 @@ class DemoSettings(Struct, frozen=True, kw_only=True):
     error_rate: Annotated[float, Meta(ge=0, le=1)] = 0.02  # of the one failing instance
     window_s: Annotated[float, Meta(gt=0)] = 5.0  # the table's statistics window
     print_s: Annotated[float, Meta(ge=0)] = 0.0  # 0: 1 s on a terminal, else 5 s
+    # every operator_s, an operator steers the fleet through the governor (drain, undrain,
+    # weight), so the dashboards show config changes; 0 = never
+    operator_s: Annotated[float, Meta(ge=0)] = 15.0
 
     def __post_init__(self) -> None:
         if self.strategy not in (CYCLE, SERVICE_DEFAULT, *STRATEGIES):

@@ -1,7 +1,8 @@
 """`python -m services.stack up|demo`: the local stack in one terminal (`just up`, `just demo`).
 
-Starts nats-server (JetStream, config infra/nats.conf), then the registry, balancer and
-governor workers, and for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
+Starts nats-server (JetStream, config infra/nats.conf), a local influxd (Debian's
+package) unless INFLUX_URL is set, then the registry, balancer, governor and collector
+workers, and for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
 all in reverse order and exits 0; a worker that dies is reported with its log tail, the
 rest are stopped, and the exit code is 1.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -39,6 +41,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="state in ROOT/.baton")
     parser.add_argument("--port", type=int, default=4222, help="NATS client port (-1: any)")
     parser.add_argument("--http-port", type=int, default=8222, help="monitoring (-1: any)")
+    parser.add_argument("--influx-port", type=int, default=8086, help="local influxd HTTP port")
     parser.add_argument("--ready-timeout", type=float, default=20.0, help="seconds per child")
     parser.add_argument("--stop-timeout", type=float, default=10.0, help="then SIGKILL")
     return parser.parse_args(argv)
@@ -75,6 +78,44 @@ def _start_nats(sup: Supervisor, args: argparse.Namespace) -> str:
     return url
 
 
+_INFLUXD_CONF = """reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+"""
+
+
+def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
+    """A local influxd (Debian's package) for the collector; None if there is none."""
+    binary = shutil.which("influxd")
+    if binary is None:
+        sup.say("influxd not found: no collector (apt-get install -y influxdb; `just up` does)")
+        return None
+    if _listening(args.influx_port):
+        raise StartupError(
+            f"something already listens on 127.0.0.1:{args.influx_port} (InfluxDB): stop it, "
+            "pick another port with --influx-port, or use it: INFLUX_URL=http://... just up"
+        )
+    data = args.root / ".baton" / "influxdb"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = data / "influxdb.conf"
+    conf.write_text(_INFLUXD_CONF.format(d=data, port=args.influx_port, rpc=args.influx_port + 2))
+    influxd = sup.start("influxd", [binary, "-config", str(conf)], env=os.environ)
+    sup.wait_for(influxd, "Listening on HTTP", args.ready_timeout)
+    url = f"http://127.0.0.1:{args.influx_port}"
+    sup.say(f"influxd ready at {url} (pid {influxd.pid}, log {influxd.log_path})")
+    return url
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     args.root = args.root.resolve()
@@ -87,7 +128,12 @@ def run(argv: list[str] | None = None) -> int:
         else:
             url = _start_nats(sup, args)
         env = {**os.environ, "NATS_URL": url, "PYTHONUNBUFFERED": "1"}
-        for name in _WORKERS:
+        workers = list(_WORKERS)
+        influx = os.environ.get("INFLUX_URL", "") or _start_influxd(sup, args)
+        if influx:
+            env["INFLUX_URL"] = influx
+            workers.append("collector")
+        for name in workers:
             child = sup.start(name, [interpreter(), "-m", f"services.{name}"], env=env)
             sup.wait_for(child, _WORKER_READY, args.ready_timeout)
             sup.say(f"{name} ready (pid {child.pid}, log {child.log_path})")

@@ -230,7 +230,14 @@ def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_pa
     proc = stack_process("up", *FREE)
     text = read_until(proc, "Ctrl-C stops everything")
     children = pids(text)
-    assert set(children) == {"nats-server", "registry", "balancer", "governor"}, text
+    assert set(children) == {
+        "nats-server",
+        "influxd",
+        "registry",
+        "balancer",
+        "governor",
+        "collector",
+    }, text
     assert (tmp_path / ".baton" / "nats" / "jetstream").is_dir()  # the store is under root
 
     proc.send_signal(signal.SIGINT)

@@ -1,0 +1,300 @@
+"""A bounded buffer of line-protocol points, written to InfluxDB in batches, with retries.
+
+`add` and `add_many` are synchronous and O(1) a point, so a bus handler never waits for
+InfluxDB. One loop writes a batch when `batch_points` wait or `flush_s` has passed,
+whichever comes first. While InfluxDB is away (`RetryableWriteError`) or refuses the
+set-up (`SetupError`), the batch stays at the front of the buffer, in order, and is sent
+again after a backoff of 0.5 s doubling up to `retry_max_s`. When the buffer holds
+`max_buffer` points, the oldest are dropped: counted, and logged at most every few seconds.
+
+Every point ends up counted once: received = written + rejected + dropped + buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from services.collector.writer import RetryableWriteError, SetupError, WriteError
+from services.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from structlog.typing import FilteringBoundLogger
+
+    from services.collector.writer import InfluxWriter
+
+__all__ = ["Batcher"]
+
+_FIRST_RETRY_S = 0.5
+_LOG_EVERY_S = 5.0  # at most one line a kind this often, with running counts
+
+
+class _Every:
+    """True at most once every `seconds` (monotonic), for rate-limited log lines."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._next = 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
+class Batcher(Lifecycle):
+    """Owns the buffer and the flush loop; the writer stays the caller's to close."""
+
+    def __init__(
+        self,
+        writer: InfluxWriter,
+        log: FilteringBoundLogger,
+        *,
+        batch_points: int = 5000,
+        flush_s: float = 1.0,
+        max_buffer: int = 1_000_000,
+        retry_max_s: float = 30.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        if batch_points < 1 or max_buffer < 1:
+            raise ValueError("batch_points and max_buffer must be at least 1")
+        if flush_s <= 0 or retry_max_s <= 0 or stop_timeout_s < 0:
+            raise ValueError("flush_s and retry_max_s must be > 0, stop_timeout_s >= 0")
+        self.writer = writer
+        self.log = log
+        self.batch_points = min(batch_points, max_buffer)
+        self.flush_s = flush_s
+        self.max_buffer = max_buffer
+        self.retry_max_s = retry_max_s
+        self.stop_timeout_s = stop_timeout_s
+        self.received = self.written = self.retried = self.dropped = self.rejected = 0
+        self._buf: collections.deque[str] = collections.deque()
+        self._inflight: list[str] = []  # the batch being written, out of `_buf` meanwhile
+        self._wake = asyncio.Event()
+        self._needs_ensure = False  # after a SetupError: set up again before writing
+        self._stopped = False
+        self._log_dropped = _Every(_LOG_EVERY_S)
+        self._log_retry = _Every(_LOG_EVERY_S)
+        self._log_rejected = _Every(_LOG_EVERY_S)
+
+    # -- what callers use ----------------------------------------------------------------
+    def add(self, line: str) -> None:
+        self.received += 1
+        if self._stopped:
+            self._drop(1)
+            return
+        self._buf.append(line)
+        self._settle()
+
+    def add_many(self, lines: Iterable[str]) -> None:
+        if self._stopped:
+            n = sum(1 for _ in lines)
+            self.received += n
+            self._drop(n)
+            return
+        before = len(self._buf)
+        self._buf.extend(lines)
+        self.received += len(self._buf) - before
+        self._settle()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) + len(self._inflight)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "written": self.written,
+            "retried": self.retried,
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+            "buffered": self.buffered,
+        }
+
+    async def start(self) -> None:
+        self.spawn(self._flush_loop(), "batcher.flush")
+
+    async def stop(self) -> None:
+        """Write what is buffered within `stop_timeout_s`; count the rest as dropped.
+
+        A write the deadline cuts short counts as dropped though InfluxDB may have stored
+        it; a batch the cancelled loop was writing is sent again (InfluxDB keeps one copy
+        of a point with the same series and timestamp, so that is harmless)."""
+        await self.cancel_tasks()  # the loop puts its batch back at the front
+        if self._stopped:
+            return
+        deadline = asyncio.get_running_loop().time() + self.stop_timeout_s
+        while self._buf and await self._send(deadline):
+            pass
+        self._stopped = True
+        unwritten = self.buffered
+        self._buf.clear()
+        self._inflight = []
+        self.dropped += unwritten
+        log = self.log.warning if unwritten else self.log.info
+        log("batcher.stopped", unwritten=unwritten, timeout_s=self.stop_timeout_s, **self.stats)
+
+    # -- the buffer ------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Drop the oldest points beyond `max_buffer`; wake the loop when a batch is full."""
+        excess = len(self._buf) + len(self._inflight) - self.max_buffer
+        if excess > 0:  # never more than was just added, so `_buf` holds that many
+            popleft = self._buf.popleft
+            for _ in range(excess):
+                popleft()
+            self._drop(excess)
+        if len(self._buf) >= self.batch_points and not self._wake.is_set():
+            self._wake.set()
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self._log_dropped():
+            self.log.warning(
+                "buffer.overflowed",
+                dropped=self.dropped,
+                buffered=self.buffered,
+                max_buffer=self.max_buffer,
+                stopped=self._stopped,
+            )
+
+    def _take(self) -> list[str]:
+        popleft = self._buf.popleft
+        self._inflight = [popleft() for _ in range(min(len(self._buf), self.batch_points))]
+        return self._inflight
+
+    def _put_back(self) -> None:
+        self._buf.extendleft(reversed(self._inflight))
+        self._inflight = []
+
+    # -- writing -----------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while True:
+            try:
+                if len(self._buf) < self.batch_points:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.flush_s):
+                            await self._wake.wait()
+                if self._buf:
+                    await self._send(None)
+            except Exception:  # a bug must not stop the writing; the points stay buffered
+                self._put_back()
+                self.log.exception("batcher.loop_failed", buffered=self.buffered)
+                await asyncio.sleep(self.flush_s)
+
+    async def _send(self, deadline: float | None) -> bool:
+        """Write the batch at the front, retrying until it is written; False if the
+        deadline (event-loop time) came first, with the batch still at the front."""
+        loop = asyncio.get_running_loop()
+        delay = min(_FIRST_RETRY_S, self.retry_max_s)
+        failures = 0
+        failed_at = 0.0
+        while True:
+            batch = self._take()
+            if not batch:  # dropped while we waited
+                return True
+            try:
+                outcome = await self._attempt(batch, deadline)
+            except asyncio.CancelledError:
+                self._put_back()
+                raise
+            except Exception:  # a bug in the writer, maybe for this batch only: drop it
+                self._inflight = []
+                self.dropped += len(batch)
+                self.log.exception("batcher.batch_failed", points=len(batch))
+                return True
+            if isinstance(outcome, int):
+                self._written(batch, outcome)
+                if failures:
+                    self.log.info(
+                        "influx.write_recovered",
+                        attempts=failures + 1,
+                        outage_s=round(loop.time() - failed_at, 1),
+                        buffered=self.buffered,
+                    )
+                return True
+            # Not written: the batch goes back to the front, in order, for the next try.
+            self._put_back()
+            if outcome is None:
+                return False
+            self.retried += 1
+            failed_at = failed_at or loop.time()
+            failures += 1
+            # the server's Retry-After is honoured up to retry_max_s
+            wait = max(delay, min(outcome.retry_after_s or 0.0, self.retry_max_s))
+            if self._log_retry() or failures == 1:
+                self._log_failure(outcome, wait, failures)
+            if not await self._pause(wait, deadline):
+                return False
+            delay = min(delay * 2, self.retry_max_s)
+
+    @staticmethod
+    async def _pause(wait: float, deadline: float | None) -> bool:
+        """Sleep `wait` s; False (having slept until it) if the deadline comes first."""
+        loop = asyncio.get_running_loop()
+        if deadline is not None and loop.time() + wait >= deadline:
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    async def _attempt(self, batch: list[str], deadline: float | None) -> int | WriteError | None:
+        """One try: the number of points rejected, the error to retry after, or None when
+        the deadline came first."""
+        timer = asyncio.timeout_at(deadline)
+        try:
+            async with timer:
+                if self._needs_ensure:
+                    await self.writer.ensure()
+                    self._needs_ensure = False
+                return await self.writer.write(batch)
+        except SetupError as exc:
+            self._needs_ensure = True  # e.g. the database was dropped: create it again
+            return exc
+        except RetryableWriteError as exc:
+            return exc
+        except TimeoutError:
+            if timer.expired():
+                return None
+            raise  # not our deadline: a writer's bug
+
+    def _log_failure(self, error: WriteError, wait: float, attempts: int) -> None:
+        if isinstance(error, SetupError):
+            self.log.error(
+                "influx.setup_failed",
+                error=str(error),
+                retry_in_s=wait,
+                attempts=attempts,
+                **self.stats,
+            )
+        else:
+            self.log.warning(
+                "influx.write_failed",
+                error=str(error),
+                retry_in_s=wait,
+                attempts=attempts,
+                **self.stats,
+            )
+
+    def _written(self, batch: list[str], rejected: int) -> None:
+        self._inflight = []
+        rejected = max(0, min(rejected, len(batch)))
+        self.written += len(batch) - rejected
+        if rejected:
+            self.rejected += rejected
+            if self._log_rejected():
+                self.log.warning(
+                    "influx.points_rejected",
+                    rejected=rejected,
+                    batch=len(batch),
+                    total_rejected=self.rejected,
+                    message=self.writer.last_rejection,
+                )

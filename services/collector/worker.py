@@ -1,0 +1,224 @@
+"""The collector worker: what the fleet says on NATS, written to InfluxDB as time series.
+
+It only listens (queue group `collector`, so replicas share the work and every point is
+written once) and never answers, so it is never in the way of the request path. Points go
+through a bounded buffer that batches and retries (batcher.py), so an InfluxDB outage of
+minutes loses nothing up to the buffer's size, and anything beyond it is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import TYPE_CHECKING, Annotated
+
+from msgspec import Meta, Struct
+
+from schemas import subjects
+from schemas.balancer import CallReport, PickCounts
+from schemas.governor import ConfigApplied
+from schemas.registry import Empty, Heartbeat, InstanceEvent, InstanceList, ServiceList
+from services.collector import points
+from services.collector.batcher import Batcher
+from services.collector.writer import (
+    InfluxWriter,
+    RetryableWriteError,
+    SetupError,
+    V1Writer,
+    V2Writer,
+)
+from services.errors import BatonError, StartupError
+from services.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from services.bus import Bus
+
+__all__ = ["Collector", "CollectorSettings"]
+
+
+class CollectorSettings(Struct, frozen=True, kw_only=True):
+    """Environment: INFLUX_<FIELD>. With INFLUX_TOKEN set, the v2 write API is used
+    (InfluxDB 1.8+, 2.x, 3.x: INFLUX_ORG, INFLUX_BUCKET); otherwise the v1 API (InfluxDB
+    1.x: INFLUX_DATABASE, optional INFLUX_USER and INFLUX_PASSWORD)."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = "baton"
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    org: str = ""
+    bucket: str = "baton"
+    # a batch is written when this many points wait, or every flush_s, whichever first
+    batch_points: Annotated[int, Meta(ge=1, le=100_000)] = 5000
+    flush_s: Annotated[float, Meta(gt=0)] = 1.0
+    # points held while InfluxDB is away; beyond it the oldest are dropped (and counted)
+    buffer_points: Annotated[int, Meta(ge=1)] = 1_000_000
+    # the collector's own health point this often
+    health_s: Annotated[float, Meta(gt=0)] = 10.0
+    # retry InfluxDB set-up (create the database, check the bucket) this often until done
+    setup_retry_s: Annotated[float, Meta(gt=0)] = 2.0
+    timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+
+    @property
+    def api(self) -> str:
+        return "v2" if self.token else "v1"
+
+
+def make_writer(settings: CollectorSettings) -> InfluxWriter:
+    if settings.token:
+        return V2Writer(
+            settings.url,
+            settings.token,
+            settings.org,
+            settings.bucket,
+            timeout_s=settings.timeout_s,
+        )
+    return V1Writer(
+        settings.url,
+        settings.database,
+        user=settings.user,
+        password=settings.password,
+        timeout_s=settings.timeout_s,
+    )
+
+
+class Collector(Lifecycle):
+    def __init__(
+        self,
+        bus: Bus,
+        settings: CollectorSettings,
+        log: FilteringBoundLogger,
+        *,
+        writer: InfluxWriter | None = None,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.log = log
+        self.node = secrets.token_hex(4)
+        self.writer = writer or make_writer(settings)
+        self.batcher = Batcher(
+            self.writer,
+            log,
+            batch_points=settings.batch_points,
+            flush_s=settings.flush_s,
+            max_buffer=settings.buffer_points,
+        )
+        self.clock = points.Clock()
+        self.zones: dict[tuple[str, str], str] = {}
+        self.ready = asyncio.Event()  # InfluxDB is set up and the batcher writes
+
+    async def start(self) -> None:
+        try:
+            await self.writer.ensure()
+        except SetupError as exc:
+            raise StartupError(str(exc)) from exc
+        except RetryableWriteError as exc:  # InfluxDB not up yet: buffer, and keep trying
+            self.log.warning("collector.influx_unreachable", url=self.settings.url, error=str(exc))
+            self.spawn(self._setup_later(), "collector.setup")
+        else:
+            await self._begin_writing()
+        serve = self.bus.serve
+        q = "collector"
+        await serve(
+            subjects.HEARTBEAT,
+            Heartbeat,
+            self._on_heartbeat,
+            queue=q,
+            answer=False,
+            per_service=True,
+        )
+        await serve(
+            subjects.REPORT, CallReport, self._on_report, queue=q, answer=False, per_service=True
+        )
+        await serve(
+            subjects.PICKS, PickCounts, self._on_picks, queue=q, answer=False, per_service=True
+        )
+        await serve(
+            subjects.EVENTS, InstanceEvent, self._on_event, queue=q, answer=False, per_service=True
+        )
+        await serve(
+            subjects.APPLIED,
+            ConfigApplied,
+            self._on_applied,
+            queue=q,
+            answer=False,
+            per_service=True,
+        )
+        self.spawn(self._learn_zones(), "collector.zones")
+        self.spawn(self._health_loop(), "collector.health")
+        self.log.info("collector.ready", api=self.settings.api, url=self.settings.url)
+
+    async def stop(self) -> None:
+        self.batcher.add(points.collector_health(self.node, self.stats, self.clock()))
+        if self.ready.is_set():
+            await self.batcher.__aexit__()  # writes what is buffered, counts what it cannot
+        else:
+            self.log.warning("collector.unwritten", points=self.batcher.stats["buffered"])
+        await self.writer.aclose()
+
+    async def _begin_writing(self) -> None:
+        await self.batcher.start()
+        self.ready.set()
+        self.log.info("collector.writing", api=self.settings.api)
+
+    async def _setup_later(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.setup_retry_s)
+            try:
+                await self.writer.ensure()
+            except SetupError as exc:
+                self.log.error("collector.setup_failed", error=str(exc))  # noqa: TRY400  # the sentence is enough
+            except RetryableWriteError as exc:
+                self.log.warning("collector.influx_unreachable", error=str(exc))
+            else:
+                await self._begin_writing()
+                return
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self.batcher.stats)
+
+    # -- what the fleet says -------------------------------------------------------------
+    def _zone(self, service: str, instance_id: str) -> str:
+        return self.zones.get((service, instance_id), "")
+
+    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
+        self.batcher.add(
+            points.load(service, hb, self._zone(service, hb.instance_id), self.clock())
+        )
+
+    async def _on_report(self, service: str, report: CallReport) -> None:
+        zone = self._zone(service, report.instance_id)
+        self.batcher.add(points.call(service, report, zone, self.clock()))
+
+    async def _on_picks(self, _service: str, counts: PickCounts) -> None:
+        self.batcher.add_many(points.picks(counts, self.clock()))
+
+    async def _on_event(self, service: str, event: InstanceEvent) -> None:
+        key = (service, event.instance.instance_id)
+        if event.kind in ("expired", "deregistered"):
+            self.zones.pop(key, None)
+        else:
+            self.zones[key] = event.instance.zone
+        self.batcher.add(points.registry_event(event, self.clock()))
+
+    async def _on_applied(self, _service: str, entry: ConfigApplied) -> None:
+        self.batcher.add(points.config_change(entry, self.clock()))
+
+    async def _learn_zones(self) -> None:
+        """Zones of instances registered before the collector started (best effort)."""
+        try:
+            listed = await self.bus.request(subjects.SERVICES, Empty(), ServiceList)
+            for service in listed.services:
+                lst = await self.bus.request(subjects.instances(service), Empty(), InstanceList)
+                for inst in lst.instances:
+                    self.zones.setdefault((service, inst.instance_id), inst.zone)
+        except BatonError as exc:
+            self.log.info("collector.zones_unknown", error=exc.message)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_s)
+            self.batcher.add(points.collector_health(self.node, self.stats, self.clock()))

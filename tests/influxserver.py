@@ -1,0 +1,112 @@
+"""A real InfluxDB 1.x (Debian's `influxd`, 1.6.7 here) for tests: temp dirs, free ports.
+
+influxd cannot pick its own port, so a free one is found by binding port 0 first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["InfluxServer", "influxd_binary"]
+
+
+def influxd_binary() -> str | None:
+    return shutil.which("influxd")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class InfluxServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "influxd.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config(self) -> Path:
+        d = self.workdir
+        conf = d / "influxdb.conf"
+        conf.write_text(
+            f"""
+reporting-disabled = true
+bind-address = "127.0.0.1:{_free_port()}"
+[meta]
+  dir = "{d / "meta"}"
+[data]
+  dir = "{d / "data"}"
+  wal-dir = "{d / "wal"}"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+"""
+        )
+        return conf
+
+    def start(self, timeout: float = 20.0) -> InfluxServer:
+        binary = influxd_binary()
+        if binary is None:
+            msg = "influxd not found: apt-get install -y influxdb (just test installs it)"
+            raise RuntimeError(msg)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [binary, "-config", str(self._config())], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as reply:  # noqa: S310
+                    if reply.status == 204:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if self.proc.poll() is not None:
+                msg = f"influxd exited: {self.log_path.read_text()[-2000:]}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+        msg = f"influxd not ready in {timeout} s"
+        raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def query(self, q: str, db: str = "baton") -> dict[str, object]:
+        """Run InfluxQL through the v1 HTTP API (as Grafana does); the decoded JSON."""
+        url = f"{self.url}/query?" + urllib.parse.urlencode({"db": db, "q": q, "epoch": "ms"})
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310
+            result: dict[str, object] = json.loads(reply.read())
+            return result

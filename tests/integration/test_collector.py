@@ -1,0 +1,157 @@
+"""The collector end to end: the fleet talks on a real NATS, points land in a real InfluxDB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from conftest import Events, reg
+from influxserver import InfluxServer, influxd_binary
+from workers import run_balancer, run_collector, run_governor, run_registry
+
+from schemas import subjects
+from schemas.balancer import CallReport, Endpoint, ResolveRequest
+from schemas.governor import ConfigApplied, ConfigChange
+from schemas.registry import Ack, Deregistration, Heartbeat
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from natsserver import NatsServer
+
+    from services.bus import Bus
+
+pytestmark = pytest.mark.skipif(
+    influxd_binary() is None, reason="influxd missing: apt-get install -y influxdb (just test does)"
+)
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[InfluxServer]:
+    server = InfluxServer(tmp_path / "influx").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def stack(nats_server: NatsServer, influx: InfluxServer) -> AsyncIterator[Any]:
+    url = nats_server.url
+    async with (
+        run_registry(url),
+        run_balancer(url),
+        run_governor(url),
+        run_collector(url, influx.url) as collector,
+    ):
+        await asyncio.wait_for(collector.ready.wait(), 10)
+        yield collector
+
+
+def rows(influx: InfluxServer, q: str) -> list[dict[str, Any]]:
+    result: Any = influx.query(q)
+    series = result["results"][0].get("series", [])
+    out = []
+    for s in series:
+        tags = s.get("tags", {})
+        out += [{**tags, **dict(zip(s["columns"], v, strict=True))} for v in s["values"]]
+    return out
+
+
+async def until_rows(
+    influx: InfluxServer, q: str, n: int, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Poll InfluxDB (another process) until the query returns at least n rows."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await asyncio.to_thread(rows, influx, q)
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.1)
+
+
+async def test_every_kind_of_point_lands_with_its_tags_and_values(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    await bus.request(subjects.register("shop"), reg("s1", 8001, zone="eu-1"), Ack)
+    await bus.request(subjects.register("shop"), reg("s2", 8002, zone="eu-2", weight=50), Ack)
+    await events.wait_for("registered", "s2")
+    await asyncio.sleep(0.05)
+    hb = Heartbeat(instance_id="s1", inflight=3, cpu=0.5, mem=0.25, latency_ms=12.0)
+    await bus.request(subjects.heartbeat("shop"), hb, Ack)
+    for n in range(10):
+        ep = await bus.request(
+            subjects.resolve("shop"), ResolveRequest(strategy="round_robin"), Endpoint
+        )
+        report = CallReport(
+            instance_id=ep.instance_id, latency_ms=10.0 + n, ok=n != 3, pick=ep.pick
+        )
+        await bus.publish(subjects.report("shop"), report)
+    await bus.request(
+        subjects.change("shop"),
+        ConfigChange(actor="ann", strategy="random", reason="try"),
+        ConfigApplied,
+    )
+    await bus.request(subjects.deregister("shop"), Deregistration(instance_id="s2"), Ack)
+
+    load = await until_rows(influx, "SELECT * FROM instance_load WHERE \"service\" = 'shop'", 1)
+    assert [
+        (r["instance"], r["zone"], r["inflight"], r["cpu"], r["mem"], r["latency_ms"]) for r in load
+    ] == [("s1", "eu-1", 3, 0.5, 0.25, 12.0)]
+    calls = await until_rows(influx, "SELECT * FROM calls WHERE \"service\" = 'shop'", 10)
+    assert len(calls) == 10  # one point per call, none lost to equal timestamps
+    assert sum(r["error"] for r in calls) == 1
+    assert {r["outcome"] for r in calls if r["error"]} == {"error"}
+    assert {(r["instance"], r["zone"]) for r in calls} == {("s1", "eu-1"), ("s2", "eu-2")}
+    assert sorted(r["latency_ms"] for r in calls) == [10.0 + n for n in range(10)]
+    picks = await until_rows(influx, "SELECT * FROM picks WHERE \"service\" = 'shop'", 2)
+    by_instance = {r["instance"]: r for r in picks}
+    assert sum(r["count"] for r in picks) == 10
+    assert (by_instance["s2"]["weight"], by_instance["s1"]["strategy"]) == (50, "round_robin")
+    events_rows = await until_rows(
+        influx, "SELECT * FROM registry_events WHERE \"service\" = 'shop'", 3
+    )
+    assert {(r["kind"], r["instance"]) for r in events_rows} >= {
+        ("registered", "s1"),
+        ("registered", "s2"),
+        ("deregistered", "s2"),
+    }
+    changes = await until_rows(influx, "SELECT * FROM config_changes WHERE \"service\" = 'shop'", 1)
+    assert (changes[0]["revision"], changes[0]["actor"], changes[0]["reason"]) == (1, "ann", "try")
+    assert "strategy=random" in changes[0]["text"]
+
+
+async def test_influxdb_outage_under_load_loses_no_point(
+    nats_server: NatsServer, influx: InfluxServer, bus: Bus
+) -> None:
+    async with run_collector(nats_server.url, influx.url) as collector:
+        await asyncio.wait_for(collector.ready.wait(), 10)
+        sent = 0
+
+        async def talk(seconds: float) -> None:
+            nonlocal sent
+            stop = time.monotonic() + seconds
+            while time.monotonic() < stop:
+                for _ in range(50):
+                    await bus.publish(
+                        subjects.report("load"), CallReport(instance_id="i1", latency_ms=1.0)
+                    )
+                    sent += 1
+                await asyncio.sleep(0.01)
+
+        await talk(1.0)
+        influx.stop()  # InfluxDB goes away while the fleet keeps talking
+        await talk(3.0)
+        influx.start()
+        await talk(1.0)
+        await bus.nc.flush()
+        got = await until_rows(influx, 'SELECT count("latency_ms") FROM calls', 1, timeout=30)
+        deadline = time.monotonic() + 30
+        while got[0]["count"] < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            got = await asyncio.to_thread(rows, influx, 'SELECT count("latency_ms") FROM calls')
+        assert got[0]["count"] == sent
+        stats = collector.stats
+        assert stats["retried"] > 0
+        assert stats["dropped"] == 0
