@@ -44,9 +44,10 @@ fmt:
 
 # benchmarks: each figure a ratio against a baseline measured in the same run
 [group('check')]
-bench:
+bench: influxd
     "{{python}}" tests/bench/bench_resolve.py
     "{{python}}" tests/bench/bench_config.py
+    "{{python}}" tests/bench/bench_collector.py
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]
