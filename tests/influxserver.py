@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING
 
+from services.stack.__main__ import INFLUXD_CONF
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -47,23 +49,7 @@ class InfluxServer:
     def _config(self) -> Path:
         d = self.workdir
         conf = d / "influxdb.conf"
-        conf.write_text(
-            f"""
-reporting-disabled = true
-bind-address = "127.0.0.1:{_free_port()}"
-[meta]
-  dir = "{d / "meta"}"
-[data]
-  dir = "{d / "data"}"
-  wal-dir = "{d / "wal"}"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:{self.port}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-"""
-        )
+        conf.write_text(INFLUXD_CONF.format(d=d, port=self.port, rpc=_free_port()))
         return conf
 
     def start(self, timeout: float = 20.0) -> InfluxServer:

@@ -78,7 +78,8 @@ def _start_nats(sup: Supervisor, args: argparse.Namespace) -> str:
     return url
 
 
-_INFLUXD_CONF = """reporting-disabled = true
+# An influxd 1.x of our own: loopback only, data in one folder, no usage reports.
+INFLUXD_CONF = """reporting-disabled = true
 bind-address = "127.0.0.1:{rpc}"
 [meta]
   dir = "{d}/meta"
@@ -108,7 +109,7 @@ def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
     data = args.root / ".baton" / "influxdb"
     data.mkdir(parents=True, exist_ok=True)
     conf = data / "influxdb.conf"
-    conf.write_text(_INFLUXD_CONF.format(d=data, port=args.influx_port, rpc=args.influx_port + 2))
+    conf.write_text(INFLUXD_CONF.format(d=data, port=args.influx_port, rpc=args.influx_port + 2))
     influxd = sup.start("influxd", [binary, "-config", str(conf)], env=os.environ)
     sup.wait_for(influxd, "Listening on HTTP", args.ready_timeout)
     url = f"http://127.0.0.1:{args.influx_port}"
