@@ -90,8 +90,15 @@ class Batcher(Lifecycle):
         if self._stopped:
             self._drop(1)
             return
-        self._buf.append(line)
-        self._settle()
+        buf = self._buf
+        buf.append(line)
+        # _settle inlined: this runs once a point, and while a batch is being written the
+        # buffer often holds a full batch already, with the loop woken
+        n = len(buf)
+        if n + len(self._inflight) > self.max_buffer:
+            self._settle()
+        elif n >= self.batch_points and not self._wake.is_set():
+            self._wake.set()
 
     def add_many(self, lines: Iterable[str]) -> None:
         if self._stopped:

@@ -24,8 +24,13 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from natsserver import NatsServer
 
+from schemas import subjects
+from schemas.registry import Instance, InstanceList
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from nats.aio.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,11 +104,15 @@ def processes(*commands: tuple[str, list[str]]) -> Iterator[NatsServer]:
             for p in procs:
                 p.terminate()
             for p in procs:
-                p.wait(10)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:  # one stuck worker must not leave the rest
+                    p.kill()
+                    p.wait()
             server.stop()
 
 
-async def wait_for_responder(nc: nats.NATS, subject: str, msg: msgspec.Struct) -> None:
+async def wait_for_responder(nc: Client, subject: str, msg: msgspec.Struct) -> None:
     """Send `msg` until something answers (a worker still starting gives no responders)."""
     deadline = time.monotonic() + 15
     while True:
@@ -115,6 +124,18 @@ async def wait_for_responder(nc: nats.NATS, subject: str, msg: msgspec.Struct) -
             await asyncio.sleep(0.1)
         else:
             return
+
+
+async def wait_for_instances(nc: Client, service: str, count: int) -> list[Instance]:
+    """Poll the registry until `service` lists `count` instances; return them."""
+    async with asyncio.timeout(30):
+        while True:
+            reply = await nc.request(subjects.instances(service), b"{}", timeout=1)
+            with contextlib.suppress(msgspec.ValidationError):  # 404 before any registers
+                fleet = msgspec.json.decode(reply.data, type=InstanceList).instances
+                if len(fleet) == count:
+                    return fleet
+            await asyncio.sleep(0.1)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -14,11 +14,12 @@ import asyncio
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import msgspec
 import nats
-from bench_collector import count, wait_count
+from bench_collector import count, wait_until
 from harness import processes, worker
 from influxserver import InfluxServer
 
@@ -56,7 +57,10 @@ async def main(args: argparse.Namespace) -> None:
             await nc.flush()
             t0 = time.perf_counter()
             try:
-                await wait_count(influx, "baton", sent, timeout=120)
+                # the collector's backoff reaches 30 s during a long outage: allow for it
+                await wait_until(
+                    "soak", sent, partial(asyncio.to_thread, count, influx, "baton"), stall_s=60
+                )
             finally:
                 stored = count(influx, "baton")
             print(
