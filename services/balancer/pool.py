@@ -153,7 +153,8 @@ class Pool:
             raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
         if name == "consistent_hash" and not key:
             raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
-        if self._rewarm_at <= self.wallclock():  # a warming instance gained weight
+        rewarm = self._rewarm_at  # inf unless an instance is warming up: no clock read
+        if rewarm != math.inf and rewarm <= self.wallclock():  # it gained weight
             self._changed()
         panic = self.in_panic
         m = self._pick_in(name, zone or "", key, exclude, panic, now)

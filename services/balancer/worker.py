@@ -50,8 +50,10 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     # a full snapshot this often even when no event was missed (anti-entropy)
     resync_s: Annotated[float, Meta(gt=0)] = 300.0
     # a failed call counts as at least this slow for least_response_time, so an
-    # instance that fails fast does not attract traffic
-    failure_penalty_ms: Annotated[float, Meta(ge=0)] = 1000.0
+    # instance that fails fast does not attract traffic, and one whose calls time out
+    # counts as slower than the timeout (5 s: Linkerd's load-biaser default; 1 s let a
+    # 20x slow instance keep ~1 % of the traffic in the balancing simulation)
+    failure_penalty_ms: Annotated[float, Meta(ge=0)] = 5000.0
     # at start, wait at most this long for the operators' config before serving
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # publish pick counts per service on balancer.v1.picks.{service} this often (0 = never)
