@@ -100,10 +100,11 @@ class Member:
     # -- load ----------------------------------------------------------------------------
     # `now` is kept for callers; the heartbeat count, not the clock, dates a pick.
     def picked(self, token: str, now: float) -> None:  # noqa: ARG002
-        old = self.load
+        old = self.hb_inflight + self.recent  # `load`, inline: this runs on every resolve
         self.open[token] = self.beats
         self.recent += 1
-        self._moved(old)
+        for watcher in self.watchers:
+            watcher.moved(self, old, old + 1)
 
     def closed(self, token: str) -> bool:
         """Close an open pick (by its token, or the oldest if the token is empty)."""

@@ -140,7 +140,14 @@ def main() -> int:
     parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(BENCHES)}")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/bench")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--replot", action="store_true", help="only draw the plots again from --out's results"
+    )
     args = parser.parse_args()
+    if args.replot:
+        saved = msgspec.json.decode((args.out / "results.json").read_bytes(), type=Results)
+        _plot(saved.reports, args.out)
+        return 0
     chosen = [n for n in args.only.split(",") if n] or list(BENCHES)
     unknown = [n for n in chosen if n not in BENCHES]
     if unknown:
@@ -182,11 +189,15 @@ def main() -> int:
     (args.out / "results.json").write_bytes(msgspec.json.format(msgspec.json.encode(results)))
     (args.out / "results.md").write_text(about + "\n\n" + "\n".join(lines) + "\n")
     if not args.no_plots:
-        import plots  # noqa: PLC0415  # matplotlib only where plots are wanted
-
-        for path in plots.draw(reports, args.out):
-            print(f"plot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+        _plot(reports, args.out)
     return 1 if failed else 0
+
+
+def _plot(reports: list[Report], out: Path) -> None:
+    import plots  # noqa: PLC0415  # matplotlib only where plots are wanted
+
+    for path in plots.draw(reports, out):
+        print(f"plot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 if __name__ == "__main__":

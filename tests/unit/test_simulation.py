@@ -23,8 +23,8 @@ def test_a_healthy_fleet_shows_the_backends_own_latency(strategy: str) -> None:
     q = quantiles(out.latencies)
     assert out.failed == 0
     assert q["0.5"] == pytest.approx(MEDIAN_MS, rel=0.05)
-    # lognormal sigma 0.25: p99 = median x e^(0.25 x 2.326)
-    assert q["0.99"] == pytest.approx(MEDIAN_MS * math.exp(0.25 * 2.326), rel=0.1)
+    # lognormal: p99 = median x e^(sigma x 2.326)
+    assert q["0.99"] == pytest.approx(MEDIAN_MS * math.exp(Scenario.sigma * 2.326), rel=0.1)
 
 
 def test_round_robin_feeds_the_slow_backend_its_share_and_fails_them() -> None:
