@@ -178,7 +178,7 @@ class Balancer(Lifecycle):
         member.observe(latency, now)
         pick = report.pick
         if not pick or pick.startswith(self._prefix):  # another replica's pick is its own
-            member.closed(pick)
+            member.closed(pick, finished=report.ok)
 
     async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
         if hb.inflight is None:
@@ -217,6 +217,6 @@ class Balancer(Lifecycle):
             reaped = 0
             while self._open and self._open[0][0] <= limit:
                 _, token, member = self._open.popleft()
-                reaped += member.closed(token)
+                reaped += member.closed(token, finished=False)  # it may still run
             if reaped:
                 self.log.debug("picks.timed_out", count=reaped)
