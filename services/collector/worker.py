@@ -53,6 +53,8 @@ class CollectorSettings(Struct, frozen=True, kw_only=True):
     # a batch is written when this many points wait, or every flush_s, whichever first
     batch_points: Annotated[int, Meta(ge=1, le=100_000)] = 5000
     flush_s: Annotated[float, Meta(gt=0)] = 1.0
+    # batches written side by side: InfluxDB ingests one while the next is sent
+    writes: Annotated[int, Meta(ge=1, le=16)] = 2
     # points held while InfluxDB is away; beyond it the oldest are dropped (and counted)
     buffer_points: Annotated[int, Meta(ge=1)] = 1_000_000
     # the collector's own health point this often
@@ -104,6 +106,7 @@ class Collector(Lifecycle):
             batch_points=settings.batch_points,
             flush_s=settings.flush_s,
             max_buffer=settings.buffer_points,
+            writers=settings.writes,
         )
         self.clock = points.Clock()
         self.lines = points.Lines()
