@@ -109,9 +109,10 @@ def scale(data: dict[str, Any]) -> plt.Figure:
     counts = [s["instances"] for s in sizes]
     for who in ("registry", "balancer"):
         per = [s[f"{who}_b_per_instance"] for s in sizes]  # (RSS - RSS when empty) / count
+        shown = [(n, p * n / 2**20) for p, n in zip(per, counts, strict=True) if p > 0]
         mem.plot(
-            counts,
-            [p * n / 2**20 for p, n in zip(per, counts, strict=True)],
+            [n for n, _ in shown],
+            [mib for _, mib in shown],  # RSS moves in pages: a small fleet may show none
             marker="o",
             label=f"{who}: {per[-1]:.0f} B per instance at {counts[-1]:,}",
         )
