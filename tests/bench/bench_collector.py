@@ -138,7 +138,7 @@ def spy_on(pid: int, out: str) -> subprocess.Popen[bytes]:
 
 def count(influx: InfluxServer, db: str) -> int:
     result = influx.query('SELECT count("latency_ms") FROM calls', db=db)
-    series = result["results"][0].get("series")  # type: ignore[index]
+    series = result["results"][0].get("series")  # type: ignore[index]  # JSON as parsed
     return int(series[0]["values"][0][1]) if series else 0
 
 

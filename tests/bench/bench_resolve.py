@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
@@ -22,9 +23,12 @@ from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
 from schemas.registry import Registration
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
 
 async def drive(
-    nc: nats.NATS, subject: str, concurrency: int, seconds: float
+    nc: Client, subject: str, concurrency: int, seconds: float
 ) -> tuple[float, list[float]]:
     payload = msgspec.json.encode(ResolveRequest())
     decode = msgspec.json.Decoder(Endpoint).decode

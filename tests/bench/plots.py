@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from harness import Report
+    from matplotlib.figure import Figure
 
 __all__ = ["draw"]
 
@@ -35,7 +36,7 @@ def draw(reports: list[Report], out: Path) -> list[Path]:
     return drawn
 
 
-def resolve(data: dict[str, Any]) -> plt.Figure:
+def resolve(data: dict[str, Any]) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     clients = [str(c) for c in data["clients"]]
     x = range(len(clients))
@@ -54,7 +55,7 @@ def resolve(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-def sim(data: dict[str, Any]) -> plt.Figure:
+def sim(data: dict[str, Any]) -> Figure:
     """Latency at each quantile, per strategy: where the tail leaves the backends' own."""
     sc = data["scenario"]
     fig, (ax, ok) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[3, 2])
@@ -80,7 +81,7 @@ def sim(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-def slow_e2e(data: dict[str, Any]) -> plt.Figure:
+def slow_e2e(data: dict[str, Any]) -> Figure:
     st = data["settings"]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     names = list(data["strategies"])
@@ -101,7 +102,7 @@ def slow_e2e(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-def scale(data: dict[str, Any]) -> plt.Figure:
+def scale(data: dict[str, Any]) -> Figure:
     sizes = data["sizes"]
     labels = [f"{s['instances']:,}" for s in sizes]
     fig, (mem, rate) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -139,7 +140,7 @@ def scale(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-def failover(data: dict[str, Any]) -> plt.Figure:
+def failover(data: dict[str, Any]) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for ttl in sorted({t["ttl_s"] for t in data["trials"]}):
         mine = [t for t in data["trials"] if t["ttl_s"] == ttl]
@@ -156,7 +157,7 @@ def failover(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-def config(data: dict[str, Any]) -> plt.Figure:
+def config(data: dict[str, Any]) -> Figure:
     delays = sorted(data["delays_ms"])
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     ax.plot(delays, [(i + 1) / len(delays) for i in range(len(delays))])
@@ -174,7 +175,7 @@ def config(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
-PLOTS: dict[str, Callable[[dict[str, Any]], plt.Figure]] = {
+PLOTS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "resolve": resolve,
     "sim": sim,
     "slow_e2e": slow_e2e,

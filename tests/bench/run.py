@@ -173,7 +173,7 @@ def main() -> int:
     lines = table(reports)
     about = (
         f"{host.when}; {host.cpu}, {host.cores} cores, {host.memory_gib} GiB; "
-        f"Python {host.python}; {host.nats_server}; InfluxDB {host.influxd}; "
+        f"Python {host.python}; {host.nats_server}; {host.influxd}; "
         f"{'quick' if args.quick else 'full'} run, {results.seconds:.0f} s"
     )
     print("\n" + about)

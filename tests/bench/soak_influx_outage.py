@@ -16,6 +16,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
@@ -26,8 +27,11 @@ from influxserver import InfluxServer
 from schemas import subjects
 from schemas.balancer import CallReport
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
-async def publish(nc: nats.NATS, rate: int, seconds: float) -> int:
+
+async def publish(nc: Client, rate: int, seconds: float) -> int:
     payload = msgspec.json.encode(CallReport(instance_id="i1", latency_ms=1.0))
     sent = 0
     start = time.monotonic()
