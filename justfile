@@ -42,12 +42,12 @@ fmt:
     "{{python}}" -m ruff format .
     "{{python}}" -m ruff check --fix .
 
-# benchmarks: each figure a ratio against a baseline measured in the same run
+# benchmarks, one table of ratios against baselines from the same run (--quick, --only resolve,sim)
 [group('check')]
-bench: influxd
-    "{{python}}" tests/bench/bench_resolve.py
-    "{{python}}" tests/bench/bench_config.py
-    "{{python}}" tests/bench/bench_collector.py
+bench *args: influxd
+    "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
+    MYPYPATH=tests "{{python}}" -m mypy --strict tests/bench
+    "{{python}}" tests/bench/run.py {{args}}
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]

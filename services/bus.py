@@ -42,10 +42,12 @@ __all__ = ["Bus", "Handler", "NotAuthorizedError", "connect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-Handler = Callable[[str, T], Awaitable[msgspec.Struct | None]]
+# A handler returns its reply: a Struct, or bytes already encoded (a hot path's cache).
+Handler = Callable[[str, T], Awaitable[msgspec.Struct | bytes | None]]
 Hook = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
+_NAMES_CACHED = 4096  # per subscription: subject -> service name, checked once
 _error_decoder = msgspec.json.Decoder(ErrorReply)
 
 
@@ -128,37 +130,82 @@ class Bus:
         With `per_service`, `subject` is a prefix: every service's subject under it is
         served, and the handler gets the service name (checked first, so a bad name is
         answered as such) instead of the subject.
-        The handler's returned Struct is the reply (when the message asked for one).
+        The handler's returned Struct (or bytes) is the reply, when the message asked.
         Errors become the contract's error reply, or a counted log line for a publish.
         `answer=False` only listens: another worker owns the replies on that subject.
         """
-        decode = self.decoder(kind).decode
-        what = kind.__name__
-        prefix = subject
+        read = self._reader(subject, kind, per_service=per_service)
         if per_service:
-            subject = subjects.every(prefix)
+            subject = subjects.every(subject)
+        publish = self.nc.publish
 
+        # The hot path of every worker: a resolve's whole budget is a few microseconds
+        # beside nats-py's own cost per message, so this stays plain.
         async def on_msg(msg: Msg) -> None:
             try:
-                name = subjects.service_from(msg.subject, prefix) if per_service else msg.subject
-                reply = await handler(name, self._decode(msg.data, decode, what))
-            except InvalidNameError as exc:
-                await self._fail(msg, subject, BadRequest(str(exc)), answer=answer)
-            except BatonError as exc:
-                await self._fail(msg, subject, exc, answer=answer)
-            except Exception as exc:  # a bug must not stop the worker
-                self.log.exception("bus.handler_failed", subject=msg.subject)
-                await self._fail(
-                    msg, subject, BatonError(f"internal error: {exc!r}"), answer=answer
-                )
+                reply = await handler(*read(msg))
+            except Exception as exc:  # noqa: BLE001  # sorted out in _reject; none escapes
+                await self._reject(msg, subject, exc, answer=answer)
             else:
                 if answer and msg.reply and reply is not None:
-                    await self._send(msg.reply, _encoder.encode(reply), None)
+                    body = reply if isinstance(reply, bytes) else _encoder.encode(reply)
+                    try:
+                        await publish(msg.reply, body)
+                    except nats.errors.Error as exc:
+                        self.log.warning("bus.reply_failed", subject=msg.reply, error=repr(exc))
 
+        return await self._subscribe(subject, queue, on_msg)
+
+    def _reader(
+        self, subject: str, kind: type[T], *, per_service: bool
+    ) -> Callable[[Msg], tuple[str, T]]:
+        """What a message says: (service name or subject, payload decoded as `kind`).
+
+        Raises InvalidNameError or BadRequest, with the sentence the sender needs.
+        """
+        decode = self.decoder(kind).decode
+        what = kind.__name__
+        names: dict[str, str] = {}  # subject -> its checked service name
+        limit = self.max_payload
+
+        def read(msg: Msg) -> tuple[str, T]:
+            name = msg.subject
+            if per_service:
+                found = names.get(name)
+                if found is None:
+                    found = subjects.service_from(name, subject)
+                    if len(names) >= _NAMES_CACHED:
+                        names.clear()
+                    names[name] = found
+                name = found
+            data = msg.data
+            if len(data) > limit:
+                raise BadRequest(f"payload is {len(data)} bytes; the limit is {limit}")
+            try:
+                return name, decode(data or b"{}")  # an empty payload reads as {}
+            except msgspec.MsgspecError as exc:
+                raise BadRequest(explain(exc, data, what)) from None
+
+        return read
+
+    async def _subscribe(
+        self, subject: str, queue: str, on_msg: Callable[[Msg], Awaitable[None]]
+    ) -> Subscription:
         sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
         self._subs.append(sub)
         await self.confirm()
         return sub
+
+    async def _reject(self, msg: Msg, subject: str, exc: Exception, *, answer: bool) -> None:
+        """Answer or log a message that failed, by what failed: the sender or our code."""
+        if isinstance(exc, InvalidNameError):
+            err: BatonError = BadRequest(str(exc))
+        elif isinstance(exc, BatonError):
+            err = exc
+        else:  # a bug must not stop the worker
+            self.log.error("bus.handler_failed", subject=msg.subject, exc_info=exc)
+            err = BatonError(f"internal error: {exc!r}")
+        await self._fail(msg, subject, err, answer=answer)
 
     async def confirm(self) -> None:
         """Return once the server has everything sent so far (a subscription is live).
@@ -168,14 +215,6 @@ class Bus:
         if self.nc.is_connected:
             await self.nc.flush()
             await self.nc.flush()
-
-    def _decode(self, data: bytes, decode: Callable[[bytes], T], what: str) -> T:
-        if len(data) > self.max_payload:
-            raise BadRequest(f"payload is {len(data)} bytes; the limit is {self.max_payload}")
-        try:
-            return decode(data or b"{}")  # an empty payload reads as {}
-        except msgspec.MsgspecError as exc:
-            raise BadRequest(explain(exc, data, what)) from None
 
     async def _fail(self, msg: Msg, subject: str, err: BatonError, *, answer: bool) -> None:
         self.errors[(subject, err.code)] += 1
@@ -219,6 +258,33 @@ class Bus:
                 await hook()
             except Exception:  # one failing hook must not stop the others
                 self.log.exception("bus.reconnect_hook_failed")
+
+    async def listen(
+        self,
+        prefix: str,
+        kind: type[T],
+        handler: Callable[[str, T], None],
+        *,
+        queue: str = "",
+    ) -> Subscription:
+        """`serve(prefix, kind, ..., answer=False, per_service=True)` for a plain function.
+
+        Every service's messages under `prefix` are decoded as `kind` and passed, with the
+        service name, to `handler`, which must not block: no coroutine is made per message,
+        for a listener that takes many thousands a second (the collector). Nothing is
+        answered; a bad name or payload and a handler's error are counted in `errors` and
+        logged, as `serve` does for `answer=False`.
+        """
+        read = self._reader(prefix, kind, per_service=True)
+        subject = subjects.every(prefix)
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                handler(*read(msg))
+            except Exception as exc:  # noqa: BLE001  # sorted out in _reject; none escapes
+                await self._reject(msg, subject, exc, answer=False)
+
+        return await self._subscribe(subject, queue, on_msg)
 
 
 @asynccontextmanager

@@ -1,9 +1,11 @@
 """The balancer's view of one instance, and the load index that keeps picks cheap.
 
 In-flight estimate. An instance's heartbeat says how many requests it serves (`inflight`,
-as of that heartbeat); since then this balancer has handed it out for more calls. So:
+as of that heartbeat); since then this balancer has handed it out for more calls, and
+some of the calls it counted have ended. So:
 
-    load = inflight at the last heartbeat + picks since that heartbeat not yet reported
+    load = inflight at the last heartbeat - this balancer's calls it counted that have
+           since been reported done + picks since that heartbeat not yet reported
 
 A pick stays open until the client's call report names it (or `pick_timeout_s` passes).
 A heartbeat resets the count of recent picks: the calls they started are in its figure.
@@ -100,13 +102,19 @@ class Member:
     # -- load ----------------------------------------------------------------------------
     # `now` is kept for callers; the heartbeat count, not the clock, dates a pick.
     def picked(self, token: str, now: float) -> None:  # noqa: ARG002
-        old = self.load
+        old = self.hb_inflight + self.recent  # `load`, inline: this runs on every resolve
         self.open[token] = self.beats
         self.recent += 1
-        self._moved(old)
+        for watcher in self.watchers:
+            watcher.moved(self, old, old + 1)
 
-    def closed(self, token: str) -> bool:
-        """Close an open pick (by its token, or the oldest if the token is empty)."""
+    def closed(self, token: str, *, finished: bool = True) -> bool:
+        """Close an open pick (by its token, or the oldest if the token is empty).
+
+        `finished`: the instance is done with the call (a report of success). A call that
+        failed or timed out may still be running there, so it stays in the heartbeat's
+        figure until the next heartbeat says otherwise.
+        """
         if token:
             beat = self.open.pop(token, None)
         elif self.open:
@@ -116,10 +124,15 @@ class Member:
             beat = None
         if beat is None:
             return False
-        if beat == self.beats and self.recent > 0:  # picked after the last heartbeat
-            old = self.load
-            self.recent -= 1
-            self._moved(old)
+        old = self.load
+        if beat == self.beats:  # picked after the last heartbeat: one of `recent`
+            self.recent = max(0, self.recent - 1)
+        elif finished and self.hb_inflight > 0:
+            # Picked before the last heartbeat, so counted in its figure; it has ended,
+            # so the instance serves one fewer than it said. Without this the load runs
+            # at about twice the truth between heartbeats.
+            self.hb_inflight -= 1
+        self._moved(old)
         return True
 
     def heartbeat(self, inflight: int, now: float) -> None:

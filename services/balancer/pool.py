@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RING_REBUILD_S", "Pick", "Pool"]
 
+_KNOWN = frozenset(STRATEGIES)
 RING_REBUILD_S = 0.1  # a stale ring is rebuilt at most this often; lookups skip departed ids
 
 
@@ -149,13 +150,21 @@ class Pool:
         now: float,
     ) -> Pick:
         name = strategy or self.strategy
-        if name not in STRATEGIES:
+        rewarm = self._rewarm_at  # inf unless an instance is warming up: no clock read
+        if rewarm != math.inf and rewarm <= self.wallclock():  # it gained weight
+            self._changed()
+        panic = self.in_panic
+        # The common case in one lookup: a picker already built for this strategy and
+        # zone (so the name was checked then), and no ring that may need rebuilding.
+        picker = self._pickers.get((name, zone or "", panic))
+        if picker is not None and name != "consistent_hash":
+            m = picker.pick(key, exclude, now)
+            if m is not None:
+                return Pick(m, name, panic)
+        if name not in _KNOWN:
             raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
         if name == "consistent_hash" and not key:
             raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
-        if self._rewarm_at <= self.wallclock():  # a warming instance gained weight
-            self._changed()
-        panic = self.in_panic
         m = self._pick_in(name, zone or "", key, exclude, panic, now)
         if m is None and zone:
             # The zone is a preference: a retry that excluded all of it goes elsewhere.

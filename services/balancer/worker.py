@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, PickCount, PickCounts, ResolveRequest
+from schemas.balancer import CallReport, PickCount, PickCounts, ResolveRequest
 from schemas.registry import Heartbeat
 from services.balancer.pool import Pool
+from services.balancer.replies import ReplyCache
 from services.balancer.sync import RegistrySync
 from services.configlog import ConfigWatch
 from services.errors import NotFound
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Balancer", "BalancerSettings"]
 
+_NONE: frozenset[str] = frozenset()
+
 
 class BalancerSettings(Struct, frozen=True, kw_only=True):
     """Environment: BALANCER_<FIELD>, e.g. BALANCER_PICK_TIMEOUT_S=10."""
@@ -47,8 +50,10 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     # a full snapshot this often even when no event was missed (anti-entropy)
     resync_s: Annotated[float, Meta(gt=0)] = 300.0
     # a failed call counts as at least this slow for least_response_time, so an
-    # instance that fails fast does not attract traffic
-    failure_penalty_ms: Annotated[float, Meta(ge=0)] = 1000.0
+    # instance that fails fast does not attract traffic, and one whose calls time out
+    # counts as slower than the timeout (5 s: Linkerd's load-biaser default; 1 s let a
+    # 20x slow instance keep ~1 % of the traffic in the balancing simulation)
+    failure_penalty_ms: Annotated[float, Meta(ge=0)] = 5000.0
     # at start, wait at most this long for the operators' config before serving
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # publish pick counts per service on balancer.v1.picks.{service} this often (0 = never)
@@ -73,9 +78,9 @@ class Balancer(Lifecycle):
         self._prefix = self.node + "."
         self._picks = 0
         self._open: collections.deque[tuple[float, str, Member]] = collections.deque()
-        # picks per (service, instance, strategy) since the last read; read by the collector
-        self.picks: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self._pick_weights: dict[tuple[str, str], int] = {}  # weight when last picked
+        # picks per (service, member, strategy) since the last publish, for the collector
+        self.picks: collections.Counter[tuple[str, Member, str]] = collections.Counter()
+        self.replies = ReplyCache()
         self.configs: dict[str, ServiceConfig] = {}
         self.config = ConfigWatch(bus.nc, log, self._on_config)
         self.sync = RegistrySync(
@@ -126,12 +131,12 @@ class Balancer(Lifecycle):
             config = self.configs.get(service)
             if config is not None:
                 pool.configure(config)
-        pool.upsert(instance)
+        self.replies.forget(pool.upsert(instance))
 
     def remove(self, service: str, instance_id: str) -> None:
         pool = self.pools.get(service)
         if pool is not None:
-            pool.remove(instance_id)
+            self.replies.forget(pool.remove(instance_id))
             if not pool.members:
                 del self.pools[service]
 
@@ -139,7 +144,7 @@ class Balancer(Lifecycle):
         return {service: set(pool.members) for service, pool in self.pools.items()}
 
     # -- handlers ------------------------------------------------------------------------
-    async def _on_resolve(self, service: str, req: ResolveRequest) -> Endpoint:
+    async def _on_resolve(self, service: str, req: ResolveRequest) -> bytes:
         pool = self.pools.get(service)
         if pool is None:
             raise NotFound(
@@ -151,27 +156,15 @@ class Balancer(Lifecycle):
             strategy=req.strategy,
             key=req.key,
             zone=req.zone,
-            exclude=frozenset(req.exclude),
+            exclude=frozenset(req.exclude) if req.exclude else _NONE,
             now=now,
         )
         self._picks += 1
         token = f"{self._prefix}{self._picks}"
         member.picked(token, now)
         self._open.append((now, token, member))
-        self.picks[(service, member.id, strategy)] += 1
-        self._pick_weights[(service, member.id)] = member.weight
-        return Endpoint(
-            instance_id=member.id,
-            host=member.host,
-            port=member.port,
-            zone=member.zone,
-            metadata=member.metadata,
-            strategy=strategy,
-            panic=panic,
-            pick=token,
-            version=member.version,
-            weight=member.weight,
-        )
+        self.picks[(service, member, strategy)] += 1
+        return self.replies.endpoint(member, strategy, panic=panic, pick=token)
 
     async def _on_report(self, service: str, report: CallReport) -> None:
         pool = self.pools.get(service)
@@ -185,7 +178,7 @@ class Balancer(Lifecycle):
         member.observe(latency, now)
         pick = report.pick
         if not pick or pick.startswith(self._prefix):  # another replica's pick is its own
-            member.closed(pick)
+            member.closed(pick, finished=report.ok)
 
     async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
         if hb.inflight is None:
@@ -201,15 +194,14 @@ class Balancer(Lifecycle):
         while True:
             await asyncio.sleep(interval)
             counts, self.picks = self.picks, collections.Counter()
-            weights, self._pick_weights = self._pick_weights, {}
             by_service: dict[str, list[PickCount]] = {}
-            for (service, instance_id, strategy), count in counts.items():
+            for (service, member, strategy), count in counts.items():
                 by_service.setdefault(service, []).append(
                     PickCount(
-                        instance_id=instance_id,
+                        instance_id=member.id,
                         strategy=strategy,
                         count=count,
-                        weight=weights.get((service, instance_id), 0),
+                        weight=member.weight,  # as the interval closes, as PickCount says
                     )
                 )
             for service, picks in by_service.items():
@@ -225,6 +217,6 @@ class Balancer(Lifecycle):
             reaped = 0
             while self._open and self._open[0][0] <= limit:
                 _, token, member = self._open.popleft()
-                reaped += member.closed(token)
+                reaped += member.closed(token, finished=False)  # it may still run
             if reaped:
                 self.log.debug("picks.timed_out", count=reaped)

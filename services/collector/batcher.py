@@ -1,10 +1,13 @@
 """A bounded buffer of line-protocol points, written to InfluxDB in batches, with retries.
 
 `add` and `add_many` are synchronous and O(1) a point, so a bus handler never waits for
-InfluxDB. One loop writes a batch when `batch_points` wait or `flush_s` has passed,
-whichever comes first. While InfluxDB is away (`RetryableWriteError`) or refuses the
-set-up (`SetupError`), the batch stays at the front of the buffer, in order, and is sent
-again after a backoff of 0.5 s doubling up to `retry_max_s`. When the buffer holds
+InfluxDB. A loop writes a batch when `batch_points` wait or `flush_s` has passed,
+whichever comes first; `writers` loops do so side by side, so InfluxDB ingests one batch
+while the next is built and sent (one at a time, a write's round trip is dead time for
+InfluxDB, and a flood of messages makes that round trip long). While InfluxDB is away
+(`RetryableWriteError`) or refuses the set-up (`SetupError`), a batch goes back to the
+front of the buffer and is sent again after a backoff of 0.5 s doubling up to
+`retry_max_s`. When the buffer holds
 `max_buffer` points, the oldest are dropped: counted, and logged at most every few seconds.
 
 Every point ends up counted once: received = written + rejected + dropped + buffered.
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -52,7 +54,7 @@ class _Every:
 class Batcher(Lifecycle):
     """Owns the buffer and the flush loop; the writer stays the caller's to close."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # each is a setting of its own
         self,
         writer: InfluxWriter,
         log: FilteringBoundLogger,
@@ -62,9 +64,10 @@ class Batcher(Lifecycle):
         max_buffer: int = 1_000_000,
         retry_max_s: float = 30.0,
         stop_timeout_s: float = 10.0,
+        writers: int = 2,
     ) -> None:
-        if batch_points < 1 or max_buffer < 1:
-            raise ValueError("batch_points and max_buffer must be at least 1")
+        if batch_points < 1 or max_buffer < 1 or writers < 1:
+            raise ValueError("batch_points, max_buffer and writers must be at least 1")
         if flush_s <= 0 or retry_max_s <= 0 or stop_timeout_s < 0:
             raise ValueError("flush_s and retry_max_s must be > 0, stop_timeout_s >= 0")
         self.writer = writer
@@ -74,9 +77,12 @@ class Batcher(Lifecycle):
         self.max_buffer = max_buffer
         self.retry_max_s = retry_max_s
         self.stop_timeout_s = stop_timeout_s
+        self.writers = writers
         self.received = self.written = self.retried = self.dropped = self.rejected = 0
         self._buf: collections.deque[str] = collections.deque()
-        self._inflight: list[str] = []  # the batch being written, out of `_buf` meanwhile
+        # the batches being written, out of `_buf` meanwhile, by the writing loop's number
+        self._inflight: dict[int, list[str]] = {}
+        self._inflight_points = 0
         self._wake = asyncio.Event()
         self._needs_ensure = False  # after a SetupError: set up again before writing
         self._stopped = False
@@ -90,8 +96,15 @@ class Batcher(Lifecycle):
         if self._stopped:
             self._drop(1)
             return
-        self._buf.append(line)
-        self._settle()
+        buf = self._buf
+        buf.append(line)
+        # _settle inlined: this runs once a point, and while a batch is being written the
+        # buffer often holds a full batch already, with the loop woken
+        n = len(buf)
+        if n + self._inflight_points > self.max_buffer:
+            self._settle()
+        elif n >= self.batch_points and not self._wake.is_set():
+            self._wake.set()
 
     def add_many(self, lines: Iterable[str]) -> None:
         if self._stopped:
@@ -106,7 +119,7 @@ class Batcher(Lifecycle):
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + len(self._inflight)
+        return len(self._buf) + self._inflight_points
 
     @property
     def stats(self) -> dict[str, int]:
@@ -120,7 +133,8 @@ class Batcher(Lifecycle):
         }
 
     async def start(self) -> None:
-        self.spawn(self._flush_loop(), "batcher.flush")
+        for n in range(self.writers):
+            self.spawn(self._flush_loop(n), f"batcher.flush.{n}")
 
     async def stop(self) -> None:
         """Write what is buffered within `stop_timeout_s`; count the rest as dropped.
@@ -128,16 +142,17 @@ class Batcher(Lifecycle):
         A write the deadline cuts short counts as dropped though InfluxDB may have stored
         it; a batch the cancelled loop was writing is sent again (InfluxDB keeps one copy
         of a point with the same series and timestamp, so that is harmless)."""
-        await self.cancel_tasks()  # the loop puts its batch back at the front
+        await self.cancel_tasks()  # the loops put their batches back at the front
         if self._stopped:
             return
         deadline = asyncio.get_running_loop().time() + self.stop_timeout_s
-        while self._buf and await self._send(deadline):
+        while self._buf and await self._send(0, deadline):
             pass
         self._stopped = True
         unwritten = self.buffered
         self._buf.clear()
-        self._inflight = []
+        self._inflight.clear()
+        self._inflight_points = 0
         self.dropped += unwritten
         log = self.log.warning if unwritten else self.log.info
         log("batcher.stopped", unwritten=unwritten, timeout_s=self.stop_timeout_s, **self.stats)
@@ -145,7 +160,7 @@ class Batcher(Lifecycle):
     # -- the buffer ------------------------------------------------------------------------
     def _settle(self) -> None:
         """Drop the oldest points beyond `max_buffer`; wake the loop when a batch is full."""
-        excess = len(self._buf) + len(self._inflight) - self.max_buffer
+        excess = len(self._buf) + self._inflight_points - self.max_buffer
         if excess > 0:  # never more than was just added, so `_buf` holds that many
             popleft = self._buf.popleft
             for _ in range(excess):
@@ -165,32 +180,43 @@ class Batcher(Lifecycle):
                 stopped=self._stopped,
             )
 
-    def _take(self) -> list[str]:
+    def _take(self, slot: int) -> list[str]:
         popleft = self._buf.popleft
-        self._inflight = [popleft() for _ in range(min(len(self._buf), self.batch_points))]
-        return self._inflight
+        batch = [popleft() for _ in range(min(len(self._buf), self.batch_points))]
+        self._inflight[slot] = batch
+        self._inflight_points += len(batch)
+        return batch
 
-    def _put_back(self) -> None:
-        self._buf.extendleft(reversed(self._inflight))
-        self._inflight = []
+    def _done(self, slot: int) -> list[str]:
+        batch = self._inflight.pop(slot, [])
+        self._inflight_points -= len(batch)
+        return batch
+
+    def _put_back(self, slot: int) -> None:
+        self._buf.extendleft(reversed(self._done(slot)))
 
     # -- writing -----------------------------------------------------------------------------
-    async def _flush_loop(self) -> None:
+    async def _flush_loop(self, slot: int) -> None:
         while True:
             try:
                 if len(self._buf) < self.batch_points:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         async with asyncio.timeout(self.flush_s):
                             await self._wake.wait()
+                    except TimeoutError:
+                        pass  # flush_s is up: whatever waits goes now
+                    else:
+                        if len(self._buf) < self.batch_points:
+                            continue  # another loop took the full batch
                 if self._buf:
-                    await self._send(None)
+                    await self._send(slot, None)
             except Exception:  # a bug must not stop the writing; the points stay buffered
-                self._put_back()
+                self._put_back(slot)
                 self.log.exception("batcher.loop_failed", buffered=self.buffered)
                 await asyncio.sleep(self.flush_s)
 
-    async def _send(self, deadline: float | None) -> bool:
+    async def _send(self, slot: int, deadline: float | None) -> bool:
         """Write the batch at the front, retrying until it is written; False if the
         deadline (event-loop time) came first, with the batch still at the front."""
         loop = asyncio.get_running_loop()
@@ -198,20 +224,22 @@ class Batcher(Lifecycle):
         failures = 0
         failed_at = 0.0
         while True:
-            batch = self._take()
+            batch = self._take(slot)
             if not batch:  # dropped while we waited
+                self._done(slot)
                 return True
             try:
                 outcome = await self._attempt(batch, deadline)
             except asyncio.CancelledError:
-                self._put_back()
+                self._put_back(slot)
                 raise
             except Exception:  # a bug in the writer, maybe for this batch only: drop it
-                self._inflight = []
+                self._done(slot)
                 self.dropped += len(batch)
                 self.log.exception("batcher.batch_failed", points=len(batch))
                 return True
             if isinstance(outcome, int):
+                self._done(slot)
                 self._written(batch, outcome)
                 if failures:
                     self.log.info(
@@ -222,7 +250,7 @@ class Batcher(Lifecycle):
                     )
                 return True
             # Not written: the batch goes back to the front, in order, for the next try.
-            self._put_back()
+            self._put_back(slot)
             if outcome is None:
                 return False
             self.retried += 1
@@ -285,7 +313,6 @@ class Batcher(Lifecycle):
             )
 
     def _written(self, batch: list[str], rejected: int) -> None:
-        self._inflight = []
         rejected = max(0, min(rejected, len(batch)))
         self.written += len(batch) - rejected
         if rejected:

@@ -53,6 +53,8 @@ class CollectorSettings(Struct, frozen=True, kw_only=True):
     # a batch is written when this many points wait, or every flush_s, whichever first
     batch_points: Annotated[int, Meta(ge=1, le=100_000)] = 5000
     flush_s: Annotated[float, Meta(gt=0)] = 1.0
+    # batches written side by side: InfluxDB ingests one while the next is sent
+    writes: Annotated[int, Meta(ge=1, le=16)] = 2
     # points held while InfluxDB is away; beyond it the oldest are dropped (and counted)
     buffer_points: Annotated[int, Meta(ge=1)] = 1_000_000
     # the collector's own health point this often
@@ -104,8 +106,10 @@ class Collector(Lifecycle):
             batch_points=settings.batch_points,
             flush_s=settings.flush_s,
             max_buffer=settings.buffer_points,
+            writers=settings.writes,
         )
         self.clock = points.Clock()
+        self.lines = points.Lines()
         self.zones: dict[tuple[str, str], str] = {}
         self.ready = asyncio.Event()  # InfluxDB is set up and the batcher writes
 
@@ -119,33 +123,14 @@ class Collector(Lifecycle):
             self.spawn(self._setup_later(), "collector.setup")
         else:
             await self._begin_writing()
-        serve = self.bus.serve
+        # listen(): plain functions, no coroutine a message; the queue group shares the work
+        listen = self.bus.listen
         q = "collector"
-        await serve(
-            subjects.HEARTBEAT,
-            Heartbeat,
-            self._on_heartbeat,
-            queue=q,
-            answer=False,
-            per_service=True,
-        )
-        await serve(
-            subjects.REPORT, CallReport, self._on_report, queue=q, answer=False, per_service=True
-        )
-        await serve(
-            subjects.PICKS, PickCounts, self._on_picks, queue=q, answer=False, per_service=True
-        )
-        await serve(
-            subjects.EVENTS, InstanceEvent, self._on_event, queue=q, answer=False, per_service=True
-        )
-        await serve(
-            subjects.APPLIED,
-            ConfigApplied,
-            self._on_applied,
-            queue=q,
-            answer=False,
-            per_service=True,
-        )
+        await listen(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, queue=q)
+        await listen(subjects.REPORT, CallReport, self._on_report, queue=q)
+        await listen(subjects.PICKS, PickCounts, self._on_picks, queue=q)
+        await listen(subjects.EVENTS, InstanceEvent, self._on_event, queue=q)
+        await listen(subjects.APPLIED, ConfigApplied, self._on_applied, queue=q)
         self.spawn(self._learn_zones(), "collector.zones")
         self.spawn(self._health_loop(), "collector.health")
         self.log.info("collector.ready", api=self.settings.api, url=self.settings.url)
@@ -180,23 +165,19 @@ class Collector(Lifecycle):
     def stats(self) -> dict[str, int]:
         return dict(self.batcher.stats)
 
-    # -- what the fleet says -------------------------------------------------------------
-    def _zone(self, service: str, instance_id: str) -> str:
-        return self.zones.get((service, instance_id), "")
+    # -- what the fleet says: the hot path, one call a message ----------------------------
+    def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
+        zone = self.zones.get((service, hb.instance_id), "")
+        self.batcher.add(self.lines.load(service, hb, zone, self.clock()))
 
-    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
-        self.batcher.add(
-            points.load(service, hb, self._zone(service, hb.instance_id), self.clock())
-        )
+    def _on_report(self, service: str, report: CallReport) -> None:
+        zone = self.zones.get((service, report.instance_id), "")
+        self.batcher.add(self.lines.call(service, report, zone, self.clock()))
 
-    async def _on_report(self, service: str, report: CallReport) -> None:
-        zone = self._zone(service, report.instance_id)
-        self.batcher.add(points.call(service, report, zone, self.clock()))
-
-    async def _on_picks(self, _service: str, counts: PickCounts) -> None:
+    def _on_picks(self, _service: str, counts: PickCounts) -> None:
         self.batcher.add_many(points.picks(counts, self.clock()))
 
-    async def _on_event(self, service: str, event: InstanceEvent) -> None:
+    def _on_event(self, service: str, event: InstanceEvent) -> None:
         key = (service, event.instance.instance_id)
         if event.kind in ("expired", "deregistered"):
             self.zones.pop(key, None)
@@ -204,7 +185,7 @@ class Collector(Lifecycle):
             self.zones[key] = event.instance.zone
         self.batcher.add(points.registry_event(event, self.clock()))
 
-    async def _on_applied(self, _service: str, entry: ConfigApplied) -> None:
+    def _on_applied(self, _service: str, entry: ConfigApplied) -> None:
         self.batcher.add(points.config_change(entry, self.clock()))
 
     async def _learn_zones(self) -> None:

@@ -15,13 +15,16 @@ Two guards keep a fault of the registry or the network from emptying the registr
 from __future__ import annotations
 
 import heapq
-import itertools
-from typing import TYPE_CHECKING, NamedTuple
+from sys import intern
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from schemas.registry import EventKind, Heartbeat, Registration
 
 __all__ = ["Change", "Lease", "LeaseTable", "UnknownInstanceError"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class UnknownInstanceError(KeyError):
@@ -52,7 +55,9 @@ class Lease:
         "zone",
     )
 
-    def __init__(self, service: str, reg: Registration, mono: float, wall: float) -> None:
+    def __init__(
+        self, service: str, reg: Registration, mono: float, wall: float, alike: Alike
+    ) -> None:
         self.service = service
         self.instance_id = reg.instance_id
         self.registered_at = wall
@@ -62,17 +67,17 @@ class Lease:
         self.cpu: float | None = None
         self.mem: float | None = None
         self.latency_ms: float | None = None
-        self.apply(reg)
+        self.apply(reg, alike)
         self.touch(mono, wall)
 
-    def apply(self, reg: Registration) -> None:
-        self.host = reg.host
-        self.port = reg.port
+    def apply(self, reg: Registration, alike: Alike) -> None:
+        self.host = intern(reg.host)
+        self.port = alike.port(reg.port)
         self.weight = reg.weight
-        self.zone = reg.zone
-        self.version = reg.version
-        self.metadata = reg.metadata
-        self.ttl = reg.ttl_s
+        self.zone = intern(reg.zone)
+        self.version = intern(reg.version)
+        self.metadata = alike.metadata(reg.metadata)
+        self.ttl = alike.ttl(reg.ttl_s)
 
     def same_as(self, reg: Registration) -> bool:
         return (
@@ -92,6 +97,50 @@ class Lease:
     def due(self) -> float:
         """Monotonic time of this lease's next state change if it stays silent."""
         return self.seen + (self.ttl if self.healthy else 2 * self.ttl)
+
+    def __lt__(self, other: Lease) -> bool:
+        # Deadline heap entries that tie on (due, gen) need some order; any will do.
+        return id(self) < id(other)
+
+
+class Alike:
+    """One object for each value many leases hold alike: ports, ttls, metadata.
+
+    Fleets repeat themselves (one port, one ttl, one metadata per service), so at 100,000
+    instances sharing saves hundreds of bytes a lease. Strings go through `sys.intern`.
+    Each cache is bounded: values that never repeat cost a clear now and then, not memory.
+    The shared metadata dicts are never mutated (whoever changes one copies it).
+    """
+
+    __slots__ = ("_limit", "metadata_of", "ports", "ttls")
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self.ports: dict[int, int] = {}
+        self.ttls: dict[float, float] = {}
+        self.metadata_of: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._limit = limit
+
+    def port(self, value: int) -> int:
+        return _one(self.ports, value, value, self._limit)
+
+    def ttl(self, value: float) -> float:
+        return _one(self.ttls, value, value, self._limit)
+
+    def metadata(self, value: dict[str, str]) -> dict[str, str]:
+        key = tuple(value.items())
+        found = self.metadata_of.get(key)
+        if found is None:
+            found = {intern(k): intern(v) for k, v in value.items()}
+        return _one(self.metadata_of, key, found, self._limit)
+
+
+def _one(cache: dict[K, V], key: K, value: V, limit: int) -> V:
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= limit:
+            cache.clear()
+        found = cache[key] = value
+    return found
 
 
 class Change(NamedTuple):
@@ -115,8 +164,10 @@ class LeaseTable:
         self.unhealthy = 0
         self.guarding = False  # expiry is being held back right now
         self.held = 0  # expiries held back by the guard in the last sweep
-        self._heap: list[tuple[float, int, int, Lease]] = []
-        self._tie = itertools.count()
+        # (due, gen, lease): an entry is live while its gen is the lease's (3-tuples: the
+        # heap holds one per lease, and at 100,000 leases every byte counts)
+        self._heap: list[tuple[float, int, Lease]] = []
+        self.alike = Alike()
         self._last_sweep: float | None = None
 
     # -- lookups -------------------------------------------------------------------------
@@ -130,10 +181,11 @@ class LeaseTable:
     # -- changes from the fleet ----------------------------------------------------------
     def register(self, service: str, reg: Registration, mono: float, wall: float) -> Change | None:
         """Add or refresh an instance; the change to announce, or None if nothing changed."""
+        service = intern(service)  # every lease of the service holds this one name
         leases = self.services.setdefault(service, {})
         lease = leases.get(reg.instance_id)
         if lease is None:
-            lease = leases[reg.instance_id] = Lease(service, reg, mono, wall)
+            lease = leases[reg.instance_id] = Lease(service, reg, mono, wall, self.alike)
             self.total += 1
             self._schedule(lease)
             return Change("registered", lease)
@@ -143,7 +195,7 @@ class LeaseTable:
         if revived:  # before scheduling: a healthy lease is due at ttl, not 2 x ttl
             self._set_healthy(lease, healthy=True)
         if changed:
-            lease.apply(reg)
+            lease.apply(reg, self.alike)
             self._schedule(lease)  # the ttl may have shortened
         if revived:
             return Change("updated" if changed else "healthy", lease)
@@ -153,6 +205,10 @@ class LeaseTable:
         lease = self.get(service, hb.instance_id)
         if lease is None:
             raise UnknownInstanceError(hb.instance_id)
+        return self.renew(lease, hb, mono, wall)
+
+    def renew(self, lease: Lease, hb: Heartbeat, mono: float, wall: float) -> Change | None:
+        """A heartbeat for a lease the table holds (the caller looked it up)."""
         lease.touch(mono, wall)
         if hb.inflight is not None:
             lease.inflight = hb.inflight
@@ -188,15 +244,15 @@ class LeaseTable:
         held: list[Lease] = []
         heap = self._heap
         while heap and heap[0][0] <= mono:
-            _, _, gen, lease = heapq.heappop(heap)
+            _, gen, lease = heapq.heappop(heap)
             if gen != lease.gen or self.get(lease.service, lease.instance_id) is not lease:
                 continue  # superseded by a later schedule, or removed
             due = lease.due()
             if due > mono:
-                heapq.heappush(heap, (due, next(self._tie), gen, lease))
+                heapq.heappush(heap, (due, gen, lease))
             elif lease.healthy:
                 self._set_healthy(lease, healthy=False)
-                heapq.heappush(heap, (lease.due(), next(self._tie), gen, lease))
+                heapq.heappush(heap, (lease.due(), gen, lease))
                 changes.append(Change("unhealthy", lease))
             else:
                 held.append(lease)
@@ -204,7 +260,7 @@ class LeaseTable:
         self.held = len(held) if self.guarding else 0
         for lease in held:
             if self.guarding:  # check again soon: the share may fall
-                heapq.heappush(heap, (mono + 1.0, next(self._tie), lease.gen, lease))
+                heapq.heappush(heap, (mono + 1.0, lease.gen, lease))
             elif self._remove(lease.service, lease.instance_id) is not None:
                 changes.append(Change("expired", lease))
         return changes
@@ -229,7 +285,7 @@ class LeaseTable:
 
     def _schedule(self, lease: Lease) -> None:
         lease.gen += 1
-        heapq.heappush(self._heap, (lease.due(), next(self._tie), lease.gen, lease))
+        heapq.heappush(self._heap, (lease.due(), lease.gen, lease))
 
     def _set_healthy(self, lease: Lease, *, healthy: bool) -> None:
         lease.healthy = healthy

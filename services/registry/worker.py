@@ -35,7 +35,7 @@ from schemas.registry import (
 from services.configlog import ConfigWatch
 from services.errors import BadRequest, NotFound
 from services.lifecycle import Lifecycle
-from services.registry.leases import Change, Lease, LeaseTable, UnknownInstanceError
+from services.registry.leases import Change, Lease, LeaseTable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -168,19 +168,23 @@ class Registry(Lifecycle):
         return Ack(instance_id=reg.instance_id, ttl_s=reg.ttl_s, heartbeat_s=reg.ttl_s / 3)
 
     async def _on_heartbeat(self, service: str, hb: Heartbeat) -> Ack:
-        _check_service(service, hb.service)
-        try:
-            change = self.table.heartbeat(service, hb, self.clock(), self.wallclock())
-        except UnknownInstanceError:
+        # The hot path: every instance, every few seconds. One look-up, no event unless
+        # the lease changed state.
+        if hb.service is not None:
+            _check_service(service, hb.service)
+        lease = self.table.get(service, hb.instance_id)
+        if lease is None:
             raise NotFound(
                 f"instance {hb.instance_id!r} of service {service!r} is not registered "
                 "(it expired or the registry restarted); register it again"
-            ) from None
+            )
+        change = self.table.renew(lease, hb, self.clock(), self.wallclock())
         if change:
             await self._announce(change)
-        lease = self.table.get(service, hb.instance_id)
-        ttl = lease.ttl if lease else 0.0
-        if lease and lease.inflight == 0 and self._override(lease).drained:
+            if self.table.get(service, hb.instance_id) is not lease:  # gone meanwhile
+                return Ack(instance_id=hb.instance_id)
+        ttl = lease.ttl
+        if lease.inflight == 0 and service in self.configs and self._override(lease).drained:
             key = (service, lease.instance_id)
             if key not in self._drained_told:  # once per drain: now it is safe to stop
                 self._drained_told.add(key)

@@ -5,7 +5,7 @@ round flips the service's strategy (round_robin <-> random) and then resolves in
 tight loop until an answer names the new strategy. The baseline, measured in the same
 run, is a plain resolve round trip: propagation is reported in those units too.
 
-    python tests/bench/bench_config.py [--changes 200]
+    python tests/bench/bench_config.py [--quick] [--changes 200]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import msgspec
 import nats
-from harness import pct, processes, wait_for_responder, worker
+from harness import Row, emit, pct, processes, wait_for_responder, worker
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
@@ -78,11 +78,49 @@ async def main(args: argparse.Namespace) -> None:
             "of changes"
         )
         await nc.close()
+    rtt = "resolve round trip"
+    emit(
+        "config",
+        [
+            Row(
+                area="config propagation",
+                measure="ack -> first obeying resolve, p50",
+                baseline=rtt,
+                value=p50,
+                base=r50,
+                unit="ms",
+                ratio=p50 / r50,
+            ),
+            Row(
+                area="config propagation",
+                measure="ack -> first obeying resolve, p99",
+                baseline=rtt,
+                value=p99,
+                base=r50,
+                unit="ms",
+                ratio=p99 / r50,
+            ),
+            Row(
+                area="config propagation",
+                measure="changes obeyed by the first resolve",
+                baseline="all changes",
+                value=obeyed_first * 100,
+                base=100,
+                unit="%",
+                ratio=obeyed_first,
+            ),
+        ],
+        {"delays_ms": sorted(d * 1000 for d in delays), "rtt_p50_ms": r50},
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--quick", action="store_true", help="50 changes")
     parser.add_argument("--changes", type=int, default=200)
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    if args.quick:
+        args.changes = 50
+    asyncio.run(main(args))

@@ -4,7 +4,8 @@ Both run as their own processes on one nats-server; the same client process driv
 with the same concurrency, in alternating rounds, and the table reports ratios measured
 in this run (the machines are shared and noisy: absolute figures mean little).
 
-    python tests/bench/bench_resolve.py [--seconds 3] [--rounds 2] [--concurrency 1,16,64]
+    python tests/bench/bench_resolve.py [--quick] [--seconds 3] [--rounds 2]
+                                        [--concurrency 1,16,64,256]
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
-from harness import ROOT, pct, processes, wait_for_responder, worker
+from harness import ROOT, Row, emit, pct, processes, wait_for_responder, worker
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
 from schemas.registry import Registration
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
 
 async def drive(
-    nc: nats.NATS, subject: str, concurrency: int, seconds: float
+    nc: Client, subject: str, concurrency: int, seconds: float
 ) -> tuple[float, list[float]]:
     payload = msgspec.json.encode(ResolveRequest())
     decode = msgspec.json.Decoder(Endpoint).decode
@@ -63,6 +68,8 @@ async def main(args: argparse.Namespace) -> None:
             f"{'clients':>7} | {'balancer req/s':>14} {'echo req/s':>11} {'ratio':>6} | "
             f"{'p50 ms b/e':>12} {'p99 ms b/e':>14} {'p99 ratio':>9}"
         )
+        rows: list[Row] = []
+        data: dict[str, list[float]] = {"clients": [], "throughput": [], "p50": [], "p99": []}
         for conc in args.concurrency:
             rates: dict[str, list[float]] = {k: [] for k in targets}
             lats: dict[str, list[float]] = {k: [] for k in targets}
@@ -80,17 +87,61 @@ async def main(args: argparse.Namespace) -> None:
                 f"{conc:>7} | {b:>14,.0f} {e:>11,.0f} {b / e:>6.2f} | "
                 f"{p50b:>5.2f}/{p50e:<6.2f} {p99b:>6.2f}/{p99e:<7.2f} {p99b / p99e:>9.2f}"
             )
+            bare = "bare nats-py responder"
+            rows += [
+                Row(
+                    area="resolve",
+                    measure=f"throughput, {conc} clients",
+                    baseline=bare,
+                    value=b,
+                    base=e,
+                    unit="req/s",
+                    ratio=b / e,
+                    target=">= 0.8x",
+                    met=b / e >= 0.8,
+                ),
+                Row(
+                    area="resolve",
+                    measure=f"p50 latency, {conc} clients",
+                    baseline=bare,
+                    value=p50b,
+                    base=p50e,
+                    unit="ms",
+                    ratio=p50b / p50e,
+                ),
+                Row(
+                    area="resolve",
+                    measure=f"p99 latency, {conc} clients",
+                    baseline=bare,
+                    value=p99b,
+                    base=p99e,
+                    unit="ms",
+                    ratio=p99b / p99e,
+                ),
+            ]
+            for key, value in (
+                ("clients", conc),
+                ("throughput", b / e),
+                ("p50", p50b / p50e),
+                ("p99", p99b / p99e),
+            ):
+                data[key].append(value)
         await nc.close()
+    emit("resolve", rows, data)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--quick", action="store_true", help="1 s rounds")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument(
-        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64]
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64, 256]
     )
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 1.0
+    asyncio.run(main(args))

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
 
 from schemas.balancer import Endpoint, ResolveRequest
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 
 async def main(url: str, subject: str) -> None:
@@ -21,7 +25,7 @@ async def main(url: str, subject: str) -> None:
         instance_id="i0", host="127.0.0.1", port=8000, zone="", metadata={}, strategy="weighted"
     )
 
-    async def on_msg(msg: nats.aio.msg.Msg) -> None:
+    async def on_msg(msg: Msg) -> None:
         decode(msg.data or b"{}")
         await nc.publish(msg.reply, encode(endpoint))
 

@@ -1,5 +1,10 @@
 """What the benchmarks share: a nats-server with workers as their own processes, polling
-until a responder answers, and percentiles."""
+until a responder answers, percentiles, and the rows every benchmark reports.
+
+Each benchmark script runs on its own and prints its own detail; it also hands its
+summary rows (and any raw data worth plotting) to `emit`, which writes them as JSON
+where `tests/bench/run.py` asked (BATON_BENCH_OUT), so `just bench` prints one table.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats
@@ -19,10 +24,58 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from natsserver import NatsServer
 
+from schemas import subjects
+from schemas.registry import Instance, InstanceList
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from nats.aio.client import Client
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class Row(msgspec.Struct, kw_only=True):
+    """One line of the summary table: Baton's figure against a baseline from the same run."""
+
+    area: str  # e.g. "resolve"
+    measure: str  # what was measured, e.g. "req/s, 64 clients"
+    baseline: str  # what it is compared with, e.g. "bare nats-py responder"
+    value: float  # Baton's figure
+    base: float  # the baseline's figure, measured in the same run
+    unit: str  # of value and base, e.g. "req/s", "ms", "B"
+    ratio: float  # value / base, or the comparison the target is stated in
+    target: str = ""  # e.g. ">= 0.8x"; empty when there is none
+    met: bool | None = None  # None when there is no target
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """What one benchmark script hands to the runner."""
+
+    bench: str
+    rows: list[Row]
+    data: dict[str, Any] = msgspec.field(default_factory=dict)  # raw figures for plots
+
+
+def figure(value: float) -> str:
+    """A figure as people read it: 35,071 and 0.428, not 3.507e+04 and 0.42799."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def emit(bench: str, rows: list[Row], data: dict[str, Any] | None = None) -> None:
+    """Print the rows; write them as JSON to $BATON_BENCH_OUT when the runner set it."""
+    for row in rows:
+        verdict = "" if row.met is None else (" met" if row.met else " MISSED")
+        print(
+            f"  {row.area}: {row.measure}: {figure(row.value)} {row.unit} vs "
+            f"{figure(row.base)} ({row.baseline}) = {row.ratio:.2f}x {row.target}{verdict}"
+        )
+    out = os.environ.get("BATON_BENCH_OUT")
+    if out:
+        report = Report(bench=bench, rows=rows, data=data or {})
+        Path(out).write_bytes(msgspec.json.encode(report))
 
 
 def worker(name: str) -> tuple[str, list[str]]:
@@ -51,11 +104,15 @@ def processes(*commands: tuple[str, list[str]]) -> Iterator[NatsServer]:
             for p in procs:
                 p.terminate()
             for p in procs:
-                p.wait(10)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:  # one stuck worker must not leave the rest
+                    p.kill()
+                    p.wait()
             server.stop()
 
 
-async def wait_for_responder(nc: nats.NATS, subject: str, msg: msgspec.Struct) -> None:
+async def wait_for_responder(nc: Client, subject: str, msg: msgspec.Struct) -> None:
     """Send `msg` until something answers (a worker still starting gives no responders)."""
     deadline = time.monotonic() + 15
     while True:
@@ -67,6 +124,18 @@ async def wait_for_responder(nc: nats.NATS, subject: str, msg: msgspec.Struct) -
             await asyncio.sleep(0.1)
         else:
             return
+
+
+async def wait_for_instances(nc: Client, service: str, count: int) -> list[Instance]:
+    """Poll the registry until `service` lists `count` instances; return them."""
+    async with asyncio.timeout(30):
+        while True:
+            reply = await nc.request(subjects.instances(service), b"{}", timeout=1)
+            with contextlib.suppress(msgspec.ValidationError):  # 404 before any registers
+                fleet = msgspec.json.decode(reply.data, type=InstanceList).instances
+                if len(fleet) == count:
+                    return fleet
+            await asyncio.sleep(0.1)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -14,19 +14,24 @@ import asyncio
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import nats
-from bench_collector import count, wait_count
+from bench_collector import count, wait_until
 from harness import processes, worker
 from influxserver import InfluxServer
 
 from schemas import subjects
 from schemas.balancer import CallReport
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
-async def publish(nc: nats.NATS, rate: int, seconds: float) -> int:
+
+async def publish(nc: Client, rate: int, seconds: float) -> int:
     payload = msgspec.json.encode(CallReport(instance_id="i1", latency_ms=1.0))
     sent = 0
     start = time.monotonic()
@@ -56,7 +61,10 @@ async def main(args: argparse.Namespace) -> None:
             await nc.flush()
             t0 = time.perf_counter()
             try:
-                await wait_count(influx, "baton", sent, timeout=120)
+                # the collector's backoff reaches 30 s during a long outage: allow for it
+                await wait_until(
+                    "soak", sent, partial(asyncio.to_thread, count, influx, "baton"), stall_s=60
+                )
             finally:
                 stored = count(influx, "baton")
             print(

@@ -155,3 +155,30 @@ async def test_influxdb_outage_under_load_loses_no_point(
         stats = collector.stats
         assert stats["retried"] > 0
         assert stats["dropped"] == 0
+
+
+async def test_bad_messages_are_counted_and_the_good_ones_after_them_written(
+    nats_server: NatsServer, influx: InfluxServer, bus: Bus
+) -> None:
+    async with run_collector(nats_server.url, influx.url) as collector:
+        await asyncio.wait_for(collector.ready.wait(), 10)
+        bad = [
+            (subjects.report("shop"), b"not json"),
+            (subjects.report("shop"), b'{"instance_id": "no spaces", "latency_ms": 1}'),
+            (subjects.report("shop"), b'{"instance_id": "s1", "latency_ms": -1}'),
+            (subjects.report("shop") + "x" * 80, b'{"instance_id": "s1", "latency_ms": 1}'),
+            (subjects.heartbeat("shop"), b'{"instance_id": 7}'),
+        ]
+        for subject, payload in bad:
+            await bus.nc.publish(subject, payload)
+        await bus.publish(subjects.report("shop"), CallReport(instance_id="s1", latency_ms=5.0))
+        await bus.publish(subjects.heartbeat("shop"), Heartbeat(instance_id="s1", inflight=2))
+        # one connection's messages arrive in order: the good ones land after the bad ones
+        calls = await until_rows(influx, "SELECT * FROM calls", 1)
+        load = await until_rows(influx, "SELECT * FROM instance_load", 1)
+        assert [(r["instance"], r["latency_ms"]) for r in calls] == [("s1", 5.0)]
+        assert [(r["instance"], r["inflight"]) for r in load] == [("s1", 2)]
+        assert collector.bus.errors == {
+            (subjects.every(subjects.REPORT), 400): 4,
+            (subjects.every(subjects.HEARTBEAT), 400): 1,
+        }

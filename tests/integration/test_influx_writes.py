@@ -326,6 +326,36 @@ async def test_a_full_batch_is_written_before_flush_s(writer: V1Writer) -> None:
         assert b.stats["buffered"] == 1  # waits for flush_s
 
 
+@pytest.mark.parametrize("writers", [1, 2, 4])
+async def test_a_backlog_is_written_in_full_batches_once_each(
+    influx: InfluxServer, writer: V1Writer, writers: int
+) -> None:
+    # Several loops write side by side; a loop woken when another took the full batch
+    # must not send a partial one (it would leave a remainder waiting for flush_s).
+    await writer.ensure()
+    calls = Calls()
+    async with Batcher(writer, LOG, batch_points=100, flush_s=30, writers=writers) as b:
+        for _ in range(40):  # in quarters of a batch, so loops wake to partial ones
+            b.add_many(calls.take(25))
+            await asyncio.sleep(0.001)
+        await eventually(lambda: b.stats["written"] == 1000, "ten full batches", timeout=5)
+        assert b.stats["buffered"] == 0
+    assert stored(influx) == 1000  # each point once: InfluxDB holds exactly as many
+
+
+async def test_a_loop_woken_for_a_batch_another_took_sends_no_partial_one(
+    writer: V1Writer,
+) -> None:
+    await writer.ensure()
+    calls = Calls()
+    async with Batcher(writer, LOG, batch_points=100, flush_s=30, writers=2) as b:
+        await asyncio.sleep(0.05)  # both loops wait for a batch
+        b.add_many(calls.take(150))  # wakes both loops; one full batch, half of another
+        await eventually(lambda: b.stats["written"] == 100, "the full batch", timeout=5)
+        await asyncio.sleep(0.3)  # a short wait for what must NOT happen: a partial batch
+        assert b.stats["buffered"] == 50  # waits for more points, or flush_s
+
+
 async def test_a_lone_point_is_written_after_flush_s(writer: V1Writer) -> None:
     await writer.ensure()
     async with Batcher(writer, LOG, flush_s=0.2) as b:

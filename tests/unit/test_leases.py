@@ -398,3 +398,18 @@ def test_random_traffic_matches_a_model_of_the_contract() -> None:
         assert listed == expected, t
         assert table.total == len(expected)
         assert table.unhealthy == sum(not h for h in expected.values())
+
+
+def test_instances_with_equal_metadata_stay_independent() -> None:
+    # The table shares equal metadata dicts and ttls between leases to save memory; one
+    # instance re-registering must never change what another one shows.
+    table = LeaseTable()
+    table.register(SVC, reg("a", metadata={"tier": "gold"}, ttl=15.0), 0.0, WALL)
+    table.register(SVC, reg("b", metadata={"tier": "gold"}, ttl=15.0, port=15), 0.0, WALL)
+    table.register(SVC, reg("a", metadata={"tier": "silver"}, ttl=15.0), 1.0, WALL)
+    a, b = table.get(SVC, "a"), table.get(SVC, "b")
+    assert a is not None
+    assert b is not None
+    assert (a.metadata, b.metadata) == ({"tier": "silver"}, {"tier": "gold"})
+    assert type(b.ttl) is float
+    assert b.ttl == 15.0  # a port of 15 is not a ttl of 15.0

@@ -33,16 +33,25 @@ def test_a_heartbeat_absorbs_the_picks_made_before_it() -> None:
     for n in range(4):
         m.picked(f"p{n}", 11.0)
     assert m.load == 4
-    m.heartbeat(2, 12.0)  # the instance counts what it serves, those calls included
-    assert m.load == 2
-    # A call picked before the heartbeat ends: it was in the instance's figure, which
-    # the next heartbeat will lower; it must not be taken off a second time.
+    m.heartbeat(3, 12.0)  # the instance counts what it serves, those calls included
+    assert m.load == 3
+    # A call picked before the heartbeat ends: it was in the instance's figure, so the
+    # instance now serves one fewer.
     assert m.closed("p0")
+    assert m.load == 2
+    # One that failed (a timeout, say) may still run there: the next heartbeat tells.
+    assert m.closed("p1", finished=False)
     assert m.load == 2
     m.picked("late", 13.0)
     assert m.load == 3
     assert m.closed("late")
     assert m.load == 2
+    # The heartbeat's figure never goes below zero, whatever reports arrive.
+    assert m.closed("p2")
+    assert m.closed("p3")
+    assert m.load == 0
+    m.heartbeat(0, 14.0)
+    assert m.load == 0
 
 
 def test_a_pick_at_the_same_clock_reading_as_the_heartbeat_still_closes() -> None:

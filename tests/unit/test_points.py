@@ -74,3 +74,27 @@ def test_timestamps_are_strictly_increasing_even_within_one_nanosecond_tick() ->
     clock = points.Clock()
     stamps = [clock() for _ in range(10_000)]
     assert all(b > a for a, b in itertools.pairwise(stamps))
+
+
+def test_cached_lines_are_the_lines_the_functions_build() -> None:
+    lines = points.Lines(size=2)  # small: the cache starts over while in use
+    reports = [
+        ("api", CallReport(instance_id="a", latency_ms=2, ok=False), "z 1,x=y"),
+        ("api", CallReport(instance_id="a", latency_ms=0.125), "z 1,x=y"),
+        ("api", CallReport(instance_id="b", latency_ms=3.5), ""),
+        ("web", CallReport(instance_id="a", latency_ms=1e-7), "eu-1"),
+    ]
+    for ts, (service, report, zone) in enumerate(reports * 2):
+        assert lines.call(service, report, zone, ts) == points.call(service, report, zone, ts)
+    beats = [
+        Heartbeat(instance_id="a", inflight=4, cpu=0.5),
+        Heartbeat(instance_id="a"),
+        Heartbeat(instance_id="b", inflight=0, cpu=1, mem=0.25, latency_ms=7),
+    ]
+    for ts, hb in enumerate(beats * 2):
+        for zone in ("eu-1", "", "a=b"):
+            assert lines.load("api", hb, zone, ts) == points.load("api", hb, zone, ts)
+    # the cached head follows the outcome: one instance's ok and error calls differ
+    ok, failed = (CallReport(instance_id="a", latency_ms=1, ok=v) for v in (True, False))
+    assert lines.call("api", ok, "", 1).endswith(" latency_ms=1.0,error=0i 1")
+    assert ",outcome=error latency_ms=1.0,error=1i 1" in lines.call("api", failed, "", 1)

@@ -1,0 +1,300 @@
+"""Balancing quality: the real strategy code against one instance gone 20x slower.
+
+After Linkerd's "Beyond Round Robin" (2016): 11 backends whose latency has a median of
+167 ms and a standard deviation of 5 ms, 1,000 requests/s arriving at random (Poisson,
+open loop), a one-minute run in which one backend is 20x slower from 15 s to 45 s
+(Linkerd fixed it at 2 s, 12x); clients give up after 1 s.
+
+No NATS and no sockets: a discrete-event simulation on a virtual clock drives the
+balancer's own `Pool` (members, load index, strategies, ring) exactly as the worker does:
+`pool.pick`, then `member.picked`; each call's report does `member.observe` (a failed
+call counts at least `failure_penalty_ms`, as the worker's) and `member.closed`; every
+backend heartbeats its true in-flight count every `ttl_s / 3` = 5 s, as the SDK does.
+
+Model, stated so it can be argued with:
+- a backend serves every request at once (no queue): latency is its own draw from a
+  lognormal with median 167 ms and sigma 0.03 (standard deviation 5 ms, Linkerd's; p99
+  179 ms), times 20 on the slow backend while its window is open (a draw is fixed when
+  the request starts); `--sigmas` reruns round_robin, least_response_time and the
+  oracle at wider spreads, where the backends' own tail sets the p99 of any strategy;
+- a request not answered within the 1 s timeout fails; its latency counts as 1 s in the
+  percentiles (the client waited that long) and its report says ok=false at 1,000 ms;
+  the backend still serves it to the end (it stays in that backend's in-flight count);
+- a pick that finds no instance (most_connections at capacity) fails at once; it counts
+  as 1 s too, so percentiles never flatter a strategy that refuses work;
+- consistent_hash takes a key per request, drawn from 10,000 users;
+- backends have no queue, so most_connections' packing costs nothing here, and its
+  figure depends on whether the slow backend is among those it packs: read it as such.
+
+Rows: per strategy p50, p99, p99.9 and success; the target row is least_response_time's
+p99 against round_robin's (target <= 0.3x). `--sigma` and `--slow` change the model.
+
+    python tests/bench/sim_balancing.py [--quick] [--sigma 0.03] [--slow 20] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from harness import Row, emit
+
+from schemas.balancer import STRATEGIES
+from schemas.registry import Instance
+from services.balancer.pool import Pool
+from services.balancer.worker import BalancerSettings
+from services.errors import Unavailable
+
+BACKENDS = 11
+MEDIAN_MS = 167.0
+RATE = 1000.0  # requests per second
+TIMEOUT_MS = 1000.0
+HEARTBEAT_S = 5.0  # the SDK's ttl_s / 3 at the default ttl_s of 15
+USERS = 10_000
+QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999)
+_EMPTY: frozenset[str] = frozenset()
+# Not a strategy: round robin that skips the slow backend while it is slow, as no real
+# balancer could know at once. Its p99 is the best any strategy can reach.
+ORACLE = "oracle"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seconds: float = 60.0  # Linkerd's: one minute, slow from 15 s for 30 s
+    slow_from: float = 15.0
+    slow_for: float = 30.0
+    slow_factor: float = 20.0
+    sigma: float = 0.03  # Linkerd's backends: median 167 ms, standard deviation 5 ms
+    seed: int = 1
+
+    @property
+    def slow_until(self) -> float:
+        return self.slow_from + self.slow_for
+
+
+@dataclass
+class Outcome:
+    strategy: str
+    latencies: list[float] = field(default_factory=list)  # ms; failures at the timeout
+    ok: int = 0
+    failed: int = 0
+    refused: int = 0  # no instance could be picked
+    in_window: int = 0  # requests that arrived while the slow backend was slow
+    to_slow: int = 0  # ... and were sent to it
+    per_second: list[list[int]] = field(default_factory=list)  # [ok, failed] per second
+
+
+def _instance(i: int, wall: datetime) -> Instance:
+    return Instance(
+        instance_id=f"b{i:02d}",
+        host="10.0.0.1",
+        port=8000 + i,
+        weight=100,
+        zone="",
+        version="",
+        metadata={},
+        healthy=True,
+        drained=False,
+        inflight=0,
+        registered_at=wall,
+        last_seen=wall,
+    )
+
+
+def simulate(strategy: str, sc: Scenario) -> Outcome:  # noqa: C901, PLR0912, PLR0915  # one event loop
+    rng = random.Random(sc.seed)  # the same arrivals and draws for every strategy
+    now = 0.0
+    wall = datetime.fromtimestamp(0, UTC)
+    real = strategy if strategy != ORACLE else "round_robin"
+    pool = Pool("sim", strategy=real, rng=random.Random(sc.seed + 1), wallclock=lambda: now)
+    members = [pool.upsert(_instance(i, wall)) for i in range(BACKENDS)]
+    slow = members[0]
+    penalty = BalancerSettings().failure_penalty_ms
+    inflight = dict.fromkeys(members, 0)  # what each backend is really serving
+    out = Outcome(strategy, per_second=[[0, 0] for _ in range(math.ceil(sc.seconds))])
+    mu = math.log(MEDIAN_MS)
+
+    # each event: its time, a sequence number (ties), kind, member, pick token, latency
+    events: list[tuple[float, int, int, Any, str, float]] = []
+    seq = 0
+    arrive, report, done, beat = 0, 1, 2, 3
+    heapq.heappush(events, (rng.expovariate(RATE), seq, arrive, None, "", 0.0))
+    for i, m in enumerate(members):  # staggered, as independent processes would be
+        seq += 1
+        heapq.heappush(events, (HEARTBEAT_S * (i + 1) / BACKENDS, seq, beat, m, "", 0.0))
+    picks = 0
+    while events:
+        now, _, kind, m, token, latency = heapq.heappop(events)
+        if kind == arrive:
+            if now >= sc.seconds:
+                continue  # no more arrivals; the rest drains
+            seq += 1
+            heapq.heappush(events, (now + rng.expovariate(RATE), seq, arrive, None, "", 0.0))
+            draw = math.exp(rng.gauss(mu, sc.sigma))
+            key = str(rng.randrange(USERS))
+            window = sc.slow_from <= now < sc.slow_until
+            out.in_window += window
+            try:
+                if strategy == ORACLE:  # knows which one is slow: the floor for any balancer
+                    m = members[1 + picks % (BACKENDS - 1)] if window else members[picks % BACKENDS]
+                else:
+                    m, _, _ = pool.pick(strategy=None, key=key, zone=None, exclude=_EMPTY, now=now)
+            except Unavailable:
+                out.refused += 1
+                out.failed += 1
+                out.latencies.append(TIMEOUT_MS)
+                out.per_second[int(now)][1] += 1
+                continue
+            picks += 1
+            token = str(picks)
+            m.picked(token, now)
+            inflight[m] += 1
+            if m is slow and window:
+                draw *= sc.slow_factor
+                out.to_slow += 1
+            ok = draw <= TIMEOUT_MS
+            waited = draw if ok else TIMEOUT_MS
+            out.latencies.append(waited)
+            out.per_second[int(now)][0 if ok else 1] += 1
+            if ok:
+                out.ok += 1
+            else:
+                out.failed += 1
+            seq += 1
+            heapq.heappush(events, (now + waited / 1000, seq, report, m, token, waited))
+            seq += 1
+            heapq.heappush(events, (now + draw / 1000, seq, done, m, "", 0.0))
+        elif kind == report:  # the client's call report, as BalancerClient sends it
+            failed = latency >= TIMEOUT_MS
+            m.observe(max(latency, penalty) if failed else latency, now)
+            m.closed(token)
+        elif kind == done:
+            inflight[m] -= 1
+        elif now < sc.seconds + 2:  # heartbeat, while there is traffic
+            m.heartbeat(inflight[m], now)
+            seq += 1
+            heapq.heappush(events, (now + HEARTBEAT_S, seq, beat, m, "", 0.0))
+    return out
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    n = len(ordered)
+    return {str(q): ordered[min(n - 1, int(q * n))] for q in QUANTILES}
+
+
+def main(args: argparse.Namespace) -> None:
+    sc = Scenario(sigma=args.sigma, slow_factor=args.slow, seed=args.seed)
+    if args.quick:
+        sc = Scenario(
+            seconds=40, slow_from=10, slow_for=20, sigma=args.sigma, slow_factor=args.slow
+        )
+    print(
+        f"balancing quality: {BACKENDS} backends, median {MEDIAN_MS:g} ms (lognormal sigma "
+        f"{sc.sigma:g}), {RATE:g} req/s for {sc.seconds:g} s, one backend {sc.slow_factor:g}x "
+        f"slower from {sc.slow_from:g} s to {sc.slow_until:g} s, timeout {TIMEOUT_MS:g} ms"
+    )
+    print(
+        f"{'strategy':>20} | {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} | {'success':>8} | "
+        f"{'to slow in window':>17} | {'sim s':>5}"
+    )
+    results: dict[str, tuple[Outcome, dict[str, float]]] = {}
+    for strategy in (*STRATEGIES, ORACLE):
+        t0 = time.perf_counter()
+        out = simulate(strategy, sc)
+        q = quantiles(out.latencies)
+        results[strategy] = (out, q)
+        total = out.ok + out.failed
+        share = out.to_slow / out.in_window if out.in_window else 0.0
+        print(
+            f"{strategy:>20} | {q['0.5']:>7.0f} {q['0.99']:>7.0f} {q['0.999']:>8.0f} | "
+            f"{out.ok / total:>8.3%} | {share:>17.1%} | {time.perf_counter() - t0:>5.1f}"
+        )
+
+    rr = results["round_robin"][1]
+    sensitivity = {}
+    for sigma in args.sigmas:
+        spread = Scenario(**{**sc.__dict__, "sigma": sigma})
+        by = {
+            s: quantiles(simulate(s, spread).latencies)["0.99"]
+            for s in ("round_robin", "least_response_time", ORACLE)
+        }
+        sensitivity[str(sigma)] = by
+        print(
+            f"  sigma {sigma:g}: p99 round_robin {by['round_robin']:.0f} ms, "
+            f"least_response_time {by['least_response_time']:.0f} ms "
+            f"({by['least_response_time'] / by['round_robin']:.2f}x), "
+            f"oracle {by[ORACLE]:.0f} ms ({by[ORACLE] / by['round_robin']:.2f}x)"
+        )
+    rows = []
+    label = {ORACLE: "oracle (never the slow one: the floor)"}
+    for strategy, (out, q) in results.items():
+        lrt = strategy == "least_response_time"
+        ratio = q["0.99"] / rr["0.99"]
+        rows.append(
+            Row(
+                area="balancing (simulated)",
+                measure=f"p99, {label.get(strategy, strategy)} (p50 {q['0.5']:.0f} ms, "
+                f"p99.9 {q['0.999']:.0f} ms, success {out.ok / (out.ok + out.failed):.2%})",
+                baseline="round_robin p99",
+                value=q["0.99"],
+                base=rr["0.99"],
+                unit="ms",
+                ratio=ratio,
+                target="<= 0.3x" if lrt else "",
+                met=ratio <= 0.3 if lrt else None,  # the issue's target
+            )
+        )
+    data = {
+        "scenario": {
+            "backends": BACKENDS,
+            "median_ms": MEDIAN_MS,
+            "sigma": sc.sigma,
+            "rate": RATE,
+            "seconds": sc.seconds,
+            "slow_from": sc.slow_from,
+            "slow_until": sc.slow_until,
+            "slow_factor": sc.slow_factor,
+            "timeout_ms": TIMEOUT_MS,
+        },
+        "sensitivity_p99_by_sigma": sensitivity,
+        "strategies": {
+            s: {
+                "quantiles": q,
+                "success": out.ok / (out.ok + out.failed),
+                "share_to_slow_in_window": out.to_slow / out.in_window if out.in_window else 0,
+                "refused": out.refused,
+                "per_second_success": [
+                    ok / (ok + bad) if ok + bad else 1.0 for ok, bad in out.per_second
+                ],
+            }
+            for s, (out, q) in results.items()
+        },
+    }
+    emit("sim", rows, data)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="40 s simulated, 20 s slow")
+    parser.add_argument("--sigma", type=float, default=Scenario.sigma, help="lognormal sigma")
+    parser.add_argument("--slow", type=float, default=20.0, help="how much slower, x")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--sigmas",
+        type=lambda v: [float(x) for x in v.split(",") if x],
+        default=[0.1, 0.15, 0.2, 0.25],
+        help="also report p99s at these spreads (comma-separated; empty for none)",
+    )
+    main(parser.parse_args())
