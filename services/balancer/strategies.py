@@ -97,8 +97,18 @@ class SmoothWeighted(_Base):
         for pos, m in enumerate(members):
             by_weight.setdefault(m.eff_weight, []).append((0, pos, m))
         self.classes = list(by_weight.items())  # each list is a heap already: debts all 0
+        # One weight for all (the common case): nginx's order is then plain rotation in
+        # position order, so the heap is left alone until a retry needs the debts.
+        self.rotating = len(self.classes) == 1
 
     def pick(self, key: str | None, exclude: frozenset[str], now: float) -> Member | None:
+        if self.rotating:
+            if not exclude:
+                ms = self.members
+                m = ms[self.k % len(ms)]
+                self.k += 1
+                return m
+            self._settle_debts()
         if exclude:
             return self._pick_excluding(exclude)
         self.k += 1
@@ -113,6 +123,18 @@ class SmoothWeighted(_Base):
         debt, pos, m = best[0]
         heapq.heapreplace(best, (debt + self.total, pos, m))
         return m
+
+    def _settle_debts(self) -> None:
+        """Leave rotation: after k picks in turn, position p was taken k // n times, once
+        more if p < k % n, and charged the total each time; the heap gets those debts."""
+        self.rotating = False
+        _, heap = self.classes[0]
+        rounds, extra = divmod(self.k, len(heap))
+        heap[:] = [
+            ((rounds + (pos < extra)) * self.total, pos, m)
+            for _, pos, m in sorted(heap, key=lambda entry: entry[1])
+        ]
+        heapq.heapify(heap)
 
     def _pick_excluding(self, exclude: frozenset[str]) -> Member | None:
         # Retries are rare: a full scan, taking the best member that is not excluded.

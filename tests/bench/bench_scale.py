@@ -19,9 +19,10 @@ Memory: VmRSS from /proc after registration and sync, before any resolve, minus 
 process's VmRSS with no instance, divided by the instances. No garbage collection can be
 forced from outside; nothing the workers keep per instance is cyclic garbage.
 Resolve: `--clients` clients for `--seconds`, `--rounds` times per size, strategy = the
-service default; the target is throughput at 100,000 against at 10.
+service default, sizes in turn (reversed every other round); the target is the median
+over rounds of throughput at 100,000 against at 10 in the same round.
 
-    python tests/bench/bench_scale.py [--quick] [--seconds 2] [--rounds 3]
+    python tests/bench/bench_scale.py [--quick] [--seconds 2] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import time
 import zlib
 from pathlib import Path
@@ -233,11 +235,18 @@ async def main(args: argparse.Namespace) -> None:
         # once, then reused: services/balancer/replies.py).
         for stack, row in zip(stacks, results, strict=True):
             await resolve_rate(stack.nc, 0.5, args.clients, int(row["api_instances"]) * 2)
-        for _ in range(args.rounds):
-            for stack in stacks:
+        for r in range(args.rounds):
+            # sizes in turn, the order reversed every other round, so drift in the
+            # machine's speed falls on every size alike
+            for stack in stacks if r % 2 == 0 else stacks[::-1]:
                 stack.rates.append(await resolve_rate(stack.nc, args.seconds, args.clients))
         for stack, row in zip(stacks, results, strict=True):
-            row["resolve_s"] = sum(stack.rates) / len(stack.rates)
+            row["resolve_s"] = statistics.median(stack.rates)
+            # each round against the smallest size's in the same round: the ratio the
+            # target is on, robust to a round the shared machine slowed for every size
+            row["resolve_vs_smallest"] = statistics.median(
+                mine / base for mine, base in zip(stack.rates, stacks[0].rates, strict=True)
+            )
             print(
                 f"{stack.size:>9,} {row['api_instances']:>6,.0f} {row['services']:>8,.0f} "
                 f"{row['register_s']:>6.1f} | {row['registry_b_per_instance']:>15,.0f} "
@@ -250,7 +259,7 @@ async def main(args: argparse.Namespace) -> None:
 def rows(results: list[dict[str, float]]) -> list[Row]:
     first, last = results[0], results[-1]
     n = f"{last['instances']:,.0f}"
-    ratio = last["resolve_s"] / first["resolve_s"]
+    ratio = last["resolve_vs_smallest"]  # the median of the rounds' paired ratios
     out = [
         Row(
             area="scale",
@@ -265,7 +274,8 @@ def rows(results: list[dict[str, float]]) -> list[Row]:
         ),
         Row(
             area="scale",
-            measure=f"resolve/s at {n} instances ({last['api_instances']:,.0f} in api)",
+            measure=f"resolve/s at {n} instances ({last['api_instances']:,.0f} in api; "
+            "ratio: median of same-round ratios)",
             baseline=f"at {first['instances']:,.0f}",
             value=last["resolve_s"],
             base=first["resolve_s"],
@@ -299,7 +309,7 @@ def rows(results: list[dict[str, float]]) -> list[Row]:
             value=r["resolve_s"],
             base=first["resolve_s"],
             unit="req/s",
-            ratio=r["resolve_s"] / first["resolve_s"],
+            ratio=r["resolve_vs_smallest"],
         )
         for r in results[1:-1]
     ]
@@ -312,7 +322,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s per size")
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--inflight", type=int, default=2000)
     parser.add_argument(

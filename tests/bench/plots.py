@@ -131,7 +131,7 @@ def scale(data: dict[str, Any]) -> Figure:
     mem.set_ylabel("RSS above an empty worker, MiB")
     mem.legend(fontsize="small")
     base = sizes[0]["resolve_s"]
-    rate.bar(list(x), [s["resolve_s"] / base for s in sizes], 0.5)
+    rate.bar(list(x), [s.get("resolve_vs_smallest", s["resolve_s"] / base) for s in sizes], 0.5)
     rate.axhline(0.9, color="tab:red", linewidth=0.8, linestyle="--", label="0.9x target")
     rate.set_xticks(list(x), labels)
     rate.set_xlabel("instances")

@@ -153,6 +153,23 @@ def test_weighted_mixed_retries_match_nginx_skipping_tried_peers() -> None:
     assert got == nginx_swrr(weights, 400, excludes)
 
 
+@pytest.mark.parametrize("plain_first", [0, 1, 6, 13, 50])
+def test_weighted_equal_weights_with_retries_match_nginx(plain_first: int) -> None:
+    # All one weight: the picker rotates without its heap until the first retry, which
+    # must then find exactly the state nginx would be in.
+    weights = dict.fromkeys("abcdefg", 3)
+    rng = random.Random(plain_first)
+    excludes = [frozenset()] * plain_first + [
+        frozenset(rng.sample(sorted(weights), rng.randint(1, 4)))
+        if rng.random() < 0.3
+        else frozenset()
+        for _ in range(300)
+    ]
+    pool = pool_of(*(instance(i, weight=w) for i, w in weights.items()))
+    got = [pick(pool, "weighted", exclude=tuple(ex)).member.id for ex in excludes]
+    assert got == nginx_swrr(weights, len(excludes), excludes)
+
+
 def test_weighted_after_retries_the_excluded_one_gets_no_burst() -> None:
     pool = pool_of(instance("a", weight=1), instance("b", weight=1))
     ids(pool, 50, "weighted", exclude=("a",))
