@@ -46,7 +46,7 @@ fmt:
 [group('check')]
 bench *args: influxd
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
-    MYPYPATH=tests "{{python}}" -m mypy --strict tests/bench
+    MYPYPATH=tests:tests/unit "{{python}}" -m mypy --strict tests/bench
     "{{python}}" tests/bench/run.py {{args}}
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs

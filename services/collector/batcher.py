@@ -183,8 +183,9 @@ class Batcher(Lifecycle):
     def _take(self, slot: int) -> list[str]:
         popleft = self._buf.popleft
         batch = [popleft() for _ in range(min(len(self._buf), self.batch_points))]
-        self._inflight[slot] = batch
-        self._inflight_points += len(batch)
+        if batch:
+            self._inflight[slot] = batch
+            self._inflight_points += len(batch)
         return batch
 
     def _done(self, slot: int) -> list[str]:
@@ -226,7 +227,6 @@ class Batcher(Lifecycle):
         while True:
             batch = self._take(slot)
             if not batch:  # dropped while we waited
-                self._done(slot)
                 return True
             try:
                 outcome = await self._attempt(batch, deadline)

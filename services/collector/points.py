@@ -99,7 +99,7 @@ def _call_head(service: str, instance_id: str, zone: str, *, ok: bool) -> str:
 
 def call(service: str, report: CallReport, zone: str, ts: int) -> str:
     head = _call_head(service, report.instance_id, zone, ok=report.ok)
-    return f"{head}{float(report.latency_ms)},error={int(not report.ok)}i {ts}"
+    return f"{head}{float(report.latency_ms)}{_OK if report.ok else _ERROR}{ts}"
 
 
 class Lines:

@@ -41,15 +41,15 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the unit tests' builders
+from builders import instance
 from harness import Row, emit
 
 from schemas.balancer import STRATEGIES
-from schemas.registry import Instance
 from services.balancer.pool import Pool
 from services.balancer.worker import BalancerSettings
 from services.errors import Unavailable
@@ -93,30 +93,12 @@ class Outcome:
     per_second: list[list[int]] = field(default_factory=list)  # [ok, failed] per second
 
 
-def _instance(i: int, wall: datetime) -> Instance:
-    return Instance(
-        instance_id=f"b{i:02d}",
-        host="10.0.0.1",
-        port=8000 + i,
-        weight=100,
-        zone="",
-        version="",
-        metadata={},
-        healthy=True,
-        drained=False,
-        inflight=0,
-        registered_at=wall,
-        last_seen=wall,
-    )
-
-
 def simulate(strategy: str, sc: Scenario) -> Outcome:  # noqa: C901, PLR0912, PLR0915  # one event loop
     rng = random.Random(sc.seed)  # the same arrivals and draws for every strategy
     now = 0.0
-    wall = datetime.fromtimestamp(0, UTC)
     real = strategy if strategy != ORACLE else "round_robin"
     pool = Pool("sim", strategy=real, rng=random.Random(sc.seed + 1), wallclock=lambda: now)
-    members = [pool.upsert(_instance(i, wall)) for i in range(BACKENDS)]
+    members = [pool.upsert(instance(f"b{i:02d}")) for i in range(BACKENDS)]
     slow = members[0]
     penalty = BalancerSettings().failure_penalty_ms
     inflight = dict.fromkeys(members, 0)  # what each backend is really serving
