@@ -1,0 +1,237 @@
+"""The machine-readable contract: it matches the code, and the AsyncAPI CLI accepts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+from asyncapi_cli import ROOT, ensure_cli, missing_node, validate
+
+from schemas import catalog, contract_gen, subjects
+from schemas.balancer import CallReport, Endpoint, ResolveRequest
+from schemas.errors import ErrorReply
+from schemas.governor import (
+    ConfigApplied,
+    ConfigChange,
+    InstanceOverride,
+    OverridePatch,
+    Rollback,
+    ServiceConfig,
+)
+from schemas.registry import Ack, Heartbeat, Instance, InstanceEvent, InstanceList, Registration
+from services import errors
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+FIX = "the committed contract differs from schemas/: run `just contract` and commit docs/"
+
+
+def test_committed_documents_match_the_code() -> None:
+    assert contract_gen.drift(ROOT) == [], FIX
+
+
+def test_drift_names_a_changed_file_and_a_stale_schema(tmp_path: Path) -> None:
+    contract_gen.write(tmp_path)
+    assert contract_gen.drift(tmp_path) == []
+    (tmp_path / "docs/schemas/Registration.json").write_text("{}")
+    (tmp_path / "docs/schemas/Gone.json").write_text("{}")
+    assert contract_gen.drift(tmp_path) == [
+        "docs/schemas/Registration.json",
+        "docs/schemas/Gone.json",
+    ]
+    assert contract_gen.main(["--root", str(tmp_path), "--check"]) == 1
+    contract_gen.write(tmp_path)
+    assert not (tmp_path / "docs/schemas/Gone.json").exists()
+    assert contract_gen.main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_every_subject_of_subjects_py_is_in_the_catalog() -> None:
+    prefixes = {
+        value
+        for name, value in vars(subjects).items()
+        if name.isupper() and isinstance(value, str) and ".v1" in value
+    }
+    assert prefixes == {ch.name for ch in catalog.CHANNELS}
+
+
+def test_error_codes_are_those_of_the_error_tree() -> None:
+    sent = {errors.error_for(code, "").code for code in catalog.ERROR_CODES}
+    assert sent == set(catalog.ERROR_CODES)
+    wire = {cls.code for cls in vars(errors).values() if isinstance(cls, type)}
+    wire -= {errors.RequestTimeout.code}  # client side only, never sent
+    assert wire <= set(catalog.ERROR_CODES)
+
+
+def test_json_schema_patterns_mean_the_same_in_javascript() -> None:
+    schema = json.loads(contract_gen.json_schemas()["docs/schemas/Registration.json"])
+    pattern = schema["properties"]["instance_id"]["pattern"]
+    assert pattern == "^[A-Za-z0-9_-]{1,64}$"  # not Python's \Z, a literal Z in ECMA-262
+    assert schema["required"] == ["instance_id", "host", "port"]
+    assert schema["properties"]["port"] == {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
+def test_yaml_writer_keeps_every_value() -> None:
+    """Read back by the AsyncAPI CLI's YAML parser (js-yaml), nothing is misread."""
+    if why := missing_node():
+        pytest.skip(f"reading YAML back needs node: {why}")
+    doc = {
+        "plain": "registry.v1.services",
+        "looks like bool": "yes",
+        "number-like": "1.0",
+        "colon": "a: b",
+        "hash": "#/components/x",
+        "multi": "line one\n\nline {two}",
+        "none": None,
+        "list": [{"a": 1, "b": [True, 2.5]}, "x"],
+        "empty": {},
+    }
+    js_yaml = ensure_cli().parent.parent / "js-yaml"
+    script = (
+        f"const y = require({json.dumps(str(js_yaml))});"
+        "process.stdout.write(JSON.stringify(y.load(require('fs').readFileSync(0, 'utf8'))))"
+    )
+    node = shutil.which("node") or "node"
+    done = subprocess.run(  # noqa: S603  # fixed arguments
+        [node, "-e", script],
+        input=contract_gen.to_yaml(doc),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == doc
+
+
+def test_the_asyncapi_cli_accepts_the_document_and_refuses_a_broken_one(
+    tmp_path: Path,
+) -> None:
+    """The committed document validates; one whose reply names a message its reply
+    channel does not carry fails, so the validation can fail. Both run at once, offline."""
+    if why := missing_node():
+        pytest.skip(f"the AsyncAPI CLI needs node and npm: {why}")
+    ensure_cli()
+    doc = contract_gen.asyncapi()
+    del doc["channels"][contract_gen.REPLY_CHANNEL]["messages"]["Ack"]
+    broken = tmp_path / "asyncapi.yaml"
+    broken.write_text(contract_gen.to_yaml(doc))
+    with ThreadPoolExecutor(2) as pool:
+        good, bad = pool.map(
+            lambda path: validate(path, network=False), [ROOT / contract_gen.ASYNCAPI_PATH, broken]
+        )
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "is valid" in good.stdout
+    assert bad.returncode != 0, bad.stdout
+    assert "Ack" in bad.stdout + bad.stderr
+
+
+_AJV = """
+const [dir, cases] = [process.argv[1], JSON.parse(require("fs").readFileSync(0, "utf8"))];
+const Ajv2020 = require("ajv/dist/2020").default;
+const ajv = new Ajv2020({ strict: true, allErrors: true });
+require("ajv-formats").default(ajv);
+const out = cases.map(([name, payload]) => {
+  const check = ajv.compile(JSON.parse(require("fs").readFileSync(`${dir}/${name}.json`, "utf8")));
+  return check(payload);
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+_INSTANCE = Instance(
+    instance_id="web-1",
+    host="10.0.0.1",
+    port=8080,
+    weight=100,
+    zone="eu-1a",
+    version="1.2",
+    metadata={"max_inflight": "50"},
+    healthy=True,
+    drained=False,
+    inflight=3,
+    registered_at=_AT,
+    last_seen=_AT,
+    cpu=0.5,
+)
+_CONFIG = ServiceConfig(
+    service="web", revision=2, instances={"web-1": InstanceOverride(weight=5, drained=True)}
+)
+# What the workers send and accept, encoded by their own Structs: each must validate.
+VALID: list[tuple[str, msgspec.Struct]] = [
+    ("Registration", Registration(instance_id="web-1", host="10.0.0.1", port=80)),
+    ("Heartbeat", Heartbeat(instance_id="web_1", inflight=2, cpu=0.25)),
+    ("Ack", Ack(instance_id="web-1", ttl_s=15.0, heartbeat_s=5.0)),
+    ("InstanceList", InstanceList(service="web", instances=[_INSTANCE], epoch="ab", seq=4)),
+    ("InstanceEvent", InstanceEvent(kind="drained", service="web", instance=_INSTANCE, at=_AT)),
+    ("ResolveRequest", ResolveRequest(key="user-7", exclude=["web-2"])),
+    (
+        "Endpoint",
+        Endpoint(
+            instance_id="web-1",
+            host="h",
+            port=1,
+            zone="",
+            metadata={},
+            strategy="weighted",
+            pick="a1.7",
+        ),
+    ),
+    ("CallReport", CallReport(instance_id="web-1", latency_ms=12.5, ok=False, pick="a1.7")),
+    (
+        "ConfigChange",
+        ConfigChange(actor="ann", instances={"web-1": OverridePatch(weight=5), "web-2": None}),
+    ),
+    (
+        "ConfigApplied",
+        ConfigApplied(
+            service="web",
+            revision=2,
+            config=_CONFIG,
+            actor="ann",
+            reason="",
+            at=_AT,
+            kind="rollback",
+            restored=1,
+        ),
+    ),
+    ("Rollback", Rollback(actor="ann", to_revision=1)),
+    ("ErrorReply", ErrorReply(code=400, message="port must be 1..65535, got 70000")),
+]
+# What the workers refuse (400): the schema must refuse it too.
+INVALID: list[tuple[str, dict[str, Any]]] = [
+    ("Registration", {"instance_id": "web-1", "host": "h", "port": 70000}),
+    ("Registration", {"instance_id": "web.1", "host": "h", "port": 80}),
+    ("Registration", {"instance_id": "web-1", "host": "h"}),
+    ("Heartbeat", {"instance_id": "web-1", "cpu": 1.5}),
+    ("ConfigChange", {"strategy": "random"}),
+    ("ConfigChange", {"actor": "ann", "instances": {"web-1": {"weight": 10001}}}),
+]
+
+
+def test_json_schemas_judge_payloads_as_the_workers_do() -> None:
+    """A JSON Schema validator nobody here wrote (ajv) agrees with msgspec's decoding."""
+    if why := missing_node():
+        pytest.skip(f"ajv needs node and npm: {why}")
+    modules = ensure_cli().parent.parent
+    cases = [(name, msgspec.to_builtins(msg)) for name, msg in VALID] + INVALID
+    for name, payload in INVALID:  # the workers' own decoders refuse these
+        kind = next(type(msg) for n, msg in VALID if n == name)
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(msgspec.json.encode(payload), type=kind)
+    node = shutil.which("node") or "node"
+    done = subprocess.run(  # noqa: S603  # fixed arguments
+        [node, "-e", _AJV, str(ROOT / contract_gen.SCHEMAS_DIR)],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "NODE_PATH": str(modules)},
+    )
+    verdicts = json.loads(done.stdout)
+    assert verdicts == [True] * len(VALID) + [False] * len(INVALID)
