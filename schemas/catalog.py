@@ -19,8 +19,10 @@ line in PARAMETERS):
         summary="One endpoint of the service, picked by its strategy.",
     ),
 
-A new field of an existing Struct needs no entry: the generator reads the Structs. A
-Struct's docstring becomes its message's description, so say there what it means.
+A new field of an existing Struct needs no entry here: the generator reads the Structs.
+Its meaning comes from the row for it in docs/contract.md (the field table under the
+message's "#### `Message`" heading), and a test fails, naming it, until it has one. A
+Struct's docstring becomes its message's summary.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
 
@@ -25,9 +25,10 @@ from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-__all__ = ["asyncapi", "documents", "json_schemas", "main", "to_yaml"]
+__all__ = ["Prose", "asyncapi", "documents", "json_schemas", "main", "read_prose", "to_yaml"]
 
 ASYNCAPI_PATH: Final = "docs/asyncapi.yaml"
+CONTRACT_PATH: Final = "docs/contract.md"  # its field tables give the fields' descriptions
 SCHEMAS_DIR: Final = "docs/schemas"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 REPLY_CHANNEL: Final = "reply"
@@ -48,6 +49,92 @@ subjects they publish on. A service or client does the opposite.
 A request that fails is answered at once with an ErrorReply: headers
 `{ERROR_CODE_HEADER}` and `{ERROR_HEADER}`, body {{"code", "message"}}. An invalid
 message published without a reply subject is counted, logged and dropped."""
+
+
+# -- what docs/contract.md says of each message -------------------------------------
+_HEADING = re.compile(r"#{3,4} `(\w+)`")
+_NAME = re.compile(r"`(\w+)`")
+_SECTION = re.compile(r"\bsections? (\d+)")
+
+
+class Prose(NamedTuple):
+    """What docs/contract.md says of each message: its paragraph, and each field's meaning."""
+
+    messages: dict[str, str]
+    fields: dict[str, dict[str, str]]
+
+
+def _plain(text: str) -> str:
+    text = text.replace("*ext.* ", "Extension: ").replace("*Ext.* ", "Extension: ")
+    return _SECTION.sub(r"docs/contract.md section \1", text)
+
+
+def _sections(markdown: str) -> Iterator[tuple[str, list[str]]]:
+    """(message, the lines under its "#### `Message`" heading, up to the next heading)."""
+    message: str | None = None
+    body: list[str] = []
+    for line in [*markdown.splitlines(), "#"]:
+        if line.startswith("#"):
+            if message is not None:
+                yield message, body
+            heading = _HEADING.fullmatch(line)
+            message, body = (heading[1] if heading else None), []
+        else:
+            body.append(line.strip())
+
+
+def _first_paragraph(body: list[str]) -> str:
+    lines: list[str] = []
+    for line in body:
+        if line.startswith("|") or (not line and lines):
+            break
+        if line:
+            lines.append(line)
+    return " ".join(lines)
+
+
+def _field_table(body: list[str]) -> dict[str, str]:
+    """Field -> meaning, from the first table whose columns are `field | ... | meaning`."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in body if line[:1] == "|"]
+    fields: dict[str, str] = {}
+    if rows and rows[0][0] == "field" and "meaning" in rows[0]:
+        column = rows[0].index("meaning")
+        for cells in rows[2:]:  # after the header and its --- line
+            for name in _NAME.findall(cells[0]):
+                fields.setdefault(name, _plain(cells[column]))
+    return fields
+
+
+def read_prose(markdown: str) -> Prose:
+    """Under each "#### `Message`" heading of the contract: the first paragraph, and the
+    meaning column of its `| field | ... | meaning |` table; so prose and schemas agree."""
+    prose = Prose({}, {})
+    for message, body in _sections(markdown):
+        if paragraph := _first_paragraph(body):
+            prose.messages[message] = _plain(paragraph)
+        if fields := _field_table(body[: _table_end(body)]):
+            prose.fields[message] = fields
+    return prose
+
+
+def _table_end(body: list[str]) -> int:
+    """Where the first table of `body` ends (a table ends at its first other line)."""
+    start = next((i for i, line in enumerate(body) if line[:1] == "|"), len(body))
+    return next((i for i in range(start, len(body)) if body[i][:1] != "|"), len(body))
+
+
+def _describe(components: dict[str, Any], prose: Prose) -> None:
+    for name in list(components):
+        schema: dict[str, Any] = components[name]
+        if name in prose.messages:  # after the title, where a reader looks
+            rest = {k: v for k, v in schema.items() if k not in {"title", "description"}}
+            head = {"title": schema.get("title", name), "description": prose.messages[name]}
+            components[name] = schema = {**head, **rest}
+        known = prose.fields.get(name, {})
+        props: dict[str, Any] = schema.get("properties", {})
+        for field, prop in props.items():
+            if field in known:
+                props[field] = {"description": known[field], **prop}
 
 
 # -- JSON Schema -------------------------------------------------------------------------
@@ -88,17 +175,18 @@ def _portable(node: Any) -> Any:
     return node
 
 
-def _components(types: Iterable[type[Any]], ref_template: str) -> dict[str, Any]:
+def _components(types: Iterable[type[Any]], ref_template: str, prose: Prose) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(list(types), ref_template=ref_template)
     portable: dict[str, Any] = _portable(components)
+    _describe(portable, prose)
     return portable
 
 
-def json_schemas() -> dict[str, str]:
+def json_schemas(prose: Prose) -> dict[str, str]:
     """`docs/schemas/<Message>.json` for every message: one standalone schema each."""
     out: dict[str, str] = {}
     for kind in _messages():
-        defs = _components([kind], "#/$defs/{name}")
+        defs = _components([kind], "#/$defs/{name}", prose)
         root = defs.pop(kind.__name__)
         doc: dict[str, Any] = {"$schema": JSON_SCHEMA_DIALECT, **root}
         if defs:
@@ -126,10 +214,12 @@ def _channel_description(ch: Channel) -> str:
     return f"Sent by {ch.sender}; received by {ch.receivers}; {kind}.{queue}"
 
 
-def _message(kind: type[msgspec.Struct]) -> dict[str, Any]:
+def _message(kind: type[msgspec.Struct], prose: Prose) -> dict[str, Any]:
     msg: dict[str, Any] = {"name": kind.__name__, "title": kind.__name__}
-    if kind.__doc__:
-        msg["summary"] = _paragraphs(kind.__doc__).split("\n\n")[0]
+    if kind.__name__ in prose.messages:
+        msg["description"] = prose.messages[kind.__name__]
+    elif kind.__doc__:
+        msg["description"] = _paragraphs(kind.__doc__)
     msg["contentType"] = "application/json"
     if kind is ErrorReply:
         msg["headers"] = {
@@ -175,7 +265,7 @@ def _operation(ch: Channel) -> dict[str, Any]:
     return op
 
 
-def asyncapi() -> dict[str, Any]:
+def asyncapi(prose: Prose) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the catalog, as a plain mapping."""
     channels: dict[str, Any] = {}
     for ch in CHANNELS:
@@ -218,8 +308,8 @@ def asyncapi() -> dict[str, Any]:
         "channels": channels,
         "operations": {ch.name: _operation(ch) for ch in CHANNELS},
         "components": {
-            "schemas": _components(messages, _SCHEMA_REF),
-            "messages": {kind.__name__: _message(kind) for kind in messages},
+            "schemas": _components(messages, _SCHEMA_REF, prose),
+            "messages": {kind.__name__: _message(kind, prose) for kind in messages},
             "parameters": {
                 name: {"description": text}
                 for name, text in PARAMETERS.items()
@@ -297,14 +387,20 @@ def to_yaml(doc: dict[str, Any]) -> str:
 _HEADER: Final = "# Generated by `just contract` (python -m schemas.contract_gen); do not edit.\n"
 
 
-def documents() -> dict[str, str]:
+def prose_in(root: Path) -> Prose:
+    """What `root`'s docs/contract.md says of the messages."""
+    return read_prose((root / CONTRACT_PATH).read_text(encoding="utf-8"))
+
+
+def documents(root: Path) -> dict[str, str]:
     """Every generated file: repository-relative path -> text."""
-    return {ASYNCAPI_PATH: _HEADER + to_yaml(asyncapi()), **json_schemas()}
+    prose = prose_in(root)
+    return {ASYNCAPI_PATH: _HEADER + to_yaml(asyncapi(prose)), **json_schemas(prose)}
 
 
 def drift(root: Path) -> list[str]:
     """The generated files that differ from what is in `root`, or should not be there."""
-    wanted = documents()
+    wanted = documents(root)
     stale = [
         path
         for path, text in wanted.items()
@@ -321,11 +417,11 @@ def drift(root: Path) -> list[str]:
 def write(root: Path) -> list[str]:
     """Write every generated file under `root` (and drop stale schemas); what changed."""
     changed = drift(root)
-    for path, text in documents().items():
+    wanted = documents(root)
+    for path, text in wanted.items():
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-    wanted = documents()
     for p in (root / SCHEMAS_DIR).glob("*.json"):
         if str(p.relative_to(root)) not in wanted:
             p.unlink()

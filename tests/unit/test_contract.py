@@ -32,13 +32,49 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 FIX = "the committed contract differs from schemas/: run `just contract` and commit docs/"
+PROSE = contract_gen.prose_in(ROOT)
 
 
 def test_committed_documents_match_the_code() -> None:
     assert contract_gen.drift(ROOT) == [], FIX
 
 
+def test_every_field_of_every_message_is_described() -> None:
+    """docs/contract.md has a row for every field, which the schemas carry as description."""
+    schemas = contract_gen.asyncapi(PROSE)["components"]["schemas"]
+    undescribed = [name for name, schema in schemas.items() if "description" not in schema]
+    assert undescribed == [], f"describe {undescribed} in docs/contract.md (a paragraph)"
+    missing = [
+        f"{name}.{field}"
+        for name, schema in schemas.items()
+        for field, prop in schema.get("properties", {}).items()
+        if "description" not in prop
+    ]
+    assert missing == [], (
+        f"describe {', '.join(missing)} in docs/contract.md (a row of the field table under "
+        "the message's #### heading), then run `just contract`"
+    )
+    described = {f"{m}.{f}" for m, fields in PROSE.fields.items() for f in fields}
+    real = {f"{name}.{f}" for name, s in schemas.items() for f in s.get("properties", {})}
+    assert described - real == set(), "docs/contract.md describes fields the Structs lack"
+
+
+def test_prose_is_read_as_written() -> None:
+    text = (
+        "#### `Ack`\n\nThe reply\nto a registration (section 3).\n\n"
+        "| field | type | default | meaning |\n| --- | --- | --- | --- |\n"
+        "| `ttl_s` | number | 0 | *ext.* the lease |\n| `cpu`, `mem` | number | | load |\n\n"
+        "| kind | when |\n| --- | --- |\n| `x` | never |\n\n## 5. Next\n\nNot Ack's.\n"
+    )
+    assert contract_gen.read_prose(text) == contract_gen.Prose(
+        messages={"Ack": "The reply to a registration (docs/contract.md section 3)."},
+        fields={"Ack": {"ttl_s": "Extension: the lease", "cpu": "load", "mem": "load"}},
+    )
+
+
 def test_drift_names_a_changed_file_and_a_stale_schema(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    shutil.copyfile(ROOT / contract_gen.CONTRACT_PATH, tmp_path / contract_gen.CONTRACT_PATH)
     contract_gen.write(tmp_path)
     assert contract_gen.drift(tmp_path) == []
     (tmp_path / "docs/schemas/Registration.json").write_text("{}")
@@ -71,11 +107,16 @@ def test_error_codes_are_those_of_the_error_tree() -> None:
 
 
 def test_json_schema_patterns_mean_the_same_in_javascript() -> None:
-    schema = json.loads(contract_gen.json_schemas()["docs/schemas/Registration.json"])
+    schema = json.loads(contract_gen.json_schemas(PROSE)["docs/schemas/Registration.json"])
     pattern = schema["properties"]["instance_id"]["pattern"]
     assert pattern == "^[A-Za-z0-9_-]{1,64}$"  # not Python's \Z, a literal Z in ECMA-262
     assert schema["required"] == ["instance_id", "host", "port"]
-    assert schema["properties"]["port"] == {"type": "integer", "minimum": 1, "maximum": 65535}
+    assert schema["properties"]["port"] == {
+        "description": "the port clients connect to",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 65535,
+    }
 
 
 def test_yaml_writer_keeps_every_value() -> None:
@@ -117,7 +158,7 @@ def test_the_asyncapi_cli_accepts_the_document_and_refuses_a_broken_one(
     if why := missing_node():
         pytest.skip(f"the AsyncAPI CLI needs node and npm: {why}")
     ensure_cli()
-    doc = contract_gen.asyncapi()
+    doc = contract_gen.asyncapi(PROSE)
     del doc["channels"][contract_gen.REPLY_CHANNEL]["messages"]["Ack"]
     broken = tmp_path / "asyncapi.yaml"
     broken.write_text(contract_gen.to_yaml(doc))
