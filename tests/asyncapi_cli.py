@@ -47,6 +47,7 @@ def cli_env(cache: Path = CACHE) -> dict[str, str]:
         "ASYNCAPI_SKIP_NEW_VERSION_CHECK": "true",  # oclif's warn-if-update-available
         "CI": "true",  # the CLI also records nothing under CI
         "SUPPRESS_NO_CONFIG_WARNING": "true",  # node-config: the CLI ships no config dir
+        "NPM_CONFIG_UPDATE_NOTIFIER": "false",  # npm's own check for a newer npm
     }
 
 

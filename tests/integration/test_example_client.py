@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,6 +54,7 @@ def node_client() -> Path:
         done = subprocess.run(  # noqa: S603  # fixed arguments
             [npm, "ci", "--no-audit", "--no-fund"],
             cwd=CACHE,
+            env={**os.environ, "NPM_CONFIG_UPDATE_NOTIFIER": "false"},
             capture_output=True,
             text=True,
             check=False,
