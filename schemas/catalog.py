@@ -22,7 +22,8 @@ line in PARAMETERS):
 A new field of an existing Struct needs no entry here: the generator reads the Structs.
 Its meaning comes from the row for it in docs/contract.md (the field table under the
 message's "#### `Message`" heading), and a test fails, naming it, until it has one. A
-Struct's docstring becomes its message's summary.
+Struct's docstring is used where the contract has no paragraph for the message. Its
+example goes in schemas/examples.py (a test asks for one per message).
 """
 
 from __future__ import annotations

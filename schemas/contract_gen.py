@@ -21,11 +21,21 @@ import msgspec
 
 from schemas.catalog import CHANNELS, ERROR_CODES, PARAMETERS, PUBLISH, REQUEST, Channel
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply
+from schemas.examples import EXAMPLES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-__all__ = ["Prose", "asyncapi", "documents", "json_schemas", "main", "read_prose", "to_yaml"]
+__all__ = [
+    "Prose",
+    "asyncapi",
+    "documents",
+    "json_schemas",
+    "main",
+    "messages",
+    "read_prose",
+    "to_yaml",
+]
 
 ASYNCAPI_PATH: Final = "docs/asyncapi.yaml"
 CONTRACT_PATH: Final = "docs/contract.md"  # its field tables give the fields' descriptions
@@ -138,7 +148,7 @@ def _describe(components: dict[str, Any], prose: Prose) -> None:
 
 
 # -- JSON Schema -------------------------------------------------------------------------
-def _messages() -> list[type[msgspec.Struct]]:
+def messages() -> list[type[msgspec.Struct]]:
     """Every message and reply Struct of the catalog, once, in catalog order."""
     seen: dict[type[msgspec.Struct], None] = {}
     for channel in CHANNELS:
@@ -147,6 +157,12 @@ def _messages() -> list[type[msgspec.Struct]]:
             seen.setdefault(channel.reply)
     seen.setdefault(ErrorReply)
     return list(seen)
+
+
+def _example(kind: type[msgspec.Struct]) -> Any:
+    """The message's example from schemas.examples as JSON data, or None."""
+    found = next((e for e in EXAMPLES if type(e) is kind), None)
+    return None if found is None else msgspec.to_builtins(found)
 
 
 def _paragraphs(text: str) -> str:
@@ -185,10 +201,12 @@ def _components(types: Iterable[type[Any]], ref_template: str, prose: Prose) -> 
 def json_schemas(prose: Prose) -> dict[str, str]:
     """`docs/schemas/<Message>.json` for every message: one standalone schema each."""
     out: dict[str, str] = {}
-    for kind in _messages():
+    for kind in messages():
         defs = _components([kind], "#/$defs/{name}", prose)
         root = defs.pop(kind.__name__)
         doc: dict[str, Any] = {"$schema": JSON_SCHEMA_DIALECT, **root}
+        if (example := _example(kind)) is not None:
+            doc["examples"] = [example]
         if defs:
             doc["$defs"] = defs
         text = json.dumps(doc, indent=2, ensure_ascii=False)
@@ -241,6 +259,15 @@ def _message(kind: type[msgspec.Struct], prose: Prose) -> dict[str, Any]:
             "required": [ERROR_CODE_HEADER, ERROR_HEADER],
         }
     msg["payload"] = _ref("components", "schemas", kind.__name__)
+    if (example := _example(kind)) is not None:
+        shown: dict[str, Any] = {"name": kind.__name__}
+        if kind is ErrorReply:  # the headers say what the body says
+            shown["headers"] = {
+                ERROR_CODE_HEADER: str(example["code"]),
+                ERROR_HEADER: example["message"],
+            }
+        shown["payload"] = example
+        msg["examples"] = [shown]
     return msg
 
 
@@ -288,7 +315,7 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
         "summary": "The reply subject of a request (the requester's NATS inbox).",
         "messages": {n: _ref("components", "messages", n) for n in dict.fromkeys(replies)},
     }
-    messages = _messages()
+    kinds = messages()
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -308,8 +335,8 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
         "channels": channels,
         "operations": {ch.name: _operation(ch) for ch in CHANNELS},
         "components": {
-            "schemas": _components(messages, _SCHEMA_REF, prose),
-            "messages": {kind.__name__: _message(kind, prose) for kind in messages},
+            "schemas": _components(kinds, _SCHEMA_REF, prose),
+            "messages": {kind.__name__: _message(kind, prose) for kind in kinds},
             "parameters": {
                 name: {"description": text}
                 for name, text in PARAMETERS.items()

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -15,17 +14,7 @@ import pytest
 from asyncapi_cli import ROOT, ensure_cli, missing_node, validate
 
 from schemas import catalog, contract_gen, subjects
-from schemas.balancer import CallReport, Endpoint, ResolveRequest
-from schemas.errors import ErrorReply
-from schemas.governor import (
-    ConfigApplied,
-    ConfigChange,
-    InstanceOverride,
-    OverridePatch,
-    Rollback,
-    ServiceConfig,
-)
-from schemas.registry import Ack, Heartbeat, Instance, InstanceEvent, InstanceList, Registration
+from schemas.examples import EXAMPLES
 from services import errors
 
 if TYPE_CHECKING:
@@ -185,66 +174,6 @@ const out = cases.map(([name, payload]) => {
 process.stdout.write(JSON.stringify(out));
 """
 
-_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-_INSTANCE = Instance(
-    instance_id="web-1",
-    host="10.0.0.1",
-    port=8080,
-    weight=100,
-    zone="eu-1a",
-    version="1.2",
-    metadata={"max_inflight": "50"},
-    healthy=True,
-    drained=False,
-    inflight=3,
-    registered_at=_AT,
-    last_seen=_AT,
-    cpu=0.5,
-)
-_CONFIG = ServiceConfig(
-    service="web", revision=2, instances={"web-1": InstanceOverride(weight=5, drained=True)}
-)
-# What the workers send and accept, encoded by their own Structs: each must validate.
-VALID: list[tuple[str, msgspec.Struct]] = [
-    ("Registration", Registration(instance_id="web-1", host="10.0.0.1", port=80)),
-    ("Heartbeat", Heartbeat(instance_id="web_1", inflight=2, cpu=0.25)),
-    ("Ack", Ack(instance_id="web-1", ttl_s=15.0, heartbeat_s=5.0)),
-    ("InstanceList", InstanceList(service="web", instances=[_INSTANCE], epoch="ab", seq=4)),
-    ("InstanceEvent", InstanceEvent(kind="drained", service="web", instance=_INSTANCE, at=_AT)),
-    ("ResolveRequest", ResolveRequest(key="user-7", exclude=["web-2"])),
-    (
-        "Endpoint",
-        Endpoint(
-            instance_id="web-1",
-            host="h",
-            port=1,
-            zone="",
-            metadata={},
-            strategy="weighted",
-            pick="a1.7",
-        ),
-    ),
-    ("CallReport", CallReport(instance_id="web-1", latency_ms=12.5, ok=False, pick="a1.7")),
-    (
-        "ConfigChange",
-        ConfigChange(actor="ann", instances={"web-1": OverridePatch(weight=5), "web-2": None}),
-    ),
-    (
-        "ConfigApplied",
-        ConfigApplied(
-            service="web",
-            revision=2,
-            config=_CONFIG,
-            actor="ann",
-            reason="",
-            at=_AT,
-            kind="rollback",
-            restored=1,
-        ),
-    ),
-    ("Rollback", Rollback(actor="ann", to_revision=1)),
-    ("ErrorReply", ErrorReply(code=400, message="port must be 1..65535, got 70000")),
-]
 # What the workers refuse (400): the schema must refuse it too.
 INVALID: list[tuple[str, dict[str, Any]]] = [
     ("Registration", {"instance_id": "web-1", "host": "h", "port": 70000}),
@@ -256,24 +185,32 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+def test_every_message_has_an_example() -> None:
+    shown = {type(example) for example in EXAMPLES}
+    assert [m.__name__ for m in contract_gen.messages() if m not in shown] == []
+
+
 def test_json_schemas_judge_payloads_as_the_workers_do() -> None:
-    """A JSON Schema validator nobody here wrote (ajv) agrees with msgspec's decoding."""
+    """A JSON Schema validator nobody here wrote (ajv) agrees with msgspec's decoding: it
+    accepts every example in schemas/examples.py and refuses what the workers refuse."""
     if why := missing_node():
         pytest.skip(f"ajv needs node and npm: {why}")
     modules = ensure_cli().parent.parent
-    cases = [(name, msgspec.to_builtins(msg)) for name, msg in VALID] + INVALID
+    kinds = {type(example).__name__: type(example) for example in EXAMPLES}
+    valid = [(type(e).__name__, msgspec.to_builtins(e)) for e in EXAMPLES]
+    for name, payload in valid:  # what the workers decode, as the documents show it
+        assert msgspec.json.decode(msgspec.json.encode(payload), type=kinds[name]) in EXAMPLES
     for name, payload in INVALID:  # the workers' own decoders refuse these
-        kind = next(type(msg) for n, msg in VALID if n == name)
         with pytest.raises(msgspec.ValidationError):
-            msgspec.json.decode(msgspec.json.encode(payload), type=kind)
+            msgspec.json.decode(msgspec.json.encode(payload), type=kinds[name])
     node = shutil.which("node") or "node"
     done = subprocess.run(  # noqa: S603  # fixed arguments
         [node, "-e", _AJV, str(ROOT / contract_gen.SCHEMAS_DIR)],
-        input=json.dumps(cases),
+        input=json.dumps(valid + INVALID),
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "NODE_PATH": str(modules)},
     )
     verdicts = json.loads(done.stdout)
-    assert verdicts == [True] * len(VALID) + [False] * len(INVALID)
+    assert verdicts == [True] * len(valid) + [False] * len(INVALID)
