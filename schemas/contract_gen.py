@@ -5,7 +5,8 @@
 
 The AsyncAPI document sees Baton's workers as one application: a `receive` operation is a
 subject they subscribe to, a `send` operation one they publish on. A client does the
-opposite. JSON Schemas come from msgspec, so they say exactly what the workers decode.
+opposite. JSON Schemas come from msgspec, so they say exactly what the workers decode;
+descriptions come from docs/contract.md (schemas.prose) and examples from schemas.examples.
 """
 
 from __future__ import annotations
@@ -15,26 +16,28 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from schemas.catalog import CHANNELS, ERROR_CODES, PARAMETERS, PUBLISH, REQUEST, Channel
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply
 from schemas.examples import EXAMPLES
+from schemas.prose import Prose, read_prose
+from schemas.yaml_out import to_yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
 
 __all__ = [
-    "Prose",
     "asyncapi",
     "documents",
+    "drift",
     "json_schemas",
     "main",
     "messages",
-    "read_prose",
-    "to_yaml",
+    "prose_in",
+    "write",
 ]
 
 ASYNCAPI_PATH: Final = "docs/asyncapi.yaml"
@@ -59,78 +62,6 @@ subjects they publish on. A service or client does the opposite.
 A request that fails is answered at once with an ErrorReply: headers
 `{ERROR_CODE_HEADER}` and `{ERROR_HEADER}`, body {{"code", "message"}}. An invalid
 message published without a reply subject is counted, logged and dropped."""
-
-
-# -- what docs/contract.md says of each message -------------------------------------
-_HEADING = re.compile(r"#{3,4} `(\w+)`")
-_NAME = re.compile(r"`(\w+)`")
-_SECTION = re.compile(r"\bsections? (\d+)")
-
-
-class Prose(NamedTuple):
-    """What docs/contract.md says of each message: its paragraph, and each field's meaning."""
-
-    messages: dict[str, str]
-    fields: dict[str, dict[str, str]]
-
-
-def _plain(text: str) -> str:
-    text = text.replace("*ext.* ", "Extension: ").replace("*Ext.* ", "Extension: ")
-    return _SECTION.sub(r"docs/contract.md section \1", text)
-
-
-def _sections(markdown: str) -> Iterator[tuple[str, list[str]]]:
-    """(message, the lines under its "#### `Message`" heading, up to the next heading)."""
-    message: str | None = None
-    body: list[str] = []
-    for line in [*markdown.splitlines(), "#"]:
-        if line.startswith("#"):
-            if message is not None:
-                yield message, body
-            heading = _HEADING.fullmatch(line)
-            message, body = (heading[1] if heading else None), []
-        else:
-            body.append(line.strip())
-
-
-def _first_paragraph(body: list[str]) -> str:
-    lines: list[str] = []
-    for line in body:
-        if line.startswith("|") or (not line and lines):
-            break
-        if line:
-            lines.append(line)
-    return " ".join(lines)
-
-
-def _field_table(body: list[str]) -> dict[str, str]:
-    """Field -> meaning, from the first table whose columns are `field | ... | meaning`."""
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in body if line[:1] == "|"]
-    fields: dict[str, str] = {}
-    if rows and rows[0][0] == "field" and "meaning" in rows[0]:
-        column = rows[0].index("meaning")
-        for cells in rows[2:]:  # after the header and its --- line
-            for name in _NAME.findall(cells[0]):
-                fields.setdefault(name, _plain(cells[column]))
-    return fields
-
-
-def read_prose(markdown: str) -> Prose:
-    """Under each "#### `Message`" heading of the contract: the first paragraph, and the
-    meaning column of its `| field | ... | meaning |` table; so prose and schemas agree."""
-    prose = Prose({}, {})
-    for message, body in _sections(markdown):
-        if paragraph := _first_paragraph(body):
-            prose.messages[message] = _plain(paragraph)
-        if fields := _field_table(body[: _table_end(body)]):
-            prose.fields[message] = fields
-    return prose
-
-
-def _table_end(body: list[str]) -> int:
-    """Where the first table of `body` ends (a table ends at its first other line)."""
-    start = next((i for i, line in enumerate(body) if line[:1] == "|"), len(body))
-    return next((i for i in range(start, len(body)) if body[i][:1] != "|"), len(body))
 
 
 def _describe(components: dict[str, Any], prose: Prose) -> None:
@@ -344,70 +275,6 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
             },
         },
     }
-
-
-# -- YAML --------------------------------------------------------------------------------
-_PLAIN = re.compile(r"[A-Za-z_$][A-Za-z0-9_.$/ ()-]*")
-_RESERVED = {"true", "false", "null", "yes", "no", "on", "off", "y", "n"}
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, str):
-        if _PLAIN.fullmatch(value) and not value.endswith(" ") and value.lower() not in _RESERVED:
-            return value
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML string
-    raise TypeError(f"cannot write {type(value).__name__} as YAML")
-
-
-def _yaml_lines(node: Any, indent: str) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            head = f"{indent}{_scalar(key)}:"
-            if isinstance(value, dict | list) and value:
-                yield head
-                yield from _yaml_lines(value, indent + "  ")
-            elif _literal(value):
-                yield f"{head} |-"
-                yield from (f"{indent}  {line}" if line else "" for line in value.split("\n"))
-            else:
-                yield f"{head} {_flow(value)}"
-    else:
-        for item in node:
-            if isinstance(item, dict | list) and item:
-                lines = list(_yaml_lines(item, indent + "  "))
-                yield f"{indent}- {lines[0].lstrip()}"
-                yield from lines[1:]
-            else:
-                yield f"{indent}- {_flow(item)}"
-
-
-def _literal(value: Any) -> bool:
-    """A multi-line string that a `|-` block keeps exactly as it is."""
-    if not isinstance(value, str) or "\n" not in value:
-        return False
-    lines = value.split("\n")
-    return bool(lines[0]) and all(
-        line == line.strip() and "\t" not in line and line.isprintable() for line in lines
-    )
-
-
-def _flow(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    return _scalar(value)
-
-
-def to_yaml(doc: dict[str, Any]) -> str:
-    """Block-style YAML of plain data; any string that could be misread is JSON-quoted."""
-    return "\n".join(_yaml_lines(doc, "")) + "\n"
 
 
 # -- files -------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from asyncapi_cli import ROOT, ensure_cli, missing_node, validate
 
 from schemas import catalog, contract_gen, subjects
 from schemas.examples import EXAMPLES
+from schemas.prose import Prose, read_prose
+from schemas.yaml_out import to_yaml
 from services import errors
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ def test_prose_is_read_as_written() -> None:
         "| `ttl_s` | number | 0 | *ext.* the lease |\n| `cpu`, `mem` | number | | load |\n\n"
         "| kind | when |\n| --- | --- |\n| `x` | never |\n\n## 5. Next\n\nNot Ack's.\n"
     )
-    assert contract_gen.read_prose(text) == contract_gen.Prose(
+    assert read_prose(text) == Prose(
         messages={"Ack": "The reply to a registration (docs/contract.md section 3)."},
         fields={"Ack": {"ttl_s": "Extension: the lease", "cpu": "load", "mem": "load"}},
     )
@@ -132,7 +134,7 @@ def test_yaml_writer_keeps_every_value() -> None:
     node = shutil.which("node") or "node"
     done = subprocess.run(  # noqa: S603  # fixed arguments
         [node, "-e", script],
-        input=contract_gen.to_yaml(doc),
+        input=to_yaml(doc),
         capture_output=True,
         text=True,
         check=True,
@@ -151,7 +153,7 @@ def test_the_asyncapi_cli_accepts_the_document_and_refuses_a_broken_one(
     doc = contract_gen.asyncapi(PROSE)
     del doc["channels"][contract_gen.REPLY_CHANNEL]["messages"]["Ack"]
     broken = tmp_path / "asyncapi.yaml"
-    broken.write_text(contract_gen.to_yaml(doc))
+    broken.write_text(to_yaml(doc))
     with ThreadPoolExecutor(2) as pool:
         good, bad = pool.map(
             lambda path: validate(path, network=False), [ROOT / contract_gen.ASYNCAPI_PATH, broken]
