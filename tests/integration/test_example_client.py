@@ -82,6 +82,7 @@ async def run_client(client: Path, url: str) -> dict[str, Any]:
     return {step.pop("step"): step for step in steps}
 
 
+@pytest.mark.timeout(300)  # the first run of a clone installs nats.js
 async def test_node_client_speaks_the_contract(
     node_client: Path, nats_server: NatsServer, nc: Client, bus: Bus, events: Any
 ) -> None:

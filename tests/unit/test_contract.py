@@ -22,6 +22,8 @@ from services import errors
 if TYPE_CHECKING:
     from pathlib import Path
 
+# The first run of a clone installs the AsyncAPI CLI (about 80 s): past the 60 s default.
+INSTALLS = pytest.mark.timeout(600)
 FIX = "the committed contract differs from schemas/: run `just contract` and commit docs/"
 PROSE = contract_gen.prose_in(ROOT)
 
@@ -111,6 +113,7 @@ def test_json_schema_patterns_mean_the_same_in_javascript() -> None:
     }
 
 
+@INSTALLS
 def test_yaml_writer_keeps_every_value() -> None:
     """Read back by the AsyncAPI CLI's YAML parser (js-yaml), nothing is misread."""
     if why := missing_node():
@@ -142,6 +145,7 @@ def test_yaml_writer_keeps_every_value() -> None:
     assert json.loads(done.stdout) == doc
 
 
+@INSTALLS
 def test_the_asyncapi_cli_accepts_the_document_and_refuses_a_broken_one(
     tmp_path: Path,
 ) -> None:
@@ -192,6 +196,7 @@ def test_every_message_has_an_example() -> None:
     assert [m.__name__ for m in contract_gen.messages() if m not in shown] == []
 
 
+@INSTALLS
 def test_json_schemas_judge_payloads_as_the_workers_do() -> None:
     """A JSON Schema validator nobody here wrote (ajv) agrees with msgspec's decoding: it
     accepts every example in schemas/examples.py and refuses what the workers refuse."""
