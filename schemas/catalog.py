@@ -22,8 +22,11 @@ line in PARAMETERS):
 A new field of an existing Struct needs no entry here: the generator reads the Structs.
 Its meaning comes from the row for it in docs/contract.md (the field table under the
 message's "#### `Message`" heading), and a test fails, naming it, until it has one. A
-Struct's docstring is used where the contract has no paragraph for the message. Its
-example goes in schemas/examples.py (a test asks for one per message).
+Struct's docstring is used where the contract has no paragraph for the message. An
+example of it may go in schemas/examples.py (the tests check every example there).
+
+So adding a message is: its entry here, its "#### `Message`" paragraph and field table in
+docs/contract.md, then `just contract` (regenerate, validate) and commit docs/.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The generator puts them into docs/asyncapi.yaml and docs/schemas/ (`examples`), and the
 tests check each against its JSON Schema (with ajv) and the workers' decoders (msgspec),
 so an example can never show a payload the workers would refuse. A new message's example
-is one more entry in EXAMPLES.
+is one more entry in EXAMPLES (optional: a message without one is shown without).
 """
 
 from __future__ import annotations

@@ -195,11 +195,6 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_every_message_has_an_example() -> None:
-    shown = {type(example) for example in EXAMPLES}
-    assert [m.__name__ for m in contract_gen.messages() if m not in shown] == []
-
-
 @INSTALLS
 def test_json_schemas_judge_payloads_as_the_workers_do() -> None:
     """A JSON Schema validator nobody here wrote (ajv) agrees with msgspec's decoding: it
