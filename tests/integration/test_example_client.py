@@ -61,7 +61,7 @@ def node_client() -> Path:
         )
         if done.returncode:
             cached_lock.unlink(missing_ok=True)  # try again next session
-            pytest.skip(f"npm could not install nats.js: {done.stderr.strip()[-500:]}")
+            pytest.fail(f"npm ci of docs/examples/node failed: {done.stderr.strip()[-800:]}")
     return CACHE / "client.mjs"
 
 
