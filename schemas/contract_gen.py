@@ -104,8 +104,9 @@ def _paragraphs(text: str) -> str:
 def _portable(node: Any) -> Any:
     """msgspec's schema made portable: ECMA-262 patterns, one-paragraph descriptions.
 
-    The Structs' patterns end in Python's `\\Z` (see schemas/fields.py); in JavaScript
-    (ajv, AsyncAPI tools) `\\Z` is a literal "Z", and `$` already means the end there.
+    The Structs' patterns end in Python's `\\Z` (see schemas/fields.py). ECMA-262 has no
+    such anchor: ajv refuses the pattern ("Invalid escape", with the `u` flag it uses),
+    and without that flag it matches a literal "Z". `$` already means the end there.
     """
     if isinstance(node, dict):
         out: dict[str, Any] = {}
