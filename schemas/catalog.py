@@ -9,15 +9,19 @@ Adding a subject is one entry in CHANNELS (and, for a new `{token}` in an addres
 line in PARAMETERS):
 
     Channel(
-        subjects.RESOLVE + ".{service}",  # the address; prefixes come from schemas.subjects
-        ResolveRequest,                   # the message Struct (schemas/)
-        Endpoint,                         # the reply Struct, or None for a plain publish
-        sender="a client",                # who publishes the message
-        receivers="balancer",             # who subscribes to it
-        op=REQUEST,                       # PUBLISH, REQUEST or PUBLISH_OR_REQUEST
-        queue="balancer",                 # the receivers' queue group, "" for none
+        _each(subjects.RESOLVE),  # the address, balancer.v1.resolve.{service}
+        ResolveRequest,           # the message Struct (schemas/)
+        Endpoint,                 # the reply Struct, or None for a plain publish
+        sender="a client",        # who publishes it; a worker's name first = the workers send
+        receivers="balancer",     # who subscribes: name every worker that does
+        op=REQUEST,               # PUBLISH, REQUEST or PUBLISH_OR_REQUEST
+        queue="balancer",         # the answering worker's queue group, "" for none
         summary="One endpoint of the service, picked by its strategy.",
     ),
+
+The prefix must be a constant of schemas/subjects.py (subjects are built only there), and
+tests/integration/test_catalog.py checks `receivers` and `queue` against the
+subscriptions the running workers really make, as nats-server's monitoring lists them.
 
 A new field of an existing Struct needs no entry here: the generator reads the Structs.
 Its meaning comes from the row for it in docs/contract.md (the field table under the
