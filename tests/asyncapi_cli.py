@@ -46,7 +46,9 @@ def cli_env(cache: Path = CACHE) -> dict[str, str]:
         "ASYNCAPI_METRICS_CONFIG_PATH": str(config),
         "ASYNCAPI_SKIP_NEW_VERSION_CHECK": "true",  # oclif's warn-if-update-available
         "CI": "true",  # the CLI also records nothing under CI
-        "SUPPRESS_NO_CONFIG_WARNING": "true",  # node-config: the CLI ships no config dir
+        # node-config, inside the CLI: it ships no config dir, which is fine
+        "SUPPRESS_NO_CONFIG_WARNING": "true",
+        "SUPPRESS_STRICTNESS_CHECK": "true",
         "NPM_CONFIG_UPDATE_NOTIFIER": "false",  # npm's own check for a newer npm
     }
 
