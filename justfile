@@ -36,6 +36,13 @@ lint:
     "{{python}}" -m ruff format --check .
     "{{python}}" -m mypy
 
+# write docs/asyncapi.yaml and docs/schemas/ from schemas/, then validate with the AsyncAPI CLI
+# (installed once under .baton/asyncapi-cli with its analytics off; see tests/asyncapi_cli.py)
+[group('check')]
+contract:
+    "{{python}}" -m schemas.contract_gen
+    "{{python}}" tests/asyncapi_cli.py docs/asyncapi.yaml
+
 # format and apply safe lint fixes
 [group('check')]
 fmt:

@@ -1,4 +1,4 @@
-"""Registry messages of the v1 wire contract (see ../shared/contract.md and README).
+"""Registry messages of the wire contract (docs/contract.md states every field).
 
 Fields beyond the contract are marked "extension"; old senders and readers ignore them.
 """

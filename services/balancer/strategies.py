@@ -2,8 +2,8 @@
 
 A picker is built for one candidate set (the service's healthy, undrained, weighted
 instances, maybe narrowed to a zone) and thrown away when that set changes, which resets
-its state as the reference asks. Load changes do not rebuild it: the load indexes follow
-members as they move. Every pick is O(1) or O(log n) except where noted.
+its state: a new candidate set starts a new rotation. Load changes do not rebuild it: the
+load indexes follow members as they move. Every pick is O(1) or O(log n) except where noted.
 """
 
 from __future__ import annotations

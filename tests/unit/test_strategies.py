@@ -48,7 +48,7 @@ def take(pool: Pool, strategy: str | None = None, *, now: float = 100.0) -> str:
 def nginx_swrr(
     weights: dict[str, int], picks: int, excludes: list[frozenset[str]] | None = None
 ) -> list[str]:
-    """The reference's smooth weighted round-robin, written out naively (O(n) a pick).
+    """Nginx's smooth weighted round-robin, written out naively (O(n) a pick).
 
     Excluded (tried) peers are skipped without gaining weight, and the total is the sum of
     the weights that took part, exactly as nginx's ngx_http_upstream_get_peer does.

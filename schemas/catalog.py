@@ -1,0 +1,291 @@
+"""The wire contract as one table: every subject, its message, its reply, who sends it.
+
+`python -m schemas.contract_gen` turns this table and the Structs it names into
+`docs/asyncapi.yaml` (AsyncAPI 3.0) and `docs/schemas/<Message>.json`; `just contract`
+regenerates and validates them, and tests/unit/test_contract.py fails when the committed
+files drift from this table or from the Structs.
+
+Adding a subject is one entry in CHANNELS (and, for a new `{token}` in an address, one
+line in PARAMETERS):
+
+    Channel(
+        _each(subjects.RESOLVE),  # the address, balancer.v1.resolve.{service}
+        ResolveRequest,           # the message Struct (schemas/)
+        Endpoint,                 # the reply Struct, or None for a plain publish
+        sender="a client",        # who publishes it; a worker's name first = the workers send
+        receivers="balancer",     # who subscribes: name every worker that does
+        op=REQUEST,               # PUBLISH, REQUEST or PUBLISH_OR_REQUEST
+        queue="balancer",         # the answering worker's queue group, "" for none
+        summary="One endpoint of the service, picked by its strategy.",
+    ),
+
+The prefix must be a constant of schemas/subjects.py (subjects are built only there), and
+tests/integration/test_catalog.py checks `receivers` and `queue` against the
+subscriptions the running workers really make, as nats-server's monitoring lists them.
+
+A new field of an existing Struct needs no entry here: the generator reads the Structs.
+Its meaning comes from the row for it in docs/contract.md (the field table under the
+message's "#### `Message`" heading), and a test fails, naming it, until it has one. A
+Struct's docstring is used where the contract has no paragraph for the message. An
+example of it may go in schemas/examples.py (the tests check every example there).
+
+So adding a message is: its entry here, its "#### `Message`" paragraph and field table in
+docs/contract.md, then `just contract` (regenerate, validate) and commit docs/.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from schemas import subjects
+from schemas.balancer import CallReport, Endpoint, PickCounts, ResolveRequest
+from schemas.governor import ConfigApplied, ConfigChange, ConfigHistory, Rollback, ServiceConfig
+from schemas.registry import (
+    Ack,
+    Deregistration,
+    Empty,
+    Heartbeat,
+    InstanceEvent,
+    InstanceList,
+    InstancesQuery,
+    Registration,
+    ServiceList,
+)
+from schemas.subjects import NAME_RULE
+
+if TYPE_CHECKING:
+    from msgspec import Struct
+
+__all__ = [
+    "CHANNELS",
+    "ERROR_CODES",
+    "PARAMETERS",
+    "PUBLISH",
+    "PUBLISH_OR_REQUEST",
+    "REQUEST",
+    "WORKERS",
+    "Channel",
+    "Op",
+]
+
+Op = Literal["publish", "request", "publish-or-request"]
+PUBLISH: Final[Op] = "publish"  # fire and forget: no reply, an invalid one is counted, dropped
+REQUEST: Final[Op] = "request"  # request-reply: always answered, with the reply or an error
+# a publish, or a request when the sender wants the reply (an Ack) or the error
+PUBLISH_OR_REQUEST: Final[Op] = "publish-or-request"
+
+_TOKEN = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One subject of the contract (see the module docstring for the fields)."""
+
+    address: str
+    message: type[Struct]
+    reply: type[Struct] | None
+    _: KW_ONLY
+    sender: str
+    receivers: str
+    op: Op
+    summary: str
+    queue: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.reply is None) != (self.op == PUBLISH):
+            raise ValueError(f"{self.address}: a reply goes with request ops, none with publish")
+
+    @property
+    def parameters(self) -> list[str]:
+        """The `{token}` names in the address, in order."""
+        return _TOKEN.findall(self.address)
+
+    @property
+    def by_worker(self) -> bool:
+        """Whether one of Baton's workers sends it (else they receive it)."""
+        return self.sender.split()[0] in WORKERS
+
+    @property
+    def name(self) -> str:
+        """The address without its parameters: `registry.v1.register`."""
+        return _TOKEN.sub("", self.address).rstrip(".")
+
+
+WORKERS: Final = ("registry", "balancer", "governor", "collector")
+
+# The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
+# services/errors.py maps them; any other code reads as a plain error with that code.
+ERROR_CODES: Final[dict[int, str]] = {
+    400: "bad input: the message says what was wrong and how to fix it",
+    403: "not allowed (reserved: today NATS itself refuses a subject a user may not use)",
+    404: "unknown service or instance",
+    409: "revision conflict: the config is not at the expected_revision",
+    500: "a bug in the worker (logged there)",
+    503: "no instance can take the request, or the config store is unreachable",
+}
+
+# What each `{token}` of an address stands for.
+PARAMETERS: Final[dict[str, str]] = {
+    "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
+    "that also carries `service` must name the same one.",
+}
+
+
+def _each(prefix: str) -> str:
+    return prefix + ".{service}"
+
+
+CHANNELS: Final[tuple[Channel, ...]] = (
+    # -- registry ------------------------------------------------------------------------
+    Channel(
+        _each(subjects.REGISTER),
+        Registration,
+        Ack,
+        sender="a service instance",
+        receivers="registry",
+        op=PUBLISH_OR_REQUEST,
+        summary="Register an instance, or refresh its registration; registering again "
+        "with the same fields is a heartbeat.",
+    ),
+    Channel(
+        _each(subjects.HEARTBEAT),
+        Heartbeat,
+        Ack,
+        sender="a service instance",
+        receivers="registry (replies); balancer and collector listen",
+        op=PUBLISH_OR_REQUEST,
+        summary="Keep the lease and report load; 404 when the registry does not know "
+        "the instance (register again).",
+    ),
+    Channel(
+        _each(subjects.DEREGISTER),
+        Deregistration,
+        Ack,
+        sender="a service instance",
+        receivers="registry",
+        op=PUBLISH_OR_REQUEST,
+        summary="Remove an instance at once; deregistering twice is not an error.",
+    ),
+    Channel(
+        _each(subjects.INSTANCES),
+        InstancesQuery,
+        InstanceList,
+        sender="anyone",
+        receivers="registry",
+        op=REQUEST,
+        queue="registry",
+        summary="Every instance of the service, healthy and unhealthy, with overrides "
+        "applied; paged with limit/after; 404 for a service with none.",
+    ),
+    Channel(
+        subjects.SERVICES,
+        Empty,
+        ServiceList,
+        sender="anyone",
+        receivers="registry",
+        op=REQUEST,
+        queue="registry",
+        summary="The names of every service with a registered instance, sorted.",
+    ),
+    Channel(
+        _each(subjects.EVENTS),
+        InstanceEvent,
+        None,
+        sender="registry",
+        receivers="balancer, collector, anyone",
+        op=PUBLISH,
+        summary="Every change of an instance's state, numbered per registry boot.",
+    ),
+    # -- balancer ------------------------------------------------------------------------
+    Channel(
+        _each(subjects.RESOLVE),
+        ResolveRequest,
+        Endpoint,
+        sender="a client",
+        receivers="balancer",
+        op=REQUEST,
+        queue="balancer",
+        summary="One endpoint of the service, picked by its strategy (or the request's).",
+    ),
+    Channel(
+        _each(subjects.REPORT),
+        CallReport,
+        None,
+        sender="a client",
+        receivers="balancer (every replica), collector",
+        op=PUBLISH,
+        summary="How a call to a resolved endpoint went: latency, success, the pick.",
+    ),
+    Channel(
+        _each(subjects.PICKS),
+        PickCounts,
+        None,
+        sender="balancer",
+        receivers="collector, anyone",
+        op=PUBLISH,
+        summary="Extension: what one balancer replica picked per instance in one interval.",
+    ),
+    # -- governor ------------------------------------------------------------------------
+    Channel(
+        _each(subjects.CHANGE),
+        ConfigChange,
+        ConfigApplied,
+        sender="an operator",
+        receivers="governor",
+        op=REQUEST,
+        queue="governor",
+        summary="Change a service's config; answered once the new revision is stored.",
+    ),
+    Channel(
+        _each(subjects.CONFIG),
+        Empty,
+        ServiceConfig,
+        sender="anyone",
+        receivers="governor",
+        op=REQUEST,
+        queue="governor",
+        summary="The service's current config (revision 0 with defaults if never set).",
+    ),
+    Channel(
+        _each(subjects.HISTORY),
+        Empty,
+        ConfigHistory,
+        sender="anyone",
+        receivers="governor",
+        op=REQUEST,
+        queue="governor",
+        summary="The service's stored revisions, oldest first (the newest 512 KiB).",
+    ),
+    Channel(
+        _each(subjects.ROLLBACK),
+        Rollback,
+        ConfigApplied,
+        sender="an operator",
+        receivers="governor",
+        op=REQUEST,
+        queue="governor",
+        summary="Apply an earlier revision's config (0: the defaults) as a new revision.",
+    ),
+    Channel(
+        _each(subjects.APPLIED),
+        ConfigApplied,
+        None,
+        sender="governor",
+        receivers="collector, anyone",
+        op=PUBLISH,
+        summary="A revision the governor has stored, published after the store.",
+    ),
+    Channel(
+        _each(subjects.CONFIG_LOG),
+        ConfigApplied,
+        None,
+        sender="governor (JetStream stream BATON_CONFIG)",
+        receivers="registry, balancer (ordered consumers)",
+        op=PUBLISH,
+        summary="Internal: the durable config log, one subject per service; read it "
+        "through governor.v1.config and governor.v1.history.",
+    ),
+    # -- later extensions (gateway, HA, outlier ejection, batched reports) go here --------
+)

@@ -1,0 +1,92 @@
+"""The catalog says what the workers really subscribe to, as the NATS server sees it.
+
+Every worker runs on its own connection, named after it; the server's monitoring endpoint
+(`/connz?subs=detail`) lists each connection's subscriptions with their queue groups. So a
+subject a worker serves that the catalog lacks, a queue group renamed, or a receiver the
+catalog forgets fails here, without looking inside the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from natsserver import NatsServer
+from workers import run_balancer, run_collector, run_governor, run_registry
+
+from schemas import subjects
+from schemas.catalog import CHANNELS, PUBLISH, WORKERS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from schemas.catalog import Channel
+
+UNREACHABLE_INFLUX = "http://127.0.0.1:9"  # the collector subscribes while it waits for one
+
+
+@pytest.fixture
+def monitored_server(tmp_path: Path) -> Iterator[tuple[NatsServer, int]]:
+    server = NatsServer(tmp_path / "nats", extra=["-m", "-1"]).start()
+    found = re.search(r"Starting http monitor on [\d.]+:(\d+)", server.log_path.read_text())
+    assert found, server.log_path.read_text()
+    yield server, int(found[1])
+    server.stop()
+
+
+def _subscriptions(port: int) -> dict[str, set[tuple[str, str]]]:
+    """Connection name -> {(subject, queue group)}, without inboxes and NATS's own."""
+    url = f"http://127.0.0.1:{port}/connz?subs=detail&limit=1024"
+    with urllib.request.urlopen(url, timeout=5) as reply:  # our own server
+        connz: dict[str, Any] = json.load(reply)
+    out: dict[str, set[tuple[str, str]]] = {}
+    for conn in connz["connections"]:
+        subs = out.setdefault(conn.get("name", ""), set())
+        for sub in conn.get("subscriptions_list_detail", []):
+            if not sub["subject"].startswith(("_INBOX.", "$")):
+                subs.add((sub["subject"], sub.get("qgroup", "")))
+    return out
+
+
+def _subject(ch: Channel) -> str:
+    return subjects.every(ch.name) if ch.parameters else ch.address
+
+
+def _named(ch: Channel) -> set[str]:
+    """The workers the entry's `receivers` names."""
+    return set(re.findall(r"[a-z]+", ch.receivers)) & set(WORKERS)
+
+
+async def test_catalog_matches_what_the_workers_subscribe(
+    monitored_server: tuple[NatsServer, int],
+) -> None:
+    server, port = monitored_server
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(run_registry(server.url))
+        await stack.enter_async_context(run_governor(server.url))
+        balancer = await stack.enter_async_context(run_balancer(server.url))
+        await asyncio.wait_for(balancer.sync.synced.wait(), 5)
+        await stack.enter_async_context(run_collector(server.url, UNREACHABLE_INFLUX))
+        seen = await asyncio.to_thread(_subscriptions, port)
+
+    # config log readers are JetStream ordered consumers: they subscribe to a deliver inbox
+    channels = [ch for ch in CHANNELS if ch.name != subjects.CONFIG_LOG]
+    by_subject = {_subject(ch): ch for ch in channels}
+    for worker in WORKERS:
+        assert seen.get(worker), f"the {worker} made no subscription: {seen}"
+        for subject, _queue in seen[worker]:
+            ch = by_subject.get(subject)
+            assert ch is not None, f"the {worker} subscribes to {subject}: add it to the catalog"
+            assert worker in _named(ch), f"{ch.address}: name the {worker} in its receivers"
+    for ch in channels:
+        subscribed = {w for w in WORKERS if any(s == _subject(ch) for s, _ in seen[w])}
+        assert subscribed == _named(ch), f"{ch.address}: receivers say {ch.receivers!r}"
+        if ch.op != PUBLISH:  # the worker that answers, in the catalog's queue group
+            answerer = ch.receivers.split()[0]
+            assert (_subject(ch), ch.queue) in seen[answerer], f"{ch.address}: queue {ch.queue!r}"
