@@ -20,10 +20,10 @@ from schemas.balancer import CallReport, PickCount, PickCounts, ResolveRequest
 from schemas.registry import Heartbeat
 from services.balancer.pool import Pool
 from services.balancer.replies import ReplyCache
-from services.balancer.sync import RegistrySync
 from services.configlog import ConfigWatch
 from services.errors import NotFound
 from services.lifecycle import Lifecycle
+from services.view import RegistrySync
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,6 +89,7 @@ class Balancer(Lifecycle):
             log,
             timeout_s=settings.registry_timeout_s,
             resync_s=settings.resync_s,
+            name="balancer.sync",
         )
 
     # -- lifecycle -----------------------------------------------------------------------

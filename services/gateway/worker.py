@@ -1,0 +1,78 @@
+"""The gateway worker: DNS and HTTP discovery for clients without a NATS library.
+
+It talks to the other workers only over their subjects: it keeps its own view of the
+registry and the config log (services/view/, the code the balancer's sync runs too), and
+asks the balancer for picks. Listeners: DNS on UDP and TCP (services/gateway/dns/), HTTP
+(services/gateway/http/, an aiohttp application); a port of 0 leaves that one off.
+Several gateways may run at once: each has its own view, and they share nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from services.errors import StartupError
+from services.gateway.settings import GatewaySettings
+from services.lifecycle import Lifecycle
+from services.view import RegistryView
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from structlog.typing import FilteringBoundLogger
+
+    from services.bus import Bus
+
+__all__ = ["Gateway", "GatewaySettings"]
+
+
+class Gateway(Lifecycle):
+    def __init__(self, bus: Bus, settings: GatewaySettings, log: FilteringBoundLogger) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.log = log
+        self.view = RegistryView(
+            bus,
+            log,
+            timeout_s=settings.registry_timeout_s,
+            resync_s=settings.resync_s,
+            config_wait_s=settings.config_wait_s,
+            name="gateway",
+        )
+        self.http_port = 0  # the bound ports (useful when the settings asked for any)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        await self.view.__aenter__()
+        if self.settings.http_port:
+            await self._start_http()
+        self.log.info("gateway.ready", http_port=self.http_port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.view.__aexit__()
+
+    async def _start_http(self) -> None:
+        from aiohttp import web  # noqa: PLC0415  # only when HTTP is on
+
+        try:  # built beside this worker (services/gateway/http/); absent in a DNS-only tree
+            module: Any = importlib.import_module("services.gateway.http")
+        except ImportError as exc:
+            self.log.warning("gateway.http_missing", error=str(exc))
+            return
+        app: web.Application = module.make_app(self.bus, self.view, self.settings, self.log)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.bind, self.settings.http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(
+                f"cannot listen for HTTP on {self.settings.bind}:{self.settings.http_port}: "
+                f"{exc.strerror}; free the port or set GATEWAY_HTTP_PORT (0 turns HTTP off)"
+            ) from exc
+        self._runner = runner
+        sockets = runner.addresses
+        self.http_port = sockets[0][1] if sockets else self.settings.http_port
