@@ -53,7 +53,7 @@ def run_collector(url: str, influx_url: str, **settings: Any) -> Any:
 
 
 def run_gateway(url: str, **settings: Any) -> Any:
-    """A gateway on ports the OS picks (0 would turn a listener off: -1 is not a port)."""
+    """A gateway; listeners off unless asked for (-1: on a port the OS picks)."""
     settings.setdefault("dns_port", 0)
     settings.setdefault("http_port", 0)
     settings.setdefault("config_wait_s", 2.0)

@@ -160,11 +160,13 @@ class Balancer(Lifecycle):
             exclude=frozenset(req.exclude) if req.exclude else _NONE,
             now=now,
         )
+        self.picks[(service, member, strategy)] += 1
+        if not req.track:  # no report will close it: not in flight, no token
+            return self.replies.endpoint(member, strategy, panic=panic, pick="")
         self._picks += 1
         token = f"{self._prefix}{self._picks}"
         member.picked(token, now)
         self._open.append((now, token, member))
-        self.picks[(service, member, strategy)] += 1
         return self.replies.endpoint(member, strategy, panic=panic, pick=token)
 
     async def _on_report(self, service: str, report: CallReport) -> None:

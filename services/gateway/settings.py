@@ -8,7 +8,7 @@ from msgspec import Meta, Struct
 
 __all__ = ["GatewaySettings"]
 
-Port = Annotated[int, Meta(ge=0, le=65535)]  # 0 turns that listener off
+Port = Annotated[int, Meta(ge=-1, le=65535)]  # 0 turns that listener off; -1: any free port
 
 
 class GatewaySettings(Struct, frozen=True, kw_only=True):

@@ -64,7 +64,7 @@ class Gateway(Lifecycle):
         app: web.Application = module.make_app(self.bus, self.view, self.settings, self.log)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.bind, self.settings.http_port)
+        site = web.TCPSite(runner, self.settings.bind, max(self.settings.http_port, 0))
         try:
             await site.start()
         except OSError as exc:
