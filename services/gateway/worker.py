@@ -9,10 +9,15 @@ Several gateways may run at once: each has its own view, and they share nothing.
 
 from __future__ import annotations
 
+import collections
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from services.errors import StartupError
+from schemas import subjects
+from schemas.balancer import Endpoint, ResolveRequest
+from services.errors import BatonError, StartupError
+from services.gateway.dns.responder import Responder
+from services.gateway.dns.server import DnsServer
 from services.gateway.settings import GatewaySettings
 from services.lifecycle import Lifecycle
 from services.view import RegistryView
@@ -39,19 +44,59 @@ class Gateway(Lifecycle):
             config_wait_s=settings.config_wait_s,
             name="gateway",
         )
-        self.http_port = 0  # the bound ports (useful when the settings asked for any)
+        # picks the balancer could not give (DNS then answers in stable order), by reason
+        self.pick_failures: collections.Counter[str] = collections.Counter()
+        self.responder = Responder(
+            self.view, self._pick, log, domain=settings.domain, ttl=settings.dns_ttl_s
+        )
+        self.dns: DnsServer | None = None
+        self.dns_port = 0  # the bound ports (useful when the settings asked for any)
+        self.http_port = 0
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         await self.view.__aenter__()
+        if self.settings.dns_port:
+            dns = DnsServer(
+                self.responder,
+                self.log,
+                host=self.settings.bind,
+                port=max(self.settings.dns_port, 0),
+            )
+            await dns.__aenter__()
+            self.dns, self.dns_port = dns, dns.port
         if self.settings.http_port:
             await self._start_http()
-        self.log.info("gateway.ready", http_port=self.http_port)
+        self.log.info(
+            "gateway.ready",
+            dns_port=self.dns_port,
+            http_port=self.http_port,
+            domain=self.settings.domain,
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.dns is not None:
+            await self.dns.__aexit__()
         await self.view.__aexit__()
+
+    async def _pick(self, service: str, zone: str) -> str | None:
+        """The balancer's pick for a DNS answer: untracked (no one will report it)."""
+        try:
+            endpoint = await self.bus.request(
+                subjects.resolve(service),
+                ResolveRequest(zone=zone or None, track=False),
+                Endpoint,
+                timeout=self.settings.pick_timeout_s,
+            )
+        except BatonError as exc:
+            reason = type(exc).__name__
+            self.pick_failures[reason] += 1
+            if self.pick_failures[reason] == 1:  # the first of each kind; then only counted
+                self.log.warning("dns.pick_failed", service=service, error=exc.message)
+            return None
+        return endpoint.instance_id
 
     async def _start_http(self) -> None:
         from aiohttp import web  # noqa: PLC0415  # only when HTTP is on

@@ -1,0 +1,225 @@
+"""DNS answers from a service's instances: the order of the records, and the size rules.
+
+Pure: the responder gives the instances (already chosen: healthy, not drained, weight
+> 0), the one the strategy picked, and the size limit; these build the message.
+
+Order: the pick first, the rest in instance-id order. Stable, so two answers differ only
+in their first record, and whole: a client like HAProxy removes a server missing from
+one answer, so a random subset would make it flap.
+
+Size: a UDP answer may be at most 512 bytes without EDNS, or the client's advertised
+payload with it; TCP carries up to 65535. When the whole answer does not fit, the
+longest prefix of the order that does is sent with TC set (dnspython's renderer drops a
+whole RRset that does not fit, which for a large SRV set leaves no records at all).
+An SRV answer keeps each kept record's address in the additional section with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+# dnspython's rdata constructors are untyped (`type: ignore[no-untyped-call]` below)
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.CNAME
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.rdtypes.IN.SRV
+import dns.rrset
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = [
+    "TCP_LIMIT",
+    "UDP_LIMIT",
+    "Target",
+    "fit",
+    "ordered",
+    "render",
+    "soa",
+    "with_addresses",
+    "with_srv",
+]
+
+UDP_LIMIT = 512  # a UDP answer without EDNS (RFC 1035)
+TCP_LIMIT = 65535  # what a 2-byte length prefix can carry
+_IN = dns.rdataclass.IN
+A, AAAA, SRV, CNAME, ANY = (
+    dns.rdatatype.A,
+    dns.rdatatype.AAAA,
+    dns.rdatatype.SRV,
+    dns.rdatatype.CNAME,
+    dns.rdatatype.ANY,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One instance as DNS shows it."""
+
+    instance_id: str
+    name: dns.name.Name  # its own name, the SRV target
+    host: str
+    port: int
+    weight: int  # effective: after overrides and slow start
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None  # None: host is a name
+
+    @classmethod
+    def of(cls, instance_id: str, name: dns.name.Name, host: str, port: int, weight: int) -> Target:
+        try:
+            address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        return cls(instance_id, name, host, port, weight, address)
+
+    def records(self, rdtype: int) -> list[dns.rdata.Rdata]:
+        """This target's address records of `rdtype` (A or AAAA); none for a name host."""
+        a = self.address
+        if rdtype == A and isinstance(a, ipaddress.IPv4Address):
+            return [dns.rdtypes.IN.A.A(_IN, A, str(a))]  # type: ignore[no-untyped-call]
+        if rdtype == AAAA and isinstance(a, ipaddress.IPv6Address):
+            return [dns.rdtypes.IN.AAAA.AAAA(_IN, AAAA, str(a))]  # type: ignore[no-untyped-call]
+        return []
+
+    def cname(self) -> dns.rdata.Rdata:
+        """For a host that is a name: the alias to it (absolute)."""
+        return dns.rdtypes.ANY.CNAME.CNAME(_IN, CNAME, dns.name.from_text(self.host))  # type: ignore[no-untyped-call]
+
+
+def ordered(targets: Sequence[Target], first: str | None) -> list[Target]:
+    """The pick first, then the rest in the order given (instance-id order)."""
+    out = list(targets)
+    for n, t in enumerate(out):
+        if t.instance_id == first:
+            if n:
+                out.insert(0, out.pop(n))
+            break
+    return out
+
+
+def soa(domain: dns.name.Name, serial: int, minimum: int) -> dns.rrset.RRset:
+    """The zone's SOA, for the authority section of negative answers (RFC 2308).
+
+    Its TTL and minimum are the records' TTL, so a negative answer is cached no longer
+    than a positive one (0 by default: not at all). The serial is the view's index.
+    """
+    rdata = dns.rdtypes.ANY.SOA.SOA(  # type: ignore[no-untyped-call]
+        _IN,
+        dns.rdatatype.SOA,
+        dns.name.Name(("ns", *domain.labels)),
+        dns.name.Name(("hostmaster", *domain.labels)),
+        serial % 2**32,
+        3600,
+        600,
+        86400,
+        minimum,
+    )
+    return dns.rrset.from_rdata_list(domain, minimum, [rdata])
+
+
+def with_addresses(
+    response: dns.message.Message,
+    owner: dns.name.Name,
+    qtype: int,
+    targets: Sequence[Target],
+    ttl: int,
+) -> bool:
+    """Add the A/AAAA records of `targets` (both for ANY) in order; False if none.
+
+    Targets whose host is a name have no address: if no target has one, the first
+    name host is answered as a CNAME (one alias: an owner holds only one).
+    """
+    kinds = (A, AAAA) if qtype == ANY else (qtype,)
+    added = False
+    for rdtype in kinds:
+        rdatas = [r for t in targets for r in t.records(rdtype)]
+        if rdatas:
+            response.answer.append(dns.rrset.from_rdata_list(owner, ttl, rdatas))
+            added = True
+    if not added:
+        named = next((t for t in targets if t.address is None), None)
+        if named is not None:
+            response.answer.append(dns.rrset.from_rdata_list(owner, ttl, [named.cname()]))
+            added = True
+    return added
+
+
+def with_srv(
+    response: dns.message.Message,
+    owner: dns.name.Name,
+    targets: Sequence[Target],
+    ttl: int,
+) -> None:
+    """SRV records of `targets` in order, each target's address in the additional section.
+
+    Priority 1 for all (one tier), the effective weight, the port, the target's own
+    name; a name host's target is a CNAME to its host in the additional section.
+    """
+    if not targets:
+        return
+    srv = [
+        dns.rdtypes.IN.SRV.SRV(_IN, SRV, 1, min(t.weight, 65535), t.port, t.name)  # type: ignore[no-untyped-call]
+        for t in targets
+    ]
+    response.answer.append(dns.rrset.from_rdata_list(owner, ttl, srv))
+    for t in targets:
+        records = t.records(A) or t.records(AAAA)
+        if records:
+            response.additional.append(dns.rrset.from_rdata_list(t.name, ttl, records))
+        else:
+            response.additional.append(dns.rrset.from_rdata_list(t.name, ttl, [t.cname()]))
+
+
+def render(message: dns.message.Message, limit: int = TCP_LIMIT) -> bytes:
+    """The wire form, records in the order given (dnspython shuffles them by default)."""
+    return message.to_wire(max_size=limit, prefer_truncation=True, want_shuffle=False)
+
+
+def _wire(message: dns.message.Message) -> bytes | None:
+    """The wire form, or None when it exceeds even TCP's limit."""
+    try:
+        return message.to_wire(max_size=TCP_LIMIT, want_shuffle=False)
+    except dns.exception.TooBig:
+        return None
+
+
+def fit(build: Callable[[int], dns.message.Message], count: int, limit: int) -> bytes:
+    """The wire form of `build(count)`, or of the largest `build(k)` under `limit`, TC set.
+
+    `build(k)` makes the answer with the first k records of the order. Tried whole
+    first; when too big, the fitting k is found by doubling then halving, so a 512-byte
+    answer out of 500 instances renders a handful of small messages, not 500 records.
+    """
+    wire = _wire(build(count))
+    if wire is not None and len(wire) <= limit:
+        return wire
+
+    def fits(k: int) -> bool:
+        w = _wire(build(k))
+        return w is not None and len(w) <= limit
+
+    good, bad = 0, count
+    k = 1
+    while k < bad:  # doubling: the largest power of two that fits
+        if fits(k):
+            good, k = k, k * 2
+        else:
+            bad = k
+    while bad - good > 1:  # halving between the last that fitted and the first that did not
+        mid = (good + bad) // 2
+        if fits(mid):
+            good = mid
+        else:
+            bad = mid
+    message = build(good)
+    message.flags |= dns.flags.TC
+    return render(message, limit)

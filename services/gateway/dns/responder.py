@@ -1,0 +1,306 @@
+"""One DNS query in, one answer out: the gateway's rules over the registry view.
+
+- `<service>.service...` (and the RFC 2782 and zone forms, names.py): A/AAAA/ANY give
+  the addresses, SRV the SRV records with the targets' addresses in the additional
+  section, of every instance that may take traffic (healthy, not drained, weight > 0),
+  the strategy's pick first (answers.py). Other types: NOERROR with no answer (NODATA).
+- `<instance>.<service>.instance...`: that instance's address (a CNAME when its host is
+  a name), registered instances only, whatever their health.
+- Unknown names, and services with no instance taking traffic (in that zone): NXDOMAIN.
+  Negative answers carry the zone's SOA. Names outside the domain: REFUSED.
+- Panic (the protection threshold, services/view/rules.py): as resolve does, unhealthy
+  instances are answered too, so clients spread over all of them; logged `dns.panic`.
+- Malformed packets: FORMERR when the header can be read, else dropped; counted, logged.
+
+Answers are built once per (query bytes, pick) and kept until the view changes, so a
+repeated query costs the pick (one request to the balancer) and a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from services.gateway.dns import answers
+from services.gateway.dns.answers import TCP_LIMIT, UDP_LIMIT, Target
+from services.gateway.dns.names import Kind, Parsed, instance_label, parse, target_name
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from schemas.registry import Instance
+    from services.view import RegistryView, ServiceState
+
+__all__ = ["Responder"]
+
+Picker = Callable[[str, str], Awaitable[str | None]]  # (service, zone) -> instance id
+_ADDRESS_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.ANY})
+_SERVICE_TYPES = _ADDRESS_TYPES | {dns.rdatatype.SRV}
+_OUR_PAYLOAD = 4096  # what our EDNS OPT record advertises
+_MAX_PLANS = 4096  # distinct queries remembered between changes
+_LOG_EVERY_S = 1.0  # bad packets are logged at most this often (each is counted)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one query (its bytes but the id) gets, until the view changes."""
+
+    fixed: bytes | None = None  # the whole answer when no pick is involved
+    service: str = ""
+    zone: str = ""
+    build: Callable[[str | None], bytes] | None = None
+    by_pick: dict[str | None, bytes] = field(default_factory=dict)
+
+
+class Responder:
+    def __init__(
+        self,
+        view: RegistryView,
+        pick: Picker,
+        log: FilteringBoundLogger,
+        *,
+        domain: str,
+        ttl: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.view = view
+        self.pick = pick
+        self.log = log
+        self.domain = dns.name.from_text(domain)
+        self.ttl = ttl
+        self.clock = clock
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._plans: dict[tuple[bytes, bool], _Plan] = {}
+        self._plans_at = (0, -math.inf)  # (view index, expiry) the plans were made for
+        self._lower: dict[str, str] = {}  # lower-case service name -> name, for DNS's case
+        self._lower_at = 0
+        self._panicked: set[str] = set()
+        self._logged_at = -math.inf
+
+    # -- entry ---------------------------------------------------------------------------
+    async def respond(self, wire: bytes, *, tcp: bool) -> bytes | None:
+        """The answer to one packet; None to send nothing (it could not be read at all)."""
+        self.counts["queries"] += 1
+        self._expire()
+        key = (wire[2:], tcp)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(wire, tcp=tcp)
+            if plan is None:
+                return None
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        body = plan.fixed
+        if body is None:
+            first = await self.pick(plan.service, plan.zone)
+            body = plan.by_pick.get(first)
+            if body is None:
+                assert plan.build is not None  # noqa: S101  # a plan has one or the other
+                body = plan.by_pick[first] = plan.build(first)
+        return wire[:2] + body[2:]  # the query's id
+
+    def _expire(self) -> None:
+        index, until = self._plans_at
+        if index != self.view.index or self.clock() >= until:
+            self._plans.clear()
+            self._plans_at = (self.view.index, math.inf)
+
+    # -- planning ------------------------------------------------------------------------
+    def _plan(self, wire: bytes, *, tcp: bool) -> _Plan | None:
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception as exc:  # noqa: BLE001  # any unreadable packet, never a crash
+            return self._malformed(wire, exc)
+        if query.flags & dns.flags.QR:
+            self._bad("dns.not_a_query", "a response sent to the server")
+            return None
+        response = dns.message.make_response(query, our_payload=_OUR_PAYLOAD)
+        response.flags |= dns.flags.AA
+        response.flags &= ~dns.flags.RA  # not a recursive resolver
+        if query.opcode() != dns.opcode.QUERY:
+            return self._fixed(response, dns.rcode.NOTIMP)
+        if len(query.question) != 1:
+            self._bad("dns.bad_question", f"{len(query.question)} questions; ask exactly one")
+            return self._fixed(response, dns.rcode.FORMERR)
+        if query.question[0].rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
+            return self._fixed(response, dns.rcode.REFUSED)
+        limit = TCP_LIMIT
+        if not tcp:
+            limit = min(max(UDP_LIMIT, query.payload), TCP_LIMIT) if query.edns >= 0 else UDP_LIMIT
+        return self._route(query, response, limit)
+
+    def _route(
+        self, query: dns.message.Message, response: dns.message.Message, limit: int
+    ) -> _Plan:
+        question = query.question[0]
+        parsed = parse(question.name, self.domain)
+        qtype = question.rdtype
+        if parsed.kind is Kind.OUTSIDE:
+            self.counts["refused"] += 1
+            return self._fixed(response, dns.rcode.REFUSED)
+        if parsed.kind is Kind.SERVICE:
+            return self._service(query, parsed, qtype, limit)
+        if parsed.kind is Kind.INSTANCE:
+            return self._instance(response, parsed, qtype, limit)
+        if parsed.kind is Kind.EMPTY:
+            if qtype == dns.rdatatype.SOA and question.name == self.domain:
+                response.answer.append(self._soa())
+                return _Plan(fixed=answers.render(response, limit))
+            return self._negative(response, dns.rcode.NOERROR)
+        return self._negative(response, dns.rcode.NXDOMAIN)
+
+    def _service(self, query: dns.message.Message, parsed: Parsed, qtype: int, limit: int) -> _Plan:
+        response = self._response(query)
+        state = self._state(parsed.service)
+        if state is None:
+            return self._negative(response, dns.rcode.NXDOMAIN)
+        serving, panic = state.serving(parsed.zone)
+        if panic:
+            self._panic(state)
+        else:
+            self._panicked.discard(state.name)
+        if not serving:
+            return self._negative(response, dns.rcode.NXDOMAIN)
+        if qtype not in _SERVICE_TYPES:
+            return self._negative(response, dns.rcode.NOERROR)
+        targets = self._targets(state, serving)
+        if qtype != dns.rdatatype.SRV and not answers.with_addresses(
+            response, response.question[0].name, qtype, targets, self.ttl
+        ):
+            return self._negative(response, dns.rcode.NOERROR)  # e.g. AAAA of IPv4 hosts
+        owner = query.question[0].name
+        ttl = self.ttl
+
+        def build(first: str | None) -> bytes:
+            order = answers.ordered(targets, first)
+
+            def upto(k: int) -> dns.message.Message:
+                msg = self._response(query)
+                if qtype == dns.rdatatype.SRV:
+                    answers.with_srv(msg, owner, order[:k], ttl)
+                else:
+                    answers.with_addresses(msg, owner, qtype, order[:k], ttl)
+                return msg
+
+            wire = answers.fit(upto, len(order), limit)
+            if wire[2] & 0x02:  # the TC bit
+                self.counts["truncated"] += 1
+            return wire
+
+        return _Plan(service=state.name, zone=parsed.zone, build=build)
+
+    def _instance(
+        self, response: dns.message.Message, parsed: Parsed, qtype: int, limit: int
+    ) -> _Plan:
+        state = self._state(parsed.service)
+        found = None
+        if state is not None:
+            found = next(
+                (
+                    i
+                    for i in sorted(state.instances.values(), key=lambda i: i.instance_id)
+                    if instance_label(i.instance_id) == parsed.instance
+                ),
+                None,
+            )
+        if state is None or found is None:
+            return self._negative(response, dns.rcode.NXDOMAIN)
+        (target,) = self._targets(state, [found])
+        owner = response.question[0].name
+        if qtype == dns.rdatatype.SRV:
+            answers.with_srv(response, owner, [target], self.ttl)
+        elif qtype not in _ADDRESS_TYPES or not answers.with_addresses(
+            response, owner, qtype, [target], self.ttl
+        ):
+            return self._negative(response, dns.rcode.NOERROR)
+        return _Plan(fixed=answers.render(response, limit))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _response(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query, our_payload=_OUR_PAYLOAD)
+        response.flags |= dns.flags.AA
+        response.flags &= ~dns.flags.RA
+        return response
+
+    def _state(self, service: str) -> ServiceState | None:
+        state = self.view.service(service)
+        if state is not None:
+            return state
+        if self._lower_at != self.view.index:  # DNS names are case-insensitive; ours not
+            self._lower = {name.lower(): name for name in sorted(self.view.services)}
+            self._lower_at = self.view.index
+        name = self._lower.get(service.lower())
+        return None if name is None else self.view.service(name)
+
+    def _targets(self, state: ServiceState, instances: list[Instance]) -> list[Target]:
+        now = time.time()
+        if state.config.warmup_s > 0:  # weights ramp with time: answers last one step
+            self._plans_at = (self._plans_at[0], min(self._plans_at[1], self.clock() + 1.0))
+        return [
+            Target.of(
+                i.instance_id,
+                target_name(i.instance_id, state.name, self.domain),
+                i.host,
+                i.port,
+                state.weight(i, now),
+            )
+            for i in instances
+        ]
+
+    def _soa(self) -> dns.rrset.RRset:
+        return answers.soa(self.domain, self.view.index, self.ttl)
+
+    def _negative(self, response: dns.message.Message, rcode: dns.rcode.Rcode) -> _Plan:
+        response.answer.clear()
+        response.set_rcode(rcode)
+        response.authority.append(self._soa())
+        self.counts["nxdomain" if rcode == dns.rcode.NXDOMAIN else "nodata"] += 1
+        return _Plan(fixed=answers.render(response))
+
+    def _fixed(self, response: dns.message.Message, rcode: dns.rcode.Rcode) -> _Plan:
+        response.set_rcode(rcode)
+        return _Plan(fixed=answers.render(response))
+
+    def _panic(self, state: ServiceState) -> None:
+        self.counts["panic"] += 1
+        if state.name not in self._panicked:  # once per episode, not per query
+            self._panicked.add(state.name)
+            healthy = sum(i.healthy for i in state.instances.values())
+            self.log.warning(
+                "dns.panic",
+                service=state.name,
+                healthy=healthy,
+                registered=len(state.instances),
+                threshold=state.config.protect_threshold,
+            )
+
+    def _malformed(self, wire: bytes, exc: Exception) -> _Plan | None:
+        self._bad("dns.malformed", f"{type(exc).__name__}: {exc}", size=len(wire))
+        self.counts["malformed"] += 1
+        if len(wire) < 12:  # a DNS header is 12 bytes
+            return None  # not even an id to answer to
+        # FORMERR with the id and opcode of the header, no question (RFC 1035 4.1.1)
+        flags = 0x8000 | (wire[2] & 0x78) << 8 | (wire[2] & 0x01) << 8 | dns.rcode.FORMERR
+        return _Plan(fixed=wire[:2] + flags.to_bytes(2, "big") + bytes(8))
+
+    def _bad(self, event: str, error: str, **kw: object) -> None:
+        self.counts["bad"] += 1
+        now = self.clock()
+        if now - self._logged_at >= _LOG_EVERY_S:  # a flood is counted, not logged line by line
+            self._logged_at = now
+            self.log.warning(event, error=error, total=self.counts["bad"], **kw)
