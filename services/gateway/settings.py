@@ -38,3 +38,7 @@ class GatewaySettings(Struct, frozen=True, kw_only=True):
     # -- HTTP (services/gateway/http/) -------------------------------------------------
     # a file of token -> role and services; without it, writes bind to loopback only
     tokens: str = ""
+    # deadline of each NATS request made for an HTTP request (a 504 after it)
+    http_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    # what the Consul API reports as the datacenter (Prometheus passes it back as dc=)
+    datacenter: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")] = "baton"
