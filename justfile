@@ -19,7 +19,7 @@ demo *args: influxd
 
 # lint and types, then every test (pytest's summary is the last line, for CI)
 [group('check')]
-test *args: influxd
+test *args: influxd dns-tools
     "{{python}}" -m ruff check .
     "{{python}}" -m mypy
     "{{python}}" -m pytest -q {{args}}
@@ -28,6 +28,11 @@ test *args: influxd
 [group('check')]
 influxd:
     command -v influxd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb)
+
+# the DNS clients the gateway's tests run (dig, HAProxy, dnsperf: Debian's), where missing
+[group('check')]
+dns-tools:
+    command -v dig >/dev/null && command -v haproxy >/dev/null && command -v dnsperf >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq bind9-dnsutils haproxy dnsperf)
 
 # lint, format check and types, without tests
 [group('check')]
@@ -44,7 +49,7 @@ fmt:
 
 # benchmarks, one table of ratios against baselines from the same run (--quick, --only resolve,sim)
 [group('check')]
-bench *args: influxd
+bench *args: influxd dns-tools
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     MYPYPATH=tests:tests/unit "{{python}}" -m mypy --strict tests/bench
     "{{python}}" tests/bench/run.py {{args}}
