@@ -19,7 +19,7 @@ demo *args: influxd
 
 # lint and types, then every test (pytest's summary is the last line, for CI)
 [group('check')]
-test *args: influxd dns-tools
+test *args: influxd dns-tools prometheus
     "{{python}}" -m ruff check .
     "{{python}}" -m mypy
     "{{python}}" -m pytest -q {{args}}
@@ -33,6 +33,21 @@ influxd:
 [group('check')]
 dns-tools:
     command -v dig >/dev/null && command -v haproxy >/dev/null && command -v dnsperf >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq bind9-dnsutils haproxy dnsperf)
+
+# policy-rc.d keeps the package's own service from starting (and taking port 9090)
+# Debian's Prometheus for the gateway's HTTP tests, where missing; they run their own
+[group('check')]
+prometheus:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v prometheus >/dev/null && exit 0
+    added=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added=1
+    fi
+    trap 'if [ -n "$added" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus
 
 # lint, format check and types, without tests
 [group('check')]

@@ -6,6 +6,7 @@
     blocking.py      Consul's blocking queries on the view's change index
     tokens.py        who may write (GATEWAY_TOKENS, or loopback peers only)
     unsupported.py   Consul APIs Baton lacks: 501 with a sentence
+    prometheus_sd.py Prometheus' HTTP discovery (for builds without Consul discovery)
     openapi.py       the OpenAPI document, served at /v1/openapi.json
 
 Every error is answered with its status and a sentence, counted and logged; no request
@@ -27,6 +28,7 @@ from services.gateway.http.agent import Agent
 from services.gateway.http.baton_api import BatonApi
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
 from services.gateway.http.openapi import document
+from services.gateway.http.prometheus_sd import PrometheusSd
 from services.gateway.http.replies import consul_error, error, json, status_of
 from services.gateway.http.tokens import Access, is_loopback
 
@@ -84,7 +86,7 @@ def make_app(
     """The HTTP app; raises StartupError for a bad GATEWAY_TOKENS file."""
     access = Access.from_file(Path(settings.tokens) if settings.tokens else None)
     if access.grants is None:
-        log.warning(
+        (log.info if is_loopback(settings.bind) else log.warning)(
             "http.writes_loopback_only",
             bind=settings.bind,
             reason="GATEWAY_TOKENS is not set: HTTP writes are taken only from loopback "
@@ -110,6 +112,7 @@ def make_app(
     app.add_routes(BatonApi(bus, access, timeout_s=timeout_s).routes())
     app.add_routes([web.get("/v1/openapi.json", openapi)])
     app.add_routes(consul.routes())
+    app.add_routes(PrometheusSd(view, settings.datacenter).routes())
     app.add_routes(unsupported.routes())
 
     async def on_startup(_: web.Application) -> None:

@@ -270,6 +270,16 @@ def document(version: str = "1") -> dict[str, Any]:
             }
         },
         **_consul(),
+        "/v1/prometheus/targets": {
+            "get": {
+                "summary": "Prometheus HTTP service discovery: one target group per instance",
+                "parameters": [
+                    _param("service", "query", "only this service (repeat for several)"),
+                    _param("passing", "query", "only instances whose checks all pass"),
+                ],
+                "responses": {"200": _json({"type": "array"}, "Prometheus target groups")},
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

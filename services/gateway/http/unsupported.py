@@ -47,7 +47,26 @@ SUPPORTED: Final = (
 UNSUPPORTED: Final = tuple(_WHY)
 
 
+async def _allowed(request: web.Request) -> set[str]:
+    """The methods of a route whose path matches, but not its method (a 405)."""
+    methods: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical == "/v1/{tail}":
+            continue
+        match, allowed = await resource.resolve(request)
+        if match is None:
+            methods |= allowed
+    return methods
+
+
 async def _answer(request: web.Request) -> web.Response:
+    allowed = await _allowed(request)
+    if allowed:
+        reply = error(
+            405, f"{request.method} {request.path} is not served; use {', '.join(sorted(allowed))}"
+        )
+        reply.headers["Allow"] = ",".join(sorted(allowed))
+        return reply
     first = request.match_info["tail"].split("/", 1)[0]
     why = _WHY.get(first)
     if why is None:
