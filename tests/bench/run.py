@@ -35,6 +35,7 @@ BENCHES = {
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",
+    "http": "bench_http.py",
 }
 
 
