@@ -49,6 +49,11 @@ prometheus:
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus
 
+# the HTTP load generator of the gateway's bench (Debian's wrk), where missing
+[group('check')]
+wrk:
+    command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends wrk)
+
 # lint, format check and types, without tests
 [group('check')]
 lint:
@@ -64,7 +69,7 @@ fmt:
 
 # benchmarks, one table of ratios against baselines from the same run (--quick, --only resolve,sim)
 [group('check')]
-bench *args: influxd dns-tools
+bench *args: influxd dns-tools wrk
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     MYPYPATH=tests:tests/unit "{{python}}" -m mypy --strict tests/bench
     "{{python}}" tests/bench/run.py {{args}}
