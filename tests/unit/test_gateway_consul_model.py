@@ -21,6 +21,7 @@ from services.gateway.http.consul_model import (
     registration_for,
 )
 from services.gateway.http.durations import DurationError, parse_duration
+from services.gateway.http.prometheus_sd import target_group
 
 if TYPE_CHECKING:
     from schemas.registry import Instance
@@ -207,3 +208,19 @@ async def test_block_answers_at_once_unless_the_index_is_current() -> None:
     view.index = 6
     view.moved.set()
     assert await waiting == 6
+
+
+def test_prometheus_target_groups_label_as_consul_does() -> None:
+    inst = _inst(
+        zone="z1",
+        metadata={"consul.tags": "a,b", "consul.status": "passing", "app.kubernetes/name": "w"},
+    )
+    group = target_group(inst, "web", "passing")
+    assert group["targets"] == ["10.0.0.1:8080"]
+    labels = group["labels"]
+    assert labels["__meta_baton_service_id"] == "web-1"
+    assert labels["__meta_baton_tags"] == ",a,b,"  # Consul's separators: `.*,a,.*` matches
+    assert labels["__meta_baton_metadata_app_kubernetes_name"] == "w"
+    assert not any(k.startswith("__meta_baton_metadata_consul") for k in labels)
+    ipv6 = target_group(_inst(host="fd00::1"), "web", "critical")
+    assert ipv6["targets"] == ["[fd00::1]:8080"]
