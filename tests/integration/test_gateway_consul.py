@@ -210,3 +210,35 @@ async def test_blocking_queries(http: Http) -> None:
         http.call("GET", "/v1/health/service/web", params={"index": "999999", "wait": "5m"}), 5
     )
     assert int(headers["X-Consul-Index"]) < 999999
+
+
+async def test_a_parked_blocking_query_answers_when_the_gateway_stops(
+    nats_server: NatsServer,
+) -> None:
+    async with stack(nats_server.url) as http:
+        _, _, headers = await http.call("GET", "/v1/catalog/services")
+        index = headers["X-Consul-Index"]
+        parked = asyncio.ensure_future(
+            http.call("GET", "/v1/catalog/services", params={"index": index, "wait": "10m"})
+        )
+        await asyncio.sleep(0.05)
+        assert not parked.done()
+        await http.gateway._runner.cleanup()  # the worker's stop: aiohttp drains handlers
+        http.gateway._runner = None
+        status, body, headers = await asyncio.wait_for(parked, 10)
+        assert (status, body, headers["X-Consul-Index"]) == (200, {}, index)
+
+
+async def test_garbage_and_oversized_bodies_are_refused_and_the_gateway_lives(
+    http: Http,
+) -> None:
+    for raw in (b"\xff\xfe\x00garbage", b"[]", b'{"Name": 5}', b"null"):
+        status, text, _ = await http.call("PUT", "/v1/agent/service/register", data=raw)
+        assert status == 400, text
+    status, text, _ = await http.call(
+        "PUT", "/v1/agent/service/register", data=b'{"Name": "' + b"x" * 70_000 + b'"}'
+    )
+    assert status == 413
+    assert "larger than 65536 bytes" in text
+    status, _, _ = await http.call("GET", "/v1/agent/self")  # still serving
+    assert status == 200

@@ -118,9 +118,13 @@ def make_app(
     async def on_startup(_: web.Application) -> None:
         agent.start()
 
+    async def on_shutdown(_: web.Application) -> None:
+        consul.closing.set()  # before aiohttp waits for handlers: blocking queries answer
+
     async def on_cleanup(_: web.Application) -> None:
         await agent.stop()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -9,6 +9,7 @@ restarted) is answered at once, so the client resets instead of hanging for the 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -55,11 +56,29 @@ def jittered(wait_s: float) -> float:
     return wait_s + random.uniform(0, wait_s / 16)  # noqa: S311  # spreading, not secrets
 
 
-async def block(view: Waitable, index: int | None, wait_s: float, service: str | None) -> int:
-    """The index to answer with, once it passes `index` or the wait is over."""
+async def block(
+    view: Waitable,
+    index: int | None,
+    wait_s: float,
+    service: str | None,
+    closing: asyncio.Event | None = None,
+) -> int:
+    """The index to answer with, once it passes `index`, the wait is over, or `closing`
+    is set (the gateway stops: parked queries answer now rather than hold the drain)."""
     current = view.index if service is None else view.service_index(service)
     # no index (or 0): answer now; news since `index`: answer now; an index ahead of
     # anything this gateway has seen: answer now, so that the client resets
     if not index or current > index or index > view.index:
         return current
-    return await view.wait(index, jittered(wait_s), service)
+    if closing is None:
+        return await view.wait(index, jittered(wait_s), service)
+    if closing.is_set():
+        return current
+    waiting = asyncio.ensure_future(view.wait(index, jittered(wait_s), service))
+    stopping = asyncio.ensure_future(closing.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if waiting.done():
+        return waiting.result()
+    waiting.cancel()
+    return view.index if service is None else view.service_index(service)

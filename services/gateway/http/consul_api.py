@@ -8,6 +8,7 @@ has and Baton does not (KV, sessions, ACLs, ...) answers 501 with a sentence
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
@@ -65,6 +66,7 @@ class ConsulApi:
         self.datacenter = datacenter
         self.node = node
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, node))
+        self.closing = asyncio.Event()  # set when the app shuts down: parked queries answer
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -168,7 +170,7 @@ class ConsulApi:
     async def catalog_services(self, request: web.Request) -> web.Response:
         self._read_rules(request)
         index, wait = blocking_params(request.query)
-        at = await block(self.view, index, wait, None)
+        at = await block(self.view, index, wait, None, self.closing)
         body: dict[str, list[str]] = {}
         for name, state in sorted(self.view.services.items()):
             tags: set[str] = set()
@@ -194,7 +196,7 @@ class ConsulApi:
         self._read_rules(request)
         name = request.match_info["name"]
         index, wait = blocking_params(request.query)
-        at = await block(self.view, index, wait, name)
+        at = await block(self.view, index, wait, name, self.closing)
         body = [
             catalog_entry(inst, name, self.datacenter, at)
             for inst in self._instances(request, name)
@@ -205,7 +207,7 @@ class ConsulApi:
         self._read_rules(request)
         name = request.match_info["name"]
         index, wait = blocking_params(request.query)
-        at = await block(self.view, index, wait, name)
+        at = await block(self.view, index, wait, name, self.closing)
         passing = _flag(request.query, "passing")
         body = []
         for inst in self._instances(request, name):
