@@ -12,6 +12,7 @@ import dns.asyncquery
 import dns.asyncresolver
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
@@ -198,6 +199,23 @@ async def test_malformed_packets_are_counted_and_answered_formerr(gateway: Gatew
     await until(lambda: gateway.responder.counts["malformed"] == 2)
     ok = await ask(gateway, "baton", "SOA")  # and the server still answers
     assert ok.answer[0].rdtype == dns.rdatatype.SOA
+
+
+async def test_what_is_not_a_plain_query_gets_a_clear_rcode(gateway: Gateway) -> None:
+    notify = dns.message.make_query("baton", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    chaos = dns.message.make_query("version.bind", "TXT", "CH")
+    v1 = dns.message.make_query("baton", "SOA", use_edns=1)
+    two = dns.message.make_query("baton", "SOA")
+    two.question.append(two.question[0])
+    for query, rcode in (
+        (notify, dns.rcode.NOTIMP),
+        (chaos, dns.rcode.REFUSED),
+        (v1, dns.rcode.BADVERS),
+        (two, dns.rcode.FORMERR),
+    ):
+        reply = await dns.asyncquery.udp(query, "127.0.0.1", port=gateway.dns_port, timeout=5)
+        assert (reply.id, reply.rcode()) == (query.id, rcode)
 
 
 async def test_panic_answers_unhealthy_instances_too(bus: Bus, gateway: Gateway) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TCP_LIMIT",
     "UDP_LIMIT",
+    "UDP_MAX",
     "Target",
     "fit",
     "largest",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 UDP_LIMIT = 512  # a UDP answer without EDNS (RFC 1035)
+UDP_MAX = 65507  # the largest UDP payload over IPv4, whatever EDNS advertises
 TCP_LIMIT = 65535  # what a 2-byte length prefix can carry
 _IN = dns.rdataclass.IN
 A, AAAA, SRV, CNAME, ANY = (

@@ -36,7 +36,7 @@ import dns.rdatatype
 import dns.rrset
 
 from services.gateway.dns import answers
-from services.gateway.dns.answers import TCP_LIMIT, UDP_LIMIT, Target
+from services.gateway.dns.answers import TCP_LIMIT, UDP_LIMIT, UDP_MAX, Target
 from services.gateway.dns.names import Kind, Parsed, instance_label, parse, target_name
 
 if TYPE_CHECKING:
@@ -129,20 +129,27 @@ class Responder:
         if query.flags & dns.flags.QR:
             self._bad("dns.not_a_query", "a response sent to the server")
             return None
-        response = dns.message.make_response(query, our_payload=_OUR_PAYLOAD)
-        response.flags |= dns.flags.AA
-        response.flags &= ~dns.flags.RA  # not a recursive resolver
-        if query.opcode() != dns.opcode.QUERY:
-            return self._fixed(response, dns.rcode.NOTIMP)
-        if len(query.question) != 1:
-            self._bad("dns.bad_question", f"{len(query.question)} questions; ask exactly one")
-            return self._fixed(response, dns.rcode.FORMERR)
-        if query.question[0].rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
-            return self._fixed(response, dns.rcode.REFUSED)
+        response = self._response(query)
+        refusal = self._refusal(query)
+        if refusal is not None:
+            return self._fixed(response, refusal)
         limit = TCP_LIMIT
         if not tcp:
-            limit = min(max(UDP_LIMIT, query.payload), TCP_LIMIT) if query.edns >= 0 else UDP_LIMIT
+            limit = min(max(UDP_LIMIT, query.payload), UDP_MAX) if query.edns >= 0 else UDP_LIMIT
         return self._route(query, response, limit)
+
+    def _refusal(self, query: dns.message.Message) -> dns.rcode.Rcode | None:
+        """Why a readable message gets no lookup, as its rcode; None for a plain query."""
+        if query.opcode() != dns.opcode.QUERY:
+            return dns.rcode.NOTIMP
+        if query.edns > 0:  # RFC 6891 6.1.3: only EDNS version 0 exists
+            return dns.rcode.BADVERS
+        if len(query.question) != 1:
+            self._bad("dns.bad_question", f"{len(query.question)} questions; ask exactly one")
+            return dns.rcode.FORMERR
+        if query.question[0].rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
+            return dns.rcode.REFUSED  # CHAOS and the like: not ours
+        return None
 
     def _route(
         self, query: dns.message.Message, response: dns.message.Message, limit: int
@@ -234,7 +241,7 @@ class Responder:
     def _response(self, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query, our_payload=_OUR_PAYLOAD)
         response.flags |= dns.flags.AA
-        response.flags &= ~dns.flags.RA
+        response.flags &= ~dns.flags.RA  # not a recursive resolver
         return response
 
     def _state(self, service: str) -> ServiceState | None:
