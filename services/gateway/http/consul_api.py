@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from aiohttp import web
 
-from services.errors import BadRequest, BatonError
+from services.errors import BadRequest
 from services.gateway.http.blocking import block, blocking_params
 from services.gateway.http.consul_model import (
     aggregated,
@@ -104,8 +104,7 @@ class ConsulApi:
             )
         dc = query.get("dc")
         if dc and dc != self.datacenter:
-            err = BatonError(f'No path to datacenter "{dc}": this gateway is "{self.datacenter}"')
-            raise err
+            raise BadRequest(f'No path to datacenter "{dc}": this gateway is "{self.datacenter}"')
 
     # -- agent ---------------------------------------------------------------------------
     async def agent_self(self, request: web.Request) -> web.Response:

@@ -65,7 +65,8 @@ def _param(name: str, where: str, description: str, **schema: Any) -> dict[str, 
     }
 
 
-_SERVICE: Final = _param("service", "path", "service name: 1 to 64 of A-Z a-z 0-9 _ -")
+_NAME: Final = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
+_SERVICE: Final = _param("service", "path", "service name: 1 to 64 of A-Z a-z 0-9 _ -", **_NAME)
 _TOKEN: Final[list[dict[str, list[str]]]] = [{"consulToken": []}, {"bearer": []}]
 
 
@@ -152,7 +153,14 @@ def _baton() -> dict[str, Any]:
             "registry.v1.instances.{service}",
             _SERVICE,
             _param("after", "query", "the next_after of the previous page"),
-            _param("limit", "query", "instances per page, 0 = all", type="integer", minimum=0),
+            _param(
+                "limit",
+                "query",
+                "instances per page, 0 = all",
+                type="integer",
+                minimum=0,
+                maximum=100000,
+            ),
         ),
         "/v1/services": read("ServiceList", "every registered service", "registry.v1.services"),
         "/v1/config/{service}": read(
@@ -168,6 +176,54 @@ def _baton() -> dict[str, Any]:
             _SERVICE,
         ),
     }
+
+
+_STATUS: Final = {"type": "string", "enum": ["passing", "warning", "critical"]}
+_TTL_CHECK: Final = {
+    "type": "object",
+    "description": "a TTL check (only TTL checks exist); starts critical unless Status is given",
+    "required": ["TTL"],
+    "properties": {
+        "CheckID": {"type": "string"},
+        "Name": {"type": "string"},
+        "TTL": {"type": "string", "description": 'a duration from "1s" to "1h"'},
+        "Status": _STATUS,
+        "Notes": {"type": "string"},
+        "DeregisterCriticalServiceAfter": {"type": "string"},
+    },
+}
+# Shown in Consul's capitalisation; any other (name, NAME, snake_case) is read the same.
+_REGISTER: Final = {
+    "type": "object",
+    "required": ["Name", "Port"],
+    "properties": {
+        "Name": _NAME,
+        "ID": _NAME,
+        "Address": {"type": "string"},
+        "Port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "Tags": {"type": "array", "items": {"type": "string", "pattern": "^[^,]+$"}},
+        "Meta": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,128}$"},
+            "additionalProperties": {"type": "string", "maxLength": 1024},
+            "maxProperties": 60,
+        },
+        "Weights": {
+            "type": "object",
+            "properties": {
+                "Passing": {"type": "integer", "minimum": 0, "maximum": 10000},
+                "Warning": {"type": "integer", "minimum": 0, "maximum": 10000},
+            },
+        },
+        "Locality": {"type": "object", "properties": {"Zone": {"type": "string"}}},
+        "Check": _TTL_CHECK,
+        "Checks": {"type": "array", "items": _TTL_CHECK, "maxItems": 1},
+    },
+}
+_UPDATE: Final = {
+    "type": "object",
+    "properties": {"Status": _STATUS, "Output": {"type": "string"}},
+}
 
 
 def _consul() -> dict[str, Any]:
@@ -197,12 +253,15 @@ def _consul() -> dict[str, Any]:
                         **_json({"type": shape}, "Consul's shape"),
                         "headers": headers,
                     },
-                    "400": {"description": "bad query (a plain-text sentence, as Consul)"},
+                    "400": {
+                        "description": "bad query, or another datacenter (a plain-text "
+                        "sentence, as Consul)"
+                    },
                 },
             }
         }
 
-    def put(summary: str, *params: Any, body: bool = False) -> dict[str, Any]:
+    def put(summary: str, *params: Any, body: dict[str, Any] | None = None) -> dict[str, Any]:
         op: dict[str, Any] = {
             "tags": ["consul"],
             "summary": summary,
@@ -215,10 +274,10 @@ def _consul() -> dict[str, Any]:
                 "404": {"description": "unknown service or check ID"},
             },
         }
-        if body:
+        if body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "content": {"application/json": {"schema": body}},
             }
         return {"put": op}
 
@@ -241,7 +300,7 @@ def _consul() -> dict[str, Any]:
         "/v1/status/leader": get("the leader (always known)", shape="string"),
         "/v1/status/peers": get("the peers", shape="array"),
         "/v1/agent/service/register": put(
-            "register a service (any key capitalisation; one TTL check)", body=True
+            "register a service (any key capitalisation; one TTL check)", body=_REGISTER
         ),
         "/v1/agent/service/deregister/{id}": put("deregister a service", ident),
         "/v1/agent/check/pass/{id}": put(
@@ -254,7 +313,7 @@ def _consul() -> dict[str, Any]:
             "TTL check critical (weight 0)", ident, _param("note", "query", "output")
         ),
         "/v1/agent/check/update/{id}": put(
-            "TTL check update with {Status, Output}", ident, body=True
+            "TTL check update with {Status, Output}", ident, body=_UPDATE
         ),
     }
 
