@@ -125,6 +125,11 @@ class RegistryView(Lifecycle):
         """Set once the first complete snapshot of the registry is in."""
         return self.sync.synced
 
+    @property
+    def loaded(self) -> bool:
+        """A snapshot of the registry is in (maybe from a registry still settling)."""
+        return self.sync.snapshots > 0
+
     async def start(self) -> None:
         await self.config.start()
         try:  # strategies and thresholds apply from the first answer

@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 LOG = logs.get_logger("test")
 
 
-def view() -> RegistryView:
-    return RegistryView(Bus(Client(), LOG), LOG)
+def view(*, loaded: bool = True) -> RegistryView:
+    v = RegistryView(Bus(Client(), LOG), LOG)
+    v.sync.snapshots = int(loaded)  # as the sync counts its first snapshot
+    return v
 
 
 def with_(inst: Instance, **changes: Any) -> Instance:
@@ -226,3 +228,14 @@ async def test_unreadable_packets_never_raise(dns_view: Any) -> None:
             assert reply[:2] == junk[:2]
             assert reply[3] & 0x0F in (dns.rcode.FORMERR, dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
     assert r.counts["malformed"] >= 2
+
+
+async def test_servfail_until_the_first_snapshot() -> None:
+    v = view(loaded=False)
+    r = Responder(v, Fixed(), LOG, domain="baton", ttl=0)
+    v.upsert("web", instance("a"))
+    assert (await ask(r, "web.service.baton")).rcode() == dns.rcode.SERVFAIL
+    assert (await ask(r, "a.web.instance.baton")).rcode() == dns.rcode.SERVFAIL
+    assert (await ask(r, "baton", "SOA")).answer  # the zone itself is there
+    v.sync.snapshots = 1
+    assert (await ask(r, "web.service.baton")).answer  # nothing kept from before

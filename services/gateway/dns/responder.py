@@ -11,6 +11,8 @@
 - Panic (the protection threshold, services/view/rules.py): as resolve does, unhealthy
   instances are answered too, so clients spread over all of them; logged `dns.panic`.
 - Malformed packets: FORMERR when the header can be read, else dropped; counted, logged.
+- Before the view has its first snapshot of the registry (the gateway just started):
+  SERVFAIL, so resolvers and HAProxy keep what they had rather than act on NXDOMAIN.
 
 Answers are built once per (query bytes, pick) and kept until the view changes, so a
 repeated query costs the pick (one request to the balancer) and a dictionary lookup.
@@ -102,9 +104,10 @@ class Responder:
             plan = self._plan(wire, tcp=tcp)
             if plan is None:
                 return None
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            self._plans[key] = plan
+            if self.view.loaded:  # before the first snapshot answers are not kept
+                if len(self._plans) >= _MAX_PLANS:
+                    self._plans.clear()
+                self._plans[key] = plan
         body = plan.fixed
         if body is None:
             first = await self.pick(plan.service, plan.zone)
@@ -160,16 +163,24 @@ class Responder:
         if parsed.kind is Kind.OUTSIDE:
             self.counts["refused"] += 1
             return self._fixed(response, dns.rcode.REFUSED)
+        if parsed.kind in (Kind.SERVICE, Kind.INSTANCE) and not self.view.loaded:
+            # no snapshot of the registry yet: not "no such name", which HAProxy would act on
+            self.counts["not_loaded"] += 1
+            return self._fixed(response, dns.rcode.SERVFAIL)
         if parsed.kind is Kind.SERVICE:
             return self._service(query, parsed, qtype, limit)
         if parsed.kind is Kind.INSTANCE:
             return self._instance(response, parsed, qtype, limit)
-        if parsed.kind is Kind.EMPTY:
-            if qtype == dns.rdatatype.SOA and question.name == self.domain:
-                response.answer.append(self._soa())
-                return _Plan(fixed=answers.render(response, limit))
-            return self._negative(response, dns.rcode.NOERROR)
-        return self._negative(response, dns.rcode.NXDOMAIN)
+        if (
+            parsed.kind is Kind.EMPTY
+            and qtype == dns.rdatatype.SOA
+            and question.name == self.domain
+        ):
+            response.answer.append(self._soa())
+            return _Plan(fixed=answers.render(response, limit))
+        # an empty name (the apex, `service.<domain>`): NODATA; any other: NXDOMAIN
+        empty = parsed.kind is Kind.EMPTY
+        return self._negative(response, dns.rcode.NOERROR if empty else dns.rcode.NXDOMAIN)
 
     def _service(self, query: dns.message.Message, parsed: Parsed, qtype: int, limit: int) -> _Plan:
         response = self._response(query)
