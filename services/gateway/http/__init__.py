@@ -3,6 +3,7 @@
     baton_api.py     the NATS contract over HTTP (resolve, report, register, ...)
     consul_api.py    Consul's paths and shapes; consul_model.py maps the models (pure)
     agent.py         Consul agent writes carried out on the registry's subjects
+    asker.py         requests on one reply subscription (the resolve path)
     blocking.py      Consul's blocking queries on the view's change index
     tokens.py        who may write (GATEWAY_TOKENS, or loopback peers only)
     unsupported.py   Consul APIs Baton lacks: 501 with a sentence
@@ -25,6 +26,7 @@ from aiohttp import web
 from services.errors import BatonError
 from services.gateway.http import unsupported
 from services.gateway.http.agent import Agent
+from services.gateway.http.asker import Asker
 from services.gateway.http.baton_api import BatonApi
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
 from services.gateway.http.openapi import document
@@ -109,13 +111,15 @@ def make_app(
         del request
         return json(spec)
 
-    app.add_routes(BatonApi(bus, access, timeout_s=timeout_s).routes())
+    asker = Asker(bus.nc)
+    app.add_routes(BatonApi(bus, asker, access, timeout_s=timeout_s).routes())
     app.add_routes([web.get("/v1/openapi.json", openapi)])
     app.add_routes(consul.routes())
     app.add_routes(PrometheusSd(view, settings.datacenter).routes())
     app.add_routes(unsupported.routes())
 
     async def on_startup(_: web.Application) -> None:
+        await asker.start()
         agent.start()
 
     async def on_shutdown(_: web.Application) -> None:
@@ -123,6 +127,7 @@ def make_app(
 
     async def on_cleanup(_: web.Application) -> None:
         await agent.stop()
+        await asker.stop()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
-import nats.errors
 from aiohttp import web
 
 from schemas import subjects
@@ -31,12 +30,13 @@ from schemas.balancer import CallReport, ResolveRequest
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, explain
 from schemas.registry import Deregistration, Empty, Heartbeat, InstancesQuery, Registration
 from schemas.subjects import InvalidNameError, check_name
-from services.errors import BadRequest, NoResponders, RequestTimeout, error_for
+from services.errors import BadRequest, error_for
 from services.gateway.http.consul_api import token_of
 from services.gateway.http.replies import JSON
 
 if TYPE_CHECKING:
     from services.bus import Bus
+    from services.gateway.http.asker import Asker
     from services.gateway.http.tokens import Access, Write
 
 __all__ = ["BatonApi"]
@@ -47,11 +47,7 @@ _EMPTY: Final = b"{}"
 _error_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def _service(request: web.Request) -> str:
-    try:
-        return check_name(request.match_info["service"])
-    except InvalidNameError as exc:
-        raise BadRequest(str(exc)) from None
+_CHECKED_MAX: Final = 4096  # service names remembered as checked
 
 
 def _convert(raw: dict[str, Any], kind: type[T]) -> T:
@@ -67,11 +63,26 @@ def _int(query: Any, name: str) -> int | str:
 
 
 class BatonApi:
-    def __init__(self, bus: Bus, access: Access, *, timeout_s: float) -> None:
+    def __init__(self, bus: Bus, asker: Asker, access: Access, *, timeout_s: float) -> None:
         self.bus = bus
+        self.asker = asker
         self.access = access
         self.timeout_s = timeout_s
         self._decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+        self._checked: set[str] = set()  # names that passed the rule: one look-up after
+
+    def _service(self, request: web.Request) -> str:
+        name = request.match_info["service"]
+        if name in self._checked:
+            return name
+        try:
+            check_name(name)
+        except InvalidNameError as exc:
+            raise BadRequest(str(exc)) from None
+        if len(self._checked) >= _CHECKED_MAX:
+            self._checked.clear()
+        self._checked.add(name)
+        return name
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -89,12 +100,7 @@ class BatonApi:
     # -- the NATS side -------------------------------------------------------------------
     async def _ask(self, subject: str, payload: bytes) -> web.Response:
         """Request on `subject`; the reply's bytes as the body, or its error raised."""
-        try:
-            reply = await self.bus.nc.request(subject, payload, timeout=self.timeout_s)
-        except nats.errors.NoRespondersError:
-            raise NoResponders(f"nothing serves {subject}; is the worker running?") from None
-        except nats.errors.TimeoutError:
-            raise RequestTimeout(f"no reply on {subject} within {self.timeout_s:g} s") from None
+        reply = await self.asker.ask(subject, payload, self.timeout_s)
         headers = reply.headers
         if headers and ERROR_CODE_HEADER in headers:
             message = headers.get(ERROR_HEADER, "")
@@ -121,7 +127,7 @@ class BatonApi:
 
     # -- balancer ------------------------------------------------------------------------
     async def resolve(self, request: web.Request) -> web.Response:
-        service = _service(request)
+        service = self._service(request)
         query = request.query
         if query:
             raw: dict[str, Any] = {}
@@ -138,7 +144,7 @@ class BatonApi:
         return await self._ask(subjects.resolve(service), payload)
 
     async def report(self, request: web.Request) -> web.Response:
-        service = _service(request)
+        service = self._service(request)
         raw, _ = await self._body(request, CallReport)
         self._allow(request, "report", service)
         await self.bus.nc.publish(subjects.report(service), raw or _EMPTY)
@@ -146,25 +152,25 @@ class BatonApi:
 
     # -- registry ------------------------------------------------------------------------
     async def register(self, request: web.Request) -> web.Response:
-        service = _service(request)
+        service = self._service(request)
         raw, _ = await self._body(request, Registration)
         self._allow(request, "register", service)
         return await self._ask(subjects.register(service), raw)
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        service = _service(request)
+        service = self._service(request)
         raw, _ = await self._body(request, Heartbeat)
         self._allow(request, "register", service)
         return await self._ask(subjects.heartbeat(service), raw)
 
     async def deregister(self, request: web.Request) -> web.Response:
-        service = _service(request)
+        service = self._service(request)
         raw, _ = await self._body(request, Deregistration)
         self._allow(request, "register", service)
         return await self._ask(subjects.deregister(service), raw)
 
     async def instances(self, request: web.Request) -> web.Response:
-        service = _service(request)
+        service = self._service(request)
         raw: dict[str, Any] = {}
         if "after" in request.query:
             raw["after"] = request.query["after"]
@@ -179,7 +185,7 @@ class BatonApi:
 
     # -- governor (read-only over HTTP: changes go through `baton` or NATS) -------------
     async def config(self, request: web.Request) -> web.Response:
-        return await self._ask(subjects.config(_service(request)), _EMPTY)
+        return await self._ask(subjects.config(self._service(request)), _EMPTY)
 
     async def history(self, request: web.Request) -> web.Response:
-        return await self._ask(subjects.history(_service(request)), _EMPTY)
+        return await self._ask(subjects.history(self._service(request)), _EMPTY)
