@@ -109,3 +109,27 @@ async def test_ttl_pass_keeps_it_alive_and_silence_expires_it(
 
         await until(back)
         assert await asyncio.to_thread(client.agent.service.deregister, "web-1") is True
+
+
+async def test_a_blocking_watch_wakes_on_change_and_returns_at_its_wait(
+    nats_server: NatsServer, bus: Bus
+) -> None:
+    """py-consul's blocking query (index + wait), the way watchers (Prometheus) use it."""
+    async with stack(nats_server.url) as http:
+        client = consul.Consul(host="127.0.0.1", port=http.gateway.http_port)
+        index, nodes = await asyncio.to_thread(client.health.service, "api")
+        assert nodes == []
+        # nothing changes: back at its wait with the same index
+        again, nodes = await asyncio.to_thread(
+            client.health.service, "api", index=index, wait="300ms"
+        )
+        assert (again, nodes) == (index, [])
+        watch = asyncio.ensure_future(
+            asyncio.to_thread(client.health.service, "api", index=index, wait="60s")
+        )
+        await asyncio.sleep(0.1)
+        assert not watch.done()
+        await bus.request(subjects.register("api"), reg("api-1", port=9001), Ack)
+        grown, nodes = await asyncio.wait_for(watch, 10)
+        assert int(grown) > int(index)
+        assert [(n["Service"]["ID"], n["Service"]["Port"]) for n in nodes] == [("api-1", 9001)]
