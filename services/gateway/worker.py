@@ -10,20 +10,21 @@ Several gateways may run at once: each has its own view, and they share nothing.
 from __future__ import annotations
 
 import collections
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
 from services.errors import BatonError, StartupError
 from services.gateway.dns.responder import Responder
 from services.gateway.dns.server import DnsServer
+from services.gateway.http import make_app
 from services.gateway.settings import GatewaySettings
 from services.lifecycle import Lifecycle
 from services.view import RegistryView
 
 if TYPE_CHECKING:
-    from aiohttp import web
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
@@ -99,14 +100,7 @@ class Gateway(Lifecycle):
         return endpoint.instance_id
 
     async def _start_http(self) -> None:
-        from aiohttp import web  # noqa: PLC0415  # only when HTTP is on
-
-        try:  # built beside this worker (services/gateway/http/); absent in a DNS-only tree
-            module: Any = importlib.import_module("services.gateway.http")
-        except ImportError as exc:
-            self.log.warning("gateway.http_missing", error=str(exc))
-            return
-        app: web.Application = module.make_app(self.bus, self.view, self.settings, self.log)
+        app = make_app(self.bus, self.view, self.settings, self.log)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.bind, max(self.settings.http_port, 0))
