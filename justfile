@@ -19,7 +19,7 @@ demo *args: influxd
 
 # lint and types, then every test (pytest's summary is the last line, for CI)
 [group('check')]
-test *args: influxd dns-tools prometheus
+test *args: influxd dns-tools prometheus node-clients
     "{{python}}" -m ruff check .
     "{{python}}" -m mypy
     "{{python}}" -m pytest -q {{args}}
@@ -48,6 +48,11 @@ prometheus:
     trap 'if [ -n "$added" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus
+
+# node-consul (npm `consul`) for the gateway's tests, into .baton/node, where missing
+[group('check')]
+node-clients:
+    test -d .baton/node/node_modules/consul || npm install --prefix .baton/node --no-audit --no-fund --silent consul@2
 
 # the HTTP load generator of the gateway's bench (Debian's wrk), where missing
 [group('check')]
