@@ -66,7 +66,7 @@ A, AAAA, SRV, CNAME, ANY = (
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One instance as DNS shows it."""
+    """One instance as DNS shows it, its records made once (answers reuse them)."""
 
     instance_id: str
     name: dns.name.Name  # its own name, the SRV target
@@ -74,28 +74,43 @@ class Target:
     port: int
     weight: int  # effective: after overrides and slow start
     address: ipaddress.IPv4Address | ipaddress.IPv6Address | None  # None: host is a name
+    a: list[dns.rdata.Rdata]  # its A record, if its host is an IPv4 address
+    aaaa: list[dns.rdata.Rdata]  # its AAAA record, if IPv6
+    alias: dns.rdata.Rdata | None  # a CNAME to its host, if its host is a name
+    srv: dns.rdata.Rdata  # 1 <weight> <port> <name>
+    extra: dns.rrset.RRset  # what the additional section says of `name`
 
     @classmethod
-    def of(cls, instance_id: str, name: dns.name.Name, host: str, port: int, weight: int) -> Target:
+    def of(
+        cls, instance_id: str, name: dns.name.Name, host: str, port: int, weight: int, ttl: int = 0
+    ) -> Target:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
         try:
-            address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
             address = ipaddress.ip_address(host)
         except ValueError:
             address = None
-        return cls(instance_id, name, host, port, weight, address)
+        a: list[dns.rdata.Rdata] = []
+        aaaa: list[dns.rdata.Rdata] = []
+        alias = None
+        if isinstance(address, ipaddress.IPv4Address):
+            a = [dns.rdtypes.IN.A.A(_IN, A, str(address))]  # type: ignore[no-untyped-call]
+        elif isinstance(address, ipaddress.IPv6Address):
+            aaaa = [dns.rdtypes.IN.AAAA.AAAA(_IN, AAAA, str(address))]  # type: ignore[no-untyped-call]
+        else:
+            alias = dns.rdtypes.ANY.CNAME.CNAME(_IN, CNAME, dns.name.from_text(host))  # type: ignore[no-untyped-call]
+        srv = dns.rdtypes.IN.SRV.SRV(_IN, SRV, 1, min(weight, 65535), port, name)  # type: ignore[no-untyped-call]
+        own = a or aaaa or ([alias] if alias is not None else [])  # the one kind it has
+        extra = dns.rrset.from_rdata_list(name, ttl, own)
+        return cls(instance_id, name, host, port, weight, address, a, aaaa, alias, srv, extra)
 
     def records(self, rdtype: int) -> list[dns.rdata.Rdata]:
         """This target's address records of `rdtype` (A or AAAA); none for a name host."""
-        a = self.address
-        if rdtype == A and isinstance(a, ipaddress.IPv4Address):
-            return [dns.rdtypes.IN.A.A(_IN, A, str(a))]  # type: ignore[no-untyped-call]
-        if rdtype == AAAA and isinstance(a, ipaddress.IPv6Address):
-            return [dns.rdtypes.IN.AAAA.AAAA(_IN, AAAA, str(a))]  # type: ignore[no-untyped-call]
-        return []
+        return self.a if rdtype == A else self.aaaa if rdtype == AAAA else []
 
     def cname(self) -> dns.rdata.Rdata:
         """For a host that is a name: the alias to it (absolute)."""
-        return dns.rdtypes.ANY.CNAME.CNAME(_IN, CNAME, dns.name.from_text(self.host))  # type: ignore[no-untyped-call]
+        assert self.alias is not None  # noqa: S101  # asked only of name hosts
+        return self.alias
 
 
 def ordered(targets: Sequence[Target], first: str | None) -> list[Target]:
@@ -169,17 +184,8 @@ def with_srv(
     """
     if not targets:
         return
-    srv = [
-        dns.rdtypes.IN.SRV.SRV(_IN, SRV, 1, min(t.weight, 65535), t.port, t.name)  # type: ignore[no-untyped-call]
-        for t in targets
-    ]
-    response.answer.append(dns.rrset.from_rdata_list(owner, ttl, srv))
-    for t in targets:
-        records = t.records(A) or t.records(AAAA)
-        if records:
-            response.additional.append(dns.rrset.from_rdata_list(t.name, ttl, records))
-        else:
-            response.additional.append(dns.rrset.from_rdata_list(t.name, ttl, [t.cname()]))
+    response.answer.append(dns.rrset.from_rdata_list(owner, ttl, [t.srv for t in targets]))
+    response.additional.extend(t.extra for t in targets)
 
 
 def render(message: dns.message.Message, limit: int = TCP_LIMIT) -> bytes:
@@ -205,31 +211,42 @@ def largest(fits: Callable[[int], bool], guess: int, count: int) -> int:
     return good
 
 
-def _size(message: dns.message.Message) -> int:
-    """Its wire size; past what 16 bits can count (TCP's limit), more than that limit."""
-    try:
-        return len(message.to_wire(max_size=TCP_LIMIT, want_shuffle=False))
-    except dns.exception.TooBig:
-        return TCP_LIMIT + 1
-
-
 def fit(build: Callable[[int], dns.message.Message], count: int, limit: int) -> bytes:
     """The wire form of `build(count)`, or of the largest `build(k)` under `limit`, TC set.
 
-    `build(k)` makes the answer with the first k records of the order. Tried whole
-    first; when too big, k starts from the bytes per record of the whole answer (records
-    of one answer are about the same size) and steps to the largest that fits: a few
-    renders, not a search over hundreds of records.
+    `build(k)` makes the answer with the first k records of the order. The answers of
+    one and two records give the bytes a record takes (records of one answer are about
+    the same size); from there k steps to the largest that fits. So a 512-byte answer
+    out of 500 instances renders a few small messages, and a whole one renders once.
     """
-    whole = build(count)
-    size = _size(whole)
-    if size <= limit:
-        return render(whole, limit)
-    part = count
-    while size > TCP_LIMIT and part > 1:  # too big to measure: measure a part, scale it
-        part //= 2
-        size = _size(build(part)) * count // part
-    k = largest(lambda k: _size(build(k)) <= limit, min(count - 1, count * limit // size), count)
-    message = build(k)
-    message.flags |= dns.flags.TC
-    return render(message, limit)
+    wires: dict[int, bytes | None] = {}
+
+    def wire(k: int) -> bytes | None:  # None: too big
+        if k not in wires:
+            message = build(k)
+            if k < count:
+                message.flags |= dns.flags.TC
+            try:
+                wires[k] = message.to_wire(max_size=limit, want_shuffle=False)
+            except dns.exception.TooBig:
+                wires[k] = None
+        return wires[k]
+
+    one = wire(min(1, count))
+    if one is None:  # not even one record: the question alone, TC set
+        return wire(0) or b""
+    if count <= 1:
+        return one
+    two = wire(2)
+    if two is None:
+        return one
+    guess = 2 + (limit - len(two)) // max(1, len(two) - len(one))
+    if guess >= count:
+        whole = wire(count)
+        if whole is not None:
+            return whole
+        guess = count - 1
+    k = largest(lambda k: wire(k) is not None, max(2, guess), count)
+    found = wire(k)
+    assert found is not None  # noqa: S101  # k = 2 fits
+    return found

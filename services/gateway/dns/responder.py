@@ -276,6 +276,7 @@ class Responder:
                 i.host,
                 i.port,
                 state.weight(i, now),
+                self.ttl,
             )
             for i in instances
         ]
