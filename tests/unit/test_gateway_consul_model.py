@@ -11,14 +11,13 @@ from builders import instance
 
 from services.errors import BadRequest
 from services.gateway.http.blocking import MAX_WAIT_S, block, blocking_params
-from services.gateway.http.consul_model import (
+from services.gateway.http.consul_model import parse_registration, registration_for
+from services.gateway.http.consul_render import (
     aggregated,
     catalog_entry,
     checks_of,
     from_instance,
     health_entry,
-    parse_registration,
-    registration_for,
 )
 from services.gateway.http.durations import DurationError, parse_duration
 from services.gateway.http.prometheus_sd import target_group

@@ -1,7 +1,8 @@
 """The gateway's HTTP listener: Baton's API and the Consul subset, in one aiohttp app.
 
     baton_api.py     the NATS contract over HTTP (resolve, report, register, ...)
-    consul_api.py    Consul's paths and shapes; consul_model.py maps the models (pure)
+    consul_api.py    Consul's paths and shapes; consul_model.py (Consul -> Baton) and
+                     consul_render.py (Baton -> Consul) map the models (pure)
     agent.py         Consul agent writes carried out on the registry's subjects
     asker.py         requests on one reply subscription (the resolve path)
     blocking.py      Consul's blocking queries on the view's change index

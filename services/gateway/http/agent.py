@@ -29,12 +29,8 @@ from typing import TYPE_CHECKING, Final
 from schemas import subjects
 from schemas.registry import Ack, Deregistration, Heartbeat
 from services.errors import BatonError, NotFound
-from services.gateway.http.consul_model import (
-    DEFAULT_TTL_S,
-    check_id_of,
-    from_instance,
-    registration_for,
-)
+from services.gateway.http.consul_model import DEFAULT_TTL_S, registration_for
+from services.gateway.http.consul_render import check_id_of, from_instance
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,14 +17,12 @@ from aiohttp import web
 
 from services.errors import BadRequest
 from services.gateway.http.blocking import block, blocking_params
-from services.gateway.http.consul_model import (
+from services.gateway.http.consul_model import normalise, parse_registration, parse_status
+from services.gateway.http.consul_render import (
     aggregated,
     catalog_entry,
     checks_of,
     health_entry,
-    normalise,
-    parse_registration,
-    parse_status,
     service_tags,
 )
 from services.gateway.http.replies import json

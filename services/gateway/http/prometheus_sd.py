@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from services.gateway.http.consul_model import aggregated, checks_of, service_tags
+from services.gateway.http.consul_render import aggregated, checks_of, service_tags
 from services.gateway.http.replies import json
 
 if TYPE_CHECKING:
