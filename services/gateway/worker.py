@@ -82,12 +82,12 @@ class Gateway(Lifecycle):
             await self.dns.__aexit__()
         await self.view.__aexit__()
 
-    async def _pick(self, service: str, zone: str) -> str | None:
+    async def _pick(self, service: str, zone: str, exclude: tuple[str, ...]) -> str | None:
         """The balancer's pick for a DNS answer: untracked (no one will report it)."""
         try:
             endpoint = await self.bus.request(
                 subjects.resolve(service),
-                ResolveRequest(zone=zone or None, track=False),
+                ResolveRequest(zone=zone or None, exclude=list(exclude), track=False),
                 Endpoint,
                 timeout=self.settings.pick_timeout_s,
             )

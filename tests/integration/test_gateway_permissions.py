@@ -28,7 +28,13 @@ async def test_gateway_runs_on_its_own_user(server: NatsServer) -> None:  # noqa
     ):
         await asyncio.wait_for(balancer.sync.synced.wait(), 5)
         await asyncio.wait_for(gw.view.synced.wait(), 5)
-        body = {"Name": "web", "ID": "web-1", "Address": "127.0.0.1", "Port": 9001}
+        body = {
+            "Name": "web",
+            "ID": "web-1",
+            "Address": "127.0.0.1",
+            "Port": 9001,
+            "Tags": ["primary"],
+        }
         async with (
             aiohttp.ClientSession() as http,
             http.put(f"http://127.0.0.1:{gw.http_port}/v1/agent/service/register", json=body) as r,
@@ -39,6 +45,10 @@ async def test_gateway_runs_on_its_own_user(server: NatsServer) -> None:  # noqa
             assert time.monotonic() < deadline, "the registration did not reach the view"
             await asyncio.sleep(0.01)
         query = dns.message.make_query("web.service.baton", "SRV")
+        reply = await dns.asyncquery.udp(query, "127.0.0.1", port=gw.dns_port, timeout=5)
+        assert [r.port for r in reply.answer[0]] == [9001]
+        # Consul's tag form finds it by the tag the Consul API registered
+        query = dns.message.make_query("primary.web.service.baton", "SRV")
         reply = await dns.asyncquery.udp(query, "127.0.0.1", port=gw.dns_port, timeout=5)
         assert [r.port for r in reply.answer[0]] == [9001]
         assert gw.pick_failures == {}  # the balancer's pick came through

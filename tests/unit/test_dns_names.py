@@ -32,7 +32,17 @@ def p(text: str) -> Parsed:
         ("service.baton", Parsed(Kind.EMPTY)),
         ("web.instance.baton", Parsed(Kind.EMPTY)),
         ("web.baton", Parsed(Kind.MISSING)),
-        ("_web._udp.service.baton", Parsed(Kind.MISSING)),
+        ("_web._udp.service.baton", Parsed(Kind.SERVICE, service="web", tag="udp", rfc2782=True)),
+        ("primary.web.service.baton", Parsed(Kind.SERVICE, service="web", tag="primary")),
+        (
+            "primary.web.service.eu-1.baton",
+            Parsed(Kind.SERVICE, service="web", tag="primary", zone="eu-1"),
+        ),
+        (
+            "_web._primary.service.baton",
+            Parsed(Kind.SERVICE, service="web", tag="primary", rfc2782=True),
+        ),
+        ("_web._.service.baton", Parsed(Kind.MISSING)),
         ("__tcp.service.baton", Parsed(Kind.MISSING)),
         ("a.b.web.instance.baton", Parsed(Kind.MISSING)),
         ("example.com", Parsed(Kind.OUTSIDE)),

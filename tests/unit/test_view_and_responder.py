@@ -113,9 +113,11 @@ class Fixed:
     def __init__(self) -> None:
         self.first: str | None = None
         self.asked: list[tuple[str, str]] = []
+        self.excluded: tuple[str, ...] = ()
 
-    async def __call__(self, service: str, zone: str) -> str | None:
+    async def __call__(self, service: str, zone: str, exclude: tuple[str, ...]) -> str | None:
         self.asked.append((service, zone))
+        self.excluded = exclude
         return self.first
 
 
@@ -239,3 +241,25 @@ async def test_servfail_until_the_first_snapshot() -> None:
     assert (await ask(r, "baton", "SOA")).answer  # the zone itself is there
     v.sync.snapshots = 1
     assert (await ask(r, "web.service.baton")).answer  # nothing kept from before
+
+
+async def test_tag_forms_filter_and_the_pick_is_one_of_them(dns_view: Any) -> None:
+    v, r, pick = dns_view
+    v.upsert("web", with_(instance("a", metadata={"consul.tags": "primary,v2"}), port=1))
+    v.upsert("web", with_(instance("b", metadata={"consul.tags": "v2"}), port=2))
+    v.upsert("web", with_(instance("c"), port=3))
+    for name in ("V2.web.service.baton", "_web._v2.service.baton"):
+        reply = await ask(r, name, "SRV")
+        assert [x.port for x in reply.answer[0]] == [1, 2]
+        assert pick.excluded == ("c",)  # the balancer picks among the tagged
+    reply = await ask(r, "_web._tcp.service.baton", "SRV")  # _tcp: no tag
+    assert [x.port for x in reply.answer[0]] == [1, 2, 3]
+    assert (await ask(r, "canary.web.service.baton")).rcode() == dns.rcode.NXDOMAIN
+
+
+def test_tags_are_read_where_the_consul_api_writes_them() -> None:
+    # imported here: a unit test of the DNS half that needs the HTTP half only for this
+    from services.gateway.dns.responder import TAGS_KEY  # noqa: PLC0415
+    from services.gateway.http.consul_model import TAGS_KEY as CONSUL_TAGS  # noqa: PLC0415
+
+    assert TAGS_KEY == CONSUL_TAGS

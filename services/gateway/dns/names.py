@@ -7,6 +7,9 @@ Under the domain (GATEWAY_DOMAIN, `baton` by default), in the spirit of Consul's
     <service>.service.<zone>.<domain>         only the instances in `zone`
     _<service>._tcp.service.<zone>.<domain>   (where Consul puts the datacenter;
                                                a zone with dots spans several labels)
+    <tag>.<service>.service[.<zone>].<domain> only the instances with that tag, as Consul's
+    _<service>._<tag>.service[.<zone>]...     (`_tcp` is no tag, as in Consul); tags are
+                                               the Consul API's (metadata `consul.tags`)
     <instance>.<service>.instance.<domain>    one instance: the SRV targets
 
 An instance's label is its id when the id fits a DNS label (63 bytes), else `i-` and a
@@ -41,6 +44,7 @@ class Parsed:
     kind: Kind
     service: str = ""
     zone: str = ""
+    tag: str = ""
     instance: str = ""  # an instance label, lower case
     rfc2782: bool = False  # asked as _<service>._tcp...
 
@@ -59,12 +63,17 @@ def parse(qname: dns.name.Name, domain: dns.name.Name) -> Parsed:  # noqa: PLR09
     low = [lab.lower() for lab in labels]
     if low in (["service"], ["instance"]):
         return Parsed(Kind.EMPTY)
-    if len(low) >= 3 and low[0].startswith("_") and low[1] == "_tcp" and low[2] == "service":
-        service = labels[0][1:]
+    if len(low) >= 3 and low[0].startswith("_") and low[1].startswith("_") and low[2] == "service":
+        service, tag = labels[0][1:], labels[1][1:]
+        if not service or not tag:
+            return _no
         zone = ".".join(labels[3:])
-        return Parsed(Kind.SERVICE, service=service, zone=zone, rfc2782=True) if service else _no
+        tag = "" if tag.lower() == "tcp" else tag
+        return Parsed(Kind.SERVICE, service=service, zone=zone, tag=tag, rfc2782=True)
     if len(low) >= 2 and low[1] == "service" and not low[0].startswith("_"):
         return Parsed(Kind.SERVICE, service=labels[0], zone=".".join(labels[2:]))
+    if len(low) >= 3 and low[2] == "service" and not low[1].startswith("_"):
+        return Parsed(Kind.SERVICE, service=labels[1], tag=labels[0], zone=".".join(labels[3:]))
     if len(low) == 3 and low[2] == "instance":
         return Parsed(Kind.INSTANCE, service=labels[1], instance=low[0])
     if len(low) == 2 and low[1] == "instance":

@@ -1,6 +1,6 @@
 """One DNS query in, one answer out: the gateway's rules over the registry view.
 
-- `<service>.service...` (and the RFC 2782 and zone forms, names.py): A/AAAA/ANY give
+- `<service>.service...` (and the RFC 2782, zone and tag forms, names.py): A/AAAA/ANY give
   the addresses, SRV the SRV records with the targets' addresses in the additional
   section, of every instance that may take traffic (healthy, not drained, weight > 0),
   the strategy's pick first (answers.py). Other types: NOERROR with no answer (NODATA).
@@ -47,9 +47,13 @@ if TYPE_CHECKING:
     from schemas.registry import Instance
     from services.view import RegistryView, ServiceState
 
-__all__ = ["Responder"]
+__all__ = ["TAGS_KEY", "Responder"]
 
-Picker = Callable[[str, str], Awaitable[str | None]]  # (service, zone) -> instance id
+# (service, zone, instance ids to exclude) -> the balancer's pick
+Picker = Callable[[str, str, tuple[str, ...]], Awaitable[str | None]]
+_MAX_EXCLUDE = 1024  # what a ResolveRequest may carry (schemas/fields.py InstanceIds)
+# where the Consul API keeps an instance's tags (services/gateway/http/consul_model.py)
+TAGS_KEY = "consul.tags"
 _ADDRESS_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.ANY})
 _SERVICE_TYPES = _ADDRESS_TYPES | {dns.rdatatype.SRV}
 _OUR_PAYLOAD = 4096  # what our EDNS OPT record advertises
@@ -64,6 +68,7 @@ class _Plan:
     fixed: bytes | None = None  # the whole answer when no pick is involved
     service: str = ""
     zone: str = ""
+    exclude: tuple[str, ...] = ()  # so the pick is one of the answer's (a tag filter)
     build: Callable[[str | None], bytes] | None = None
     by_pick: dict[str | None, bytes] = field(default_factory=dict)
 
@@ -110,7 +115,7 @@ class Responder:
                 self._plans[key] = plan
         body = plan.fixed
         if body is None:
-            first = await self.pick(plan.service, plan.zone)
+            first = await self.pick(plan.service, plan.zone, plan.exclude)
             body = plan.by_pick.get(first)
             if body is None:
                 assert plan.build is not None  # noqa: S101  # a plan has one or the other
@@ -188,10 +193,10 @@ class Responder:
         if state is None:
             return self._negative(response, dns.rcode.NXDOMAIN)
         serving, panic = state.serving(parsed.zone)
-        if panic:
-            self._panic(state)
-        else:
-            self._panicked.discard(state.name)
+        exclude: tuple[str, ...] = ()
+        if parsed.tag:
+            serving, exclude = _tagged(serving, parsed.tag)
+        self._panic(state, panic=panic)
         if not serving:
             return self._negative(response, dns.rcode.NXDOMAIN)
         if qtype not in _SERVICE_TYPES:
@@ -201,6 +206,13 @@ class Responder:
             response, response.question[0].name, qtype, targets, self.ttl
         ):
             return self._negative(response, dns.rcode.NOERROR)  # e.g. AAAA of IPv4 hosts
+        build = self._builder(query, qtype, targets, limit)
+        return _Plan(service=state.name, zone=parsed.zone, exclude=exclude, build=build)
+
+    def _builder(
+        self, query: dns.message.Message, qtype: int, targets: list[Target], limit: int
+    ) -> Callable[[str | None], bytes]:
+        """The answer with a given pick first, as a function (called once per pick)."""
         owner = query.question[0].name
         ttl = self.ttl
 
@@ -220,7 +232,7 @@ class Responder:
                 self.counts["truncated"] += 1
             return wire
 
-        return _Plan(service=state.name, zone=parsed.zone, build=build)
+        return build
 
     def _instance(
         self, response: dns.message.Message, parsed: Parsed, qtype: int, limit: int
@@ -295,7 +307,10 @@ class Responder:
         response.set_rcode(rcode)
         return _Plan(fixed=answers.render(response))
 
-    def _panic(self, state: ServiceState) -> None:
+    def _panic(self, state: ServiceState, *, panic: bool) -> None:
+        if not panic:
+            self._panicked.discard(state.name)
+            return
         self.counts["panic"] += 1
         if state.name not in self._panicked:  # once per episode, not per query
             self._panicked.add(state.name)
@@ -323,3 +338,21 @@ class Responder:
         if now - self._logged_at >= _LOG_EVERY_S:  # a flood is counted, not logged line by line
             self._logged_at = now
             self.log.warning(event, error=error, total=self.counts["bad"], **kw)
+
+
+def _tagged(serving: list[Instance], tag: str) -> tuple[list[Instance], tuple[str, ...]]:
+    """Those with `tag` (case-blind, as DNS is), and the ids of the rest for the pick to skip.
+
+    The rest are excluded from the balancer's pick so the first record is one of the
+    answer's; past what a request may exclude, the answer is in stable order only.
+    """
+    want = tag.lower()
+    tagged: list[str] = []
+    others: list[str] = []
+    for i in serving:
+        joined = i.metadata.get(TAGS_KEY, "")
+        tags = {t.lower() for t in joined.split(",")} if joined else set()
+        (tagged if want in tags else others).append(i.instance_id)
+    keep = set(tagged)
+    exclude = tuple(others) if len(others) <= _MAX_EXCLUDE else ()
+    return [i for i in serving if i.instance_id in keep], exclude
