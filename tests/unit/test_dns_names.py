@@ -30,7 +30,7 @@ def p(text: str) -> Parsed:
         ("Web-1.web.instance.baton", Parsed(Kind.INSTANCE, service="web", instance="web-1")),
         ("baton", Parsed(Kind.EMPTY)),
         ("service.baton", Parsed(Kind.EMPTY)),
-        ("web.instance.baton", Parsed(Kind.EMPTY)),
+        ("web.instance.baton", Parsed(Kind.EMPTY, service="web")),
         ("web.baton", Parsed(Kind.MISSING)),
         ("_web._udp.service.baton", Parsed(Kind.SERVICE, service="web", tag="udp", rfc2782=True)),
         ("primary.web.service.baton", Parsed(Kind.SERVICE, service="web", tag="primary")),

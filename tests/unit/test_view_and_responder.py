@@ -208,7 +208,9 @@ async def test_soa_at_the_apex_and_nodata_for_empty_names(dns_view: Any) -> None
     reply = await ask(r, "baton", "SOA")
     assert reply.answer[0].rdtype == dns.rdatatype.SOA
     assert reply.answer[0][0].serial == v.index
-    for name in ("baton", "service.baton"):
+    v.upsert("web", instance("a"))
+    assert (await ask(r, "nope.instance.baton")).rcode() == dns.rcode.NXDOMAIN
+    for name in ("baton", "service.baton", "web.instance.baton"):
         reply = await ask(r, name, "A")
         assert (reply.rcode(), reply.answer) == (dns.rcode.NOERROR, [])
         assert reply.authority[0].rdtype == dns.rdatatype.SOA

@@ -77,7 +77,8 @@ def parse(qname: dns.name.Name, domain: dns.name.Name) -> Parsed:  # noqa: PLR09
     if len(low) == 3 and low[2] == "instance":
         return Parsed(Kind.INSTANCE, service=labels[1], instance=low[0])
     if len(low) == 2 and low[1] == "instance":
-        return Parsed(Kind.EMPTY)  # <service>.instance: exists as the parent of its instances
+        # <service>.instance: exists (as the parent of its instances) while the service does
+        return Parsed(Kind.EMPTY, service=labels[0])
     return _no
 
 

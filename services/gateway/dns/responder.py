@@ -184,7 +184,9 @@ class Responder:
             response.answer.append(self._soa())
             return _Plan(fixed=answers.render(response, limit))
         # an empty name (the apex, `service.<domain>`): NODATA; any other: NXDOMAIN
-        empty = parsed.kind is Kind.EMPTY
+        empty = parsed.kind is Kind.EMPTY and (
+            not parsed.service or self._state(parsed.service) is not None
+        )
         return self._negative(response, dns.rcode.NOERROR if empty else dns.rcode.NXDOMAIN)
 
     def _service(self, query: dns.message.Message, parsed: Parsed, qtype: int, limit: int) -> _Plan:
