@@ -9,10 +9,12 @@ import pytest
 from httpgateway import Http, stack, until
 
 from schemas import subjects
+from services.gateway.http import AGENT
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from conftest import Events
     from nats.aio.client import Client
     from natsserver import NatsServer
 
@@ -242,3 +244,48 @@ async def test_garbage_and_oversized_bodies_are_refused_and_the_gateway_lives(
     assert "larger than 65536 bytes" in text
     status, _, _ = await http.call("GET", "/v1/agent/self")  # still serving
     assert status == 200
+
+
+async def test_agent_listings_status_and_fail(http: Http) -> None:
+    await _register(
+        http,
+        {"Name": "web", "ID": "web-1", "Port": 8001, "Check": {"TTL": "5s", "Status": "passing"}},
+    )
+    status, body, _ = await http.call("GET", "/v1/agent/services")
+    assert status == 200
+    assert (body["web-1"]["Service"], body["web-1"]["Port"]) == ("web", 8001)
+    await _until_status(http, "web", "web-1", "passing")
+    status, _, _ = await http.call(
+        "PUT", "/v1/agent/check/fail/service:web-1", params={"note": "x"}
+    )
+    assert status == 200
+    await _until_status(http, "web", "web-1", "critical")
+    assert (await http.call("GET", "/v1/resolve/web"))[0] == 503  # failed: never picked
+    status, leader, _ = await http.call("GET", "/v1/status/leader")
+    assert (status, leader) == (200, "127.0.0.1:8300")
+    status, peers, _ = await http.call("GET", "/v1/status/peers")
+    assert (status, peers) == (200, ["127.0.0.1:8300"])
+
+
+async def test_deregister_critical_service_after(http: Http, events: Events) -> None:
+    """Consul's DeregisterCriticalServiceAfter, on the agent's clock (passed in)."""
+    agent = http.gateway._runner.app[AGENT]
+    now = [1000.0]
+    agent.clock = lambda: now[0]
+    await _register(
+        http,
+        {
+            "Name": "web",
+            "ID": "web-1",
+            "Port": 8001,
+            "Check": {"TTL": "30s", "DeregisterCriticalServiceAfter": "1m"},  # critical at once
+        },
+    )
+    held = agent.held["web-1"]
+    now[0] += 59
+    await agent._keep_one(held)
+    assert "web-1" in agent.held  # not yet a minute
+    now[0] += 2
+    await agent._keep_one(held)
+    await events.wait_for("deregistered", "web-1")
+    assert "web-1" not in agent.held

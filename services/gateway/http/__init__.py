@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from services.gateway.settings import GatewaySettings
     from services.view import RegistryView
 
-__all__ = ["ERRORS", "make_app"]
+__all__ = ["AGENT", "ERRORS", "make_app"]
 
 MAX_BODY: Final = 64 * 1024  # as the bus's payload limit: nothing larger reaches a worker
 ERRORS: Final = web.AppKey("errors", collections.Counter[tuple[str, int]])
