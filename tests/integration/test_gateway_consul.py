@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 from httpgateway import Http, stack, until
+from workers import run_gateway, run_registry
 
 from schemas import subjects
 from services.gateway.http import AGENT
@@ -289,3 +291,25 @@ async def test_deregister_critical_service_after(http: Http, events: Events) -> 
     await agent._keep_one(held)
     await events.wait_for("deregistered", "web-1")
     assert "web-1" not in agent.held
+
+
+async def test_reads_are_503_until_the_registry_is_read(nats_server: NatsServer) -> None:
+    """Without a registry, an empty list would tell Prometheus every target is gone."""
+    async with run_gateway(nats_server.url, http_port=-1, config_wait_s=0) as gw:
+        base = f"http://127.0.0.1:{gw.http_port}"
+        async with aiohttp.ClientSession() as session:
+            for path in (
+                "/v1/catalog/services",
+                "/v1/health/service/web",
+                "/v1/prometheus/targets",
+            ):
+                async with session.get(base + path) as resp:
+                    assert resp.status == 503, path
+                    assert "has not read the registry yet" in await resp.text()
+            async with run_registry(nats_server.url):
+
+                async def loaded() -> bool:
+                    async with session.get(base + "/v1/catalog/services") as resp:
+                        return resp.status == 200
+
+                await until(loaded)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from aiohttp import web
 
-from services.errors import BadRequest
+from services.errors import BadRequest, Unavailable
 from services.gateway.http.blocking import block, blocking_params
 from services.gateway.http.consul_model import normalise, parse_registration, parse_status
 from services.gateway.http.consul_render import (
@@ -94,6 +94,11 @@ class ConsulApi:
         }
 
     def _read_rules(self, request: web.Request) -> None:
+        if not self.view.loaded:  # an empty list now would read as "no instance"
+            raise Unavailable(
+                "No cluster leader: this gateway has not read the registry yet "
+                "(is NATS up and the registry running?); try again"
+            )
         query = request.query
         if query.get("filter"):
             raise BadRequest(

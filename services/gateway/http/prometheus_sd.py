@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from services.errors import Unavailable
 from services.gateway.http.consul_render import aggregated, checks_of, service_tags
 from services.gateway.http.replies import json
 
@@ -57,6 +58,8 @@ class PrometheusSd:
         return [web.get("/v1/prometheus/targets", self.targets)]
 
     async def targets(self, request: web.Request) -> web.Response:
+        if not self.view.loaded:  # Prometheus keeps its last targets on an error
+            raise Unavailable("this gateway has not read the registry yet; try again")
         wanted = set(request.query.getall("service", []))
         passing = "passing" in request.query
         groups = []
