@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 from schemas import subjects
 from schemas.registry import Ack, Deregistration, Heartbeat
 from services.errors import BatonError, NotFound
-from services.gateway.http.consul_model import DEFAULT_TTL_S, registration_for
+from services.gateway.http.consul_model import CHECK_KEY, DEFAULT_TTL_S, registration_for
 from services.gateway.http.consul_render import check_id_of, from_instance
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class Agent:
                 return held.svc
         for name, state in self.view.services.items():
             for inst in state.instances.values():
-                if check_id_of(inst) == check_id and "consul.check" in inst.metadata:
+                if check_id_of(inst) == check_id and CHECK_KEY in inst.metadata:
                     return from_instance(name, inst)
         raise NotFound(
             f'Unknown check ID "{check_id}": a service\'s TTL check is "service:<service id>" '
