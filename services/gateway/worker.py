@@ -17,8 +17,7 @@ from aiohttp import web
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
 from services.errors import BatonError, StartupError
-from services.gateway.dns.responder import Responder
-from services.gateway.dns.server import DnsServer
+from services.gateway.dns import DnsServer, Responder
 from services.gateway.http import make_app
 from services.gateway.settings import GatewaySettings
 from services.lifecycle import Lifecycle
