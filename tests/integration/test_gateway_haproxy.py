@@ -108,7 +108,7 @@ class Backends:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, ids: str) -> None:
-        args = ["--ids", ids, "--service", "web", "--median-ms", "1", "--ttl", "1"]
+        args = ["--ids", ids, "--service", "web", "--median-ms", "1", "--ttl", "2"]
         self.procs[ids] = subprocess.Popen(  # noqa: S603
             [sys.executable, str(BACKEND), *args, "--heartbeat-s", "0.2"], env=self.env
         )
