@@ -223,14 +223,14 @@ async def test_panic_answers_unhealthy_instances_too(bus: Bus, gateway: Gateway)
         bus,
         gateway,
         reg("a", port=9001),
-        reg("b", port=9002, ttl_s=1),
-        reg("c", port=9003, ttl_s=1),
+        reg("b", port=9002, ttl_s=2),
+        reg("c", port=9003, ttl_s=2),
     )
     change = ConfigChange(actor="ann", protect_threshold=0.5)
     await bus.request(subjects.change("web"), change, ConfigApplied)
     state = gateway.view.services["web"]
     await until(lambda: state.config.protect_threshold == 0.5)
-    # b and c never beat: unhealthy after 1 s; 1 healthy of 3 is under the threshold
+    # b and c never beat: unhealthy after 2 s (expired after 4); 1 healthy of 3 is in panic
     await until(lambda: not any(state.instances[i].healthy for i in "bc"), timeout=10)
     srv = await ask(gateway, "web.service.baton", "SRV")
     assert sorted(x.port for x in srv.answer[0]) == [9001, 9002, 9003]
