@@ -81,12 +81,15 @@ class Gateway(Lifecycle):
             await self.dns.__aexit__()
         await self.view.__aexit__()
 
-    async def _pick(self, service: str, zone: str, exclude: tuple[str, ...]) -> str | None:
+    async def _pick(
+        self, service: str, zone: str, exclude: tuple[str, ...], key: str | None
+    ) -> str | None:
         """The balancer's pick for a DNS answer: untracked (no one will report it)."""
+        req = ResolveRequest(key=key, zone=zone or None, exclude=list(exclude), track=False)
         try:
             endpoint = await self.bus.request(
                 subjects.resolve(service),
-                ResolveRequest(zone=zone or None, exclude=list(exclude), track=False),
+                req,
                 Endpoint,
                 timeout=self.settings.pick_timeout_s,
             )

@@ -121,6 +121,26 @@ async def test_first_record_is_the_strategys_pick_rest_stable(
     assert all(m.load == 0 for m in balancer.pools["web"].members.values())
 
 
+async def test_consistent_hash_keeps_each_client_on_its_instance(
+    bus: Bus, gateway: Gateway
+) -> None:
+    await fleet(bus, gateway, *(reg(f"i{n}", port=9000 + n) for n in range(5)))
+    change = ConfigChange(actor="ann", strategy="consistent_hash")
+    await bus.request(subjects.change("web"), change, ConfigApplied)
+    await until(lambda: gateway.view.services["web"].config.strategy == "consistent_hash")
+
+    async def first(source: str) -> int:
+        q = dns.message.make_query("web.service.baton", "SRV")
+        r = await dns.asyncquery.udp(q, "127.0.0.1", port=gateway.dns_port, source=source)
+        return int(r.answer[0][0].port)
+
+    for source in ("127.0.0.1", "127.0.0.2"):  # the same client: the same first record
+        assert len({await first(source) for _ in range(4)}) == 1
+    firsts = {await first(f"127.0.0.{n}") for n in range(1, 10)}
+    assert len(firsts) > 1  # other clients, other instances
+    assert gateway.pick_failures == {}  # the balancer had its key: no fallback order
+
+
 async def test_drained_weight_zero_and_ipv6(bus: Bus, gateway: Gateway) -> None:
     await fleet(
         bus,

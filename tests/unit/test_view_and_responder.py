@@ -114,10 +114,14 @@ class Fixed:
         self.first: str | None = None
         self.asked: list[tuple[str, str]] = []
         self.excluded: tuple[str, ...] = ()
+        self.key: str | None = None
 
-    async def __call__(self, service: str, zone: str, exclude: tuple[str, ...]) -> str | None:
+    async def __call__(
+        self, service: str, zone: str, exclude: tuple[str, ...], key: str | None
+    ) -> str | None:
         self.asked.append((service, zone))
         self.excluded = exclude
+        self.key = key
         return self.first
 
 
@@ -128,9 +132,11 @@ def dns_view() -> tuple[RegistryView, Responder, Fixed]:
     return v, Responder(v, pick, LOG, domain="baton", ttl=0), pick
 
 
-async def ask(r: Responder, name: str, rdtype: str = "A", *, tcp: bool = False) -> Any:
+async def ask(
+    r: Responder, name: str, rdtype: str = "A", *, tcp: bool = False, client: str = ""
+) -> Any:
     q = dns.message.make_query(name, rdtype)
-    wire = await r.respond(q.to_wire(), tcp=tcp)
+    wire = await r.respond(q.to_wire(), tcp=tcp, client=client)
     assert wire is not None
     reply = dns.message.from_wire(wire)
     assert reply.id == q.id
@@ -265,3 +271,13 @@ def test_tags_are_read_where_the_consul_api_writes_them() -> None:
     from services.gateway.http.consul_model import TAGS_KEY as CONSUL_TAGS  # noqa: PLC0415
 
     assert TAGS_KEY == CONSUL_TAGS
+
+
+async def test_consistent_hash_picks_by_the_clients_address(dns_view: Any) -> None:
+    v, r, pick = dns_view
+    v.upsert("web", instance("a"))
+    await ask(r, "web.service.baton", client="10.9.8.7")
+    assert pick.key is None  # weighted (the default) needs no key
+    await configure(v, ServiceConfig(service="web", strategy="consistent_hash"))
+    await ask(r, "web.service.baton", client="10.9.8.7")
+    assert pick.key == "10.9.8.7"

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TAGS_KEY", "Responder"]
 
-# (service, zone, instance ids to exclude) -> the balancer's pick
-Picker = Callable[[str, str, tuple[str, ...]], Awaitable[str | None]]
+# (service, zone, instance ids to exclude, key) -> the balancer's pick
+Picker = Callable[[str, str, tuple[str, ...], str | None], Awaitable[str | None]]
 _MAX_EXCLUDE = 1024  # what a ResolveRequest may carry (schemas/fields.py InstanceIds)
 # where the Consul API keeps an instance's tags (services/gateway/http/consul_model.py)
 TAGS_KEY = "consul.tags"
@@ -69,6 +69,7 @@ class _Plan:
     service: str = ""
     zone: str = ""
     exclude: tuple[str, ...] = ()  # so the pick is one of the answer's (a tag filter)
+    keyed: bool = False  # the strategy needs a key (consistent_hash): the client's address
     build: Callable[[str | None], bytes] | None = None
     by_pick: dict[str | None, bytes] = field(default_factory=dict)
 
@@ -99,8 +100,12 @@ class Responder:
         self._logged_at = -math.inf
 
     # -- entry ---------------------------------------------------------------------------
-    async def respond(self, wire: bytes, *, tcp: bool) -> bytes | None:
-        """The answer to one packet; None to send nothing (it could not be read at all)."""
+    async def respond(self, wire: bytes, *, tcp: bool, client: str = "") -> bytes | None:
+        """The answer to one packet; None to send nothing (it could not be read at all).
+
+        `client` (its address) is the key of a `consistent_hash` service's pick, so a
+        client keeps getting the same instance first, as a keyed resolve does.
+        """
         self.counts["queries"] += 1
         self._expire()
         key = (wire[2:], tcp)
@@ -115,7 +120,8 @@ class Responder:
                 self._plans[key] = plan
         body = plan.fixed
         if body is None:
-            first = await self.pick(plan.service, plan.zone, plan.exclude)
+            hash_key = (client or "-") if plan.keyed else None
+            first = await self.pick(plan.service, plan.zone, plan.exclude, hash_key)
             body = plan.by_pick.get(first)
             if body is None:
                 assert plan.build is not None  # noqa: S101  # a plan has one or the other
@@ -209,7 +215,10 @@ class Responder:
         ):
             return self._negative(response, dns.rcode.NOERROR)  # e.g. AAAA of IPv4 hosts
         build = self._builder(query, qtype, targets, limit)
-        return _Plan(service=state.name, zone=parsed.zone, exclude=exclude, build=build)
+        keyed = state.config.strategy == "consistent_hash"
+        return _Plan(
+            service=state.name, zone=parsed.zone, exclude=exclude, keyed=keyed, build=build
+        )
 
     def _builder(
         self, query: dns.message.Message, qtype: int, targets: list[Target], limit: int

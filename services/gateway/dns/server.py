@@ -46,7 +46,7 @@ class _Udp(asyncio.DatagramProtocol):
         task.add_done_callback(tasks.discard)
 
     async def _answer(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        reply = await self.server.answer(data, tcp=False)
+        reply = await self.server.answer(data, tcp=False, client=str(addr[0]))
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
@@ -100,22 +100,24 @@ class DnsServer(Lifecycle):
         for task in list(self.tasks):
             task.cancel()
 
-    async def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
+    async def answer(self, data: bytes, *, tcp: bool, client: str = "") -> bytes | None:
         try:
-            return await self.responder.respond(data, tcp=tcp)
+            return await self.responder.respond(data, tcp=tcp, client=client)
         except Exception:  # a bug answers nothing for this packet, and nothing else breaks
             self.responder.counts["errors"] += 1
             self.log.exception("dns.query_failed", size=len(data), tcp=tcp)
             return None
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else ""
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), self.idle_s)
                 data = await asyncio.wait_for(
                     reader.readexactly(int.from_bytes(head, "big")), self.idle_s
                 )
-                reply = await self.answer(data, tcp=True)
+                reply = await self.answer(data, tcp=True, client=client)
                 if reply is None:
                     break  # unreadable: the stream may be out of step; close it
                 writer.write(len(reply).to_bytes(2, "big") + reply)
