@@ -313,3 +313,24 @@ async def test_reads_are_503_until_the_registry_is_read(nats_server: NatsServer)
                         return resp.status == 200
 
                 await until(loaded)
+
+
+async def test_two_gateways_share_the_checks_through_the_registry(
+    nats_server: NatsServer, http: Http
+) -> None:
+    async with run_gateway(nats_server.url, http_port=-1) as other:
+        await asyncio.wait_for(other.view.synced.wait(), 5)
+        b = Http(http.session, f"http://127.0.0.1:{other.http_port}", other)
+        await _register(http, {"Name": "web", "ID": "web-1", "Port": 8001, "Check": {"TTL": "5s"}})
+        await _until_status(b, "web", "web-1", "critical")  # B renders A's registration
+        status, text, _ = await b.call("PUT", "/v1/agent/check/pass/service:web-1")
+        assert status == 200, text  # B knows the check from the registry's listing
+        entry = await _until_status(http, "web", "web-1", "passing")  # and A sees it
+        assert entry["Service"]["Port"] == 8001
+        status, _, _ = await b.call("PUT", "/v1/agent/service/deregister/web-1")
+        assert status == 200
+
+        async def gone() -> bool:
+            return await _health(http, "web") == []
+
+        await until(gone)
