@@ -143,3 +143,56 @@ def test_soa_serial_and_minimum() -> None:
     rrset = answers.soa(DOMAIN, 2**32 + 7, 0)
     (soa,) = rrset
     assert (rrset.name, soa.serial, soa.minimum, rrset.ttl) == (DOMAIN, 7, 0, 0)
+
+
+def mixed(n: int) -> list[Target]:
+    """IPv4, IPv6 and name hosts, some sharing an address."""
+    hosts = ["10.0.0.1", "10.0.0.2", "fd00::1", "db.example.org", "10.0.0.1"]
+    return [
+        Target.of(f"w{i}", target_name(f"w{i}", "web", DOMAIN), hosts[i % 5], 9000 + i, 10 + i)
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("rdtype", ["SRV", "A"])
+def test_moving_the_pick_first_equals_building_it_first(rdtype: str) -> None:
+    ts = mixed(40)
+    code = dns.rdatatype.from_text(rdtype)
+
+    def whole(order: list[Target]) -> bytes:
+        msg = dns.message.make_response(query(rdtype, payload=4096))
+        if rdtype == "SRV":
+            answers.with_srv(msg, OWNER, order, 0)
+        else:
+            answers.with_addresses(msg, OWNER, code, order, 0)
+        return answers.render(msg)
+
+    stable = whole(ts)
+    for t in ts:
+        records = [t.srv] if rdtype == "SRV" else t.records(code)
+        if not records:
+            continue  # a name host has no A record to move
+        data = records[0].to_wire()
+        assert data is not None
+        moved = answers.first(stable, data)
+        assert moved is not None
+        assert len(moved) == len(stable)
+        got, want = dns.message.from_wire(moved), dns.message.from_wire(whole(ts))
+        direct = dns.message.from_wire(whole(answers.ordered(ts, t.instance_id)))
+        assert [r.to_text() for r in got.answer[0]] == [r.to_text() for r in direct.answer[0]]
+        assert got.additional == want.additional  # untouched, every name still resolves
+        assert got.question == direct.question
+
+
+def test_nothing_to_move_or_unsafe_to_move() -> None:
+    ts = mixed(3)
+    msg = dns.message.make_response(query("A"))
+    answers.with_addresses(msg, OWNER, dns.rdatatype.A, ts, 0)
+    stable = answers.render(msg)
+    assert answers.first(stable, b"\x0a\x09\x09\x09") is None  # no such record
+    cname = Target.of("c", target_name("c", "web", DOMAIN), "db.example.org", 1, 1)
+    alias = dns.message.make_response(query("A"))
+    answers.with_addresses(alias, OWNER, dns.rdatatype.A, [cname], 0)
+    data = cname.cname().to_wire()
+    assert data is not None
+    assert answers.first(answers.render(alias), data) is None  # a CNAME is never moved

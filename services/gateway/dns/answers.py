@@ -42,6 +42,7 @@ __all__ = [
     "UDP_LIMIT",
     "UDP_MAX",
     "Target",
+    "first",
     "fit",
     "largest",
     "ordered",
@@ -250,3 +251,50 @@ def fit(build: Callable[[int], dns.message.Message], count: int, limit: int) -> 
     found = wire(k)
     assert found is not None  # noqa: S101  # k = 2 fits
     return found
+
+
+def _skip_name(wire: bytes, i: int) -> int:
+    """The offset after the (possibly compressed) name at `i`."""
+    while True:
+        length = wire[i]
+        if length & 0xC0 == 0xC0:  # a pointer ends the name
+            return i + 2
+        if length == 0:
+            return i + 1
+        i += length + 1
+
+
+_MOVABLE = frozenset({A, AAAA, SRV})
+
+
+def first(wire: bytes, rdata: bytes) -> bytes | None:
+    """`wire` with the answer record holding `rdata` moved to the front; None if it cannot.
+
+    A whole answer of many records is rendered once in stable order; each pick's answer
+    is then this: the same bytes, one record moved. Safe because every answer record
+    here is self-contained: its owner is a pointer to the question's name, and A, AAAA
+    and SRV data hold no name that anything else points into (SRV targets are never
+    compressed, RFC 2782). So no offset elsewhere in the message changes.
+    """
+    if int.from_bytes(wire[4:6], "big") != 1:
+        return None
+    start = _skip_name(wire, 12) + 4  # the question's name, type and class
+    spans = []
+    i = start
+    for _ in range(int.from_bytes(wire[6:8], "big")):
+        owner = i
+        if wire[i] & 0xC0 != 0xC0:
+            return None  # an owner written out: something may point into it
+        i = _skip_name(wire, i)
+        if int.from_bytes(wire[i : i + 2], "big") not in _MOVABLE:
+            return None
+        size = int.from_bytes(wire[i + 8 : i + 10], "big")
+        i += 10 + size
+        spans.append((owner, i))
+    for n, (head, end) in enumerate(spans):
+        if end - head - 12 == len(rdata) and wire[end - len(rdata) : end] == rdata:
+            if n == 0:
+                return wire
+            moved = wire[head:end]
+            return wire[:start] + moved + wire[start:head] + wire[end:]
+    return None

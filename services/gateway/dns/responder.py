@@ -223,11 +223,18 @@ class Responder:
     def _builder(
         self, query: dns.message.Message, qtype: int, targets: list[Target], limit: int
     ) -> Callable[[str | None], bytes]:
-        """The answer with a given pick first, as a function (called once per pick)."""
+        """The answer with a given pick first, as a function (called once per pick).
+
+        When the whole answer fits, it is rendered once in instance-id order and each
+        pick's answer moves one record of it (answers.first): a 500-record answer costs
+        one render per view change, not one per pick. A cut answer (TC) holds a
+        different prefix for each pick, so it is rendered per pick.
+        """
         owner = query.question[0].name
         ttl = self.ttl
+        stable: list[bytes] = []  # the whole answer in instance-id order, once made
 
-        def build(first: str | None) -> bytes:
+        def render(first: str | None) -> bytes:
             order = answers.ordered(targets, first)
 
             def upto(k: int) -> dns.message.Message:
@@ -242,6 +249,18 @@ class Responder:
             if wire[2] & 0x02:  # the TC bit
                 self.counts["truncated"] += 1
             return wire
+
+        def build(first: str | None) -> bytes:
+            if not stable:
+                stable.append(render(None))
+            whole = stable[0]
+            pick = next((t for t in targets if t.instance_id == first), None)
+            if whole[2] & 0x02 or pick is None:
+                return whole if pick is None else render(first)
+            records = pick.records(qtype) if qtype != dns.rdatatype.SRV else [pick.srv]
+            data = records[0].to_wire() if records else None  # bytes: no file given
+            moved = answers.first(whole, data) if data else None
+            return moved if moved is not None else render(first)
 
         return build
 
