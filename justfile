@@ -19,7 +19,7 @@ demo *args: influxd
 
 # lint and types, then every test (pytest's summary is the last line, for CI)
 [group('check')]
-test *args: influxd
+test *args: influxd dns-tools prometheus node-clients
     "{{python}}" -m ruff check .
     "{{python}}" -m mypy
     "{{python}}" -m pytest -q {{args}}
@@ -28,6 +28,36 @@ test *args: influxd
 [group('check')]
 influxd:
     command -v influxd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb)
+
+# the DNS clients the gateway's tests run (dig, HAProxy, dnsperf: Debian's), where missing
+[group('check')]
+dns-tools:
+    command -v dig >/dev/null && command -v haproxy >/dev/null && command -v dnsperf >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq bind9-dnsutils haproxy dnsperf)
+
+# policy-rc.d keeps the package's own service from starting (and taking port 9090)
+# Debian's Prometheus for the gateway's HTTP tests, where missing; they run their own
+[group('check')]
+prometheus:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v prometheus >/dev/null && exit 0
+    added=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added=1
+    fi
+    trap 'if [ -n "$added" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus
+
+# node-consul (npm `consul`) for the gateway's tests, into .baton/node, where missing
+[group('check')]
+node-clients:
+    test -d .baton/node/node_modules/consul || npm install --prefix .baton/node --no-audit --no-fund --silent consul@2
+
+# the HTTP load generator of the gateway's bench (Debian's wrk), where missing
+[group('check')]
+wrk:
+    command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends wrk)
 
 # lint, format check and types, without tests
 [group('check')]
@@ -51,7 +81,7 @@ fmt:
 
 # benchmarks, one table of ratios against baselines from the same run (--quick, --only resolve,sim)
 [group('check')]
-bench *args: influxd
+bench *args: influxd dns-tools wrk
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     MYPYPATH=tests:tests/unit "{{python}}" -m mypy --strict tests/bench
     "{{python}}" tests/bench/run.py {{args}}

@@ -37,6 +37,9 @@ class ResolveRequest(Struct, frozen=True, kw_only=True, gc=False):
     zone: Zone | None = None
     exclude: InstanceIds = field(default_factory=list)
     strategy: str | None = None  # checked by the balancer so the error can list the names
+    # extension: false = a pick nobody will report (the gateway's DNS answers): it is not
+    # counted in flight, and the Endpoint carries no pick token
+    track: bool = True
 
 
 class Endpoint(Struct, frozen=True, kw_only=True, gc=False):

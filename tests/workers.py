@@ -10,13 +10,14 @@ from services.balancer import Balancer, BalancerSettings
 from services.bus import connect
 from services.collector import Collector, CollectorSettings
 from services.config import BusSettings
+from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
 from services.registry import Registry, RegistrySettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["run_balancer", "run_collector", "run_governor", "run_registry"]
+__all__ = ["run_balancer", "run_collector", "run_gateway", "run_governor", "run_registry"]
 
 FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 
@@ -49,3 +50,11 @@ def run_collector(url: str, influx_url: str, **settings: Any) -> Any:
     settings.setdefault("flush_s", 0.1)
     settings.setdefault("setup_retry_s", 0.2)
     return _run(url, "collector", Collector, CollectorSettings(url=influx_url, **settings))
+
+
+def run_gateway(url: str, **settings: Any) -> Any:
+    """A gateway; listeners off unless asked for (-1: on a port the OS picks)."""
+    settings.setdefault("dns_port", 0)
+    settings.setdefault("http_port", 0)
+    settings.setdefault("config_wait_s", 2.0)
+    return _run(url, "gateway", Gateway, GatewaySettings(**settings))

@@ -17,6 +17,7 @@ from services.balancer.members import Member
 from services.balancer.ring import HashRing
 from services.balancer.strategies import Picker, make_picker
 from services.errors import BadRequest, Unavailable
+from services.view.rules import in_panic, warm_weight
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,9 +35,6 @@ class Pick(NamedTuple):
     member: Member
     strategy: str
     panic: bool
-
-
-WARMUP_STEPS = 10  # slow start ramps in steps, so pickers are rebuilt only that often
 
 
 class Pool:
@@ -92,17 +90,11 @@ class Pool:
             self._changed()
 
     def _warm(self, members: list[Member]) -> None:
-        """Slow start (Dubbo): weight x uptime / warmup_s, in WARMUP_STEPS steps, >= 1."""
+        """Slow start (services/view/rules.py): weight ramps up over warmup_s, >= 1."""
         now = self.wallclock()
         for m in members:
-            m.eff_weight = m.weight
-            age = now - m.born
-            if self.warmup_s > 0 and age < self.warmup_s:
-                # floor + 1: the next step's time is always strictly ahead
-                step = min(WARMUP_STEPS, math.floor(WARMUP_STEPS * max(age, 0) / self.warmup_s) + 1)
-                m.eff_weight = max(1, round(m.weight * step / WARMUP_STEPS))
-                next_step = m.born + self.warmup_s * step / WARMUP_STEPS
-                self._rewarm_at = min(self._rewarm_at, next_step)
+            m.eff_weight, next_age = warm_weight(m.weight, now - m.born, self.warmup_s)
+            self._rewarm_at = min(self._rewarm_at, m.born + next_age)
 
     def _changed(self) -> None:
         for picker in self._pickers.values():
@@ -120,7 +112,7 @@ class Pool:
             return False
         if self._healthy is None:
             self._healthy = sum(m.healthy for m in self.members.values())
-        return self._healthy / len(self.members) <= self.protect_threshold
+        return in_panic(self._healthy, len(self.members), self.protect_threshold)
 
     def candidates(self, zone: str, *, panic: bool) -> list[Member]:
         """Who may take traffic, in instance-id order; `zone` narrows it when it can."""

@@ -20,10 +20,10 @@ from schemas.balancer import CallReport, PickCount, PickCounts, ResolveRequest
 from schemas.registry import Heartbeat
 from services.balancer.pool import Pool
 from services.balancer.replies import ReplyCache
-from services.balancer.sync import RegistrySync
 from services.configlog import ConfigWatch
 from services.errors import NotFound
 from services.lifecycle import Lifecycle
+from services.view import RegistrySync
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,6 +89,7 @@ class Balancer(Lifecycle):
             log,
             timeout_s=settings.registry_timeout_s,
             resync_s=settings.resync_s,
+            name="balancer.sync",
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -159,11 +160,13 @@ class Balancer(Lifecycle):
             exclude=frozenset(req.exclude) if req.exclude else _NONE,
             now=now,
         )
+        self.picks[(service, member, strategy)] += 1
+        if not req.track:  # no report will close it: not in flight, no token
+            return self.replies.endpoint(member, strategy, panic=panic, pick="")
         self._picks += 1
         token = f"{self._prefix}{self._picks}"
         member.picked(token, now)
         self._open.append((now, token, member))
-        self.picks[(service, member, strategy)] += 1
         return self.replies.endpoint(member, strategy, panic=panic, pick=token)
 
     async def _on_report(self, service: str, report: CallReport) -> None:

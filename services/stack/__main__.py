@@ -32,7 +32,7 @@ _REPO = Path(__file__).resolve().parents[2]
 _NATS_CONF = _REPO / "infra" / "nats.conf"
 _LISTENING = re.compile(r"Listening for client connections on [\w.:\[\]-]+:(\d+)")
 _WORKER_READY = '"worker.started"'  # the runner's JSON log line once a worker serves
-_WORKERS = ("registry", "balancer", "governor")
+_WORKERS = ("registry", "balancer", "governor", "gateway")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +42,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=4222, help="NATS client port (-1: any)")
     parser.add_argument("--http-port", type=int, default=8222, help="monitoring (-1: any)")
     parser.add_argument("--influx-port", type=int, default=8086, help="local influxd HTTP port")
+    parser.add_argument("--dns-port", type=int, help="gateway DNS, UDP+TCP (default 8600; 0: off)")
+    parser.add_argument("--gateway-port", type=int, help="gateway HTTP (default 8500; 0: off)")
     parser.add_argument("--ready-timeout", type=float, default=20.0, help="seconds per child")
     parser.add_argument("--stop-timeout", type=float, default=10.0, help="then SIGKILL")
     return parser.parse_args(argv)
@@ -129,6 +131,12 @@ def run(argv: list[str] | None = None) -> int:
         else:
             url = _start_nats(sup, args)
         env = {**os.environ, "NATS_URL": url, "PYTHONUNBUFFERED": "1"}
+        for var, port in (
+            ("GATEWAY_DNS_PORT", args.dns_port),
+            ("GATEWAY_HTTP_PORT", args.gateway_port),
+        ):
+            if port is not None:
+                env[var] = str(port)
         workers = list(_WORKERS)
         influx = os.environ.get("INFLUX_URL", "") or _start_influxd(sup, args)
         if influx:

@@ -34,6 +34,8 @@ BENCHES = {
     "config": "bench_config.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
+    "dns": "bench_dns.py",
+    "http": "bench_http.py",
 }
 
 

@@ -223,7 +223,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-FREE = ("--port", "-1", "--http-port", "-1")  # ports the server picks
+FREE = ("--port", "-1", "--http-port", "-1", "--dns-port", "-1", "--gateway-port", "-1")  # any
 
 
 def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_path: Path) -> None:
@@ -236,6 +236,7 @@ def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_pa
         "registry",
         "balancer",
         "governor",
+        "gateway",
         "collector",
     }, text
     assert (tmp_path / ".baton" / "nats" / "jetstream").is_dir()  # the store is under root

@@ -1,4 +1,7 @@
-"""The balancer's copy of the registry: a snapshot, then events, never a gap.
+"""A worker's copy of the registry: a snapshot, then events, never a gap.
+
+Shared by every worker that keeps its own view (the balancer's pools, the gateway's
+catalog): each passes the `Fleet` the sync applies to.
 
 Events carry the registry's boot id (`epoch`) and a sequence number. The view follows
 them in order; a gap in the sequence (events lost while NATS was away), a new epoch (the
@@ -7,7 +10,7 @@ snapshot is being read are held and applied after it, skipping those it already 
 
 A snapshot from a registry that has not settled (it restarted moments ago and is still
 hearing from its instances) is merged, never used to remove; a full snapshot follows
-once it has settled. So a restarted registry never empties the balancer.
+once it has settled. So a restarted registry never empties a view.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ PAGE = 500  # instances per snapshot request: well under NATS's 1 MiB payload li
 
 
 class Fleet(Protocol):
-    """What the sync applies to (the balancer's pools)."""
+    """What the sync applies to (the balancer's pools, the gateway's catalog)."""
 
     def upsert(self, service: str, instance: Instance) -> None: ...
 
@@ -52,6 +55,7 @@ class RegistrySync(Lifecycle):
         timeout_s: float,
         resync_s: float,
         retry_s: float = 1.0,
+        name: str = "registry.sync",
     ) -> None:
         self.bus = bus
         self.fleet = fleet
@@ -59,6 +63,7 @@ class RegistrySync(Lifecycle):
         self.timeout_s = timeout_s
         self.resync_s = resync_s
         self.retry_s = retry_s
+        self.name = name
         self.epoch = ""
         self.seq = 0
         self.synced = asyncio.Event()  # set after the first complete snapshot
@@ -71,7 +76,7 @@ class RegistrySync(Lifecycle):
             subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True
         )
         self.bus.reconnect_hooks.append(self.request_snapshot)
-        self.spawn(self._loop(), "balancer.sync")
+        self.spawn(self._loop(), self.name)
         self.request_snapshot_now()
 
     def request_snapshot_now(self) -> None:

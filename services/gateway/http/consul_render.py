@@ -1,0 +1,252 @@
+"""Baton's instances as Consul's: catalog and health entries, checks, nodes (pure).
+
+    lease lapsed (unhealthy)            its service check critical ("TTL expired")
+    drained by an operator              plus `_service_maintenance:<id>` critical
+    otherwise                           its check's status (passing for NATS instances)
+
+Baton has no nodes: each host is one, named by its address. The registration a gateway
+rebuilds from the listing (`from_instance`) is how any gateway changes a check's status.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from services.gateway.http.consul_model import (
+    CHECK_KEY,
+    STATUS_KEY,
+    STATUSES,
+    TAGS_KEY,
+    WEIGHTS_KEY,
+    CheckSpec,
+    ConsulService,
+)
+
+if TYPE_CHECKING:
+    from schemas.registry import Instance
+    from services.gateway.http.consul_model import Status
+
+__all__ = [
+    "aggregated",
+    "catalog_entry",
+    "check_id_of",
+    "checks_of",
+    "from_instance",
+    "health_entry",
+    "node_of",
+    "service_tags",
+    "status_of",
+]
+
+_NODE_NS: Final = uuid.UUID("6c0e2b58-4c1f-4d3a-9a5e-6b61746f6e00")
+# The order Consul ranks check statuses in when it sums them up (Prometheus does the same).
+_RANK: Final = {"maintenance": 3, "critical": 2, "warning": 1, "passing": 0}
+
+
+def from_instance(service: str, inst: Instance) -> ConsulService:
+    """A Consul registration rebuilt from what the registry lists (another gateway made
+    it, or this one restarted): enough to change its check's status."""
+    passing, _, warning = inst.metadata.get(WEIGHTS_KEY, "").partition(",")
+    weight_passing = int(passing) if passing.isdigit() else inst.weight
+    meta = {k: v for k, v in inst.metadata.items() if not k.startswith("consul.")}
+    check_id = inst.metadata.get(CHECK_KEY)
+    return ConsulService(
+        service=service,
+        instance_id=inst.instance_id,
+        host=inst.host,
+        port=inst.port,
+        tags=tuple(service_tags(inst)),
+        meta=meta,
+        zone=inst.zone,
+        version=inst.version,
+        weight_passing=weight_passing,
+        weight_warning=int(warning) if warning.isdigit() else weight_passing,
+        check=None
+        if check_id is None
+        else CheckSpec(
+            check_id=check_id,
+            name=f"Service '{inst.instance_id}' check",
+            ttl_s=inst.ttl_s,
+            status=status_of(inst),
+        ),
+    )
+
+
+def service_tags(inst: Instance) -> list[str]:
+    joined = inst.metadata.get(TAGS_KEY, "")
+    return joined.split(",") if joined else []
+
+
+def status_of(inst: Instance) -> Status:
+    """The status of the instance's own check (maintenance aside)."""
+    if not inst.healthy:
+        return "critical"
+    status = inst.metadata.get(STATUS_KEY, "passing")
+    return status if status in STATUSES else "passing"  # type: ignore[return-value]
+
+
+def check_id_of(inst: Instance) -> str:
+    return inst.metadata.get(CHECK_KEY) or f"service:{inst.instance_id}"
+
+
+def _meta(inst: Instance) -> dict[str, str]:
+    meta = {k: v for k, v in inst.metadata.items() if not k.startswith("consul.")}
+    if inst.version:
+        meta.setdefault("version", inst.version)
+    if inst.zone:
+        meta.setdefault("zone", inst.zone)
+    return meta
+
+
+def _tagged(host: str, port: int | None = None) -> dict[str, Any]:
+    try:
+        family = "ipv6" if ipaddress.ip_address(host).version == 6 else "ipv4"
+    except ValueError:
+        return {}
+    if port is None:
+        return {"lan": host, f"lan_{family}": host, "wan": host, f"wan_{family}": host}
+    addr = {"Address": host, "Port": port}
+    return {f"lan_{family}": addr, f"wan_{family}": addr}
+
+
+def node_of(inst: Instance, datacenter: str) -> dict[str, Any]:
+    """Baton has no nodes: each host is one, named by its address, with a stable ID
+    (Traefik keys instances by Node.ID + Service.ID)."""
+    return {
+        "ID": str(uuid.uuid5(_NODE_NS, inst.host)),
+        "Node": inst.host,
+        "Address": inst.host,
+        "Datacenter": datacenter,
+        "TaggedAddresses": _tagged(inst.host),
+        "Meta": {"baton-zone": inst.zone} if inst.zone else {},
+        "CreateIndex": 1,
+        "ModifyIndex": 1,
+    }
+
+
+def _service(inst: Instance, service: str, index: int) -> dict[str, Any]:
+    passing, _, warning = inst.metadata.get(WEIGHTS_KEY, "").partition(",")
+    return {
+        "ID": inst.instance_id,
+        "Service": service,
+        "Tags": service_tags(inst),
+        "Address": inst.host,
+        "TaggedAddresses": _tagged(inst.host, inst.port),
+        "Meta": _meta(inst),
+        "Port": inst.port,
+        "Weights": {
+            "Passing": int(passing) if passing.isdigit() else inst.weight,
+            "Warning": int(warning) if warning.isdigit() else inst.weight,
+        },
+        "EnableTagOverride": False,
+        "Datacenter": "",
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
+
+
+def checks_of(inst: Instance, service: str, datacenter: str, index: int) -> list[dict[str, Any]]:
+    """The node's serf check (always passing: the gateway answers), the instance's check,
+    and Consul's maintenance check when an operator drained it."""
+    node = inst.host
+    status = status_of(inst)
+    output = (
+        f"TTL expired: no heartbeat or pass within {inst.ttl_s:g}s"
+        if not inst.healthy
+        else f"{status}: the instance's lease is alive"
+    )
+    common = {"Node": node, "Namespace": "", "CreateIndex": index, "ModifyIndex": index}
+    checks = [
+        {
+            **common,
+            "CheckID": "serfHealth",
+            "Name": "Serf Health Status",
+            "Status": "passing",
+            "Notes": "",
+            "Output": "the Baton gateway answers for this node",
+            "ServiceID": "",
+            "ServiceName": "",
+            "ServiceTags": [],
+            "Type": "",
+        },
+        {
+            **common,
+            "CheckID": check_id_of(inst),
+            "Name": f"Service '{inst.instance_id}' check",
+            "Status": status,
+            "Notes": "",
+            "Output": output,
+            "ServiceID": inst.instance_id,
+            "ServiceName": service,
+            "ServiceTags": service_tags(inst),
+            "Type": "ttl",
+        },
+    ]
+    if inst.drained:
+        checks.append(
+            {
+                **common,
+                "CheckID": f"_service_maintenance:{inst.instance_id}",
+                "Name": "Service Maintenance Mode",
+                "Status": "critical",
+                "Notes": "drained by an operator (Baton's governor)",
+                "Output": "",
+                "ServiceID": inst.instance_id,
+                "ServiceName": service,
+                "ServiceTags": service_tags(inst),
+                "Type": "maintenance",
+            }
+        )
+    del datacenter  # Consul's checks carry no datacenter; kept for a uniform signature
+    return checks
+
+
+def aggregated(checks: list[dict[str, Any]]) -> str:
+    """Consul's sum of statuses: maintenance > critical > warning > passing."""
+    worst = "passing"
+    for check in checks:
+        status = (
+            "maintenance"
+            if check["CheckID"].startswith("_service_maintenance:")
+            else check["Status"]
+        )
+        if _RANK.get(status, 2) > _RANK[worst]:
+            worst = status
+    return worst
+
+
+def health_entry(inst: Instance, service: str, datacenter: str, index: int) -> dict[str, Any]:
+    """One element of `/v1/health/service/<name>`."""
+    return {
+        "Node": node_of(inst, datacenter),
+        "Service": _service(inst, service, index),
+        "Checks": checks_of(inst, service, datacenter, index),
+    }
+
+
+def catalog_entry(inst: Instance, service: str, datacenter: str, index: int) -> dict[str, Any]:
+    """One element of `/v1/catalog/service/<name>`."""
+    node = node_of(inst, datacenter)
+    svc = _service(inst, service, index)
+    return {
+        "ID": node["ID"],
+        "Node": node["Node"],
+        "Address": node["Address"],
+        "Datacenter": datacenter,
+        "TaggedAddresses": node["TaggedAddresses"],
+        "NodeMeta": node["Meta"],
+        "ServiceKind": "",
+        "ServiceID": svc["ID"],
+        "ServiceName": service,
+        "ServiceTags": svc["Tags"],
+        "ServiceAddress": svc["Address"],
+        "ServiceTaggedAddresses": svc["TaggedAddresses"],
+        "ServiceWeights": svc["Weights"],
+        "ServiceMeta": svc["Meta"],
+        "ServicePort": svc["Port"],
+        "ServiceEnableTagOverride": False,
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
