@@ -113,7 +113,7 @@ class Channel:
         return _TOKEN.sub("", self.address).rstrip(".")
 
 
-WORKERS: Final = ("registry", "balancer", "governor", "collector")
+WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway")
 
 # The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
 # services/errors.py maps them; any other code reads as a plain error with that code.
@@ -194,7 +194,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         InstanceEvent,
         None,
         sender="registry",
-        receivers="balancer, collector, anyone",
+        receivers="balancer, collector, gateway, anyone",
         op=PUBLISH,
         summary="Every change of an instance's state, numbered per registry boot.",
     ),
@@ -203,7 +203,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         _each(subjects.RESOLVE),
         ResolveRequest,
         Endpoint,
-        sender="a client",
+        sender="a client (the gateway too, untracked, for DNS answers)",
         receivers="balancer",
         op=REQUEST,
         queue="balancer",
@@ -282,7 +282,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         ConfigApplied,
         None,
         sender="governor (JetStream stream BATON_CONFIG)",
-        receivers="registry, balancer (ordered consumers)",
+        receivers="registry, balancer, gateway (ordered consumers)",
         op=PUBLISH,
         summary="Internal: the durable config log, one subject per service; read it "
         "through governor.v1.config and governor.v1.history.",

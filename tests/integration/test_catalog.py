@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from natsserver import NatsServer
-from workers import run_balancer, run_collector, run_governor, run_registry
+from workers import run_balancer, run_collector, run_gateway, run_governor, run_registry
 
 from schemas import subjects
 from schemas.catalog import CHANNELS, PUBLISH, WORKERS
@@ -73,6 +73,11 @@ async def test_catalog_matches_what_the_workers_subscribe(
         balancer = await stack.enter_async_context(run_balancer(server.url))
         await asyncio.wait_for(balancer.sync.synced.wait(), 5)
         await stack.enter_async_context(run_collector(server.url, UNREACHABLE_INFLUX))
+        # with both listeners on: neither may subscribe to anything the catalog lacks
+        gateway = await stack.enter_async_context(
+            run_gateway(server.url, dns_port=-1, http_port=-1)
+        )
+        await asyncio.wait_for(gateway.view.synced.wait(), 5)
         seen = await asyncio.to_thread(_subscriptions, port)
 
     # config log readers are JetStream ordered consumers: they subscribe to a deliver inbox
