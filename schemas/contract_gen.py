@@ -55,8 +55,8 @@ Every payload is a JSON object (UTF-8). Unknown fields are ignored and missing o
 fields take their defaults, so newer senders work with older workers. An empty payload
 reads as `{{}}`. Payloads over 64 KiB (NATS_MAX_PAYLOAD) are answered 400.
 
-The document describes Baton's workers (registry, balancer, governor, collector) as one
-application: `receive` operations are subjects they subscribe to, `send` operations are
+The document describes Baton's workers (registry, balancer, governor, collector, gateway)
+as one application: `receive` operations are subjects they subscribe to, `send` operations are
 subjects they publish on. A service or client does the opposite.
 
 A request that fails is answered at once with an ErrorReply: headers
