@@ -223,7 +223,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-FREE = ("--port", "-1", "--http-port", "-1")  # ports the server picks
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ports the server picks, and an influxd port nobody else uses (the machine may run a stack)
+FREE = ("--port", "-1", "--http-port", "-1", "--influx-port", str(free_port()))
 
 
 def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_path: Path) -> None:
