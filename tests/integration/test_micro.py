@@ -170,9 +170,12 @@ async def test_replies_have_the_shape_of_a_nats_py_micro_service(
     async def echo(request: Request) -> None:
         await request.respond(request.data)
 
-    async with run_registry(nats_server.url), await nats.micro.add_service(
-        nc, name="reference", version="1.0.0", description="nats-py's own"
-    ) as reference:
+    async with (
+        run_registry(nats_server.url),
+        await nats.micro.add_service(
+            nc, name="reference", version="1.0.0", description="nats-py's own"
+        ) as reference,
+    ):
         await reference.add_endpoint(name="echo", subject="ref.echo", handler=echo)
         for verb in ("PING", "INFO", "STATS"):
             replies = await gather(nc, subjects.srv(verb), lambda r: len(r) >= 2)
