@@ -32,6 +32,7 @@ from services.stack.supervisor import (
     interpreter,
     nats_server_binary,
 )
+from services.stack.terminal import foreground
 
 _REPO = Path(__file__).resolve().parents[2]
 _NATS_CONF = _REPO / "infra" / "nats.conf"
@@ -134,6 +135,11 @@ def _pinged(sup: Supervisor, child: Child, url: str, timeout_s: float) -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
+    with foreground():  # Ctrl-C for the stack alone, not for `just` around it
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     args = _parse(argv)
     args.root = args.root.resolve()
     sup = Supervisor(args.root / ".baton" / "logs", stop_timeout_s=args.stop_timeout)

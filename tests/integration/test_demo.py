@@ -5,13 +5,19 @@ supervisor (`python -m services.stack`), against real workers and nats-servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import io
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -282,3 +288,69 @@ def test_stack_refuses_a_port_in_use(stack_process: StackFactory) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1, out
     assert f"something already listens on 127.0.0.1:{port}" in out
+
+
+# -- Ctrl-C at a terminal -------------------------------------------------------------------
+def _read_pty(fd: int, until: str, deadline: float) -> str:
+    """What the terminal shows, until `until` appears or the program closes it."""
+    seen = b""
+    while until.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shown"), [("up", "Ctrl-C stops everything"), ("demo", "demo-api-2 ")]
+)
+def test_ctrl_c_on_just_ends_with_0_and_no_error_line(
+    recipe: str, shown: str, tmp_path: Path
+) -> None:
+    """`just up` / `just demo` in a real terminal (a pty), stopped by typing Ctrl-C."""
+    just = Path(sys.executable).parent / "just"
+    primary, terminal = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    env = {**environ, "DEMO_INSTANCES": "2", "DEMO_PRINT_S": "0.5"}
+    args = [*FREE, "--root", str(tmp_path)]
+
+    def take_the_terminal() -> None:  # in the child: the pty becomes its terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(  # noqa: S603  # our own recipe, our own arguments
+        [str(just), recipe, *args],
+        cwd=REPO,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,  # noqa: PLW1509  # only an ioctl
+    )
+    os.close(terminal)
+    try:
+        text = _read_pty(primary, shown, time.monotonic() + 60)
+        assert shown in text, text
+        os.write(primary, b"\x03")  # Ctrl-C, as typed: SIGINT to the foreground group
+        text += _read_pty(primary, "\x00never", time.monotonic() + 40)
+        assert proc.wait(timeout=10) == 0, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(primary)
+    assert "stack: stopped" in text
+    errors = [
+        line
+        for line in text.splitlines()
+        if line.lower().startswith("error") or "Traceback" in line or "interrupted" in line
+    ]
+    assert not errors, text
