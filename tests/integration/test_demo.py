@@ -24,15 +24,18 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
+from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
 from schemas.balancer import CallReport
+from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import InstanceEvent
 from services import logs
 from services.balancer.worker import Balancer, BalancerSettings
-from services.bus import connect
+from services.bus import Bus, connect
 from services.config import BusSettings
 from services.demo.demo import run
+from services.demo.operator import next_strategy
 from services.demo.settings import DemoSettings
 from services.registry.worker import Registry, RegistrySettings
 
@@ -108,6 +111,63 @@ async def test_demo_instances_serve_real_http_calls(nc: Client) -> None:
     await until_seen(events, ids(3), "deregistered")
 
 
+async def printed(out: io.StringIO, pattern: str, since: int = 0, timeout: float = 15) -> int:
+    """Wait until a table printed after offset `since` matches `pattern`; return where."""
+
+    async def loop() -> int:
+        while (found := re.search(pattern, out.getvalue()[since:], re.MULTILINE)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return since + found.end()
+
+    try:
+        return await asyncio.wait_for(loop(), timeout)
+    except TimeoutError:
+        pytest.fail(f"{pattern!r} never printed:\n{out.getvalue()[since:][-3000:]}")
+
+
+async def test_demo_follows_the_service_config_and_its_operators(
+    nats_server: NatsServer, nc: Client
+) -> None:
+    url = nats_server.url
+    async with run_registry(url), run_balancer(url), run_governor(url):
+        bus = Bus(nc, logs.get_logger("operator"))
+        applied = await nc.subscribe(subjects.applied(SERVICE))
+        settings = DemoSettings(
+            instances=2, clients=2, think_ms=5, ttl_s=2, print_s=0.1, cycle_s=0.3, operator_s=0
+        )
+        out, stop = io.StringIO(), asyncio.Event()
+        demo = asyncio.create_task(run(nc, settings, logs.get_logger("demo"), stop, out))
+
+        # The rotation is an operator's change, through the governor, and resolves obey it.
+        first = msgspec.json.decode((await applied.next_msg(timeout=15)).data, type=ConfigApplied)
+        assert (first.actor, first.config.strategy) == ("demo-operator", next_strategy("weighted"))
+        await printed(out, r"latest answer used (?!weighted)")
+
+        # An operator's own `set strategy=` stays: the rotation stops, the clients follow.
+        mine = ConfigChange(actor="ann", strategy="least_connections")
+        await bus.request(subjects.change(SERVICE), mine, ConfigApplied)
+        at = await printed(out, r"rotation stopped: ann changed the service's config")
+        at = await printed(
+            out,
+            r"strategy least_connections \(the service's config.*latest answer used "
+            r"least_connections$",
+            at,
+        )
+
+        # The table shows the weight in effect and marks a drained instance.
+        overrides = {
+            f"{SERVICE}-1": OverridePatch(weight=7),
+            f"{SERVICE}-2": OverridePatch(drained=True),
+        }
+        await bus.request(
+            subjects.change(SERVICE), ConfigChange(actor="ann", instances=overrides), ConfigApplied
+        )
+        at = await printed(out, rf"^{SERVICE}-1\s+zone-a\s+-\s+7\s", at)
+        await printed(out, rf"^{SERVICE}-2\s+zone-b\s+drained\s+40\s", at)
+        stop.set()
+        await asyncio.wait_for(demo, 10)
+
+
 async def test_demo_stopped_before_a_registry_answers(nc: Client) -> None:
     stop = asyncio.Event()
     demo = asyncio.create_task(
@@ -144,7 +204,7 @@ async def test_demo_process_runs_for_a_fixed_duration(nats_server: NatsServer) -
     assert int(calls[-1]) > 0
     for instance_id in ids(2):
         row = re.search(
-            rf"^{instance_id}\s+\S+\s+\d+\s+[\d.]+ ms\*?\s+([\d.]+)", text, re.MULTILINE
+            rf"^{instance_id}\s+\S+\s+-\s+\d+\s+[\d.]+ ms\*?\s+([\d.]+)", text, re.MULTILINE
         )
         assert row, text
         assert float(row[1]) > 0  # picks/s over the last window
