@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import fcntl
 import io
+import json
 import os
 import pty
 import re
@@ -20,9 +21,10 @@ import termios
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+import nats
 import pytest
 from workers import run_balancer, run_governor, run_registry
 
@@ -296,6 +298,18 @@ def free_port() -> int:
 
 
 # ports the server picks, and an influxd port nobody else uses (the machine may run a stack)
+async def ping_all(url: str, n: int) -> list[dict[str, Any]]:
+    """The first `n` replies to one `$SRV.PING` on the server at `url`."""
+    nc = await nats.connect(url)
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, max_msgs=n)
+        await nc.publish(subjects.srv("PING"), b"", reply=inbox)
+        return [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(n)]
+    finally:
+        await nc.close()
+
+
 FREE = ("--port", "-1", "--http-port", "-1", "--influx-port", str(free_port()))
 
 
@@ -312,6 +326,15 @@ def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_pa
         "collector",
     }, text
     assert (tmp_path / ".baton" / "nats" / "jetstream").is_dir()  # the store is under root
+    # Each worker was ready once it answered $SRV.PING for itself: its pid, its id.
+    announced = dict(re.findall(r"stack: ([\w-]+) ready \(pid \d+, id (\w+),", text))
+    assert set(announced) == {"registry", "balancer", "governor", "collector"}, text
+    url = re.search(r"nats-server ready at (nats://\S+) ", text)
+    assert url, text
+    pings = asyncio.run(ping_all(url[1], len(announced)))
+    assert {(p["name"], p["id"], p["metadata"]["pid"]) for p in pings} == {
+        (f"baton-{name}", worker_id, str(children[name])) for name, worker_id in announced.items()
+    }
 
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=30)
