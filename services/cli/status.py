@@ -27,6 +27,7 @@ __all__ = ["gather", "render", "status"]
 
 _PREFIX = "baton-"  # the workers' names (services/micro.py)
 _decode = msgspec.json.Decoder(Stats).decode
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 async def gather(nc: Client, subject: str, wait_s: float) -> list[bytes]:
@@ -57,8 +58,22 @@ def _duration_ns(ns: int) -> str:
     return f"{ms:.1f}ms" if ms < 1000 else f"{ms / 1000:.1f}s"
 
 
-def _started(stats: Stats) -> datetime:
-    return datetime.strptime(stats.started, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+_as_time = msgspec.json.Decoder(datetime).decode
+
+
+def _started(stats: Stats) -> datetime | None:
+    """`started` as any ADR-32 service writes it: Baton and nats-py microseconds, nats.js
+    milliseconds, nats.go nanoseconds (RFC 3339); None when it is no time at all."""
+    try:
+        at = _as_time(msgspec.json.encode(stats.started))
+    except msgspec.ValidationError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _uptime(stats: Stats, now: datetime) -> str:
+    started = _started(stats)
+    return output.age(started, now) if started else "-"
 
 
 def render(replicas: list[Stats], now: datetime | None = None) -> str:
@@ -71,9 +86,9 @@ def render(replicas: list[Stats], now: datetime | None = None) -> str:
                 s.name,
                 s.id,
                 s.version,
-                output.age(_started(s), now),
-                s.metadata.get("pid", "-"),
-                s.metadata.get("host", "-"),
+                _uptime(s, now),
+                (s.metadata or {}).get("pid", "-"),
+                (s.metadata or {}).get("host", "-"),
                 str(sum(e.num_requests for e in s.endpoints)),
                 str(sum(e.num_errors for e in s.endpoints)),
             )
@@ -149,7 +164,7 @@ def status(session: Session, worker: str | None, wait: float, *, everyone: bool)
             f"no {name or 'Baton worker'} answered {subject} within {wait:g} s; is the stack "
             "running? (just up; --wait waits longer)"
         )
-    replicas.sort(key=lambda pair: (pair[0].name, pair[0].started, pair[0].id))
+    replicas.sort(key=lambda pair: (pair[0].name, _started(pair[0]) or _EPOCH, pair[0].id))
     if session.json:  # one object: every reply as its worker sent it
         click.echo(b'{"workers":[' + b",".join(raw for _, raw in replicas) + b"]}")
         return

@@ -44,7 +44,7 @@ async def ping_of(nc: Client, name: str, pid: int, window_s: float = 0.25) -> Pi
                 return None
             with contextlib.suppress(msgspec.MsgspecError):
                 ping = _decode(msg.data)
-                if ping.metadata.get("pid") == str(pid):
+                if (ping.metadata or {}).get("pid") == str(pid):
                     return ping
         return None
     finally:
