@@ -22,6 +22,8 @@ import socket
 import sys
 from pathlib import Path
 
+import nats.errors
+
 from services import micro
 from services.stack.ready import wait_pinged
 from services.stack.supervisor import (
@@ -129,7 +131,7 @@ def _pinged(sup: Supervisor, child: Child, url: str, timeout_s: float) -> str:
         ping = asyncio.run(
             wait_pinged(url, name, child.pid, check=lambda: sup.check(child), timeout_s=timeout_s)
         )
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, nats.errors.Error) as exc:  # NATS itself unreachable too
         raise sup.not_ready(child, timeout_s) from exc
     return ping.id
 
