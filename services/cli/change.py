@@ -108,13 +108,15 @@ def _send(**change: Any) -> None:
     ctx = click.get_current_context()
     target: _Target = ctx.obj  # every set command runs under the `set` group
     msg = ConfigChange(**_who(ctx), **change)
-    strict = bool(ctx.meta[_WHO].get("strict"))
-    _check_known(target, sorted(change.get("instances") or ()), strict=strict)
+    if not change.get("delete"):  # forgetting a config needs no registered instance
+        strict = bool(ctx.meta[_WHO].get("strict"))
+        _check_known(target, sorted(change.get("instances") or ()), strict=strict)
     target.session.show(subjects.change(target.service), msg, ConfigApplied, output.applied)
 
 
 def _unknown(target: _Target, instances: list[str]) -> tuple[int, str]:
-    """What the registry does not know of the change's target: "" when it knows it all.
+    """(code, what the registry does not know of the change's target); (0, "") when it
+    knows it all.
 
     Configuring ahead of a deployment is allowed (the config applies once the instances
     register); a typo is the common case, so it is said.
@@ -151,7 +153,8 @@ def _check_known(target: _Target, instances: list[str], *, strict: bool) -> None
             code=code,
             reason=reason,
         )
-    warning = f"{problem}; changing it anyway: it applies once it registers (--strict refuses)"
+    then = ": it applies once it registers" if code == 404 else ""
+    warning = f"{problem}; changing it anyway{then} (--strict refuses)"
     if target.session.json:
         click.echo(json_error(code, warning), err=True)
     else:

@@ -92,6 +92,20 @@ async def test_set_warns_or_refuses_names_the_registry_does_not_know(
     assert (known.code, known.err) == (0, "")
 
 
+@pytest.mark.usefixtures("governor")
+async def test_set_without_a_registry_warns_and_strict_refuses(cli: Baton) -> None:
+    anyway, strict = await asyncio.gather(
+        cli("set", "orders", "strategy=random"),
+        cli("--json", "set", "orders", "threshold", "0.5", "--strict"),
+    )
+    assert anyway.code == 0, anyway
+    assert anyway.err.startswith("baton: warning: could not ask the registry whether it knows")
+    assert "orders is at revision 1" in anyway.out
+    assert (strict.code, strict.out) == (1, "")
+    assert error_of(strict.err)["code"] == 503
+    assert "nothing was changed (--strict)" in error_of(strict.err)["message"]
+
+
 @pytest.mark.usefixtures("registry", "governor")
 async def test_config_and_history_of_a_service_never_configured_say_so(cli: Baton) -> None:
     config, history = await asyncio.gather(cli("config", "fresh"), cli("history", "fresh"))
