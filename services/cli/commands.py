@@ -65,7 +65,8 @@ def cli(ctx: click.Context, nats_url: str, *, as_json: bool, timeout: float) -> 
     see the workers (status).
 
     Exit codes: 0 done, 1 a worker answered with an error, 2 usage error, 3 nothing
-    answered (NATS or the worker is down).
+    answered (NATS or the worker is down). With --json, an error is one JSON object on
+    stderr: {"code": ..., "message": ...}.
     """
     ctx.obj = Session(url=nats_url, json=as_json, timeout=timeout)
 
