@@ -6,7 +6,9 @@ compared, key for key, with what a nats-py `nats.micro` service answers beside t
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
+import re
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +84,8 @@ async def test_ping_at_every_level_gets_one_reply_per_replica(nc: Client) -> Non
     for reply in everyone:
         ping = ServicePing.from_dict(reply)  # nats-py's own reading of the reply
         assert ping.type == "io.nats.micro.v1.ping_response"
-        assert ping.version == "0.1.0"  # pyproject's, SemVer
+        assert ping.version == importlib.metadata.version("baton")  # pyproject's
+        assert re.fullmatch(r"\d+\.\d+\.\d+(?:[-+].*)?", ping.version)  # SemVer
         assert reply["metadata"]["pid"].isdigit()
     ids = [r["id"] for r in everyone]
     assert len(set(ids)) == len(ids)  # unique per process, even in one process
