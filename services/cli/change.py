@@ -21,7 +21,7 @@ from schemas.governor import ConfigApplied, ConfigChange, OverridePatch, Rollbac
 from schemas.registry import InstanceList, InstancesQuery
 from services.cli import output
 from services.cli.params import instance_ids, key_values, service_name
-from services.cli.session import Refused, Unanswered, json_error
+from services.cli.session import Link, Refused, Unanswered, json_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -108,13 +108,20 @@ def _send(**change: Any) -> None:
     ctx = click.get_current_context()
     target: _Target = ctx.obj  # every set command runs under the `set` group
     msg = ConfigChange(**_who(ctx), **change)
-    if not change.get("delete"):  # forgetting a config needs no registered instance
-        strict = bool(ctx.meta[_WHO].get("strict"))
-        _check_known(target, sorted(change.get("instances") or ()), strict=strict)
-    target.session.show(subjects.change(target.service), msg, ConfigApplied, output.applied)
+    session, subject = target.session, subjects.change(target.service)
+    strict = bool(ctx.meta[_WHO].get("strict"))
+    instances = sorted(change.get("instances") or ())
+
+    async def checked() -> bytes:  # one connection for the check and the change
+        async with session.connect() as link:
+            if not change.get("delete"):  # forgetting a config needs no registered instance
+                _check_known(target, await _unknown(target, link, instances), strict=strict)
+            return await session.ask(link, subject, msg)
+
+    session.print_reply(asyncio.run(checked()), subject, ConfigApplied, output.applied)
 
 
-def _unknown(target: _Target, instances: list[str]) -> tuple[int, str]:
+async def _unknown(target: _Target, link: Link, instances: list[str]) -> tuple[int, str]:
     """(code, what the registry does not know of the change's target); (0, "") when it
     knows it all.
 
@@ -123,11 +130,12 @@ def _unknown(target: _Target, instances: list[str]) -> tuple[int, str]:
     """
     service, session = target.service, target.session
     try:
-        raw = asyncio.run(session.request(subjects.instances(service), InstancesQuery()))
+        raw = await session.ask(link, subjects.instances(service), InstancesQuery())
     except Unanswered as exc:
         return 503, f"could not ask the registry whether it knows {service!r} ({exc.reason})"
     except Refused as exc:
         if exc.code == 403:  # this NATS user may not read the registry: say so only if strict
+            link.forgive()  # the change itself may still be allowed
             return 403, f"could not ask the registry whether it knows {service!r} ({exc.reason})"
         if exc.code != 404:  # only "no such service" is an answer here
             raise
@@ -142,8 +150,8 @@ def _unknown(target: _Target, instances: list[str]) -> tuple[int, str]:
     )
 
 
-def _check_known(target: _Target, instances: list[str], *, strict: bool) -> None:
-    code, problem = _unknown(target, instances)
+def _check_known(target: _Target, found: tuple[int, str], *, strict: bool) -> None:
+    code, problem = found
     if not problem or (code == 403 and not strict):
         return
     if strict:

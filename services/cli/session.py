@@ -99,6 +99,11 @@ class Link:
         if not self.refusal.done():
             self.refusal.set_result(text)
 
+    def forgive(self) -> None:
+        """Forget a refusal already reported, to send something else on the link."""
+        if self.refusal.done():
+            self.refusal = asyncio.get_running_loop().create_future()
+
     async def unless_refused(self, call: Awaitable[T]) -> T:
         """`await call`, or raise `Refused` as soon as NATS refuses a subject instead."""
         task = asyncio.ensure_future(call)
@@ -202,13 +207,17 @@ class Session:
     async def request(self, subject: str, msg: msgspec.Struct) -> bytes:
         """The reply's JSON, exactly as the worker sent it, or a `Failure`."""
         async with self.connect() as link:
-            bus = Bus(link.nc, logs.get_logger("cli"))
-            call = bus.request(subject, msg, msgspec.Raw, timeout=self.timeout)
-            try:
-                raw = await link.unless_refused(call)
-            except BatonError as exc:
-                raise self._no_answer(subject, exc) from None
-            return bytes(raw)
+            return await self.ask(link, subject, msg)
+
+    async def ask(self, link: Link, subject: str, msg: msgspec.Struct) -> bytes:
+        """`request` on a connection already open (a command that asks twice)."""
+        bus = Bus(link.nc, logs.get_logger("cli"))
+        call = bus.request(subject, msg, msgspec.Raw, timeout=self.timeout)
+        try:
+            raw = await link.unless_refused(call)
+        except BatonError as exc:
+            raise self._no_answer(subject, exc) from None
+        return bytes(raw)
 
     def show(
         self,
@@ -218,7 +227,12 @@ class Session:
         render: Callable[[T], str],
     ) -> None:
         """Request, then print the reply: as sent with `--json`, else `render`ed."""
-        raw = asyncio.run(self.request(subject, msg))
+        self.print_reply(asyncio.run(self.request(subject, msg)), subject, kind, render)
+
+    def print_reply(
+        self, raw: bytes, subject: str, kind: type[T], render: Callable[[T], str]
+    ) -> None:
+        """The reply as sent with `--json`, else decoded as `kind` and `render`ed."""
         if self.json:  # as sent: fields this version of Baton does not know included
             click.echo(raw.decode())
             return
