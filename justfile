@@ -7,12 +7,12 @@ python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { 
 default:
     @{{just_executable()}} --list
 
-# run the local stack: nats-server (JetStream), registry, balancer; Ctrl-C stops it
+# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, collector; Ctrl-C stops it
 [group('run')]
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
 
-# the stack plus a demo fleet and its live table (DEMO_* settings, see services/demo)
+# the stack above plus the demo: 5 HTTP services, 8 clients, a live table (DEMO_* in services/demo/settings.py)
 [group('run')]
 demo *args: influxd
     exec "{{python}}" -m services.stack demo {{args}}

@@ -11,9 +11,13 @@ from typing import Final
 
 __all__ = [
     "NAME_RULE",
+    "SRV_VERBS",
     "InvalidNameError",
     "check_name",
+    "endpoint_name",
     "service_from",
+    "srv",
+    "srv_levels",
 ]
 
 NAME_RULE: Final = "1 to 64 characters of A-Z a-z 0-9 _ -"
@@ -46,6 +50,36 @@ def service_from(subject: str, prefix: str) -> str:
     """
     rest = subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else ""
     return check_name(rest)
+
+
+# -- the NATS services protocol (ADR-32): every worker answers these --------------------
+SRV: Final = "$SRV"
+SRV_VERBS: Final = ("PING", "INFO", "STATS")
+
+
+def srv(verb: str, name: str | None = None, worker_id: str | None = None) -> str:
+    """`$SRV.<verb>`, `$SRV.<verb>.<name>` or `$SRV.<verb>.<name>.<id>`: all, a kind, one."""
+    if verb not in SRV_VERBS:
+        msg = f"verb {verb!r} is not one of {', '.join(SRV_VERBS)}"
+        raise ValueError(msg)
+    if name is None:
+        if worker_id is not None:
+            msg = "a worker id needs its name: $SRV.<verb>.<name>.<id>"
+            raise ValueError(msg)
+        return f"{SRV}.{verb}"
+    subject = f"{SRV}.{verb}.{check_name(name, 'worker name')}"
+    return subject if worker_id is None else f"{subject}.{check_name(worker_id, 'worker id')}"
+
+
+def srv_levels(verb: str, name: str, worker_id: str) -> tuple[str, str, str]:
+    """The three subjects one worker answers `verb` on."""
+    return srv(verb), srv(verb, name), srv(verb, name, worker_id)
+
+
+def endpoint_name(subject: str) -> str:
+    """An endpoint's name for ADR-32: the last fixed token (`balancer.v1.resolve` -> resolve)."""
+    fixed = [token for token in subject.split(".") if token not in {"*", ">"}]
+    return fixed[-1] if fixed else subject
 
 
 # -- registry ----------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 A worker is an async context manager built from (bus, settings, log): entering it
 subscribes and starts its loops, leaving it stops them. The runner owns the order:
-connect, enter, wait for SIGINT/SIGTERM, drain subscriptions (finishing messages already
-received), leave the worker, drain the connection.
+connect, enter, announce it on `$SRV.PING/INFO/STATS` (services/micro.py: from here on
+it is ready), wait for SIGINT/SIGTERM, stop announcing, drain subscriptions (finishing
+messages already received), leave the worker, drain the connection.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any, TypeVar
 from msgspec import Struct
 from structlog.typing import FilteringBoundLogger
 
-from services import logs
+from services import logs, micro
 from services.bus import Bus, NotAuthorizedError, connect
 from services.config import BusSettings, SettingsError, load, load_bus
 from services.errors import StartupError
 
-__all__ = ["WorkerFactory", "main", "serve"]
+__all__ = ["WorkerFactory", "describe", "main", "serve"]
 
 S = TypeVar("S", bound=Struct)
 WorkerFactory = Callable[[Bus, S, FilteringBoundLogger], AbstractAsyncContextManager[Any]]
@@ -40,14 +41,22 @@ async def serve(
     stop: asyncio.Event,
 ) -> None:
     async with (
-        connect(bus_settings, log, name=f"baton-{name}") as bus,
+        connect(bus_settings, log, name=micro.worker_name(name)) as bus,
         factory(bus, settings, log),
     ):
-        log.info("worker.started", settings=settings)
-        await stop.wait()
-        log.info("worker.stopping")
+        async with micro.announce(bus, name, description=describe(factory)) as service:
+            log.info("worker.started", settings=settings, id=service.id)
+            await stop.wait()
+            log.info("worker.stopping")
         await bus.drain()
     log.info("worker.stopped")
+
+
+def describe(factory: object) -> str:
+    """The first line of the worker's module docstring: its `$SRV.INFO` description."""
+    module = sys.modules.get(getattr(factory, "__module__", ""), None)
+    doc = (module.__doc__ if module else None) or getattr(factory, "__doc__", None) or ""
+    return doc.strip().split("\n", 1)[0]
 
 
 def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: str) -> None:

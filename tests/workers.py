@@ -1,11 +1,12 @@
-"""Run workers in-process for tests: each on its own NATS connection, as in production."""
+"""Run workers in-process for tests: each on its own NATS connection, as in production,
+and announced on `$SRV.PING/INFO/STATS` as the runner announces them."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from services import logs
+from services import logs, micro
 from services.balancer import Balancer, BalancerSettings
 from services.bus import connect
 from services.collector import Collector, CollectorSettings
@@ -13,6 +14,7 @@ from services.config import BusSettings
 from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
 from services.registry import Registry, RegistrySettings
+from services.runner import describe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,7 +32,8 @@ async def _run(url: str, name: str, factory: Any, settings: Any) -> AsyncIterato
             connect(BusSettings(url=url, reconnect_wait_s=0.05), log, name=name)
         )
         worker = await stack.enter_async_context(factory(bus, settings, log))
-        yield worker
+        async with micro.announce(bus, name, description=describe(factory)):
+            yield worker
         await bus.drain()
 
 

@@ -7,17 +7,21 @@ in `ctx.meta` so that each command's function sees only its own arguments.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import click
+import msgspec
 
 from schemas import subjects
 from schemas.governor import ConfigApplied, ConfigChange, OverridePatch, Rollback
+from schemas.registry import InstanceList, InstancesQuery
 from services.cli import output
 from services.cli.params import instance_ids, key_values, service_name
+from services.cli.session import Link, Refused, Unanswered, json_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -73,8 +77,21 @@ def _who_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _set_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A `set` command's options: --actor, --reason, --expected-revision and --strict."""
+    f = click.option(
+        "--strict",
+        is_flag=True,
+        expose_value=False,
+        callback=_keep,
+        help="Refuse when the registry knows no such service or instance (else: warn).",
+    )(f)
+    return _who_options(f)
+
+
 def _who(ctx: click.Context) -> dict[str, Any]:
-    who: dict[str, Any] = ctx.meta[_WHO]
+    who: dict[str, Any] = dict(ctx.meta[_WHO])
+    who.pop("strict", None)
     if not who["actor"]:
         raise click.UsageError("say who makes the change: --actor NAME, or set BATON_ACTOR", ctx)
     return who
@@ -91,7 +108,65 @@ def _send(**change: Any) -> None:
     ctx = click.get_current_context()
     target: _Target = ctx.obj  # every set command runs under the `set` group
     msg = ConfigChange(**_who(ctx), **change)
-    target.session.show(subjects.change(target.service), msg, ConfigApplied, output.applied)
+    session, subject = target.session, subjects.change(target.service)
+    strict = bool(ctx.meta[_WHO].get("strict"))
+    instances = sorted(change.get("instances") or ())
+
+    async def checked() -> bytes:  # one connection for the check and the change
+        async with session.connect() as link:
+            if not change.get("delete"):  # forgetting a config needs no registered instance
+                _check_known(target, await _unknown(target, link, instances), strict=strict)
+            return await session.ask(link, subject, msg)
+
+    session.print_reply(asyncio.run(checked()), subject, ConfigApplied, output.applied)
+
+
+async def _unknown(target: _Target, link: Link, instances: list[str]) -> tuple[int, str]:
+    """(code, what the registry does not know of the change's target); (0, "") when it
+    knows it all.
+
+    Configuring ahead of a deployment is allowed (the config applies once the instances
+    register); a typo is the common case, so it is said.
+    """
+    service, session = target.service, target.session
+    try:
+        raw = await session.ask(link, subjects.instances(service), InstancesQuery())
+    except Unanswered as exc:
+        return 503, f"could not ask the registry whether it knows {service!r} ({exc.reason})"
+    except Refused as exc:
+        if exc.code == 403:  # this NATS user may not read the registry: say so only if strict
+            link.forgive()  # the change itself may still be allowed
+            return 403, f"could not ask the registry whether it knows {service!r} ({exc.reason})"
+        if exc.code != 404:  # only "no such service" is an answer here
+            raise
+        return 404, f"the registry knows no service {service!r} (no instance ever registered)"
+    known = {i.instance_id for i in msgspec.json.decode(raw, type=InstanceList).instances}
+    missing = [iid for iid in instances if iid not in known]
+    if not missing:
+        return 0, ""
+    return 404, (
+        f"the registry knows no instance {', '.join(map(repr, missing))} of {service!r} "
+        f"(registered: {', '.join(sorted(known))})"
+    )
+
+
+def _check_known(target: _Target, found: tuple[int, str], *, strict: bool) -> None:
+    code, problem = found
+    if not problem or (code == 403 and not strict):
+        return
+    if strict:
+        reason = f"{problem}; nothing was changed (--strict)"
+        raise Refused(
+            f"{code} {reason}; check the name with `baton services` / `baton instances`",
+            code=code,
+            reason=reason,
+        )
+    then = ": it applies once it registers" if code == 404 else ""
+    warning = f"{problem}; changing it anyway{then} (--strict refuses)"
+    if target.session.json:
+        click.echo(json_error(code, warning), err=True)
+    else:
+        click.echo(f"baton: warning: {warning}", err=True)
 
 
 class _KeyValueGroup(click.Group):
@@ -125,7 +200,7 @@ def set_(ctx: click.Context, service: str) -> None:
 
 @set_.command()
 @click.argument("name")
-@_who_options
+@_set_options
 def strategy(name: str) -> None:
     """Pick with strategy NAME (round_robin, weighted, least_connections, ...)."""
     _send(strategy=name)
@@ -133,7 +208,7 @@ def strategy(name: str) -> None:
 
 @set_.command()
 @click.argument("x", metavar="X", type=float)
-@_who_options
+@_set_options
 def threshold(x: float) -> None:
     """Protection threshold 0..1: at or below this healthy share, resolve panics."""
     _send(protect_threshold=x)
@@ -141,7 +216,7 @@ def threshold(x: float) -> None:
 
 @set_.command()
 @click.argument("seconds", type=float)
-@_who_options
+@_set_options
 def warmup(seconds: float) -> None:
     """Ramp a newly registered instance's weight up over SECONDS."""
     _send(warmup_s=seconds)
@@ -154,7 +229,7 @@ def _override(instance: str, patch: OverridePatch | None) -> None:
 @set_.command()
 @click.argument("instance", callback=instance_ids)
 @click.argument("n", metavar="N", type=int)
-@_who_options
+@_set_options
 def weight(instance: str, n: int) -> None:
     """Override INSTANCE's weight (0..10000; 0 = no traffic)."""
     _override(instance, OverridePatch(weight=n))
@@ -163,7 +238,7 @@ def weight(instance: str, n: int) -> None:
 @set_.command()
 @click.argument("instance", callback=instance_ids)
 @click.argument("n", metavar="N", type=int)
-@_who_options
+@_set_options
 def port(instance: str, n: int) -> None:
     """Override the port that resolve hands out for INSTANCE."""
     _override(instance, OverridePatch(port=n))
@@ -171,7 +246,7 @@ def port(instance: str, n: int) -> None:
 
 @set_.command()
 @click.argument("instance", callback=instance_ids)
-@_who_options
+@_set_options
 def drain(instance: str) -> None:
     """Send INSTANCE no new traffic."""
     _override(instance, OverridePatch(drained=True))
@@ -179,7 +254,7 @@ def drain(instance: str) -> None:
 
 @set_.command()
 @click.argument("instance", callback=instance_ids)
-@_who_options
+@_set_options
 def undrain(instance: str) -> None:
     """Send INSTANCE traffic again (drained: false)."""
     _override(instance, OverridePatch(drained=False))
@@ -188,7 +263,7 @@ def undrain(instance: str) -> None:
 @set_.command()
 @click.argument("instance", callback=instance_ids)
 @click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True, callback=key_values)
-@_who_options
+@_set_options
 def metadata(instance: str, pairs: dict[str, str]) -> None:
     """Override INSTANCE's metadata keys; replaces its previous metadata override."""
     _override(instance, OverridePatch(metadata=pairs))
@@ -197,7 +272,7 @@ def metadata(instance: str, pairs: dict[str, str]) -> None:
 @set_.command()
 @click.argument("instance", callback=instance_ids)
 @click.argument("fields", nargs=-1, type=click.Choice([*_OVERRIDES, "all"]))
-@_who_options
+@_set_options
 def unset(instance: str, fields: Sequence[str]) -> None:
     """Drop INSTANCE's overrides of FIELDS (all of them when none is named)."""
     if not fields or "all" in fields:
@@ -208,7 +283,7 @@ def unset(instance: str, fields: Sequence[str]) -> None:
 
 @set_.command()
 @click.option("--yes", is_flag=True, help="Yes, forget the config and deregister everything.")
-@_who_options
+@_set_options
 @click.pass_context
 def delete(ctx: click.Context, *, yes: bool) -> None:
     """Forget SERVICE's config and deregister all its instances (needs --yes)."""

@@ -18,6 +18,7 @@ from services.cli import output
 from services.cli.change import rollback, set_
 from services.cli.params import instance_ids, service_name
 from services.cli.session import Session
+from services.cli.status import status
 from services.cli.watch import follow
 
 if TYPE_CHECKING:
@@ -60,10 +61,12 @@ def _servers(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.version_option(package_name="baton")
 @click.pass_context
 def cli(ctx: click.Context, nats_url: str, *, as_json: bool, timeout: float) -> None:
-    """Operate Baton: look at services, instances and configs; change them; watch events.
+    """Operate Baton: look at services, instances and configs; change them; watch events;
+    see the workers (status).
 
     Exit codes: 0 done, 1 a worker answered with an error, 2 usage error, 3 nothing
-    answered (NATS or the worker is down).
+    answered (NATS or the worker is down). With --json, an error is one JSON object on
+    stderr: {"code": ..., "message": ...}.
     """
     ctx.obj = Session(url=nats_url, json=as_json, timeout=timeout)
 
@@ -144,4 +147,5 @@ def watch(session: Session, service: str | None, count: int | None) -> None:
 
 
 cli.add_command(set_)
+cli.add_command(status)
 cli.add_command(rollback)

@@ -24,6 +24,7 @@ __all__ = [
     "event_line",
     "history",
     "instances",
+    "never_configured",
     "services",
     "table",
 ]
@@ -155,7 +156,20 @@ def _override_cells(o: InstanceOverride) -> tuple[str, str, str, str]:
     )
 
 
+def never_configured(service: str) -> str:
+    return (
+        f"({service} has never been configured: these are the defaults; "
+        f"`baton set {service} ...` makes revision 1)"
+    )
+
+
 def config(cfg: ServiceConfig) -> str:
+    if cfg.revision == 0 and not cfg.instances:  # no revision in the governor's log
+        return f"{_config(cfg)}\n\n{never_configured(cfg.service)}"
+    return _config(cfg)
+
+
+def _config(cfg: ServiceConfig) -> str:
     head = _pairs(
         [
             ("service", cfg.service),
@@ -217,7 +231,7 @@ def applied_line(entry: ConfigApplied) -> str:
 
 def history(reply: ConfigHistory) -> str:
     if not reply.entries:
-        return f"(no changes to {reply.service} yet)"
+        return f"({reply.service} has never been configured: no revisions yet)"
     rows = [
         (str(e.revision), _when(e.at), e.actor, _what(e), e.reason or "-", _summary(e.config))
         for e in reply.entries

@@ -1,6 +1,9 @@
 """How a command talks to Baton: one NATS connection, one request, the reply as sent.
 
-Every failure ends here as a `Failure`: one line on stderr and the exit code scripts test.
+Every failure ends here as a `Failure`: one line on stderr and the exit code scripts test
+(with `--json`, that line is `{"code": ..., "message": ...}`: the contract's code and
+sentence; 503 NATS unreachable or nothing serving, 504 no reply in time, 401/403 NATS
+refused the user or a subject, 400 a usage error).
 
     0  done
     1  Refused: a worker answered with an error (the contract's 4xx/5xx code and sentence),
@@ -23,6 +26,7 @@ import msgspec
 import nats
 import nats.errors
 
+from schemas.errors import ErrorReply
 from services import logs
 from services.bus import Bus
 from services.errors import BatonError, NoResponders, RequestTimeout
@@ -33,16 +37,33 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
 
-__all__ = ["Failure", "Link", "Refused", "Session", "Unanswered"]
+__all__ = ["Failure", "Link", "Refused", "Session", "Unanswered", "json_error"]
 
 T = TypeVar("T")
 
 
 class Failure(click.ClickException):
-    """An error a person reads as `baton: <sentence>`, with the exit code scripts test."""
+    """An error a person reads as `baton: <sentence>`, with the exit code scripts test,
+    and the contract's code for `--json` (`reason`: the sentence without the code)."""
+
+    code = 500
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.reason = reason or message
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"baton: {self.format_message()}", file=file, err=file is None)
+
+    def as_json(self) -> str:
+        return json_error(self.code, self.reason)
+
+
+def json_error(code: int, message: str) -> str:
+    """An error for scripts, as the workers' error body: `{"code": 404, "message": "..."}`."""
+    return msgspec.json.encode(ErrorReply(code=code, message=message)).decode()
 
 
 class Refused(Failure):
@@ -55,6 +76,7 @@ class Unanswered(Failure):
     """Nothing answered: NATS is unreachable, or no worker replied."""
 
     exit_code = 3
+    code = 503
 
 
 def _worker(subject: str) -> str:
@@ -77,6 +99,11 @@ class Link:
         if not self.refusal.done():
             self.refusal.set_result(text)
 
+    def forgive(self) -> None:
+        """Forget a refusal already reported, to send something else on the link."""
+        if self.refusal.done():
+            self.refusal = asyncio.get_running_loop().create_future()
+
     async def unless_refused(self, call: Awaitable[T]) -> T:
         """`await call`, or raise `Refused` as soon as NATS refuses a subject instead."""
         task = asyncio.ensure_future(call)
@@ -86,10 +113,11 @@ class Link:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, BatonError):
                 await task
-            raise Refused(
-                f"403 NATS refused it: {self.refusal.result()}; the NATS user in "
+            reason = (
+                f"NATS refused it: {self.refusal.result()}; the NATS user in "
                 "--nats-url / NATS_URL lacks that right (infra/nats-auth.conf lists them)"
             )
+            raise Refused(f"403 {reason}", code=403, reason=reason)
         return task.result()
 
 
@@ -153,7 +181,8 @@ class Session:
             if "authorization violation" in str(error).lower():
                 return Refused(
                     f"NATS at {where} refused the credentials ({error}); give the user and "
-                    "password in --nats-url / NATS_URL as nats://user:password@host:port"
+                    "password in --nats-url / NATS_URL as nats://user:password@host:port",
+                    code=401,
                 )
         cause = errors[0]
         return Unanswered(
@@ -170,20 +199,25 @@ class Session:
         if isinstance(exc, RequestTimeout):
             return Unanswered(
                 f"the {worker} did not answer on {subject} within {self.timeout:g} s; "
-                "is it running, and not stuck? (--timeout waits longer)"
+                "is it running, and not stuck? (--timeout waits longer)",
+                code=504,
             )
-        return Refused(f"{exc.code} {exc.message}")
+        return Refused(f"{exc.code} {exc.message}", code=exc.code, reason=exc.message)
 
     async def request(self, subject: str, msg: msgspec.Struct) -> bytes:
         """The reply's JSON, exactly as the worker sent it, or a `Failure`."""
         async with self.connect() as link:
-            bus = Bus(link.nc, logs.get_logger("cli"))
-            call = bus.request(subject, msg, msgspec.Raw, timeout=self.timeout)
-            try:
-                raw = await link.unless_refused(call)
-            except BatonError as exc:
-                raise self._no_answer(subject, exc) from None
-            return bytes(raw)
+            return await self.ask(link, subject, msg)
+
+    async def ask(self, link: Link, subject: str, msg: msgspec.Struct) -> bytes:
+        """`request` on a connection already open (a command that asks twice)."""
+        bus = Bus(link.nc, logs.get_logger("cli"))
+        call = bus.request(subject, msg, msgspec.Raw, timeout=self.timeout)
+        try:
+            raw = await link.unless_refused(call)
+        except BatonError as exc:
+            raise self._no_answer(subject, exc) from None
+        return bytes(raw)
 
     def show(
         self,
@@ -193,7 +227,12 @@ class Session:
         render: Callable[[T], str],
     ) -> None:
         """Request, then print the reply: as sent with `--json`, else `render`ed."""
-        raw = asyncio.run(self.request(subject, msg))
+        self.print_reply(asyncio.run(self.request(subject, msg)), subject, kind, render)
+
+    def print_reply(
+        self, raw: bytes, subject: str, kind: type[T], render: Callable[[T], str]
+    ) -> None:
+        """The reply as sent with `--json`, else decoded as `kind` and `render`ed."""
         if self.json:  # as sent: fields this version of Baton does not know included
             click.echo(raw.decode())
             return
@@ -202,6 +241,7 @@ class Session:
         except msgspec.ValidationError as exc:
             raise Refused(
                 f"the {_worker(subject)} answered {subject} with something that is not a "
-                f"{kind.__name__} ({exc}); --json shows it as sent"
+                f"{kind.__name__} ({exc}); --json shows it as sent",
+                code=502,
             ) from None
         click.echo(render(reply))

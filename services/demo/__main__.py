@@ -24,7 +24,11 @@ from services.demo.settings import DemoSettings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.demo", description=__doc__)
     parser.add_argument("--duration", type=float, help="seconds to run (DEMO_DURATION_S)")
-    parser.add_argument("--strategy", help="'default', a strategy name, or '' to cycle")
+    parser.add_argument(
+        "--strategy",
+        help="a strategy for every request (DEMO_STRATEGY); unset: the service's configured "
+        "one, rotated through the governor every DEMO_CYCLE_S",
+    )
     args = parser.parse_args(argv)
     # Quieter than the workers: on a terminal, log lines would scroll the table away.
     logs.configure(os.environ.get("LOG_LEVEL", "WARNING"))

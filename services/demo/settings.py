@@ -9,10 +9,9 @@ from msgspec import Meta, Struct
 from schemas.balancer import STRATEGIES
 from schemas.fields import ServiceName
 
-__all__ = ["CYCLE", "SERVICE_DEFAULT", "DemoSettings"]
+__all__ = ["SERVICE_DEFAULT", "DemoSettings"]
 
-CYCLE = ""  # DEMO_STRATEGY unset: every ~cycle_s, the next strategy (the service's first)
-SERVICE_DEFAULT = "default"  # no per-request strategy: the service's configured one
+SERVICE_DEFAULT = "default"  # the same as unset: no per-request strategy, the service's
 
 
 class DemoSettings(Struct, frozen=True, kw_only=True):
@@ -21,10 +20,12 @@ class DemoSettings(Struct, frozen=True, kw_only=True):
     service: ServiceName = "demo-api"
     instances: Annotated[int, Meta(ge=1, le=100)] = 5
     clients: Annotated[int, Meta(ge=1, le=500)] = 8
-    # "" cycles through the service default and every strategy; "default" keeps the
-    # service's own; a strategy name keeps that one for every request
-    strategy: str = CYCLE
-    cycle_s: Annotated[float, Meta(gt=0)] = 10.0
+    # unset ("" or "default"): the clients follow the service's configured strategy, and
+    # the demo's operator rotates it through the governor every cycle_s, as `baton set
+    # SERVICE strategy=NAME` would (it stops once someone else sets it); a strategy name:
+    # the clients ask for that one in every request, and nothing rotates
+    strategy: str = ""
+    cycle_s: Annotated[float, Meta(ge=0)] = 10.0  # 0: no rotation
     duration_s: Annotated[float, Meta(ge=0)] = 0.0  # 0: until Ctrl-C
     think_ms: Annotated[float, Meta(ge=0)] = 20.0  # a client's mean pause between calls
     timeout_s: Annotated[float, Meta(gt=0)] = 2.0  # of one HTTP call
@@ -38,17 +39,19 @@ class DemoSettings(Struct, frozen=True, kw_only=True):
     operator_s: Annotated[float, Meta(ge=0)] = 15.0
 
     def __post_init__(self) -> None:
-        if self.strategy not in (CYCLE, SERVICE_DEFAULT, *STRATEGIES):
+        if self.strategy not in ("", SERVICE_DEFAULT, *STRATEGIES):
             names = ", ".join(STRATEGIES)
             raise ValueError(
-                f"strategy must be empty (cycle), {SERVICE_DEFAULT!r} or one of {names}; "
-                f"got {self.strategy!r}"
+                f"strategy must be empty or {SERVICE_DEFAULT!r} (the service's configured "
+                f"one) or one of {names}; got {self.strategy!r}"
             )
 
-    def schedule(self) -> tuple[str | None, ...]:
-        """The per-request strategies the clients cycle through (None: the service's)."""
-        if self.strategy == CYCLE:
-            return (None, *STRATEGIES)
-        if self.strategy == SERVICE_DEFAULT:
-            return (None,)
-        return (self.strategy,)
+    @property
+    def per_request(self) -> str | None:
+        """The strategy every request asks for; None: the service's configured one."""
+        return self.strategy if self.strategy in STRATEGIES else None
+
+    @property
+    def rotates(self) -> bool:
+        """Whether the demo's operator rotates the service's strategy."""
+        return self.per_request is None and self.cycle_s > 0

@@ -24,31 +24,7 @@ if TYPE_CHECKING:
     from services.demo.settings import DemoSettings
     from services.sdk import BalancerClient, Endpoint
 
-__all__ = ["Schedule", "Stats", "Traffic", "Window"]
-
-
-class Schedule:
-    """Which per-request strategy is active now: the next one every `cycle_s`."""
-
-    def __init__(self, strategies: tuple[str | None, ...], cycle_s: float) -> None:
-        self.strategies = strategies
-        self.cycle_s = cycle_s
-        self.started = time.monotonic()
-
-    def _position(self) -> tuple[int, float]:
-        turns, into = divmod(time.monotonic() - self.started, self.cycle_s)
-        return int(turns) % len(self.strategies), self.cycle_s - into
-
-    @property
-    def current(self) -> str | None:
-        return self.strategies[self._position()[0]]
-
-    def describe(self) -> str:
-        index, left = self._position()
-        name = self.strategies[index] or "service default"
-        if len(self.strategies) == 1:
-            return name
-        return f"{name} (next in {left:.0f} s)"
+__all__ = ["Stats", "Traffic", "Window"]
 
 
 @dataclass
@@ -69,6 +45,7 @@ class Stats:
     calls: dict[str, deque[tuple[float, float, bool]]] = field(default_factory=dict)
     resolve_errors: int = 0
     total_calls: int = 0
+    strategy: str = ""  # what the balancer said it used, in its latest answer
 
     def record(self, instance_id: str, latency_ms: float, ok: bool) -> None:
         self.calls.setdefault(instance_id, deque()).append((time.monotonic(), latency_ms, ok))
@@ -103,13 +80,11 @@ class Traffic:
         self,
         balancer: BalancerClient,
         settings: DemoSettings,
-        schedule: Schedule,
         stats: Stats,
         log: FilteringBoundLogger,
     ) -> None:
         self.balancer = balancer
         self.settings = settings
-        self.schedule = schedule
         self.stats = stats
         self.log = log
 
@@ -127,8 +102,9 @@ class Traffic:
             key = f"user-{rng.randrange(256)}"
             try:
                 async with self.balancer.call(
-                    self.settings.service, key=key, strategy=self.schedule.current
+                    self.settings.service, key=key, strategy=self.settings.per_request
                 ) as endpoint:
+                    self.stats.strategy = endpoint.strategy
                     await self._get(session, endpoint)
             except BatonError as exc:  # resolve failed: no instance yet, or no balancer
                 self.stats.resolve_errors += 1

@@ -2,7 +2,8 @@
 
 Starts nats-server (JetStream, config infra/nats.conf), a local influxd (Debian's
 package) unless INFLUX_URL is set, then the registry, balancer, governor and collector
-workers, and for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
+workers, each ready once it answers `$SRV.PING` for itself (its pid in the reply), and
+for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
 all in reverse order and exits 0; a worker that dies is reported with its log tail, the
 rest are stopped, and the exit code is 1.
 
@@ -13,6 +14,7 @@ set, no nats-server is started: the workers use that one.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -20,18 +22,23 @@ import socket
 import sys
 from pathlib import Path
 
+import nats.errors
+
+from services import micro
+from services.stack.ready import wait_pinged
 from services.stack.supervisor import (
+    Child,
     StartupError,
     StopRequested,
     Supervisor,
     interpreter,
     nats_server_binary,
 )
+from services.stack.terminal import foreground
 
 _REPO = Path(__file__).resolve().parents[2]
 _NATS_CONF = _REPO / "infra" / "nats.conf"
 _LISTENING = re.compile(r"Listening for client connections on [\w.:\[\]-]+:(\d+)")
-_WORKER_READY = '"worker.started"'  # the runner's JSON log line once a worker serves
 _WORKERS = ("registry", "balancer", "governor", "gateway")
 
 
@@ -119,7 +126,24 @@ def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
     return url
 
 
+def _pinged(sup: Supervisor, child: Child, url: str, timeout_s: float) -> str:
+    """Wait until the worker `child` answers `$SRV.PING` for itself; return its id."""
+    name = micro.worker_name(child.name)
+    try:
+        ping = asyncio.run(
+            wait_pinged(url, name, child.pid, check=lambda: sup.check(child), timeout_s=timeout_s)
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:  # NATS itself unreachable too
+        raise sup.not_ready(child, timeout_s) from exc
+    return ping.id
+
+
 def run(argv: list[str] | None = None) -> int:
+    with foreground():  # Ctrl-C for the stack alone, not for `just` around it
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     args = _parse(argv)
     args.root = args.root.resolve()
     sup = Supervisor(args.root / ".baton" / "logs", stop_timeout_s=args.stop_timeout)
@@ -144,8 +168,8 @@ def run(argv: list[str] | None = None) -> int:
             workers.append("collector")
         for name in workers:
             child = sup.start(name, [interpreter(), "-m", f"services.{name}"], env=env)
-            sup.wait_for(child, _WORKER_READY, args.ready_timeout)
-            sup.say(f"{name} ready (pid {child.pid}, log {child.log_path})")
+            worker_id = _pinged(sup, child, url, args.ready_timeout)
+            sup.say(f"{name} ready (pid {child.pid}, id {worker_id}, log {child.log_path})")
         if args.mode == "demo":
             demo = sup.start(
                 "demo", [interpreter(), "-m", "services.demo"], env=env, stdout_to_terminal=True

@@ -129,19 +129,27 @@ class Supervisor:
             text = child.log_text()
             if found(text):
                 return text
-            if child.proc.poll() is not None:
-                raise StartupError(
-                    f"{child.name} exited with code {child.proc.returncode} before it was "
-                    f"ready; last lines of {child.log_path}:\n{child.tail()}"
-                )
-            if self.stop_requested.is_set():
-                raise StopRequested
+            self.check(child)
             if time.monotonic() > deadline:
-                raise StartupError(
-                    f"{child.name} was not ready within {timeout_s:g} s; "
-                    f"last lines of {child.log_path}:\n{child.tail()}"
-                )
+                raise self.not_ready(child, timeout_s)
             self.stop_requested.wait(0.02)
+
+    def check(self, child: Child) -> None:
+        """While waiting for `child`: raise if it died, or if a stop was asked."""
+        if child.proc.poll() is not None:
+            raise StartupError(
+                f"{child.name} exited with code {child.proc.returncode} before it was "
+                f"ready; last lines of {child.log_path}:\n{child.tail()}"
+            )
+        if self.stop_requested.is_set():
+            raise StopRequested
+
+    @staticmethod
+    def not_ready(child: Child, timeout_s: float) -> StartupError:
+        return StartupError(
+            f"{child.name} was not ready within {timeout_s:g} s; "
+            f"last lines of {child.log_path}:\n{child.tail()}"
+        )
 
     def watch(self, *, finishes: str | None = None) -> int:
         """Until a stop is requested or a child exits; return the stack's exit code.

@@ -249,8 +249,9 @@ async def test_bad_local_input_is_a_usage_error_and_sends_nothing() -> None:
 # -- governor ----------------------------------------------------------------------------
 @pytest.mark.usefixtures("registry", "governor")
 async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) -> None:
-    await register(bus, events, "orders-1", 8001)
-    await register(bus, events, "orders-2", 8002)
+    # no heartbeats here: a TTL longer than the test, so both stay healthy on a slow machine
+    await register(bus, events, "orders-1", 8001, ttl_s=120)
+    await register(bus, events, "orders-2", 8002, ttl_s=120)
 
     async def ok(*args: str) -> Run:
         run = await cli(*args)

@@ -5,28 +5,39 @@ supervisor (`python -m services.stack`), against real workers and nats-servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import io
+import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+import nats
 import pytest
+from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
 from schemas.balancer import CallReport
+from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import InstanceEvent
 from services import logs
 from services.balancer.worker import Balancer, BalancerSettings
-from services.bus import connect
+from services.bus import Bus, connect
 from services.config import BusSettings
 from services.demo.demo import run
+from services.demo.operator import next_strategy
 from services.demo.settings import DemoSettings
 from services.registry.worker import Registry, RegistrySettings
 
@@ -102,6 +113,63 @@ async def test_demo_instances_serve_real_http_calls(nc: Client) -> None:
     await until_seen(events, ids(3), "deregistered")
 
 
+async def printed(out: io.StringIO, pattern: str, since: int = 0, timeout: float = 15) -> int:
+    """Wait until a table printed after offset `since` matches `pattern`; return where."""
+
+    async def loop() -> int:
+        while (found := re.search(pattern, out.getvalue()[since:], re.MULTILINE)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return since + found.end()
+
+    try:
+        return await asyncio.wait_for(loop(), timeout)
+    except TimeoutError:
+        pytest.fail(f"{pattern!r} never printed:\n{out.getvalue()[since:][-3000:]}")
+
+
+async def test_demo_follows_the_service_config_and_its_operators(
+    nats_server: NatsServer, nc: Client
+) -> None:
+    url = nats_server.url
+    async with run_registry(url), run_balancer(url), run_governor(url):
+        bus = Bus(nc, logs.get_logger("operator"))
+        applied = await nc.subscribe(subjects.applied(SERVICE))
+        settings = DemoSettings(
+            instances=2, clients=2, think_ms=5, ttl_s=2, print_s=0.1, cycle_s=0.3, operator_s=0
+        )
+        out, stop = io.StringIO(), asyncio.Event()
+        demo = asyncio.create_task(run(nc, settings, logs.get_logger("demo"), stop, out))
+
+        # The rotation is an operator's change, through the governor, and resolves obey it.
+        first = msgspec.json.decode((await applied.next_msg(timeout=15)).data, type=ConfigApplied)
+        assert (first.actor, first.config.strategy) == ("demo-operator", next_strategy("weighted"))
+        await printed(out, r"latest answer used (?!weighted)")
+
+        # An operator's own `set strategy=` stays: the rotation stops, the clients follow.
+        mine = ConfigChange(actor="ann", strategy="least_connections")
+        await bus.request(subjects.change(SERVICE), mine, ConfigApplied)
+        at = await printed(out, r"rotation stopped: ann changed the service's config")
+        at = await printed(
+            out,
+            r"strategy least_connections \(the service's config.*latest answer used "
+            r"least_connections$",
+            at,
+        )
+
+        # The table shows the weight in effect and marks a drained instance.
+        overrides = {
+            f"{SERVICE}-1": OverridePatch(weight=7),
+            f"{SERVICE}-2": OverridePatch(drained=True),
+        }
+        await bus.request(
+            subjects.change(SERVICE), ConfigChange(actor="ann", instances=overrides), ConfigApplied
+        )
+        at = await printed(out, rf"^{SERVICE}-1\s+zone-a\s+-\s+7\s", at)
+        await printed(out, rf"^{SERVICE}-2\s+zone-b\s+drained\s+40\s", at)
+        stop.set()
+        await asyncio.wait_for(demo, 10)
+
+
 async def test_demo_stopped_before_a_registry_answers(nc: Client) -> None:
     stop = asyncio.Event()
     demo = asyncio.create_task(
@@ -138,7 +206,7 @@ async def test_demo_process_runs_for_a_fixed_duration(nats_server: NatsServer) -
     assert int(calls[-1]) > 0
     for instance_id in ids(2):
         row = re.search(
-            rf"^{instance_id}\s+\S+\s+\d+\s+[\d.]+ ms\*?\s+([\d.]+)", text, re.MULTILINE
+            rf"^{instance_id}\s+\S+\s+-\s+\d+\s+[\d.]+ ms\*?\s+([\d.]+)", text, re.MULTILINE
         )
         assert row, text
         assert float(row[1]) > 0  # picks/s over the last window
@@ -223,7 +291,37 @@ def alive(pid: int) -> bool:
     return True
 
 
-FREE = ("--port", "-1", "--http-port", "-1", "--dns-port", "-1", "--gateway-port", "-1")  # any
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ports the server picks, and an influxd port nobody else uses (the machine may run a stack)
+async def ping_all(url: str, n: int) -> list[dict[str, Any]]:
+    """The first `n` replies to one `$SRV.PING` on the server at `url`."""
+    nc = await nats.connect(url)
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, max_msgs=n)
+        await nc.publish(subjects.srv("PING"), b"", reply=inbox)
+        return [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(n)]
+    finally:
+        await nc.close()
+
+
+FREE = (
+    "--port",
+    "-1",
+    "--http-port",
+    "-1",
+    "--dns-port",
+    "-1",
+    "--gateway-port",
+    "-1",
+    "--influx-port",
+    str(free_port()),
+)
 
 
 def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_path: Path) -> None:
@@ -240,6 +338,15 @@ def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_pa
         "collector",
     }, text
     assert (tmp_path / ".baton" / "nats" / "jetstream").is_dir()  # the store is under root
+    # Each worker was ready once it answered $SRV.PING for itself: its pid, its id.
+    announced = dict(re.findall(r"stack: ([\w-]+) ready \(pid \d+, id (\w+),", text))
+    assert set(announced) == {"registry", "balancer", "governor", "gateway", "collector"}, text
+    url = re.search(r"nats-server ready at (nats://\S+) ", text)
+    assert url, text
+    pings = asyncio.run(ping_all(url[1], len(announced)))
+    assert {(p["name"], p["id"], p["metadata"]["pid"]) for p in pings} == {
+        (f"baton-{name}", worker_id, str(children[name])) for name, worker_id in announced.items()
+    }
 
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=30)
@@ -276,3 +383,69 @@ def test_stack_refuses_a_port_in_use(stack_process: StackFactory) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1, out
     assert f"something already listens on 127.0.0.1:{port}" in out
+
+
+# -- Ctrl-C at a terminal -------------------------------------------------------------------
+def _read_pty(fd: int, until: str, deadline: float) -> str:
+    """What the terminal shows, until `until` appears or the program closes it."""
+    seen = b""
+    while until.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shown"), [("up", "Ctrl-C stops everything"), ("demo", "demo-api-2 ")]
+)
+def test_ctrl_c_on_just_ends_with_0_and_no_error_line(
+    recipe: str, shown: str, tmp_path: Path
+) -> None:
+    """`just up` / `just demo` in a real terminal (a pty), stopped by typing Ctrl-C."""
+    just = Path(sys.executable).parent / "just"
+    primary, terminal = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    env = {**environ, "DEMO_INSTANCES": "2", "DEMO_PRINT_S": "0.5"}
+    args = [*FREE, "--root", str(tmp_path)]
+
+    def take_the_terminal() -> None:  # in the child: the pty becomes its terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(  # noqa: S603  # our own recipe, our own arguments
+        [str(just), recipe, *args],
+        cwd=REPO,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,  # noqa: PLW1509  # only an ioctl
+    )
+    os.close(terminal)
+    try:
+        text = _read_pty(primary, shown, time.monotonic() + 60)
+        assert shown in text, text
+        os.write(primary, b"\x03")  # Ctrl-C, as typed: SIGINT to the foreground group
+        text += _read_pty(primary, "\x00never", time.monotonic() + 40)
+        assert proc.wait(timeout=10) == 0, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(primary)
+    assert "stack: stopped" in text
+    errors = [
+        line
+        for line in text.splitlines()
+        if line.lower().startswith("error") or "Traceback" in line or "interrupted" in line
+    ]
+    assert not errors, text

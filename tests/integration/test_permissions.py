@@ -12,6 +12,7 @@ call; a request on a refused subject ends in `nats.errors.TimeoutError`. The ser
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -217,6 +218,21 @@ async def test_the_whole_stack_runs_on_least_privilege(
     for conn in (orders, operator, viewer):
         assert await conn.synced() == []
     assert violations(server) == []  # workers included: none was refused anything
+
+
+@pytest.mark.usefixtures("stack")
+async def test_every_worker_answers_the_services_protocol_on_least_privilege(
+    server: NatsServer, connect: Callable[[str], Awaitable[Conn]]
+) -> None:
+    viewer = await connect("viewer")
+    inbox = viewer.nc.new_inbox()
+    sub = await viewer.nc.subscribe(inbox, max_msgs=3)
+    await viewer.nc.publish(subjects.srv("STATS"), b"", reply=inbox)
+    replies = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(3)]
+    names = sorted(reply["name"] for reply in replies)
+    assert names == ["baton-balancer", "baton-governor", "baton-registry"]
+    assert await viewer.synced() == []
+    assert violations(server) == []  # nobody was refused a $SRV subscription or reply
 
 
 @pytest.mark.usefixtures("stack")
