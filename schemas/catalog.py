@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from schemas import subjects
 from schemas.balancer import CallReport, Endpoint, PickCounts, ResolveRequest
 from schemas.governor import ConfigApplied, ConfigChange, ConfigHistory, Rollback, ServiceConfig
+from schemas.micro import Info, Ping, Stats
 from schemas.registry import (
     Ack,
     Deregistration,
@@ -92,6 +93,11 @@ class Channel:
     op: Op
     summary: str
     queue: str = ""
+    # the AsyncAPI channel id, when the address without its parameters is not unique
+    # (`$SRV.PING`, `$SRV.PING.{name}` and `$SRV.PING.{name}.{id}` are three channels)
+    key: str = ""
+    # whether a failed request is answered with an ErrorReply ($SRV never answers one)
+    error_replies: bool = True
 
     def __post_init__(self) -> None:
         if (self.reply is None) != (self.op == PUBLISH):
@@ -112,6 +118,11 @@ class Channel:
         """The address without its parameters: `registry.v1.register`."""
         return _TOKEN.sub("", self.address).rstrip(".")
 
+    @property
+    def id(self) -> str:
+        """The channel's id in the AsyncAPI document: `key`, else `name`."""
+        return self.key or self.name
+
 
 WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway")
 
@@ -130,6 +141,10 @@ ERROR_CODES: Final[dict[int, str]] = {
 PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
+    "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
+    "baton-governor, baton-collector, baton-gateway).",
+    "id": "One worker process's NATS micro id: a NUID (22 characters of 0-9 A-Z a-z), "
+    "new at every start.",
 }
 
 
@@ -287,5 +302,30 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         summary="Internal: the durable config log, one subject per service; read it "
         "through governor.v1.config and governor.v1.history.",
     ),
-    # -- later extensions (gateway, HA, outlier ejection, batched reports) go here --------
+    # -- every worker: the NATS services protocol (ADR-32, NATS micro) ---------------------
+    *(
+        Channel(
+            subjects.srv(verb) + suffix,
+            Empty,
+            reply,
+            sender="anyone (baton status, the nats CLI, any ADR-32 client)",
+            receivers="every worker: registry, balancer, governor, collector, gateway "
+            "(each replica answers)",
+            op=REQUEST,
+            key=f"SRV.{verb}{suffix.replace('{', '').replace('}', '')}",
+            error_replies=False,
+            summary=f"{what}: {scope} answers; the payload is ignored.",
+        )
+        for verb, reply, what in (
+            ("PING", Ping, "Who runs"),
+            ("INFO", Info, "What each worker serves"),
+            ("STATS", Stats, "Each worker's counts per endpoint"),
+        )
+        for suffix, scope in (
+            ("", "every worker process"),
+            (".{name}", "every process of that kind"),
+            (".{name}.{id}", "that one process"),
+        )
+    ),
+    # -- later extensions (HA, outlier ejection, batched reports) go here ------------------
 )

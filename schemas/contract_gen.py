@@ -156,6 +156,8 @@ def _channel_description(ch: Channel) -> str:
     reply = ch.reply.__name__ if ch.reply else ""
     if ch.op == PUBLISH:
         kind = "a publish: no reply"
+    elif ch.op == REQUEST and not ch.error_replies:
+        kind = f"a request, answered with {reply} (never with an error)"
     elif ch.op == REQUEST:
         kind = f"a request, answered with {reply} or an ErrorReply"
     else:
@@ -206,18 +208,16 @@ def _message(kind: type[msgspec.Struct], prose: Prose) -> dict[str, Any]:
 def _operation(ch: Channel) -> dict[str, Any]:
     op: dict[str, Any] = {
         "action": "send" if ch.by_worker else "receive",
-        "channel": _ref("channels", ch.name),
+        "channel": _ref("channels", ch.id),
         "summary": ch.summary,
         "description": _channel_description(ch),
-        "messages": [_ref("channels", ch.name, "messages", ch.message.__name__)],
+        "messages": [_ref("channels", ch.id, "messages", ch.message.__name__)],
     }
     if ch.reply is not None:
+        replies = [ch.reply.__name__] + ([ErrorReply.__name__] if ch.error_replies else [])
         op["reply"] = {
             "channel": _ref("channels", REPLY_CHANNEL),
-            "messages": [
-                _ref("channels", REPLY_CHANNEL, "messages", ch.reply.__name__),
-                _ref("channels", REPLY_CHANNEL, "messages", ErrorReply.__name__),
-            ],
+            "messages": [_ref("channels", REPLY_CHANNEL, "messages", r) for r in replies],
         }
     if ch.queue:
         op["bindings"] = {"nats": {"queue": ch.queue, "bindingVersion": "0.1.0"}}
@@ -228,8 +228,8 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the catalog, as a plain mapping."""
     channels: dict[str, Any] = {}
     for ch in CHANNELS:
-        if ch.name in channels:
-            raise ValueError(f"two catalog entries share the channel {ch.name}")
+        if ch.id in channels:
+            raise ValueError(f"two catalog entries share the channel {ch.id}: give one a key")
         unknown = [p for p in ch.parameters if p not in PARAMETERS]
         if unknown:
             raise ValueError(f"{ch.address}: describe {unknown} in schemas.catalog.PARAMETERS")
@@ -239,7 +239,7 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
         channel["messages"] = {name: _ref("components", "messages", name)}
         if ch.parameters:
             channel["parameters"] = {p: _ref("components", "parameters", p) for p in ch.parameters}
-        channels[ch.name] = channel
+        channels[ch.id] = channel
     replies = [ch.reply.__name__ for ch in CHANNELS if ch.reply is not None]
     replies.append(ErrorReply.__name__)
     channels[REPLY_CHANNEL] = {
@@ -265,7 +265,7 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
             }
         },
         "channels": channels,
-        "operations": {ch.name: _operation(ch) for ch in CHANNELS},
+        "operations": {ch.id: _operation(ch) for ch in CHANNELS},
         "components": {
             "schemas": _components(kinds, _SCHEMA_REF, prose),
             "messages": {kind.__name__: _message(kind, prose) for kind in kinds},

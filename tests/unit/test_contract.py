@@ -88,7 +88,15 @@ def test_every_subject_of_subjects_py_is_in_the_catalog() -> None:
         for name, value in vars(subjects).items()
         if name.isupper() and isinstance(value, str) and ".v1" in value
     }
-    assert prefixes == {ch.name for ch in catalog.CHANNELS}
+    v1 = {ch.name for ch in catalog.CHANNELS if not ch.name.startswith(subjects.SRV)}
+    assert prefixes == v1
+    # every verb of the NATS services protocol, at each of its three levels
+    srv = [ch.address for ch in catalog.CHANNELS if ch.name.startswith(subjects.SRV)]
+    assert sorted(srv) == sorted(
+        subjects.srv(verb) + level
+        for verb in subjects.SRV_VERBS
+        for level in ("", ".{name}", ".{name}.{id}")
+    )
 
 
 def test_error_codes_are_those_of_the_error_tree() -> None:
