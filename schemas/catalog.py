@@ -19,6 +19,10 @@ line in PARAMETERS):
         summary="One endpoint of the service, picked by its strategy.",
     ),
 
+Two addresses with the same prefix (`$SRV.PING` and `$SRV.PING.{name}`) need a `key` each,
+the channel's id in the AsyncAPI document; a subject that never answers with an error
+reply says `error_replies=False`.
+
 The prefix must be a constant of schemas/subjects.py (subjects are built only there), and
 tests/integration/test_catalog.py checks `receivers` and `queue` against the
 subscriptions the running workers really make, as nats-server's monitoring lists them.
