@@ -17,9 +17,11 @@ import contextlib
 from typing import TYPE_CHECKING, Protocol
 
 from schemas import subjects
-from schemas.registry import Empty, InstanceEvent, InstanceList, InstancesQuery, ServiceList
+from schemas.registry import Empty, InstanceEvent, InstanceList, ServiceList
 from services.errors import BatonError, NotFound
 from services.lifecycle import Lifecycle
+from services.registry.pages import pages
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Fleet", "RegistrySync"]
 
-PAGE = 500  # instances per snapshot request: well under NATS's 1 MiB payload limit
+RETRY_CAP_S = 10.0  # failed snapshots are retried from retry_s up to this (services/retry.py)
 
 
 class Fleet(Protocol):
@@ -67,12 +69,16 @@ class RegistrySync(Lifecycle):
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        await self.bus.serve(
-            subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True
-        )
+        serve = self.owned(self.bus.serve)
+        await serve(subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True)
         self.bus.reconnect_hooks.append(self.request_snapshot)
+        self.on_close(self._unhook)
         self.spawn(self._loop(), "balancer.sync")
         self.request_snapshot_now()
+
+    async def _unhook(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.bus.reconnect_hooks.remove(self.request_snapshot)
 
     def request_snapshot_now(self) -> None:
         self._wake.set()
@@ -106,6 +112,7 @@ class RegistrySync(Lifecycle):
 
     # -- snapshots -----------------------------------------------------------------------
     async def _loop(self) -> None:
+        retry = Backoff(base_s=self.retry_s, cap_s=max(self.retry_s, RETRY_CAP_S)).retry()
         while True:
             # on a timeout, a periodic snapshot: anti-entropy against anything missed
             with contextlib.suppress(TimeoutError):
@@ -114,15 +121,18 @@ class RegistrySync(Lifecycle):
             try:
                 settled = await self._snapshot()
             except BatonError as exc:
-                self.log.warning("registry.snapshot_failed", error=exc.message)
-                await asyncio.sleep(self.retry_s)
+                self.log.warning(
+                    "registry.snapshot_failed", error=exc.message, attempt=retry.attempts + 1
+                )
+                await retry.wait()
                 self._wake.set()
                 continue
             except Exception:  # a bug must not end syncing for good
                 self.log.exception("registry.snapshot_crashed")
-                await asyncio.sleep(self.retry_s)
+                await retry.wait()
                 self._wake.set()
                 continue
+            retry.reset()
             if not settled:
                 asyncio.get_running_loop().call_later(self.retry_s, self._wake.set)
 
@@ -181,28 +191,14 @@ class RegistrySync(Lifecycle):
         return floor
 
     async def _instances(self, service: str, listed: ServiceList) -> InstanceList:
-        pages: list[InstanceList] = []
-        after = ""
-        while True:
-            try:
-                page = await self.bus.request(
-                    subjects.instances(service),
-                    InstancesQuery(after=after, limit=PAGE),
-                    InstanceList,
-                    timeout=self.timeout_s,
-                )
-            except NotFound:  # the service emptied meanwhile; its events are held
-                return InstanceList(
-                    service=service, instances=[], epoch=listed.epoch, seq=listed.seq
-                )
-            pages.append(page)
-            after = page.next_after
-            if not after:
-                break
-        first = pages[0]
+        try:
+            read = [page async for page in pages(self.bus, service, timeout=self.timeout_s)]
+        except NotFound:  # the service emptied meanwhile; its events are held
+            return InstanceList(service=service, instances=[], epoch=listed.epoch, seq=listed.seq)
+        first = read[0]
         return InstanceList(
             service=service,
-            instances=[i for page in pages for i in page.instances],
+            instances=[i for page in read for i in page.instances],
             epoch=first.epoch,
             seq=first.seq,  # the oldest page decides which held events are still news
             settled=first.settled,

@@ -24,7 +24,7 @@ import nats
 import nats.errors
 
 from services import logs
-from services.bus import Bus
+from services.bus import Bus, refused
 from services.errors import BatonError, NoResponders, RequestTimeout
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Session:
         """Why connecting failed: refused credentials, else the first error seen."""
         where = redact(self.url)
         for error in errors:
-            if "authorization violation" in str(error).lower():
+            if refused(error):
                 return Refused(
                     f"NATS at {where} refused the credentials ({error}); give the user and "
                     "password in --nats-url / NATS_URL as nats://user:password@host:port"

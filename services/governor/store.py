@@ -11,7 +11,7 @@ from nats.js import api
 
 from schemas import subjects
 from services.configlog import decode_entry
-from services.errors import Unavailable
+from services.errors import Conflict, Unavailable
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -24,8 +24,11 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when the CAS header does n
 _encode = msgspec.json.Encoder().encode
 
 
-class StaleWriteError(Exception):
+class StaleWriteError(Conflict):
     """Another change was stored since the entry this one was built on."""
+
+    def __init__(self, message: str = "a concurrent change was stored first") -> None:
+        super().__init__(message)
 
 
 def _unavailable(exc: Exception) -> Unavailable:

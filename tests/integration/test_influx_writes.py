@@ -32,6 +32,7 @@ from services.collector.writer import (
     V2Writer,
     rejected_count,
 )
+from services.config import SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -193,9 +194,9 @@ async def test_a_bad_database_name_is_a_setup_error(influx: InfluxServer) -> Non
             await bad.ensure()
     finally:
         await bad.aclose()
-    with pytest.raises(ValueError, match="must not be empty"):
+    with pytest.raises(SettingsError, match="INFLUX_DATABASE is empty"):
         V1Writer(influx.url, "")
-    with pytest.raises(ValueError, match="http://"):
+    with pytest.raises(SettingsError, match="http://"):
         V1Writer("127.0.0.1:8086", DB)
 
 
