@@ -21,6 +21,7 @@ from schemas.governor import (
     ConfigApplied,
     ConfigChange,
     ConfigHistory,
+    HistoryQuery,
     Rollback,
     ServiceConfig,
 )
@@ -87,7 +88,7 @@ class Governor(Lifecycle):
         q = "governor"
         await serve(subjects.CHANGE, ConfigChange, self._on_change, queue=q, per_service=True)
         await serve(subjects.CONFIG, Empty, self._on_config, queue=q, per_service=True)
-        await serve(subjects.HISTORY, Empty, self._on_history, queue=q, per_service=True)
+        await serve(subjects.HISTORY, HistoryQuery, self._on_history, queue=q, per_service=True)
         await serve(subjects.ROLLBACK, Rollback, self._on_rollback, queue=q, per_service=True)
         self.log.info("governor.ready")
 
@@ -133,8 +134,10 @@ class Governor(Lifecycle):
         latest, _seq = await self.store.latest(service)
         return latest.config if latest else ServiceConfig(service=service)
 
-    async def _on_history(self, service: str, _: Empty) -> ConfigHistory:
-        entries = await self.store.history(service)
+    async def _on_history(self, service: str, query: HistoryQuery) -> ConfigHistory:
+        entries = await self.store.history(
+            service, limit=query.limit, since_revision=query.since_revision, since=query.since
+        )
         size, keep = 0, len(entries)
         while keep and size + len(msgspec.json.encode(entries[keep - 1])) <= HISTORY_BYTES:
             size += len(msgspec.json.encode(entries[keep - 1]))

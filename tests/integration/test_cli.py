@@ -247,6 +247,23 @@ async def test_bad_local_input_is_a_usage_error_and_sends_nothing() -> None:
 
 
 # -- governor ----------------------------------------------------------------------------
+async def history_filters(cli: Baton, ok: Baton) -> None:
+    """`history --limit/--since` of `orders` at revision 8."""
+    newest, from_rev, recent, future = await asyncio.gather(
+        ok("history", "orders", "--limit", "2"),
+        ok("history", "orders", "--since", "7"),
+        ok("history", "orders", "--since", "1h", "--limit", "3"),
+        ok("history", "orders", "--since", "2999-01-01T00:00:00Z"),
+    )
+    assert [row[0] for row in newest.rows[1:]] == ["7", "8"]
+    assert [row[0] for row in from_rev.rows[1:]] == ["7", "8"]
+    assert [row[0] for row in recent.rows[1:]] == ["6", "7", "8"]
+    assert future.out.strip() == "(no changes to orders yet)"
+    bad = await cli("history", "orders", "--since", "last tuesday")
+    assert bad.code == 2
+    assert "'last tuesday' is not a revision (42), a duration ago (30m" in bad.err
+
+
 @pytest.mark.usefixtures("registry", "governor")
 async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) -> None:
     await register(bus, events, "orders-1", 8001)
@@ -318,6 +335,7 @@ async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) ->
     entries = msgspec.json.decode(history_json.out, type=ConfigHistory).entries
     assert (entries[-1].kind, entries[-1].restored, entries[-1].actor) == ("rollback", 1, ACTOR)
     assert (entries[-1].config.strategy, entries[-1].config.instances) == ("round_robin", {})
+    await history_filters(cli, ok)
 
     deleted = msgspec.json.decode(
         (await ok("--json", "set", "orders", "delete", "--yes")).out, type=ConfigApplied

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,12 +21,13 @@ from schemas.governor import (
     ConfigApplied,
     ConfigChange,
     ConfigHistory,
+    HistoryQuery,
     OverridePatch,
     Rollback,
     ServiceConfig,
 )
 from schemas.registry import Ack, Empty, Heartbeat, InstanceList
-from services.errors import Conflict, NotFound
+from services.errors import BadRequest, Conflict, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,6 +51,10 @@ async def change(bus: Bus, service: str = "api", **kw: Any) -> ConfigApplied:
 
 async def config(bus: Bus, service: str = "api") -> ServiceConfig:
     return await bus.request(subjects.config(service), Empty(), ServiceConfig)
+
+
+async def history(bus: Bus, service: str = "api", **query: Any) -> ConfigHistory:
+    return await bus.request(subjects.history(service), HistoryQuery(**query), ConfigHistory)
 
 
 async def resolve(bus: Bus, **kw: Any) -> Endpoint:
@@ -113,6 +119,28 @@ async def test_changes_are_versioned_merged_announced_and_audited(nc: Client, bu
     assert history.entries[0].at <= history.entries[1].at
     await until(lambda: asyncio.sleep(0, len(applied) == 2))
     assert [a.revision for a in applied] == [1, 2]
+
+
+@pytest.mark.usefixtures("governor")
+async def test_history_reads_a_range_of_revisions(bus: Bus) -> None:
+    for n in range(1, 8):
+        await change(bus, reason=f"r{n}", protect_threshold=n / 10)
+        await change(bus, "other", reason=f"o{n}", warmup_s=n)  # in the same log, never listed
+    middle = (await history(bus)).entries[3].at
+
+    async def revisions(**query: Any) -> list[int]:
+        return [e.revision for e in (await history(bus, **query)).entries]
+
+    assert await revisions() == [1, 2, 3, 4, 5, 6, 7]
+    assert await revisions(limit=3) == [5, 6, 7]
+    assert await revisions(since_revision=6) == [6, 7]
+    assert await revisions(since_revision=2, limit=2) == [6, 7]
+    assert await revisions(since=middle) == [4, 5, 6, 7]
+    assert await revisions(since=middle + dt.timedelta(days=1)) == []
+    assert await revisions(since_revision=99) == []
+    assert [e.reason for e in (await history(bus, "other", limit=1)).entries] == ["o7"]
+    with pytest.raises(BadRequest, match=r"limit must be an integer 0\.\.100000"):
+        await history(bus, limit=-1)
 
 
 @pytest.mark.usefixtures("governor")
