@@ -1,0 +1,62 @@
+"""The one way tests wait: poll a condition until it holds, with a deadline.
+
+`until(cond)` calls `cond()` (plain or async) until it returns something truthy and
+returns that; past the deadline it fails the test, saying what was awaited. Prefer an
+event or a subscription where the code offers one; poll only what lives elsewhere (in a
+worker, another process, a server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["until", "until_sync"]
+
+T = TypeVar("T")
+
+
+async def until(
+    cond: Callable[[], T | Awaitable[T]],
+    timeout: float = 5.0,
+    *,
+    interval: float = 0.005,
+    what: str = "",
+) -> T:
+    """The first truthy value of `cond()`, polled every `interval` s for `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]  # an awaited T
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what or _name(cond)}")
+        await asyncio.sleep(interval)  # a poll interval, not a wait for something
+
+
+def until_sync(cond: Callable[[], T], timeout: float = 5.0, *, interval: float = 0.005) -> T:
+    """`until` for code outside an event loop (a server process starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {_name(cond)}")
+        time.sleep(interval)  # a poll interval, not a wait for something
+
+
+def _name(cond: object) -> str:
+    name = getattr(cond, "__qualname__", repr(cond))
+    try:
+        return f"{name} ({inspect.getsourcelines(cond)[0][0].strip()})"  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return str(name)
