@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from services.stack.__main__ import INFLUXD_CONF
 
@@ -52,7 +52,7 @@ class InfluxServer:
         conf.write_text(INFLUXD_CONF.format(d=d, port=self.port, rpc=_free_port()))
         return conf
 
-    def start(self, timeout: float = 20.0) -> InfluxServer:
+    def start(self, timeout: float = 20.0) -> Self:
         binary = influxd_binary()
         if binary is None:
             msg = "influxd not found: apt-get install -y influxdb (just test installs it)"

@@ -36,7 +36,7 @@ async def until(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]  # an awaited T
+            return value
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what or _name(cond)}")
         await asyncio.sleep(interval)  # a poll interval, not a wait for something

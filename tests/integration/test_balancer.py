@@ -118,7 +118,7 @@ async def test_least_response_time_avoids_the_slow_instance(bus: Bus, events: Ev
     for iid, ms in (("f", 10.0), ("s", 400.0)):
         await bus.publish(subjects.report("api"), CallReport(instance_id=iid, latency_ms=ms))
     await asyncio.sleep(0.05)
-    picks = collections.Counter()
+    picks: collections.Counter[str] = collections.Counter()
     for _ in range(20):
         ep = await resolve(bus, strategy="least_response_time")
         picks[ep.instance_id] += 1

@@ -340,9 +340,12 @@ async def test_call_with_retry_moves_to_another_instance(nc: Client) -> None:
             return ep.instance_id
 
         # consistent_hash: without the exclusion, the retry would get the same instance
-        sticky = {"strategy": "consistent_hash", "key": "user-7"}
         served = await client.call_with_retry(
-            SERVICE, first_fails, retry_on=(ConnectionError,), **sticky
+            SERVICE,
+            first_fails,
+            retry_on=(ConnectionError,),
+            strategy="consistent_hash",
+            key="user-7",
         )
         assert seen == [seen[0], served]
         assert served != seen[0]  # the failed instance was excluded
