@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -21,20 +21,50 @@ __all__ = ["until", "until_sync"]
 T = TypeVar("T")
 
 
+@overload
 async def until(
-    cond: Callable[[], T | Awaitable[T]],
+    cond: Callable[[], Awaitable[T | None]],
+    timeout: float = ...,
+    *,
+    interval: float = ...,
+    ignoring: tuple[type[BaseException], ...] = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def until(
+    cond: Callable[[], T | None],
+    timeout: float = ...,
+    *,
+    interval: float = ...,
+    ignoring: tuple[type[BaseException], ...] = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def until(
+    cond: Callable[[], Any],
     timeout: float = 5.0,
     *,
     interval: float = 0.005,
+    ignoring: tuple[type[BaseException], ...] = (),
     what: str = "",
-) -> T:
-    """The first truthy value of `cond()`, polled every `interval` s for `timeout` s."""
+) -> Any:
+    """The first truthy value of `cond()`, polled every `interval` s for `timeout` s.
+
+    `cond` may be async (a request to a worker), and may do blocking I/O if wrapped as
+    `lambda: asyncio.to_thread(check)`. An exception in `ignoring` counts as "not yet".
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = cond()
-        if inspect.isawaitable(value):
-            value = await value
+        try:
+            value = cond()
+            if inspect.isawaitable(value):
+                value = await value
+        except ignoring:
+            value = None
         if value:
             return value
         if loop.time() > deadline:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import pytest
 from natsserver import NatsServer
+from waiting import until
 from workers import run_governor
 
 from schemas import subjects
@@ -106,15 +107,6 @@ async def register(bus: Bus, events: Events, iid: str, port: int, **kw: Any) -> 
     await events.wait_for("registered", iid)
 
 
-async def until(probe: Callable[[], Awaitable[T | None]], timeout: float = 5.0) -> T:
-    async def loop() -> T:
-        while (value := await probe()) is None:  # noqa: ASYNC110  # the state is the workers'
-            await asyncio.sleep(0.02)
-        return value
-
-    return await asyncio.wait_for(loop(), timeout)
-
-
 def pairs(text: str, block: int = 0) -> dict[str, str]:
     """The `key  value` lines of a block of lines (blocks are apart by a blank line)."""
     lines = text.split("\n\n")[block].splitlines()
@@ -178,8 +170,8 @@ async def test_resolve_prints_the_endpoint(
     assert first.instance_id == again.instance_id
 
 
-async def _known(balancer: Any, n: int) -> bool | None:
-    return len(balancer.known().get("orders", ())) == n or None
+def _known(balancer: Any, n: int) -> bool:
+    return len(balancer.known().get("orders", ())) == n
 
 
 async def test_worker_errors_print_the_sentence_and_exit_1(

@@ -23,6 +23,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 from natsserver import NatsServer
+from waiting import until
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -160,12 +161,6 @@ async def watch(conn: Conn, subject: str, kind: type[Any]) -> list[Any]:
     return seen
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():  # noqa: ASYNC110  # the condition lives in the workers
-            await asyncio.sleep(0.01)
-
-
 def reg(instance_id: str) -> bytes:
     return msgspec.json.encode({"instance_id": instance_id, "host": "10.0.0.5", "port": 8080})
 
@@ -235,9 +230,7 @@ async def test_a_service_cannot_register_as_another_service(
     # Its own name still works. The registry takes every service's registrations on one
     # subscription, in order: had `payments` got through, it would have come before this.
     await orders.nc.request(subjects.register("orders"), reg("orders-1"), timeout=2)
-    async with asyncio.timeout(2):
-        while not events:  # noqa: ASYNC110  # the registry's event, on another connection
-            await asyncio.sleep(0.005)
+    await until(lambda: events)  # the registry's event, on another connection
 
     assert orders.errors == [refused(subjects.register("payments"))] * 2
     assert [(e.kind, e.service, e.instance.instance_id) for e in events] == [
