@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from schemas import subjects
 from schemas.registry import Empty, InstanceEvent, InstanceList, ServiceList
@@ -29,9 +29,24 @@ if TYPE_CHECKING:
     from schemas.registry import Instance
     from services.bus import Bus
 
-__all__ = ["Fleet", "RegistrySync"]
+__all__ = ["Fleet", "Order", "RegistrySync", "order"]
 
 RETRY_CAP_S = 10.0  # failed snapshots are retried from retry_s up to this (services/retry.py)
+
+
+Order = Literal["next", "stale", "gap", "restarted"]
+
+
+def order(epoch: str, seq: int, event_epoch: str, event_seq: int) -> Order:
+    """Where an event stands against the view, which has applied `seq` of `epoch`:
+    the `next` one, `stale` (applied already), after a `gap` (events were lost), or from
+    a registry that `restarted` (a new epoch). After a gap or a restart, the event is
+    applied and a snapshot fills in what was missed."""
+    if event_epoch != epoch:
+        return "restarted"
+    if event_seq == seq + 1:
+        return "next"
+    return "stale" if event_seq <= seq else "gap"
 
 
 class Fleet(Protocol):
@@ -91,15 +106,12 @@ class RegistrySync(Lifecycle):
         if self._held is not None:
             self._held.append(event)
             return
-        if event.epoch != self.epoch or event.seq != self.seq + 1:
-            if event.epoch == self.epoch and event.seq <= self.seq:
-                return  # a duplicate or stale event: already applied
-            self.log.info(
-                "registry.gap" if event.epoch == self.epoch else "registry.restarted",
-                seen=self.seq,
-                got=event.seq,
-                epoch=event.epoch,
-            )
+        where = order(self.epoch, self.seq, event.epoch, event.seq)
+        if where == "stale":
+            return  # a duplicate or stale event: already applied
+        if where != "next":
+            event_name = "registry.gap" if where == "gap" else "registry.restarted"
+            self.log.info(event_name, seen=self.seq, got=event.seq, epoch=event.epoch)
             self._wake.set()  # apply it now, then read a snapshot to fill what we missed
         self.epoch, self.seq = event.epoch, event.seq
         self._apply(event)
