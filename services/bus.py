@@ -40,7 +40,17 @@ if TYPE_CHECKING:
 
     from services.config import BusSettings
 
-__all__ = ["Bus", "Handler", "connect", "error_reply", "refused", "rejection", "request_failure"]
+__all__ = [
+    "Bus",
+    "Handler",
+    "Reconnects",
+    "connect",
+    "error_reply",
+    "reconnect_policy",
+    "refused",
+    "rejection",
+    "request_failure",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -323,6 +333,29 @@ def refused(exc: BaseException) -> bool:
     )
 
 
+class Reconnects:
+    """nats-py's hook before each reconnect attempt (`reconnect_to_server_handler`): which
+    server, and how long to wait first. The server tried least (so a list of servers is
+    tried round the list), after the policy's wait; the first attempt of an outage goes
+    at once, since the outage may be a blip."""
+
+    def __init__(self, retry: Retry) -> None:
+        self.retry = retry
+        self.tried = False
+
+    def __call__(self, servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
+        server = min(servers, key=lambda s: s.reconnects)
+        if not self.tried:
+            self.tried = True
+            return server, 0.0
+        return server, self.retry.next_delay()
+
+    def reset(self) -> None:
+        """Connected again: the next outage starts afresh."""
+        self.tried = False
+        self.retry.reset()
+
+
 def reconnect_policy(settings: BusSettings) -> Backoff:
     base = settings.reconnect_wait_s
     return Backoff(base_s=base, cap_s=max(base, settings.reconnect_max_s))
@@ -344,7 +377,7 @@ async def connect(
     """
     holder: list[Bus] = []
     retry = reconnect_policy(settings).retry()
-    free_try_used: list[bool] = []
+    reconnects = Reconnects(retry)
 
     closing = False
 
@@ -353,23 +386,13 @@ async def connect(
             log.warning("bus.disconnected")
 
     async def on_reconnected() -> None:
-        retry.reset()
-        free_try_used.clear()
+        reconnects.reset()
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
         if holder:
             await holder[0].run_reconnect_hooks()
 
     async def on_error(exc: Exception) -> None:
         log.warning("bus.error", error=repr(exc))
-
-    def reconnect_to(servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
-        # nats-py's hook before each reconnect attempt: the server tried least, and the
-        # policy's wait; none before the first attempt of an outage (it may be a blip).
-        server = min(servers, key=lambda s: s.reconnects)
-        if not free_try_used:
-            free_try_used.append(True)
-            return server, 0.0
-        return server, retry.next_delay()
 
     nc = await _first_connect(
         settings,
@@ -379,7 +402,7 @@ async def connect(
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         error_cb=on_error,
-        reconnect_to_server_handler=reconnect_to,
+        reconnect_to_server_handler=reconnects,
     )
     retry.reset()
     log.info("bus.connected", url=settings.url, name=name)
