@@ -436,11 +436,12 @@ async def _first_connect(
     """
     refused_event = asyncio.Event()
     nc = Client()
+    first = [True]  # until connected: later errors are the caller's
 
     async def on_error(exc: Exception) -> None:
         if refused(exc):
             refused_event.set()
-        elif nc.is_connecting:  # the first connection: nats-py sleeps this long next
+        elif first[0]:  # nats-py sleeps this long before its next try
             nc.options["reconnect_time_wait"] = retry.next_delay()
             log.warning(
                 "bus.connect_failed", url=settings.url, attempt=retry.attempts, error=repr(exc)
@@ -482,4 +483,5 @@ async def _first_connect(
             await retry.wait()
             nc = Client()
         else:
+            first[0] = False
             return nc

@@ -1,5 +1,6 @@
 """A worker's start that fails half-way leaves nothing behind: no loop running, no
-subscription on the server (the config watch's JetStream consumer included), no hook.
+subscription on the server (the config watch's JetStream consumer included), no hook;
+and a worker started before NATS waits for it by the retry policy.
 
 The fault is injected into Baton's own Bus (the Nth subscription raises), on a real
 nats-server whose monitoring endpoint (/connz) says which subscriptions it still holds.
@@ -8,8 +9,11 @@ nats-server whose monitoring endpoint (/connz) says which subscriptions it still
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
+import socket
+import statistics
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -127,3 +131,41 @@ async def test_a_registry_that_fails_half_way_drains_what_it_served(
             await Registry(bus, RegistrySettings(settle_s=0), LOG).__aenter__()
         await until(lambda: running(("registry.sweep", "config.watch")) == [])
         assert await server_subjects(monitored, name) == []
+
+
+async def test_the_first_connection_waits_by_the_policy_with_jitter(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens on the port yet: each failed try is logged with the wait that
+    # follows; the waits grow from NATS_RECONNECT_WAIT_S and differ (jitter), until the
+    # server appears and the bus connects.
+    server = NatsServer(tmp_path / "late", jetstream=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        server.port = sock.getsockname()[1]
+    tries: list[float] = []
+
+    class Log:
+        def warning(self, event: str, **_: Any) -> None:
+            if event == "bus.connect_failed":
+                tries.append(asyncio.get_running_loop().time())
+
+        def info(self, *_: Any, **__: Any) -> None:
+            pass
+
+    settings = BusSettings(url=server.url, reconnect_wait_s=0.05, reconnect_max_s=0.4)
+
+    async def start_late() -> None:
+        await until(lambda: len(tries) >= 8, timeout=10)
+        await asyncio.to_thread(server.start)
+
+    starter = asyncio.create_task(start_late())
+    try:
+        async with connect(settings, Log(), name="late") as bus:  # type: ignore[arg-type]
+            assert bus.nc.is_connected
+    finally:
+        await starter
+        server.stop()
+    waits = [b - a for a, b in itertools.pairwise(tries)]
+    assert all(w >= 0.04 for w in waits)  # never a hot loop
+    assert statistics.mean(waits[-4:]) > 2 * 0.05  # they grew: not one fixed wait
