@@ -1,16 +1,24 @@
 """`baton`, the operator command line: a NATS client of the public v1 contract, nothing more.
 
-`main` is the console script installed by the project (`[project.scripts]`).
+`main` is the console script installed by the project (`[project.scripts]`). It needs the
+`cli` extra (click); without it, it says so instead of a traceback.
 """
 
 from __future__ import annotations
 
-from services import logs
-from services.cli.commands import cli
+import sys
 
-__all__ = ["cli", "main"]
+from services import logs
+
+__all__ = ["main"]
 
 
 def main() -> None:
+    try:
+        from services.cli.commands import cli  # noqa: PLC0415  # click is the `cli` extra
+    except ModuleNotFoundError as exc:
+        if exc.name != "click":
+            raise
+        sys.exit("baton: the command line needs click: pip install 'baton[cli]'")
     logs.configure("WARNING")  # stderr; the workers' own sentences reach people as errors
     cli(prog_name="baton")
