@@ -101,6 +101,7 @@ def closed_port() -> int:
 
 
 async def register(bus: Bus, events: Events, iid: str, port: int, **kw: Any) -> None:
+    kw.setdefault("ttl_s", 3600)  # no heartbeats here: healthy however slow the host is
     reg = Registration(instance_id=iid, host="127.0.0.1", port=port, **kw)
     service = kw.get("service", "orders")
     await bus.request(subjects.register(service), reg, msgspec.Raw)
