@@ -24,8 +24,9 @@ import nats
 import nats.errors
 
 from services import logs
-from services.bus import Bus, refused
+from services.bus import Bus, Reconnects, refused
 from services.errors import BatonError, NoResponders, RequestTimeout
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -120,11 +121,19 @@ class Session:
             if link and "permissions violation" in str(exc).lower():
                 link[0].refuse(str(exc))
 
-        options: dict[str, Any] = {"error_cb": on_error}
+        # `watch` reconnects by the one retry policy (services/retry.py), as workers do
+        reconnects = Reconnects(Backoff(base_s=0.5, cap_s=5.0).retry())
+
+        async def on_reconnected() -> None:
+            reconnects.reset()
+            if reconnected is not None:
+                await reconnected()
+
+        options: dict[str, Any] = {"error_cb": on_error, "reconnected_cb": on_reconnected}
         if disconnected is not None:
             options["disconnected_cb"] = disconnected
-        if reconnected is not None:
-            options["reconnected_cb"] = reconnected
+        if follow:
+            options["reconnect_to_server_handler"] = reconnects
         # nats-py retries a first connection as often as later ones: `follow` retries until
         # the deadline below, a one-shot command gives up after one more try.
         options |= (
