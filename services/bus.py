@@ -240,11 +240,19 @@ class Bus:
             self.log.warning("bus.reply_failed", subject=subject, error=repr(exc))
 
     async def drain(self) -> None:
-        """Stop taking new messages, finishing those already received."""
+        """Stop taking new messages, finishing those already received.
+
+        While reconnecting nothing more can arrive, so the subscriptions are only dropped:
+        a drain then waits on a flush that a reconnect in the meantime never answers
+        (nats-py forgets the PONGs it awaited), for 10 s a subscription.
+        """
         subs, self._subs = self._subs, []
         for sub in subs:
             try:
-                await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+                if self.nc.is_connected:
+                    await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+                else:
+                    await sub.unsubscribe()
             except nats.errors.Error as exc:
                 self.log.warning("bus.drain_failed", subject=sub.subject, error=repr(exc))
 

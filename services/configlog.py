@@ -122,7 +122,7 @@ class ConfigWatch(Lifecycle):
                 self.log.warning("config.watch_failed", error=repr(exc), attempt=retry.attempts)
                 await retry.wait()
                 continue
-            self.own(sub)
+            self.own(sub, drain=False)  # an entry cut short comes again on the next start
             if not info.state.messages:
                 self.synced.set()
             self.log.info("config.watching", entries=info.state.messages)

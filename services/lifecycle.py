@@ -36,12 +36,29 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+DRAIN_S = 5.0  # a drain that has not finished by then (a stuck handler) is cut short
+
+
 async def _drain(sub: Subscription) -> None:
     # A drain, not an unsubscribe: what the server sent before it took the UNSUB is still
     # handled (a request in flight is answered). Drained already (the runner drains before
     # leaving) or the connection closed: either way the server has no interest left.
+    # While reconnecting nothing more can arrive: only drop it (see Bus.drain for why).
+    if not sub._conn.is_connected:  # noqa: SLF001  # nats-py keeps its connection there
+        await _unsubscribe(sub)
+        return
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+    except nats.errors.Error:
+        pass
+    except TimeoutError:
+        await _unsubscribe(sub)
+
+
+async def _unsubscribe(sub: Subscription) -> None:
     with contextlib.suppress(nats.errors.Error):
-        await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+        await sub.unsubscribe()
 
 
 class Lifecycle:
@@ -66,9 +83,9 @@ class Lifecycle:
         """Run `callback` when this one closes, before whatever was opened before it."""
         self._exits().push_async_callback(callback)
 
-    def own(self, sub: Subscription) -> Subscription:
-        """Drain `sub` when this one closes."""
-        self._exits().push_async_callback(_drain, sub)
+    def own(self, sub: Subscription, *, drain: bool = True) -> Subscription:
+        """Drain `sub` when this one closes (or only unsubscribe: nothing to finish)."""
+        self._exits().push_async_callback(_drain if drain else _unsubscribe, sub)
         return sub
 
     def owned(

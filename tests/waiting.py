@@ -58,17 +58,23 @@ async def until(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    late = AssertionError(f"not within {timeout:g} s: {what or _name(cond)}")
     while True:
         try:
             value = cond()
             if inspect.isawaitable(value):
-                value = await value
+                async with asyncio.timeout_at(deadline):  # a call that hangs fails too
+                    value = await value
         except ignoring:
             value = None
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise late from None
+            raise
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what or _name(cond)}")
+            raise late
         await asyncio.sleep(interval)  # a poll interval, not a wait for something
 
 

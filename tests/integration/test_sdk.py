@@ -84,7 +84,7 @@ async def instances(nc: Client, service: str = SERVICE) -> InstanceList:
 
 
 def bus_settings(server: NatsServer) -> BusSettings:
-    return BusSettings(url=server.url, reconnect_wait_s=0.05)
+    return BusSettings(url=server.url, reconnect_wait_s=0.05, reconnect_max_s=0.5)
 
 
 async def run_registry(server: NatsServer, ready: asyncio.Event, stop: asyncio.Event) -> None:
