@@ -21,8 +21,16 @@ demo *args: influxd
 [group('check')]
 test *args: influxd dns-tools prometheus node-clients
     "{{python}}" -m ruff check .
-    "{{python}}" -m mypy
+    "{{just_executable()}}" types
     "{{python}}" -m pytest -q {{args}}
+
+# mypy --strict over the code, then the tests (the integration tests in a run of their
+# own: they have a conftest of their own)
+[group('check')]
+types:
+    "{{python}}" -m mypy
+    "{{python}}" -m mypy tests --exclude '^tests/(integration|bench)/'
+    "{{python}}" -m mypy tests/integration
 
 # the InfluxDB server the collector's tests run (Debian's 1.6.7), where it is missing
 [group('check')]
@@ -64,7 +72,7 @@ wrk:
 lint:
     "{{python}}" -m ruff check .
     "{{python}}" -m ruff format --check .
-    "{{python}}" -m mypy
+    "{{just_executable()}}" types
 
 # write docs/asyncapi.yaml and docs/schemas/ from schemas/, then validate with the AsyncAPI CLI
 # (installed once under .baton/asyncapi-cli with its analytics off; see tests/asyncapi_cli.py)
@@ -83,7 +91,7 @@ fmt:
 [group('check')]
 bench *args: influxd dns-tools wrk
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
-    MYPYPATH=tests:tests/unit "{{python}}" -m mypy --strict tests/bench
+    "{{python}}" -m mypy tests/bench
     "{{python}}" tests/bench/run.py {{args}}
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs

@@ -72,6 +72,8 @@ RULES: Final[dict[str, str]] = {
     "delete": "delete must be true or false",
     "warmup_s": "warmup_s must be a number of seconds 0..3600",
     "to_revision": "to_revision must be an integer >= 0: a revision listed by governor.v1.history",
+    "since_revision": "since_revision must be an integer >= 0 (0 = from the oldest kept)",
+    "since": "since must be an RFC 3339 time with its offset, e.g. 2026-01-02T03:04:05Z",
 }
 
 

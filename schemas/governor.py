@@ -6,9 +6,9 @@ Fields beyond the contract are marked "extension"; old senders and readers ignor
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from msgspec import UNSET, Struct, UnsetType, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from schemas.balancer import DEFAULT_STRATEGY
 from schemas.fields import (
@@ -27,6 +27,7 @@ __all__ = [
     "ConfigApplied",
     "ConfigChange",
     "ConfigHistory",
+    "HistoryQuery",
     "InstanceOverride",
     "OverridePatch",
     "Rollback",
@@ -90,6 +91,16 @@ class ConfigApplied(Struct, frozen=True, kw_only=True, gc=False):
     # extensions: what made this revision, and for a rollback, the revision it restored
     kind: ChangeKind = "change"
     restored: int | None = None
+
+
+class HistoryQuery(Struct, frozen=True, kw_only=True, gc=False):
+    """Extension: which revisions `governor.v1.history` answers with (an empty payload: all
+    that fit in one reply, newest kept)."""
+
+    limit: Annotated[int, Meta(ge=0, le=100_000)] = 0  # only the newest `limit` (0: no limit)
+    since_revision: Revision = 0  # only revisions >= this
+    # only changes applied at or after this time (RFC 3339, with its offset)
+    since: Annotated[datetime, Meta(tz=True)] | None = None
 
 
 class ConfigHistory(Struct, frozen=True, kw_only=True, gc=False):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from services.errors import BadRequest
+
 __all__ = [
     "NAME_RULE",
     "SRV_VERBS",
@@ -24,7 +26,7 @@ NAME_RULE: Final = "1 to 64 characters of A-Z a-z 0-9 _ -"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class InvalidNameError(ValueError):
+class InvalidNameError(BadRequest, ValueError):
     """A service name or instance id that breaks the contract's name rule."""
 
 

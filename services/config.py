@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import msgspec
 from msgspec import Meta, Struct
 
+from services.errors import StartupError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -22,14 +24,16 @@ __all__ = ["BusSettings", "SettingsError", "load"]
 S = TypeVar("S", bound=Struct)
 
 
-class SettingsError(ValueError):
+class SettingsError(StartupError, ValueError):
     """An environment variable holds a value its setting cannot take."""
 
 
 class BusSettings(Struct, frozen=True, kw_only=True):
     url: str = "nats://127.0.0.1:4222"
-    # seconds between reconnect attempts; attempts never stop (a worker outlives any outage)
+    # the shortest wait between reconnect attempts, growing with jitter up to
+    # reconnect_max_s (services/retry.py); attempts never stop (a worker outlives any outage)
     reconnect_wait_s: Annotated[float, Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(gt=0)] = 5.0  # if lower: reconnect_wait_s
     connect_timeout_s: Annotated[float, Meta(gt=0)] = 2.0
     # bytes of publishes buffered while disconnected
     pending_bytes: Annotated[int, Meta(gt=0)] = 8 * 1024 * 1024

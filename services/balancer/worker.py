@@ -94,18 +94,15 @@ class Balancer(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.config.start()
-        try:  # a service's strategy applies from the first answer, also after a restart
-            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
-        except TimeoutError:
-            self.log.warning("balancer.config_not_loaded", waited_s=self.settings.config_wait_s)
-        bus = self.bus
-        serve = bus.serve
+        await self.enter(self.config)
+        # a service's strategy applies from the first answer, also after a restart
+        await self.config.loaded(self.settings.config_wait_s)
+        serve = self.owned(self.bus.serve)
         await serve(
             subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, answer=False, per_service=True
         )
         await serve(subjects.REPORT, CallReport, self._on_report, per_service=True)
-        await self.sync.__aenter__()
+        await self.enter(self.sync)
         await serve(
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
         )
@@ -113,10 +110,6 @@ class Balancer(Lifecycle):
         if self.settings.picks_s > 0:
             self.spawn(self._picks_loop(), "balancer.picks")
         self.log.info("balancer.ready", node=self.node)
-
-    async def stop(self) -> None:
-        await self.sync.__aexit__()
-        await self.config.__aexit__()
 
     async def _on_config(self, entry: ConfigApplied) -> None:
         self.configs[entry.service] = entry.config

@@ -6,17 +6,18 @@ The write commands (`set`, `rollback`) are in `change.py`, `watch` in `watch.py`
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from schemas import subjects
 from schemas.balancer import STRATEGIES, Endpoint, ResolveRequest
-from schemas.governor import ConfigHistory, ServiceConfig
+from schemas.governor import ConfigHistory, HistoryQuery, ServiceConfig
 from schemas.registry import Empty, InstanceList, InstancesQuery, ServiceList
 from services.cli import output
 from services.cli.change import rollback, set_
-from services.cli.params import instance_ids, service_name
+from services.cli.params import SINCE_HELP, instance_ids, service_name, since
 from services.cli.session import Session
 from services.cli.status import status
 from services.cli.watch import follow
@@ -131,10 +132,19 @@ def config(session: Session, service: str) -> None:
 
 @cli.command()
 @click.argument("service", callback=service_name)
+@click.option("--limit", type=click.IntRange(1, 100_000), help="Only the newest N revisions.")
+@click.option("--since", "since_", callback=since, metavar="WHEN", help=f"From {SINCE_HELP} on.")
 @pass_session
-def history(session: Session, service: str) -> None:
-    """List every revision of SERVICE's config, oldest first."""
-    session.show(subjects.history(service), Empty(), ConfigHistory, output.history)
+def history(
+    session: Session, service: str, limit: int | None, since_: int | datetime | None
+) -> None:
+    """List the revisions of SERVICE's config, oldest first (all that fit one reply)."""
+    query = HistoryQuery(
+        limit=limit or 0,
+        since_revision=since_ if isinstance(since_, int) else 0,
+        since=since_ if isinstance(since_, datetime) else None,
+    )
+    session.show(subjects.history(service), query, ConfigHistory, output.history)
 
 
 @cli.command()

@@ -18,6 +18,8 @@ import heapq
 from sys import intern
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from services.errors import NotFound
+
 if TYPE_CHECKING:
     from schemas.registry import EventKind, Heartbeat, Registration
 
@@ -27,7 +29,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class UnknownInstanceError(KeyError):
+class UnknownInstanceError(NotFound, KeyError):
     """A heartbeat for an instance the table does not hold (never registered, or expired)."""
 
 

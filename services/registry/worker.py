@@ -132,12 +132,10 @@ class Registry(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.config.start()
-        try:  # overrides apply from the first answer, also after a restart
-            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
-        except TimeoutError:
-            self.log.warning("registry.config_not_loaded", waited_s=self.settings.config_wait_s)
-        serve = self.bus.serve
+        await self.enter(self.config)
+        # overrides apply from the first answer, also after a restart
+        await self.config.loaded(self.settings.config_wait_s)
+        serve = self.owned(self.bus.serve)
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
         await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
@@ -151,9 +149,6 @@ class Registry(Lifecycle):
         await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
         self.spawn(self._sweep_loop(), "registry.sweep")
         self.log.info("registry.ready", epoch=self.epoch)
-
-    async def stop(self) -> None:
-        await self.config.__aexit__()
 
     @property
     def settled(self) -> bool:

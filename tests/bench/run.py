@@ -32,6 +32,7 @@ BENCHES = {
     "scale": "bench_scale.py",
     "failover": "bench_failover.py",
     "config": "bench_config.py",
+    "history": "bench_history.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import Events, reg
 from influxserver import InfluxServer, influxd_binary
+from waiting import until
 from workers import run_balancer, run_collector, run_governor, run_registry
 
 from schemas import subjects
@@ -41,11 +42,12 @@ async def stack(nats_server: NatsServer, influx: InfluxServer) -> AsyncIterator[
     url = nats_server.url
     async with (
         run_registry(url),
-        run_balancer(url),
+        run_balancer(url) as balancer,
         run_governor(url),
         run_collector(url, influx.url) as collector,
     ):
         await asyncio.wait_for(collector.ready.wait(), 10)
+        collector.balancer_under_test = balancer  # what the tests wait on beside it
         yield collector
 
 
@@ -63,12 +65,12 @@ async def until_rows(
     influx: InfluxServer, q: str, n: int, timeout: float = 10.0
 ) -> list[dict[str, Any]]:
     """Poll InfluxDB (another process) until the query returns at least n rows."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def enough() -> list[dict[str, Any]] | None:
         found = await asyncio.to_thread(rows, influx, q)
-        if len(found) >= n or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.1)
+        return found if len(found) >= n else None
+
+    return await until(enough, timeout, interval=0.1, what=f"{n} rows of {q}")
 
 
 async def test_every_kind_of_point_lands_with_its_tags_and_values(
@@ -77,7 +79,9 @@ async def test_every_kind_of_point_lands_with_its_tags_and_values(
     await bus.request(subjects.register("shop"), reg("s1", 8001, zone="eu-1"), Ack)
     await bus.request(subjects.register("shop"), reg("s2", 8002, zone="eu-2", weight=50), Ack)
     await events.wait_for("registered", "s2")
-    await asyncio.sleep(0.05)
+    pools = stack.balancer_under_test.pools  # the balancer and the collector follow it too
+    await until(lambda: "shop" in pools and len(pools["shop"].members) == 2)
+    await until(lambda: ("shop", "s2") in stack.zones)
     hb = Heartbeat(instance_id="s1", inflight=3, cpu=0.5, mem=0.25, latency_ms=12.0)
     await bus.request(subjects.heartbeat("shop"), hb, Ack)
     for n in range(10):
@@ -138,7 +142,7 @@ async def test_influxdb_outage_under_load_loses_no_point(
                         subjects.report("load"), CallReport(instance_id="i1", latency_ms=1.0)
                     )
                     sent += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pacing the load, not waiting for anything
 
         await talk(1.0)
         influx.stop()  # InfluxDB goes away while the fleet keeps talking
@@ -146,12 +150,14 @@ async def test_influxdb_outage_under_load_loses_no_point(
         influx.start()
         await talk(1.0)
         await bus.nc.flush()
-        got = await until_rows(influx, 'SELECT count("latency_ms") FROM calls', 1, timeout=30)
-        deadline = time.monotonic() + 30
-        while got[0]["count"] < sent and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            got = await asyncio.to_thread(rows, influx, 'SELECT count("latency_ms") FROM calls')
-        assert got[0]["count"] == sent
+        count = 'SELECT count("latency_ms") FROM calls'
+
+        async def all_written() -> bool:
+            got = await asyncio.to_thread(rows, influx, count)
+            return bool(got) and got[0]["count"] >= sent
+
+        await until(all_written, 60, interval=0.2, what=f"{sent} points written")
+        assert (await asyncio.to_thread(rows, influx, count))[0]["count"] == sent
         stats = collector.stats
         assert stats["retried"] > 0
         assert stats["dropped"] == 0

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def stack(nats_server: NatsServer) -> AsyncIterator[None]:
     """Registry and balancer, in-process, each on its own connection."""
-    settings = BusSettings(url=nats_server.url, reconnect_wait_s=0.05)
+    settings = BusSettings(url=nats_server.url, reconnect_wait_s=0.05, reconnect_max_s=0.5)
     reg_log, bal_log = logs.get_logger("registry"), logs.get_logger("balancer")
     async with (
         connect(settings, reg_log, name="registry") as reg_bus,
@@ -157,7 +157,7 @@ async def test_demo_follows_the_service_config_and_its_operators(
         )
 
         # The table shows the weight in effect and marks a drained instance.
-        overrides = {
+        overrides: dict[str, OverridePatch | None] = {
             f"{SERVICE}-1": OverridePatch(weight=7),
             f"{SERVICE}-2": OverridePatch(drained=True),
         }

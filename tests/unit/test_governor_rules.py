@@ -85,7 +85,9 @@ def test_every_strategy_name_is_accepted() -> None:
 
 
 def test_too_many_overrides_are_refused() -> None:
-    patches = {f"i{n}": OverridePatch(weight=1) for n in range(MAX_OVERRIDES + 1)}
+    patches: dict[str, OverridePatch | None] = {
+        f"i{n}": OverridePatch(weight=1) for n in range(MAX_OVERRIDES + 1)
+    }
     with pytest.raises(BadRequest, match=f"at most {MAX_OVERRIDES} instance overrides"):
         apply_change(base(), ConfigChange(actor="x", instances=patches), 5)
 
