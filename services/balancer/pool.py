@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.balancer import DEFAULT_STRATEGY, STRATEGIES
+from schemas.governor import OutlierConfig
 from services.balancer.members import Member
 from services.balancer.ring import HashRing
 from services.balancer.strategies import Picker, make_picker
@@ -52,6 +53,9 @@ class Pool:
         self.strategy = strategy
         self.protect_threshold = 0.0
         self.warmup_s = 0.0
+        self.outlier = OutlierConfig()
+        self.ejected: frozenset[str] = frozenset()  # outliers.active(): no picks, as drained
+        self.held = False  # the cap keeps an outlier serving: picks say `panic`
         self.wallclock = wallclock
         self._rewarm_at = math.inf  # when a warming instance's weight next steps up
         self.members: dict[str, Member] = {}
@@ -66,6 +70,7 @@ class Pool:
         m = self.members.get(instance.instance_id)
         if m is None:
             m = self.members[instance.instance_id] = Member(instance)
+            m.ejected = m.id in self.ejected
             self.ring.stale = True
             self._changed()
             return m
@@ -86,10 +91,24 @@ class Pool:
 
     def configure(self, config: ServiceConfig) -> None:
         """Take the operator's settings for this service (overrides come from the registry)."""
+        self.outlier = config.outlier
         new = (config.strategy, config.protect_threshold, config.warmup_s)
         if new != (self.strategy, self.protect_threshold, self.warmup_s):
             self.strategy, self.protect_threshold, self.warmup_s = new
             self._changed()
+
+    def set_ejected(self, ejected: frozenset[str], *, held: bool) -> bool:
+        """Take who is ejected (as every replica stores it); True if that changed."""
+        self.held = held
+        if ejected == self.ejected:
+            return False
+        self.ejected = ejected
+        for m in self.members.values():
+            was, m.ejected = m.ejected, m.id in ejected
+            if was != m.ejected:  # a fresh start either way: Envoy resets on both
+                m.failures = m.calls = m.oks = 0
+        self._changed()
+        return True
 
     def _warm(self, members: list[Member]) -> None:
         """Slow start (Dubbo): weight x uptime / warmup_s, in WARMUP_STEPS steps, >= 1."""
@@ -130,7 +149,7 @@ class Pool:
             ok = [
                 m
                 for m in self.members.values()
-                if (m.healthy or panic) and not m.drained and m.weight > 0
+                if (m.healthy or panic) and not m.drained and not m.ejected and m.weight > 0
             ]
             ok.sort(key=lambda m: m.id)
             self._warm(ok)
@@ -154,13 +173,14 @@ class Pool:
         if rewarm != math.inf and rewarm <= self.wallclock():  # it gained weight
             self._changed()
         panic = self.in_panic
+        flag = panic or self.held  # `panic` also says: the cap keeps an outlier serving
         # The common case in one lookup: a picker already built for this strategy and
         # zone (so the name was checked then), and no ring that may need rebuilding.
         picker = self._pickers.get((name, zone or "", panic))
         if picker is not None and name != "consistent_hash":
             m = picker.pick(key, exclude, now)
             if m is not None:
-                return Pick(m, name, panic)
+                return Pick(m, name, flag)
         if name not in _KNOWN:
             raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
         if name == "consistent_hash" and not key:
@@ -173,7 +193,7 @@ class Pool:
                 m = self._pick_in(name, "", key, exclude, panic, now)
         if m is None:
             raise Unavailable(self._why_none(name, exclude))
-        return Pick(m, name, panic)
+        return Pick(m, name, flag)
 
     def _pick_in(
         self,
@@ -205,11 +225,18 @@ class Pool:
         drained = sum(m.drained for m in ms)
         zero = sum(m.weight == 0 for m in ms)
         excluded = sum(m.id in exclude for m in ms)
+        ejected = sum(m.ejected for m in ms)
         why = (
             f"no instance of {self.service!r} can take the request: {len(self.members)} "
             f"registered, {unhealthy} unhealthy, {drained} drained, {zero} with weight 0, "
-            f"{excluded} excluded"
+            f"{excluded} excluded, {ejected} ejected as outliers"
         )
+        if ejected:
+            why += (
+                " (failing calls; at most "
+                f"{self.outlier.max_ejected_percent:g} % of instances, and at least one, "
+                "are ejected at once: the rest keep serving)"
+            )
         if strategy == "most_connections":
             why += "; the rest are at their max_inflight capacity"
         return why

@@ -1,8 +1,9 @@
 """The balancer worker: answers resolve requests from its own view of the fleet.
 
 The view comes from the registry (sync.py), heartbeats (load) and call reports (latency,
-and the end of a pick's time in flight). Resolve is served in the queue group `balancer`,
-so replicas share the requests; each replica follows every event, heartbeat and report.
+and the end of a pick's time in flight, and failures for outlier ejection: ejector.py).
+Resolve is served in the queue group `balancer`, so replicas share the requests; each
+replica follows every event, heartbeat and report.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, PickCount, PickCounts, ResolveRequest
-from schemas.registry import Heartbeat
+from schemas.balancer import CallReport, Ejections, PickCount, PickCounts, ResolveRequest
+from schemas.registry import Empty, Heartbeat
+from services.balancer import outliers
+from services.balancer.ejector import Ejector
 from services.balancer.pool import Pool
 from services.balancer.replies import ReplyCache
 from services.balancer.sync import RegistrySync
@@ -58,6 +61,8 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # publish pick counts per service on balancer.v1.picks.{service} this often (0 = never)
     picks_s: Annotated[float, Meta(ge=0)] = 1.0
+    # JetStream replicas of the ejection state (stream BATON_OUTLIERS; 3 in a cluster)
+    outlier_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
 
 
 class Balancer(Lifecycle):
@@ -68,11 +73,13 @@ class Balancer(Lifecycle):
         log: FilteringBoundLogger,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.log = log
         self.clock = clock
+        self.wallclock = wallclock
         self.pools: dict[str, Pool] = {}
         self.node = secrets.token_hex(4)  # prefixes this replica's pick tokens
         self._prefix = self.node + "."
@@ -83,6 +90,15 @@ class Balancer(Lifecycle):
         self.replies = ReplyCache()
         self.configs: dict[str, ServiceConfig] = {}
         self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.ejector = Ejector(
+            bus,
+            self.pools,
+            log,
+            node=self.node,
+            wallclock=wallclock,
+            timeout_s=settings.registry_timeout_s,
+            replicas=settings.outlier_replicas,
+        )
         self.sync = RegistrySync(
             bus,
             self,
@@ -94,8 +110,12 @@ class Balancer(Lifecycle):
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         await self.config.start()
-        try:  # a service's strategy applies from the first answer, also after a restart
-            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
+        await self.ejector.start()
+        try:  # a service's strategy and ejections apply from the first answer
+            await asyncio.wait_for(
+                asyncio.gather(self.config.synced.wait(), self.ejector.synced.wait()),
+                self.settings.config_wait_s,
+            )
         except TimeoutError:
             self.log.warning("balancer.config_not_loaded", waited_s=self.settings.config_wait_s)
         bus = self.bus
@@ -108,6 +128,9 @@ class Balancer(Lifecycle):
         await serve(
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
         )
+        await serve(
+            subjects.EJECTIONS, Empty, self._on_ejections, queue="balancer", per_service=True
+        )
         self.spawn(self._reap_loop(), "balancer.reap")
         if self.settings.picks_s > 0:
             self.spawn(self._picks_loop(), "balancer.picks")
@@ -115,6 +138,7 @@ class Balancer(Lifecycle):
 
     async def stop(self) -> None:
         await self.sync.__aexit__()
+        await self.ejector.__aexit__()
         await self.config.__aexit__()
 
     async def _on_config(self, entry: ConfigApplied) -> None:
@@ -122,6 +146,7 @@ class Balancer(Lifecycle):
         pool = self.pools.get(entry.service)
         if pool is not None:
             pool.configure(entry.config)
+            self.ejector.apply(entry.service)  # enabled may have changed
 
     # -- the fleet, as RegistrySync feeds it ---------------------------------------------
     def upsert(self, service: str, instance: Instance) -> None:
@@ -131,6 +156,7 @@ class Balancer(Lifecycle):
             config = self.configs.get(service)
             if config is not None:
                 pool.configure(config)
+            self.ejector.apply(service)
         self.replies.forget(pool.upsert(instance))
 
     def remove(self, service: str, instance_id: str) -> None:
@@ -168,17 +194,27 @@ class Balancer(Lifecycle):
 
     async def _on_report(self, service: str, report: CallReport) -> None:
         pool = self.pools.get(service)
-        member = pool.members.get(report.instance_id) if pool else None
+        if pool is not None:
+            self._learn(service, pool, report, self.clock())
+
+    def _learn(self, service: str, pool: Pool, report: CallReport, now: float) -> None:
+        """What one call report teaches: latency, the end of its pick, outliers."""
+        member = pool.members.get(report.instance_id)
         if member is None:
             return  # the instance left meanwhile; nothing to learn
         latency = report.latency_ms
         if not report.ok:
             latency = max(latency, self.settings.failure_penalty_ms)
-        now = self.clock()
         member.observe(latency, now)
         pick = report.pick
         if not pick or pick.startswith(self._prefix):  # another replica's pick is its own
             member.closed(pick, finished=report.ok)
+        if outliers.counted(member, ok=report.ok, config=pool.outlier):
+            self.ejector.failing(service, member.id, outliers.consecutive_reason(member.failures))
+
+    async def _on_ejections(self, service: str, _: Empty) -> Ejections:
+        subjects.check_name(service)
+        return self.ejector.listing(service)
 
     async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
         if hb.inflight is None:

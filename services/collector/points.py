@@ -8,6 +8,8 @@ Measurements (database / bucket `baton` by default); every point is tagged `serv
 - picks (tags instance, strategy): count, weight (int); the balancer's per-interval counts.
 - registry_events (tag kind): instance, text (str), count (int 1); for annotations.
 - config_changes (tag kind): revision (int), actor, reason, text (str); for annotations.
+- outlier_events (tag kind `ejected`/`returned`): instance, reason, text (str), until_s
+  (float, Unix seconds), ejections, ejected, count (int 1); the balancer's ejections.
 - collector (tag node, no service): received, written, retried, dropped, rejected,
   buffered (int); the collector's own health.
 
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from schemas.balancer import CallReport, PickCounts
+    from schemas.balancer import CallReport, OutlierEvent, PickCounts
     from schemas.governor import ConfigApplied
     from schemas.registry import Heartbeat, InstanceEvent
 
@@ -37,6 +39,7 @@ __all__ = [
     "collector_health",
     "config_change",
     "load",
+    "outlier_event",
     "picks",
     "registry_event",
 ]
@@ -163,6 +166,20 @@ def config_change(entry: ConfigApplied, ts: int) -> str:
         f"config_changes,service={_tag(entry.service)},kind={_tag(entry.kind)} "
         f"revision={entry.revision}i,actor={_str(entry.actor)},reason={_str(entry.reason)},"
         f"text={_str(text)} {ts}"
+    )
+
+
+def outlier_event(event: OutlierEvent, ts: int) -> str:
+    iid = event.instance_id
+    if event.kind == "ejected":
+        text = f"{iid} ejected until {event.until:%H:%M:%S}: {event.reason}"
+    else:
+        text = f"{iid} returned"
+    return (
+        f"outlier_events,service={_tag(event.service)},kind={_tag(event.kind)} "
+        f"instance={_str(iid)},reason={_str(event.reason)},text={_str(text)},"
+        f"until_s={event.until.timestamp()},ejections={event.ejections}i,"
+        f"ejected={event.ejected}i,count=1i {ts}"
     )
 
 

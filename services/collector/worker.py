@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, PickCounts
+from schemas.balancer import CallReport, OutlierEvent, PickCounts
 from schemas.governor import ConfigApplied
 from schemas.registry import Empty, Heartbeat, InstanceEvent, InstanceList, ServiceList
 from services.collector import points
@@ -131,6 +131,7 @@ class Collector(Lifecycle):
         await listen(subjects.PICKS, PickCounts, self._on_picks, queue=q)
         await listen(subjects.EVENTS, InstanceEvent, self._on_event, queue=q)
         await listen(subjects.APPLIED, ConfigApplied, self._on_applied, queue=q)
+        await listen(subjects.BALANCER_EVENTS, OutlierEvent, self._on_outlier, queue=q)
         self.spawn(self._learn_zones(), "collector.zones")
         self.spawn(self._health_loop(), "collector.health")
         self.log.info("collector.ready", api=self.settings.api, url=self.settings.url)
@@ -187,6 +188,9 @@ class Collector(Lifecycle):
 
     def _on_applied(self, _service: str, entry: ConfigApplied) -> None:
         self.batcher.add(points.config_change(entry, self.clock()))
+
+    def _on_outlier(self, _service: str, event: OutlierEvent) -> None:
+        self.batcher.add(points.outlier_event(event, self.clock()))
 
     async def _learn_zones(self) -> None:
         """Zones of instances registered before the collector started (best effort)."""

@@ -13,7 +13,7 @@ from workers import run_balancer, run_collector, run_governor, run_registry
 
 from schemas import subjects
 from schemas.balancer import CallReport, Endpoint, ResolveRequest
-from schemas.governor import ConfigApplied, ConfigChange
+from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch
 from schemas.registry import Ack, Deregistration, Heartbeat
 
 if TYPE_CHECKING:
@@ -182,3 +182,36 @@ async def test_bad_messages_are_counted_and_the_good_ones_after_them_written(
             (subjects.every(subjects.REPORT), 400): 4,
             (subjects.every(subjects.HEARTBEAT), 400): 1,
         }
+
+
+async def test_an_ejection_lands_for_the_dashboards(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    change = ConfigChange(
+        actor="ann", outlier=OutlierPatch(consecutive_failures=2, max_ejected_percent=50)
+    )
+    await bus.request(subjects.change("shop"), change, ConfigApplied)
+    for n in (1, 2):
+        await bus.request(subjects.register("shop"), reg(f"s{n}", 8000 + n), Ack)
+        await events.wait_for("registered", f"s{n}")
+    ejected: list[dict[str, Any]] = []
+    for _ in range(50):  # the balancer takes the config and the fleet in a few ms: retry
+        for _ in range(2):
+            await bus.publish(
+                subjects.report("shop"), CallReport(instance_id="s1", latency_ms=1, ok=False)
+            )
+        ejected = await until_rows(
+            influx, "SELECT * FROM outlier_events WHERE \"service\" = 'shop'", 1, timeout=0.2
+        )
+        if ejected:
+            break
+    (row,) = ejected
+    assert (row["kind"], row["instance"], row["ejections"], row["ejected"]) == (
+        "ejected",
+        "s1",
+        1,
+        1,
+    )
+    assert row["text"].startswith("s1 ejected until ")
+    assert row["reason"] == "consecutive_failures: 2 failed calls in a row"
+    assert row["until_s"] > time.time() + 20  # 30 s by default
