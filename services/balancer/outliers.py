@@ -104,8 +104,9 @@ def next_sweep(now: float, interval_s: float) -> float:
 
 def counted(member: Member, *, ok: bool, config: OutlierConfig) -> bool:
     """Count one reported call for both rules; True if it makes `member` an outlier by
-    consecutive failures. An ejected member's calls (those still in flight) count not."""
-    if member.ejected:
+    consecutive failures. An ejected member's calls (those still in flight) count not,
+    nor do any while ejection is off: switched on, it judges only what follows."""
+    if member.ejected or not config.enabled:
         return False
     member.calls += 1
     if ok:
@@ -113,7 +114,7 @@ def counted(member: Member, *, ok: bool, config: OutlierConfig) -> bool:
         member.failures = 0  # a success between failures resets the count
         return False
     member.failures += 1
-    return config.enabled and member.failures >= config.consecutive_failures
+    return member.failures >= config.consecutive_failures
 
 
 def consecutive_reason(failures: int) -> str:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, Ejections, PickCount, PickCounts, ResolveRequest
+from schemas.balancer import (
+    CallReport,
+    CallReports,
+    Ejections,
+    PickCount,
+    PickCounts,
+    ResolveRequest,
+)
 from schemas.registry import Empty, Heartbeat
 from services.balancer import outliers
 from services.balancer.ejector import Ejector
@@ -124,6 +131,7 @@ class Balancer(Lifecycle):
             subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, answer=False, per_service=True
         )
         await serve(subjects.REPORT, CallReport, self._on_report, per_service=True)
+        await serve(subjects.REPORTS, CallReports, self._on_reports, per_service=True)
         await self.sync.__aenter__()
         await serve(
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
@@ -196,6 +204,13 @@ class Balancer(Lifecycle):
         pool = self.pools.get(service)
         if pool is not None:
             self._learn(service, pool, report, self.clock())
+
+    async def _on_reports(self, service: str, batch: CallReports) -> None:
+        pool = self.pools.get(service)
+        if pool is not None:
+            now = self.clock()
+            for report in batch.reports:
+                self._learn(service, pool, report, now)
 
     def _learn(self, service: str, pool: Pool, report: CallReport, now: float) -> None:
         """What one call report teaches: latency, the end of its pick, outliers."""

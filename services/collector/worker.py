@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, OutlierEvent, PickCounts
+from schemas.balancer import CallReport, CallReports, OutlierEvent, PickCounts
 from schemas.governor import ConfigApplied
 from schemas.registry import Empty, Heartbeat, InstanceEvent, InstanceList, ServiceList
 from services.collector import points
@@ -128,6 +128,7 @@ class Collector(Lifecycle):
         q = "collector"
         await listen(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, queue=q)
         await listen(subjects.REPORT, CallReport, self._on_report, queue=q)
+        await listen(subjects.REPORTS, CallReports, self._on_reports, queue=q)
         await listen(subjects.PICKS, PickCounts, self._on_picks, queue=q)
         await listen(subjects.EVENTS, InstanceEvent, self._on_event, queue=q)
         await listen(subjects.APPLIED, ConfigApplied, self._on_applied, queue=q)
@@ -174,6 +175,13 @@ class Collector(Lifecycle):
     def _on_report(self, service: str, report: CallReport) -> None:
         zone = self.zones.get((service, report.instance_id), "")
         self.batcher.add(self.lines.call(service, report, zone, self.clock()))
+
+    def _on_reports(self, service: str, batch: CallReports) -> None:
+        zones, call, clock = self.zones, self.lines.call, self.clock
+        self.batcher.add_many(
+            call(service, r, zones.get((service, r.instance_id), ""), clock())
+            for r in batch.reports
+        )
 
     def _on_picks(self, _service: str, counts: PickCounts) -> None:
         self.batcher.add_many(points.picks(counts, self.clock()))

@@ -111,7 +111,8 @@ async def run(
         log.info("demo.started", instances=len(fleet.backends), clients=settings.clients)
         stats = Stats(window_s=settings.window_s)
         schedule = Schedule(settings.schedule(), settings.cycle_s)
-        traffic = Traffic(BalancerClient(nc, log=log), settings, schedule, stats, log)
+        client = await stack.enter_async_context(BalancerClient(nc, log=log))  # flushes on exit
+        traffic = Traffic(client, settings, schedule, stats, log)
         tty = out.isatty()
         interval_s = settings.print_s or (1.0 if tty else 5.0)
 

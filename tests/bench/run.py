@@ -34,6 +34,7 @@ BENCHES = {
     "config": "bench_config.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
+    "failing_e2e": "bench_failing_e2e.py",
 }
 
 

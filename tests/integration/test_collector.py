@@ -12,7 +12,7 @@ from influxserver import InfluxServer, influxd_binary
 from workers import run_balancer, run_collector, run_governor, run_registry
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, ResolveRequest
+from schemas.balancer import CallReport, CallReports, Endpoint, ResolveRequest
 from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch
 from schemas.registry import Ack, Deregistration, Heartbeat
 
@@ -215,3 +215,24 @@ async def test_an_ejection_lands_for_the_dashboards(
     assert row["text"].startswith("s1 ejected until ")
     assert row["reason"] == "consecutive_failures: 2 failed calls in a row"
     assert row["until_s"] > time.time() + 20  # 30 s by default
+
+
+async def test_single_and_batched_reports_each_make_a_point(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    await bus.request(subjects.register("cart"), reg("c1", 8001, zone="eu-1"), Ack)
+    await events.wait_for("registered", "c1")
+    for n in range(30):
+        await bus.publish(
+            subjects.report("cart"), CallReport(instance_id="c1", latency_ms=n, ok=n != 5)
+        )
+    batch = [CallReport(instance_id="c1", latency_ms=100 + n, ok=n != 7) for n in range(170)]
+    await bus.publish(subjects.reports("cart"), CallReports(reports=batch[:70]))
+    await bus.publish(subjects.reports("cart"), CallReports(reports=batch[70:]))
+    q = "SELECT * FROM calls WHERE \"service\" = 'cart'"
+    calls = await until_rows(influx, q, 200)
+    assert len(calls) == 200  # 30 alone + 170 in two batches: one point each
+    assert sorted(r["latency_ms"] for r in calls) == [float(n) for n in range(30)] + [
+        100.0 + n for n in range(170)
+    ]
+    assert sum(r["error"] for r in calls) == 2

@@ -190,3 +190,20 @@ def test_ejection_and_return_reset_the_counts() -> None:
     m.failures, m.calls, m.oks = 5, 9, 4
     pool.set_ejected(frozenset({"a"}), held=False)
     assert (m.failures, m.calls, m.oks) == (0, 0, 0)
+
+
+def test_calls_count_only_while_ejection_is_on_and_the_member_serves() -> None:
+    pool = pool_of(instance("a"))
+    m = pool.members["a"]
+    cfg = OutlierConfig(consecutive_failures=2)
+    assert not outliers.counted(m, ok=False, config=cfg)
+    assert outliers.counted(m, ok=False, config=cfg)  # the second in a row
+    assert (m.failures, m.calls, m.oks) == (2, 2, 0)
+    assert not outliers.counted(m, ok=True, config=cfg)
+    assert (m.failures, m.calls, m.oks) == (0, 3, 1)  # a success resets the count
+    off = OutlierConfig(enabled=False, consecutive_failures=1)
+    assert not outliers.counted(m, ok=False, config=off)
+    assert (m.failures, m.calls) == (0, 3)
+    m.ejected = True
+    assert not outliers.counted(m, ok=False, config=cfg)
+    assert m.calls == 3
