@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from schemas.balancer import CallReport, OutlierEvent, PickCounts
     from schemas.governor import ConfigApplied
@@ -67,6 +67,13 @@ class Clock:
         now = time.time_ns()
         self._last = now if now > self._last else self._last + 1
         return self._last
+
+    def reserve(self, n: int) -> int:
+        """The first of `n` consecutive timestamps, all after any given before."""
+        now = time.time_ns()
+        first = now if now > self._last else self._last + 1
+        self._last = first + max(0, n - 1)
+        return first
 
 
 def _load_head(service: str, instance_id: str, zone: str) -> str:
@@ -128,6 +135,33 @@ class Lines:
             head = self._calls[key] = _call_head(service, report.instance_id, zone, ok=ok)
         # float(): a Millis field may hold an int when the Struct was built in Python
         return f"{head}{float(report.latency_ms)}{_OK if ok else _ERROR}{ts}"
+
+    def calls(
+        self,
+        service: str,
+        reports: Iterable[CallReport],
+        zones: Mapping[tuple[str, str], str],
+        ts: int,
+    ) -> list[str]:
+        """`call` for a batch of one service's reports, stamped ts, ts + 1, ...: each
+        instance's head is looked up once a batch."""
+        heads: dict[tuple[str, bool], str] = {}
+        out = []
+        for r in reports:
+            ok = r.ok
+            head = heads.get((r.instance_id, ok))
+            if head is None:
+                zone = zones.get((service, r.instance_id), "")
+                key = (service, r.instance_id, zone, ok)
+                head = self._calls.get(key)
+                if head is None:
+                    if len(self._calls) >= self.size:
+                        self._calls.clear()
+                    head = self._calls[key] = _call_head(service, r.instance_id, zone, ok=ok)
+                heads[r.instance_id, ok] = head
+            out.append(f"{head}{float(r.latency_ms)}{_OK if ok else _ERROR}{ts}")
+            ts += 1
+        return out
 
     def load(self, service: str, hb: Heartbeat, zone: str, ts: int) -> str:
         key = (service, hb.instance_id, zone)

@@ -177,11 +177,9 @@ class Collector(Lifecycle):
         self.batcher.add(self.lines.call(service, report, zone, self.clock()))
 
     def _on_reports(self, service: str, batch: CallReports) -> None:
-        zones, call, clock = self.zones, self.lines.call, self.clock
-        self.batcher.add_many(
-            call(service, r, zones.get((service, r.instance_id), ""), clock())
-            for r in batch.reports
-        )
+        reports = batch.reports
+        ts = self.clock.reserve(len(reports))
+        self.batcher.add_many(self.lines.calls(service, reports, self.zones, ts))
 
     def _on_picks(self, _service: str, counts: PickCounts) -> None:
         self.batcher.add_many(points.picks(counts, self.clock()))

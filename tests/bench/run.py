@@ -29,6 +29,7 @@ BENCHES = {
     "resolve": "bench_resolve.py",
     "ingest": "bench_ingest.py",
     "collector": "bench_collector.py",
+    "reports": "bench_reports.py",
     "scale": "bench_scale.py",
     "failover": "bench_failover.py",
     "config": "bench_config.py",

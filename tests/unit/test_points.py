@@ -98,3 +98,21 @@ def test_cached_lines_are_the_lines_the_functions_build() -> None:
     ok, failed = (CallReport(instance_id="a", latency_ms=1, ok=v) for v in (True, False))
     assert lines.call("api", ok, "", 1).endswith(" latency_ms=1.0,error=0i 1")
     assert ",outcome=error latency_ms=1.0,error=1i 1" in lines.call("api", failed, "", 1)
+
+
+def test_a_batch_makes_the_same_lines_as_its_reports_alone() -> None:
+    reports = [
+        CallReport(instance_id=iid, latency_ms=ms, ok=ok)
+        for iid, ms, ok in (("a", 1, True), ("b", 2.5, False), ("a", 3, True), ("a", 4, False))
+    ]
+    zones = {("shop", "a"): "eu 1"}
+    lines = points.Lines()
+    batch = lines.calls("shop", reports, zones, 1000)
+    alone = [
+        points.call("shop", r, zones.get(("shop", r.instance_id), ""), 1000 + n)
+        for n, r in enumerate(reports)
+    ]
+    assert batch == alone
+    clock = points.Clock()
+    first = clock.reserve(3)
+    assert clock() >= first + 3  # the three reserved are never handed out again
