@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 import nats
@@ -43,7 +44,9 @@ __all__ = ["Bus", "Handler", "NotAuthorizedError", "connect"]
 T = TypeVar("T")
 R = TypeVar("R")
 # A handler returns its reply: a Struct, or bytes already encoded (a hot path's cache).
-Handler = Callable[[str, T], Awaitable[msgspec.Struct | bytes | None]]
+# A plain function may serve too (no coroutine a message: the resolve path).
+Reply = msgspec.Struct | bytes | None
+Handler = Callable[[str, T], Awaitable[Reply]] | Callable[[str, T], Reply]
 Hook = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
@@ -138,12 +141,16 @@ class Bus:
         if per_service:
             subject = subjects.every(subject)
         publish = self.nc.publish
+        # decided once: a plain function's reply needs no await (and no coroutine made)
+        is_async = inspect.iscoroutinefunction(handler)
 
         # The hot path of every worker: a resolve's whole budget is a few microseconds
         # beside nats-py's own cost per message, so this stays plain.
         async def on_msg(msg: Msg) -> None:
             try:
-                reply = await handler(*read(msg))
+                reply = handler(*read(msg))
+                if is_async:
+                    reply = await cast("Awaitable[Reply]", reply)
             except Exception as exc:  # noqa: BLE001  # sorted out in _reject; none escapes
                 await self._reject(msg, subject, exc, answer=answer)
             else:

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "BalancerSettings"]
 
 _NONE: frozenset[str] = frozenset()
+REAP_S = 0.2  # expired picks are closed this often
+REAP_SLICE = 512  # and this many at a time between other work
 
 
 class BalancerSettings(Struct, frozen=True, kw_only=True):
@@ -91,7 +93,9 @@ class Balancer(Lifecycle):
         self.node = secrets.token_hex(4)  # prefixes this replica's pick tokens
         self._prefix = self.node + "."
         self._picks = 0
-        self._open: collections.deque[tuple[float, str, Member]] = collections.deque()
+        # picks not yet reported: (when, token, service, instance id); atoms only, so the
+        # garbage collector need not walk a queue of some hundred thousand entries
+        self._open: collections.deque[tuple[float, str, str, str]] = collections.deque()
         # picks per (service, member, strategy) since the last publish, for the collector
         self.picks: collections.Counter[tuple[str, Member, str]] = collections.Counter()
         self.replies = ReplyCache()
@@ -178,7 +182,7 @@ class Balancer(Lifecycle):
         return {service: set(pool.members) for service, pool in self.pools.items()}
 
     # -- handlers ------------------------------------------------------------------------
-    async def _on_resolve(self, service: str, req: ResolveRequest) -> bytes:
+    def _on_resolve(self, service: str, req: ResolveRequest) -> bytes:
         pool = self.pools.get(service)
         if pool is None:
             raise NotFound(
@@ -196,16 +200,16 @@ class Balancer(Lifecycle):
         self._picks += 1
         token = f"{self._prefix}{self._picks}"
         member.picked(token, now)
-        self._open.append((now, token, member))
+        self._open.append((now, token, service, member.id))
         self.picks[(service, member, strategy)] += 1
         return self.replies.endpoint(member, strategy, panic=panic, pick=token)
 
-    async def _on_report(self, service: str, report: CallReport) -> None:
+    def _on_report(self, service: str, report: CallReport) -> None:
         pool = self.pools.get(service)
         if pool is not None:
             self._learn(service, pool, report, self.clock())
 
-    async def _on_reports(self, service: str, batch: CallReports) -> None:
+    def _on_reports(self, service: str, batch: CallReports) -> None:
         pool = self.pools.get(service)
         if pool is not None:
             now = self.clock()
@@ -227,11 +231,11 @@ class Balancer(Lifecycle):
         if outliers.counted(member, ok=report.ok, config=pool.outlier):
             self.ejector.failing(service, member.id, outliers.consecutive_reason(member.failures))
 
-    async def _on_ejections(self, service: str, _: Empty) -> Ejections:
+    def _on_ejections(self, service: str, _: Empty) -> Ejections:
         subjects.check_name(service)
         return self.ejector.listing(service)
 
-    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
+    def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
         if hb.inflight is None:
             return
         pool = self.pools.get(service)
@@ -260,14 +264,24 @@ class Balancer(Lifecycle):
                 await self.bus.publish(subjects.picks(service), msg)
 
     async def _reap_loop(self) -> None:
-        """Close picks whose report never came, so they stop counting as in flight."""
+        """Close picks whose report never came, so they stop counting as in flight.
+
+        Often and in slices: at thousands of resolves a second, a second's worth of
+        expired picks closed in one go would stall the resolves behind it.
+        """
         timeout = self.settings.pick_timeout_s
         while True:
-            await asyncio.sleep(min(1.0, timeout / 4))
+            await asyncio.sleep(min(REAP_S, timeout / 4))
             limit = self.clock() - timeout
             reaped = 0
-            while self._open and self._open[0][0] <= limit:
-                _, token, member = self._open.popleft()
-                reaped += member.closed(token, finished=False)  # it may still run
+            opened = self._open
+            while opened and opened[0][0] <= limit:
+                _, token, service, iid = opened.popleft()
+                pool = self.pools.get(service)
+                member = pool.members.get(iid) if pool else None
+                if member is not None:
+                    reaped += member.closed(token, finished=False)  # it may still run
+                if not len(opened) % REAP_SLICE:
+                    await asyncio.sleep(0)  # let the resolves waiting meanwhile through
             if reaped:
                 self.log.debug("picks.timed_out", count=reaped)
