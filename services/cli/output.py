@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from schemas.balancer import Ejections, Endpoint, OutlierEvent
-    from schemas.governor import ConfigApplied, ConfigHistory, InstanceOverride, ServiceConfig
+    from schemas.governor import (
+        ConfigApplied,
+        ConfigHistory,
+        InstanceOverride,
+        OutlierConfig,
+        ServiceConfig,
+    )
     from schemas.registry import InstanceEvent, InstanceList, ServiceList
 
 __all__ = [
@@ -202,12 +208,25 @@ def config(cfg: ServiceConfig) -> str:
             ("strategy", cfg.strategy),
             ("protect_threshold", _number(cfg.protect_threshold)),
             ("warmup_s", _number(cfg.warmup_s)),
+            ("outlier", outlier(cfg.outlier)),
         ]
     )
     if not cfg.instances:
         return f"{head}\n\n(no instance overrides)"
     rows = [(iid, *_override_cells(o)) for iid, o in sorted(cfg.instances.items())]
     return f"{head}\n\n" + table(("INSTANCE", "WEIGHT", "DRAINED", "PORT", "METADATA"), rows)
+
+
+def outlier(o: OutlierConfig) -> str:
+    """Outlier settings on one line: `on, 5 failures in a row, success rate, ...`."""
+    if not o.enabled:
+        return "off"
+    rate = "success rate" if o.success_rate else "no success rate"
+    return (
+        f"on, {o.consecutive_failures} failures in a row, {rate}, every "
+        f"{_number(o.interval_s)} s; ejected {_number(o.base_ejection_s)} s x n up to "
+        f"{_number(o.max_ejection_s)} s; at most {_number(o.max_ejected_percent)} %"
+    )
 
 
 def _summary(cfg: ServiceConfig) -> str:

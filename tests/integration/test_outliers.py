@@ -368,3 +368,32 @@ async def test_cli_shows_ejections_and_watch_prints_them(
     code, raw = await baton(nats_server.url, "--json", "ejections", SERVICE)
     listed = msgspec.json.decode(raw, type=Ejections)
     assert [e.instance_id for e in listed.ejected] == ["a"]
+
+
+@pytest.mark.usefixtures("governor")
+async def test_cli_sets_outlier_fields_and_shows_them(nats_server: NatsServer) -> None:
+    code, _ = await baton(
+        nats_server.url, "set", SERVICE, "outlier", "consecutive_failures=3", "enabled=false",
+        "--actor", "ann",
+    )  # fmt: skip
+    assert code == 0
+    code, shown = await baton(nats_server.url, "config", SERVICE)
+    assert code == 0
+    settings = dict(line.split(maxsplit=1) for line in shown.split("\n\n")[0].splitlines())
+    assert settings["outlier"] == "off"
+    code, _ = await baton(nats_server.url, "set", SERVICE, "outlier", "enabled=true")
+    assert code == 0
+    code, shown = await baton(nats_server.url, "config", SERVICE)
+    assert "on, 3 failures in a row, success rate, every 10 s" in shown  # 3 was kept
+    for bad in ("interval_s=0", "nonsense=1"):
+        proc = await asyncio.create_subprocess_exec(
+            BATON, "set", SERVICE, "outlier", bad, "--actor", "ann",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "NATS_URL": nats_server.url},
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 2, err
+        said = err.decode()
+        assert ("interval_s must be a number of seconds 0.05..3600" in said) or (
+            "no outlier field nonsense" in said
+        ), said
