@@ -29,6 +29,7 @@ from nats.js import api
 from schemas import subjects
 from schemas.balancer import Ejected, Ejections, OutlierEvent, OutlierState
 from schemas.fields import from_timestamp
+from schemas.governor import OutlierConfig
 from services.balancer import outliers
 from services.lifecycle import Lifecycle
 
@@ -55,6 +56,7 @@ _MAX_NAP_S = 1.0  # the sweep loop wakes at least this often (new services, conf
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(OutlierState).decode
 _EMPTY = OutlierState()
+_DEFAULTS = OutlierConfig()
 
 
 class _Stale(Exception):  # a signal, not an error
@@ -149,8 +151,8 @@ class Ejector(Lifecycle):
             if e.until > now
         ]
         size = len(pool.members) if pool else 0
-        percent = pool.outlier.max_ejected_percent if pool else 10.0
-        interval = pool.outlier.interval_s if pool else 10.0
+        cfg = pool.outlier if pool else _DEFAULTS
+        percent, interval = cfg.max_ejected_percent, cfg.interval_s
         return Ejections(
             service=service,
             ejected=ejected,
@@ -228,7 +230,7 @@ class Ejector(Lifecycle):
             back = outliers.due(state, now) if enabled else sorted(state.ejected)
             if not back:
                 return None
-            interval = pool.outlier.interval_s if pool else 10.0
+            interval = (pool.outlier if pool else _DEFAULTS).interval_s
             new = outliers.release(state, back, now=now, interval_s=interval)
             why = "ejection time over" if enabled else "outlier ejection disabled"
             events = [

@@ -232,7 +232,6 @@ class Balancer(Lifecycle):
             self.ejector.failing(service, member.id, outliers.consecutive_reason(member.failures))
 
     def _on_ejections(self, service: str, _: Empty) -> Ejections:
-        subjects.check_name(service)
         return self.ejector.listing(service)
 
     def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
