@@ -18,6 +18,7 @@ from msgspec import Meta, Struct
 
 from schemas import subjects
 from schemas.balancer import (
+    BatchedReport,
     CallReport,
     CallReports,
     Ejections,
@@ -206,21 +207,39 @@ class Balancer(Lifecycle):
 
     def _on_report(self, service: str, report: CallReport) -> None:
         pool = self.pools.get(service)
-        if pool is not None:
-            self._learn(service, pool, report, self.clock())
+        member = pool.members.get(report.instance_id) if pool else None
+        if pool is not None and member is not None:  # else it left meanwhile
+            self._learn(service, pool, member, report, self.clock())
 
     def _on_reports(self, service: str, batch: CallReports) -> None:
         pool = self.pools.get(service)
-        if pool is not None:
-            now = self.clock()
-            for report in batch.reports:
-                self._learn(service, pool, report, now)
+        members = pool.members if pool is not None else {}
+        now = self.clock()
+        for report in batch.reports:
+            member = members.get(report.instance_id)
+            if pool is not None and member is not None:
+                self._learn(service, pool, member, report, now)
+            else:  # the instance left meanwhile, or the id was never valid: say which
+                self._unknown(service, report.instance_id)
 
-    def _learn(self, service: str, pool: Pool, report: CallReport, now: float) -> None:
+    def _unknown(self, service: str, instance_id: str) -> None:
+        """A batched report naming no member: nothing to learn, unless the id breaks the
+        name rule (batches check it here, once per such id, not while decoding)."""
+        try:
+            subjects.check_name(instance_id, "instance_id")
+        except subjects.InvalidNameError as exc:
+            self.bus.errors[(subjects.every(subjects.REPORTS), 400)] += 1
+            self.log.warning("report.dropped", service=service, reason=str(exc))
+
+    def _learn(
+        self,
+        service: str,
+        pool: Pool,
+        member: Member,
+        report: CallReport | BatchedReport,
+        now: float,
+    ) -> None:
         """What one call report teaches: latency, the end of its pick, outliers."""
-        member = pool.members.get(report.instance_id)
-        if member is None:
-            return  # the instance left meanwhile; nothing to learn
         latency = report.latency_ms
         if not report.ok:
             latency = max(latency, self.settings.failure_penalty_ms)

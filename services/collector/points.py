@@ -22,13 +22,16 @@ with each series' escaped tags cached: the collector's hot path.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
+
+from schemas.fields import NAME_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from schemas.balancer import CallReport, OutlierEvent, PickCounts
+    from schemas.balancer import BatchedReport, CallReport, OutlierEvent, PickCounts
     from schemas.governor import ConfigApplied
     from schemas.registry import Heartbeat, InstanceEvent
 
@@ -44,6 +47,7 @@ __all__ = [
     "registry_event",
 ]
 
+_NAME = re.compile(NAME_PATTERN)
 _TAG_ESCAPE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _OK = ",error=0i "  # a call's fields after its latency, and the space before the time
 _ERROR = ",error=1i "
@@ -139,14 +143,16 @@ class Lines:
     def calls(
         self,
         service: str,
-        reports: Iterable[CallReport],
+        reports: Iterable[BatchedReport],
         zones: Mapping[tuple[str, str], str],
         ts: int,
-    ) -> list[str]:
+    ) -> tuple[list[str], list[str]]:
         """`call` for a batch of one service's reports, stamped ts, ts + 1, ...: each
-        instance's head is looked up once a batch."""
+        instance's head is looked up once a batch. Returns the lines, and the ids that
+        break the name rule (their reports are left out: checked once per new series)."""
         heads: dict[tuple[str, bool], str] = {}
         out = []
+        bad: list[str] = []
         for r in reports:
             ok = r.ok
             head = heads.get((r.instance_id, ok))
@@ -155,13 +161,16 @@ class Lines:
                 key = (service, r.instance_id, zone, ok)
                 head = self._calls.get(key)
                 if head is None:
+                    if not _NAME.fullmatch(r.instance_id):
+                        bad.append(r.instance_id)
+                        continue
                     if len(self._calls) >= self.size:
                         self._calls.clear()
                     head = self._calls[key] = _call_head(service, r.instance_id, zone, ok=ok)
                 heads[r.instance_id, ok] = head
             out.append(f"{head}{float(r.latency_ms)}{_OK if ok else _ERROR}{ts}")
             ts += 1
-        return out
+        return out, bad
 
     def load(self, service: str, hb: Heartbeat, zone: str, ts: int) -> str:
         key = (service, hb.instance_id, zone)

@@ -179,7 +179,16 @@ class Collector(Lifecycle):
     def _on_reports(self, service: str, batch: CallReports) -> None:
         reports = batch.reports
         ts = self.clock.reserve(len(reports))
-        self.batcher.add_many(self.lines.calls(service, reports, self.zones, ts))
+        lines, bad = self.lines.calls(service, reports, self.zones, ts)
+        self.batcher.add_many(lines)
+        if bad:  # the rest of the batch is written; these are counted and logged
+            self.bus.errors[(subjects.every(subjects.REPORTS), 400)] += len(bad)
+            self.log.warning(
+                "report.dropped",
+                service=service,
+                reports=len(bad),
+                reason=f"instance_id {bad[0]!r} breaks the name rule: {subjects.NAME_RULE}",
+            )
 
     def _on_picks(self, _service: str, counts: PickCounts) -> None:
         self.batcher.add_many(points.picks(counts, self.clock()))

@@ -51,7 +51,7 @@ from harness import Row, emit, processes, worker
 from influxserver import InfluxServer
 
 from schemas import subjects
-from schemas.balancer import CallReport, CallReports
+from schemas.balancer import CallReport
 from services.collector import points
 from services.collector.worker import CollectorSettings
 
@@ -95,7 +95,8 @@ def wire(feed: list[tuple[str, CallReport]]) -> bytes:
 
 
 def wire_batched(feed: list[tuple[str, CallReport]], size: int = 256) -> bytes:
-    """The feed as the SDK batches it: CallReports of up to `size`, one service each."""
+    """The feed as the SDK batches it (CallReports of up to `size`, one service each),
+    encoded as the SDK encodes it."""
     encode = msgspec.json.Encoder().encode
     by_service: dict[str, list[CallReport]] = {}
     for service, report in feed:
@@ -103,7 +104,7 @@ def wire_batched(feed: list[tuple[str, CallReport]], size: int = 256) -> bytes:
     out = bytearray()
     for service, reports in by_service.items():
         for i in range(0, len(reports), size):
-            payload = encode(CallReports(reports=reports[i : i + size]))
+            payload = b'{"reports":[' + b",".join(map(encode, reports[i : i + size])) + b"]}"
             subject = subjects.reports(service).encode()
             out += b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload)
     return bytes(out)

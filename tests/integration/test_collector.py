@@ -12,7 +12,7 @@ from influxserver import InfluxServer, influxd_binary
 from workers import run_balancer, run_collector, run_governor, run_registry
 
 from schemas import subjects
-from schemas.balancer import CallReport, CallReports, Endpoint, ResolveRequest
+from schemas.balancer import BatchedReport, CallReport, CallReports, Endpoint, ResolveRequest
 from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch
 from schemas.registry import Ack, Deregistration, Heartbeat
 
@@ -226,8 +226,9 @@ async def test_single_and_batched_reports_each_make_a_point(
         await bus.publish(
             subjects.report("cart"), CallReport(instance_id="c1", latency_ms=n, ok=n != 5)
         )
-    batch = [CallReport(instance_id="c1", latency_ms=100 + n, ok=n != 7) for n in range(170)]
-    await bus.publish(subjects.reports("cart"), CallReports(reports=batch[:70]))
+    batch = [BatchedReport(instance_id="c1", latency_ms=100 + n, ok=n != 7) for n in range(170)]
+    bad = BatchedReport(instance_id="no good", latency_ms=5)  # dropped, counted: not the rest
+    await bus.publish(subjects.reports("cart"), CallReports(reports=[*batch[:70], bad]))
     await bus.publish(subjects.reports("cart"), CallReports(reports=batch[70:]))
     q = "SELECT * FROM calls WHERE \"service\" = 'cart'"
     calls = await until_rows(influx, q, 200)
@@ -236,3 +237,4 @@ async def test_single_and_batched_reports_each_make_a_point(
         100.0 + n for n in range(170)
     ]
     assert sum(r["error"] for r in calls) == 2
+    assert stack.bus.errors[(subjects.every(subjects.REPORTS), 400)] == 1

@@ -11,7 +11,7 @@ import pytest
 from conftest import Events, reg
 
 from schemas import subjects
-from schemas.balancer import CallReport, CallReports, Endpoint, ResolveRequest
+from schemas.balancer import BatchedReport, CallReport, CallReports, Endpoint, ResolveRequest
 from schemas.registry import Ack
 from services.sdk import BalancerClient
 
@@ -167,7 +167,15 @@ async def test_a_bad_batch_is_a_counted_400_and_loses_nothing_else(
     assert reply.headers is not None
     assert reply.headers["Nats-Service-Error-Code"] == "400"
     assert "latency_ms must be a number >= 0" in reply.headers["Nats-Service-Error"]
-    assert balancer.bus.errors[(subjects.every(subjects.REPORTS), 400)] == 1
-    good = CallReports(reports=[CallReport(instance_id="a", latency_ms=1, pick=ep.pick)])
-    await bus.publish(subjects.reports(SERVICE), good)
-    await until(lambda: open_picks(balancer) == 0, "the good batch applied")
+    errors = balancer.bus.errors
+    assert errors[(subjects.every(subjects.REPORTS), 400)] == 1
+    # an id that breaks the name rule costs only its own report: counted, the rest applied
+    mixed = CallReports(
+        reports=[
+            BatchedReport(instance_id="not valid", latency_ms=1),
+            BatchedReport(instance_id="a", latency_ms=1, pick=ep.pick),
+        ]
+    )
+    await bus.publish(subjects.reports(SERVICE), mixed)
+    await until(lambda: open_picks(balancer) == 0, "the good report applied")
+    assert errors[(subjects.every(subjects.REPORTS), 400)] == 2
