@@ -44,6 +44,13 @@ _new_pick = tuple.__new__
 WARMUP_STEPS = 10  # slow start ramps in steps, so pickers are rebuilt only that often
 
 
+def _check(strategy: str, key: str | None) -> None:
+    if strategy not in _KNOWN:
+        raise BadRequest(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if strategy == "consistent_hash" and not key:
+        raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+
+
 class Pool:
     def __init__(
         self,
@@ -67,6 +74,9 @@ class Pool:
         self.ring = HashRing()
         self._sets: dict[tuple[str, bool], list[Member]] = {}
         self._pickers: dict[tuple[str, str, bool], Picker] = {}
+        # the picker of the service's own strategy, no zone, no panic, nobody warming up:
+        # most resolves, answered without building a lookup key (dropped on any change)
+        self._fast: Picker | None = None
         self._healthy: int | None = None
 
     # -- membership ----------------------------------------------------------------------
@@ -131,6 +141,7 @@ class Pool:
         for picker in self._pickers.values():
             picker.close()
         self._pickers.clear()
+        self._fast = None
         self._sets.clear()
         self._healthy = None
         self._rewarm_at = math.inf
@@ -172,6 +183,11 @@ class Pool:
         exclude: frozenset[str],
         now: float,
     ) -> Pick:
+        fast = self._fast
+        if fast is not None and strategy is None and not zone:
+            m = fast.pick(key, exclude, now)
+            if m is not None:
+                return _new_pick(Pick, (m, self.strategy, self.held))
         name = strategy or self.strategy
         rewarm = self._rewarm_at  # inf unless an instance is warming up: no clock read
         if rewarm != math.inf and rewarm <= self.wallclock():  # it gained weight
@@ -185,10 +201,7 @@ class Pool:
             m = picker.pick(key, exclude, now)
             if m is not None:
                 return _new_pick(Pick, (m, name, flag))
-        if name not in _KNOWN:
-            raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
-        if name == "consistent_hash" and not key:
-            raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+        _check(name, key)
         m = self._pick_in(name, zone or "", key, exclude, panic, now)
         if m is None and zone:
             # The zone is a preference: a retry that excluded all of it goes elsewhere.
@@ -221,6 +234,13 @@ class Pool:
         picker = self._pickers.get(pkey)
         if picker is None:
             picker = self._pickers[pkey] = make_picker(name, cands, self.rng, self.ring)
+            if (
+                name == self.strategy != "consistent_hash"
+                and not zone
+                and not panic
+                and self._rewarm_at == math.inf
+            ):
+                self._fast = picker
         return picker.pick(key, exclude, now)
 
     def _why_none(self, strategy: str, exclude: frozenset[str]) -> str:
