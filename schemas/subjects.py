@@ -96,6 +96,12 @@ EVENTS: Final = "registry.v1.events"
 RESOLVE: Final = "balancer.v1.resolve"
 REPORT: Final = "balancer.v1.report"
 PICKS: Final = "balancer.v1.picks"  # extension: per-interval pick counts
+REPORTS: Final = "balancer.v1.reports"  # extension: batched call reports
+BALANCER_EVENTS: Final = "balancer.v1.events"  # extension: ejections and returns
+EJECTIONS: Final = "balancer.v1.ejections"  # extension: who is ejected now
+# JetStream: the ejection state, one subject per service (internal)
+OUTLIER_STREAM: Final = "BATON_OUTLIERS"
+OUTLIER_LOG: Final = "baton.outliers.v1"
 
 
 # -- governor ----------------------------------------------------------------------------
@@ -172,3 +178,19 @@ def config_log(service: str) -> str:
 
 def picks(service: str) -> str:
     return _of(PICKS, service)
+
+
+def reports(service: str) -> str:
+    return _of(REPORTS, service)
+
+
+def balancer_events(service: str) -> str:
+    return _of(BALANCER_EVENTS, service)
+
+
+def ejections(service: str) -> str:
+    return _of(EJECTIONS, service)
+
+
+def outlier_log(service: str) -> str:
+    return _of(OUTLIER_LOG, service)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 import nats
@@ -57,7 +58,9 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 # A handler returns its reply: a Struct, or bytes already encoded (a hot path's cache).
-Handler = Callable[[str, T], Awaitable[msgspec.Struct | bytes | None]]
+# A plain function may serve too (no coroutine a message: the resolve path).
+Reply = msgspec.Struct | bytes | None
+Handler = Callable[[str, T], Awaitable[Reply]] | Callable[[str, T], Reply]
 Hook = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
@@ -143,6 +146,8 @@ class Bus:
         publish = self.nc.publish
         endpoint = self._endpoint(subject, queue, kind, replies=answer)
         now_ns = time.perf_counter_ns
+        # decided once: a plain function's reply needs no await (and no coroutine made)
+        is_async = inspect.iscoroutinefunction(handler)
 
         # The hot path of every worker: a resolve's whole budget is a few microseconds
         # beside nats-py's own cost per message, so this stays plain (the counts are two
@@ -151,7 +156,9 @@ class Bus:
             endpoint.num_requests += 1
             start = now_ns()
             try:
-                reply = await handler(*read(msg))
+                reply = handler(*read(msg))
+                if is_async:
+                    reply = await cast("Awaitable[Reply]", reply)
             except Exception as exc:  # noqa: BLE001  # sorted out in _reject; none escapes
                 endpoint.processing_time += now_ns() - start
                 await self._reject(msg, endpoint, exc, answer=answer)

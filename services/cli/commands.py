@@ -10,15 +10,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
 from schemas import subjects
-from schemas.balancer import STRATEGIES, Endpoint, ResolveRequest
+from schemas.balancer import STRATEGIES, Ejections, Endpoint, ResolveRequest
 from schemas.governor import ConfigHistory, HistoryQuery, ServiceConfig
 from schemas.registry import Empty, InstanceList, InstancesQuery, ServiceList
 from services.cli import output
 from services.cli.change import rollback, set_
 from services.cli.params import SINCE_HELP, instance_ids, service_name, since
-from services.cli.session import Session
+from services.cli.session import Failure, Session
 from services.cli.status import status
 from services.cli.watch import follow
 
@@ -83,8 +84,33 @@ def services(session: Session) -> None:
 @click.argument("service", callback=service_name)
 @pass_session
 def instances(session: Session, service: str) -> None:
-    """List SERVICE's instances, healthy or not, with operators' overrides applied."""
-    session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.instances)
+    """List SERVICE's instances, healthy or not, with operators' overrides applied.
+
+    EJECTED says which instances the balancer ejected as outliers, and until when (`?`
+    when no balancer answers); `--json` prints the registry's reply as sent.
+    """
+    if session.json:
+        session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.instances)
+        return
+    ejections: list[Ejections] = []
+
+    def render(reply: InstanceList) -> str:
+        return output.instances(reply, ejections=ejections[0] if ejections else None)
+
+    try:
+        raw = asyncio.run(session.request(subjects.ejections(service), Empty()))
+        ejections.append(msgspec.json.decode(raw, type=Ejections))
+    except (Failure, msgspec.ValidationError):
+        pass  # the registry's view alone; the column shows `?`
+    session.show(subjects.instances(service), InstancesQuery(), InstanceList, render)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
+def ejections(session: Session, service: str) -> None:
+    """List SERVICE's instances the balancer ejected as outliers: why, and until when."""
+    session.show(subjects.ejections(service), Empty(), Ejections, output.ejections)
 
 
 @cli.command()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, PickCounts
+from schemas.balancer import CallReport, CallReports, OutlierEvent, PickCounts
 from schemas.governor import ConfigApplied
 from schemas.registry import Empty, Heartbeat, InstanceEvent, ServiceList
 from services.collector import points
@@ -136,9 +136,11 @@ class Collector(Lifecycle):
         q = "collector"
         await listen(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, queue=q)
         await listen(subjects.REPORT, CallReport, self._on_report, queue=q)
+        await listen(subjects.REPORTS, CallReports, self._on_reports, queue=q)
         await listen(subjects.PICKS, PickCounts, self._on_picks, queue=q)
         await listen(subjects.EVENTS, InstanceEvent, self._on_event, queue=q)
         await listen(subjects.APPLIED, ConfigApplied, self._on_applied, queue=q)
+        await listen(subjects.BALANCER_EVENTS, OutlierEvent, self._on_outlier, queue=q)
         self.spawn(self._learn_zones(), "collector.zones")
         self.spawn(self._health_loop(), "collector.health")
         self.log.info("collector.ready", api=self.settings.api, url=self.settings.url)
@@ -187,6 +189,20 @@ class Collector(Lifecycle):
         zone = self.zones.get((service, report.instance_id), "")
         self.batcher.add(self.lines.call(service, report, zone, self.clock()))
 
+    def _on_reports(self, service: str, batch: CallReports) -> None:
+        reports = batch.reports
+        ts = self.clock.reserve(len(reports))
+        lines, bad = self.lines.calls(service, reports, self.zones, ts)
+        self.batcher.add_many(lines)
+        if bad:  # the rest of the batch is written; these are counted and logged
+            self.bus.errors[(subjects.every(subjects.REPORTS), 400)] += len(bad)
+            self.log.warning(
+                "report.dropped",
+                service=service,
+                reports=len(bad),
+                reason=f"instance_id {bad[0]!r} breaks the name rule: {subjects.NAME_RULE}",
+            )
+
     def _on_picks(self, _service: str, counts: PickCounts) -> None:
         self.batcher.add_many(points.picks(counts, self.clock()))
 
@@ -200,6 +216,9 @@ class Collector(Lifecycle):
 
     def _on_applied(self, _service: str, entry: ConfigApplied) -> None:
         self.batcher.add(points.config_change(entry, self.clock()))
+
+    def _on_outlier(self, _service: str, event: OutlierEvent) -> None:
+        self.batcher.add(points.outlier_event(event, self.clock()))
 
     async def _learn_zones(self) -> None:
         """Zones of instances registered before the collector started (best effort), read

@@ -29,6 +29,7 @@ BENCHES = {
     "resolve": "bench_resolve.py",
     "ingest": "bench_ingest.py",
     "collector": "bench_collector.py",
+    "reports": "bench_reports.py",
     "scale": "bench_scale.py",
     "failover": "bench_failover.py",
     "config": "bench_config.py",
@@ -37,6 +38,7 @@ BENCHES = {
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",
     "http": "bench_http.py",
+    "failing_e2e": "bench_failing_e2e.py",
 }
 
 

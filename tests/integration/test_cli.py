@@ -131,11 +131,12 @@ async def test_services_and_instances_for_people_and_for_scripts(
         assert (run.code, run.err) == (0, "")
     assert services.out == "orders\n"
     header, first, second = table.rows
-    assert " ".join(header) == "INSTANCE ADDRESS ZONE WEIGHT HEALTHY DRAINED INFLIGHT SEEN"
+    assert " ".join(header) == "INSTANCE ADDRESS ZONE WEIGHT HEALTHY DRAINED INFLIGHT SEEN EJECTED"
     assert first[:7] == ["orders-1", "127.0.0.1:8001", "eu-1", "50", "yes", "no", "0"]
     assert second[:7] == ["orders-2", "127.0.0.1:8002", "-", "100", "yes", "no", "0"]
     assert first[7].endswith("s")  # seconds since the last heartbeat
     assert first[8] == "ago"
+    assert first[9] == "?"  # no balancer runs to say who is ejected
     # --json: the reply as the worker sent it, one object on one line
     assert services_json.out.count("\n") == table_json.out.count("\n") == 1
     assert msgspec.json.decode(services_json.out, type=ServiceList).services == ["orders"]
@@ -301,6 +302,8 @@ async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) ->
         "strategy": "least_connections",
         "protect_threshold": "0.5",
         "warmup_s": "0",
+        "outlier": "on, 5 failures in a row, success rate, every 10 s; ejected 30 s x n up to "
+        "300 s; at most 10 %",
     }
     assert config.rows[-3:] == [
         ["INSTANCE", "WEIGHT", "DRAINED", "PORT", "METADATA"],

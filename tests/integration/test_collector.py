@@ -13,8 +13,8 @@ from waiting import until
 from workers import run_balancer, run_collector, run_governor, run_registry
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, ResolveRequest
-from schemas.governor import ConfigApplied, ConfigChange
+from schemas.balancer import BatchedReport, CallReport, CallReports, Endpoint, ResolveRequest
+from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch
 from schemas.registry import Ack, Deregistration, Heartbeat
 
 if TYPE_CHECKING:
@@ -188,3 +188,59 @@ async def test_bad_messages_are_counted_and_the_good_ones_after_them_written(
             (subjects.every(subjects.REPORT), 400): 4,
             (subjects.every(subjects.HEARTBEAT), 400): 1,
         }
+
+
+async def test_an_ejection_lands_for_the_dashboards(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    change = ConfigChange(
+        actor="ann", outlier=OutlierPatch(consecutive_failures=2, max_ejected_percent=50)
+    )
+    await bus.request(subjects.change("shop"), change, ConfigApplied)
+    for n in (1, 2):
+        await bus.request(subjects.register("shop"), reg(f"s{n}", 8000 + n), Ack)
+        await events.wait_for("registered", f"s{n}")
+    ejected: list[dict[str, Any]] = []
+    for _ in range(50):  # the balancer takes the config and the fleet in a few ms: retry
+        for _ in range(2):
+            await bus.publish(
+                subjects.report("shop"), CallReport(instance_id="s1", latency_ms=1, ok=False)
+            )
+        ejected = await until_rows(
+            influx, "SELECT * FROM outlier_events WHERE \"service\" = 'shop'", 1, timeout=0.2
+        )
+        if ejected:
+            break
+    (row,) = ejected
+    assert (row["kind"], row["instance"], row["ejections"], row["ejected"]) == (
+        "ejected",
+        "s1",
+        1,
+        1,
+    )
+    assert row["text"].startswith("s1 ejected until ")
+    assert row["reason"] == "consecutive_failures: 2 failed calls in a row"
+    assert row["until_s"] > time.time() + 20  # 30 s by default
+
+
+async def test_single_and_batched_reports_each_make_a_point(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    await bus.request(subjects.register("cart"), reg("c1", 8001, zone="eu-1"), Ack)
+    await events.wait_for("registered", "c1")
+    for n in range(30):
+        await bus.publish(
+            subjects.report("cart"), CallReport(instance_id="c1", latency_ms=n, ok=n != 5)
+        )
+    batch = [BatchedReport(instance_id="c1", latency_ms=100 + n, ok=n != 7) for n in range(170)]
+    bad = BatchedReport(instance_id="no good", latency_ms=5)  # dropped, counted: not the rest
+    await bus.publish(subjects.reports("cart"), CallReports(reports=[*batch[:70], bad]))
+    await bus.publish(subjects.reports("cart"), CallReports(reports=batch[70:]))
+    q = "SELECT * FROM calls WHERE \"service\" = 'cart'"
+    calls = await until_rows(influx, q, 200)
+    assert len(calls) == 200  # 30 alone + 170 in two batches: one point each
+    assert sorted(r["latency_ms"] for r in calls) == [float(n) for n in range(30)] + [
+        100.0 + n for n in range(170)
+    ]
+    assert sum(r["error"] for r in calls) == 2
+    assert stack.bus.errors[(subjects.every(subjects.REPORTS), 400)] == 1

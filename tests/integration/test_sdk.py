@@ -267,7 +267,7 @@ async def resolvable(client: BalancerClient, service: str = SERVICE) -> Endpoint
 @pytest.mark.usefixtures("balancer")
 async def test_call_reports_the_instance_and_whether_the_body_raised(nc: Client) -> None:
     reports = await nc.subscribe(subjects.report(SERVICE))
-    client = BalancerClient(nc)
+    client = BalancerClient(nc, batch_ms=0)  # each report alone, on balancer.v1.report
     async with agent(nc):
         await resolvable(client)
         async with client.call(SERVICE) as ep:
@@ -286,7 +286,7 @@ async def test_call_reports_the_instance_and_whether_the_body_raised(nc: Client)
 
 @pytest.mark.usefixtures("balancer")
 async def test_resolve_errors_map_to_the_error_tree(nc: Client) -> None:
-    client = BalancerClient(nc)
+    client = BalancerClient(nc, batch_ms=0)  # each report alone, on balancer.v1.report
     with pytest.raises(NotFound):
         await client.resolve("nobody")
     with pytest.raises(BadRequest, match=r"contains '\.'"):
@@ -311,7 +311,7 @@ async def test_resolve_without_a_balancer(nc: Client) -> None:
 @pytest.mark.usefixtures("balancer")
 async def test_call_with_retry_moves_to_another_instance(nc: Client) -> None:
     reports = await nc.subscribe(subjects.report(SERVICE))
-    client = BalancerClient(nc)
+    client = BalancerClient(nc, batch_ms=0)  # each report alone, on balancer.v1.report
     async with agent(nc, "orders-1"), agent(nc, "orders-2", port=8081):
 
         async def both() -> bool | None:
