@@ -55,6 +55,18 @@ DEREGISTER: Final = "registry.v1.deregister"
 INSTANCES: Final = "registry.v1.instances"
 SERVICES: Final = "registry.v1.services"
 EVENTS: Final = "registry.v1.events"
+# extension, between registry replicas: the current leader answers a ping (no responders:
+# nobody leads right now); any caught-up replica serves its lease table, a page at a time
+REPLICA_LEADER: Final = "registry.v1.replica.leader"
+REPLICA_SNAPSHOT: Final = "registry.v1.replica.snapshot"
+# JetStream KV: the leader lease (key `leader`) and each replica's presence (`replica.{id}`)
+REGISTRY_BUCKET: Final = "BATON_REGISTRY"
+LEADER_KEY: Final = "leader"
+
+
+def replica_key(replica: str) -> str:
+    return f"replica.{replica}"
+
 
 # -- balancer ----------------------------------------------------------------------------
 RESOLVE: Final = "balancer.v1.resolve"

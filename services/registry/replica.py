@@ -1,0 +1,440 @@
+"""One registry replica among several: the leader lease, catching up, who answers.
+
+Every replica hears every registration and heartbeat (plain subscriptions) and keeps the
+whole lease table. What this module decides, on the bus, with `LeaderLease` and `Outbox`
+(pure logic) doing the arithmetic:
+
+- the lease: a write to the `BATON_REGISTRY` KV bucket every `lease.interval` (the leader
+  renews key `leader` with `update(last=)`, a follower puts `replica.{id}` and campaigns
+  with `create()` while nobody leads). Only the holder publishes events and sweeps aloud.
+- who answers registrations and heartbeats: the leader; and, while no leader answers its
+  ping (it died, its lease has not expired yet), every caught-up follower, so a killed
+  leader's instances are answered again within one ping interval, not one lease.
+- catching up: at start and after every cut, a replica reads a peer's table page by page
+  (`registry.v1.replica.snapshot`, any caught-up replica) before it answers anything.
+- without JetStream (a plain nats-server) a replica runs alone, as the registry did
+  before replicas: it always leads. Run one per NATS system then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from typing import TYPE_CHECKING
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from schemas import subjects
+from schemas.registry import Empty, InstanceEvent, ReplicaSnapshot, ReplicaStatus, SnapshotQuery
+from services.errors import BatonError, NoResponders, RequestTimeout, Unavailable
+from services.lifecycle import Lifecycle
+from services.registry.leader import LeaderLease
+from services.registry.replication import Outbox, apply_event, merge, records
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from nats.aio.subscription import Subscription
+    from nats.js.kv import KeyValue
+    from structlog.typing import FilteringBoundLogger
+
+    from services.bus import Bus
+    from services.registry.leases import Change, LeaseTable
+
+__all__ = ["Replica"]
+
+PING_S = 0.2  # how often a follower asks whether the leader is alive
+_PAGE = 1_000  # leases per snapshot page (~250 kB)
+_KV_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
+_encode = msgspec.json.encode
+
+
+class Replica(Lifecycle):
+    """The replica's place in the fleet; the registry worker asks it before it speaks."""
+
+    def __init__(  # noqa: PLR0913  # dependencies, all passed in
+        self,
+        bus: Bus,
+        table: LeaseTable,
+        log: FilteringBoundLogger,
+        *,
+        lease_s: float,
+        clock: Callable[[], float],
+        wallclock: Callable[[], float],
+        lead: Callable[[list[Change]], Awaitable[None]],
+        serving_changed: Callable[[bool], Awaitable[None]],
+        settled: Callable[[], bool],
+    ) -> None:
+        self.bus = bus
+        self.table = table
+        self.id = secrets.token_hex(4)
+        self.log = log.bind(replica=self.id)
+        self.clock = clock
+        self.wallclock = wallclock
+        self.lease = LeaderLease(lease_s)
+        self.outbox = Outbox(margin=0.25, slack=lease_s)
+        self.epoch = ""  # the fleet's: minted by the first leader, kept across handovers
+        self.seq = 0  # the last event seq published or seen in `epoch`
+        self.caught_up = False
+        self.standalone = False  # no JetStream: this replica alone speaks
+        self.leader = ""  # the replica believed to lead ("" while none answers)
+        self.settled_peer = False  # a peer said the fleet has settled
+        self._lead = lead
+        self._settled = settled
+        self._serving_changed = serving_changed
+        self._serving = False
+        self._leader_alive = False
+        self._kv: KeyValue | None = None
+        self._gone: set[tuple[str, str]] | None = None  # removals seen while catching up
+        self._ping_sub: Subscription | None = None
+        self._snapshot_sub: Subscription | None = None
+        self._resign: int | None = None  # a revision held before a cut, to give back
+        self._catching = asyncio.Lock()
+
+    # -- what the worker asks ------------------------------------------------------------
+    def speaking(self) -> bool:
+        if not self.bus.nc.is_connected:
+            return False
+        return self.standalone or (self.caught_up and self.lease.speaking(self.clock()))
+
+    def serving(self) -> bool:
+        """Caught up and in touch with the quorum: its table is the fleet's."""
+        if not self.bus.nc.is_connected or not self.caught_up:
+            return False
+        return self.standalone or self.lease.connected(self.clock())
+
+    def answering(self) -> bool:
+        """Should this replica answer registrations and heartbeats right now?"""
+        return self.speaking() or (self.serving() and not self._leader_alive)
+
+    def horizon(self) -> float | None:
+        """Sweep up to here (None: sweep nothing yet)."""
+        now = self.clock()
+        return now if self.standalone else self.lease.horizon(now)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def hold(self, change: Change) -> None:
+        """A change this replica may not announce: keep it until the leader has."""
+        self.outbox.hold(change, self.clock())
+
+    def removed(self, service: str, instance_id: str) -> None:
+        if self._gone is not None:
+            self._gone.add((service, instance_id))
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.bus.serve(
+            subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True
+        )
+        self._kv = await self._bucket()
+        if self._kv is None:
+            self.standalone = True
+            self.epoch = secrets.token_hex(6)
+            self.caught_up = True
+            self.log.warning("registry.standalone", reason="JetStream is not enabled")
+        else:
+            await self._catch_up()
+            await self._ping()  # is somebody leading already?
+            await self._write()  # the first proof (and the lease, if nobody holds it)
+        await self._check_serving()
+        if not self.standalone:
+            self.spawn(self._write_loop(), "registry.lease")
+            self.spawn(self._ping_loop(), "registry.ping")
+
+    async def stop(self) -> None:
+        """Hand the lease over at once rather than let it expire."""
+        if self._kv is not None and self.lease.revision is not None:
+            with contextlib.suppress(*_KV_ERRORS):
+                await asyncio.wait_for(
+                    self._kv.delete(subjects.LEADER_KEY, last=self.lease.revision), 1.0
+                )
+            self.lease.lost()
+
+    async def _bucket(self) -> KeyValue | None:
+        """The lease bucket (created R3 where the cluster allows it); None: no JetStream."""
+        js = self.bus.nc.jetstream(timeout=2.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while True:
+            try:
+                return await self._open(js)
+            except nats.errors.NoRespondersError:
+                if loop.time() > deadline:
+                    return None
+            except _KV_ERRORS as exc:
+                self.log.warning("registry.bucket_unavailable", error=repr(exc))
+            await asyncio.sleep(0.2)
+
+    async def _open(self, js: nats.js.JetStreamContext) -> KeyValue:
+        try:
+            kv = await js.key_value(subjects.REGISTRY_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            kv = None
+        for replicas in (3, 1):
+            if kv is not None:
+                break
+            config = api.KeyValueConfig(
+                bucket=subjects.REGISTRY_BUCKET,
+                history=1,
+                ttl=self.lease.lease_s,
+                replicas=replicas,
+                storage=api.StorageType.FILE,
+                direct=False,  # reads from the stream leader, never a lagging copy
+            )
+            try:
+                kv = await js.create_key_value(config)
+            except nats.js.errors.BadRequestError:  # stream exists, or R3 is too many
+                with contextlib.suppress(nats.js.errors.BucketNotFoundError):
+                    kv = await js.key_value(subjects.REGISTRY_BUCKET)
+            except nats.js.errors.APIError as exc:  # e.g. insufficient resources for R3
+                self.log.info("registry.bucket_replicas", replicas=replicas, error=str(exc))
+        if kv is None:
+            msg = "the registry's lease bucket could not be created"
+            raise nats.errors.Error(msg)
+        ttl = (await kv.status()).ttl
+        if ttl and abs(ttl - self.lease.lease_s) > 1e-3:  # the bucket's lease is everyone's
+            self.lease = LeaderLease(ttl)
+            self.outbox.slack = ttl
+        return kv
+
+    # -- the lease -----------------------------------------------------------------------
+    def _value(self) -> bytes:
+        return _encode(ReplicaStatus(replica=self.id, epoch=self.epoch, seq=self.seq))
+
+    async def _write_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.interval)
+            try:
+                await self._write()
+                await self._check_serving()
+            except Exception:  # a bug in one round must not end the lease loop
+                self.log.exception("registry.lease_failed")
+
+    async def _write(self) -> None:
+        """This round's write: a renewal, or presence and (maybe) a campaign."""
+        kv = self._kv
+        if kv is None:  # standalone: nothing to write
+            return
+        lease = self.lease
+        sent = self.clock()
+        if not self.bus.nc.is_connected:
+            self._cut()
+            return
+        timeout = lease.write_timeout(sent)
+        try:
+            if lease.revision is not None:
+                revision = await asyncio.wait_for(
+                    kv.update(subjects.LEADER_KEY, self._value(), last=lease.revision), timeout
+                )
+                lease.won(revision, sent)
+                return
+            await asyncio.wait_for(kv.put(subjects.replica_key(self.id), self._value()), timeout)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            await self._step_down("lease taken")
+            return
+        except _KV_ERRORS as exc:
+            if lease.revision is not None and not lease.connected(self.clock()):
+                await self._step_down(f"no renewal within the lease: {exc!r}")
+            return
+        proof = lease.proof(sent)
+        if proof.resumed:
+            await self._resume(proof.gap)
+        if self.caught_up and not self._leader_alive:
+            await self._campaign(kv, sent)
+
+    async def _campaign(self, kv: KeyValue, sent: float) -> None:
+        try:
+            revision = await asyncio.wait_for(
+                kv.create(subjects.LEADER_KEY, self._value()), self.lease.interval
+            )
+        except _KV_ERRORS:
+            return  # somebody holds it (or the quorum is away): try next round
+        self.lease.won(revision, sent)
+        if not self.epoch:  # nobody before us in this fleet's memory: a new epoch
+            self.epoch = secrets.token_hex(6)
+            self.seq = 0
+        self.leader = self.id
+        self._leader_alive = True
+        self._ping_sub = await self.bus.serve(subjects.REPLICA_LEADER, Empty, self._on_ping)
+        held = self.outbox.take()
+        self.log.info("registry.leader_elected", epoch=self.epoch, seq=self.seq, held=len(held))
+        await self._lead(held)
+
+    async def _step_down(self, reason: str) -> None:
+        if self.lease.revision is None and self._ping_sub is None:
+            return
+        self.lease.lost()
+        self._leader_alive = False
+        self.leader = ""
+        sub, self._ping_sub = self._ping_sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self.log.warning("registry.leader_lost", reason=reason)
+
+    def _cut(self) -> None:
+        if self.lease.revision is not None:
+            self._resign = self.lease.revision
+        was = self.lease.connected(self.clock())
+        self.lease.cut()
+        self._leader_alive = False
+        if was:
+            self.log.warning("registry.cut_off", reason="disconnected from NATS")
+
+    async def _resume(self, gap: float) -> None:
+        """Back in touch after `gap` seconds: credit the gap, give back the lease, catch up."""
+        self.log.warning("registry.resumed", gap_s=round(gap, 3))
+        await self._step_down("cut off")
+        self.table.credit(gap, self.clock())
+        if self._kv is not None and self._resign is not None:
+            with contextlib.suppress(*_KV_ERRORS):  # only if it is still ours
+                await asyncio.wait_for(
+                    self._kv.delete(subjects.LEADER_KEY, last=self._resign), self.lease.interval
+                )
+        self._resign = None
+        self.caught_up = False
+        self.outbox.clear()  # what it did while cut off, nobody should hear
+        await self._check_serving()
+        await self._catch_up()
+
+    # -- the leader's ping ---------------------------------------------------------------
+    async def _on_ping(self, _subject: str, _: Empty) -> ReplicaStatus | None:
+        if not self.speaking():
+            return None
+        return ReplicaStatus(replica=self.id, epoch=self.epoch, seq=self.seq)
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PING_S)
+            try:
+                await self._ping()
+                await self._check_serving()
+            except Exception:  # one bad round must not end the pings
+                self.log.exception("registry.ping_failed")
+
+    async def _ping(self) -> None:
+        if not self.bus.nc.is_connected:
+            self._cut()
+            return
+        if self.lease.revision is not None:
+            if not self.lease.connected(self.clock()):
+                await self._step_down("no renewal within the lease")
+            return
+        try:
+            status = await self.bus.request(
+                subjects.REPLICA_LEADER, Empty(), ReplicaStatus, timeout=PING_S
+            )
+        except (NoResponders, RequestTimeout):
+            self._leader_alive = False
+            self.leader = ""
+            return
+        except BatonError:
+            return
+        self._leader_alive = True
+        self.leader = status.replica
+        self._adopt(status.epoch, status.seq)
+        self.outbox.prune(self.clock())
+
+    def _adopt(self, epoch: str, seq: int) -> None:
+        if not epoch:
+            return
+        if epoch != self.epoch:
+            self.epoch, self.seq = epoch, seq
+        elif seq > self.seq:
+            self.seq = seq
+
+    async def _check_serving(self) -> None:
+        """Offer snapshots (and let the worker offer listings) only while serving, so a
+        request finds a replica that can answer it, or no responders at once."""
+        serving = self.serving()
+        if serving == self._serving:
+            return
+        self._serving = serving
+        if serving:
+            self._snapshot_sub = await self.bus.serve(
+                subjects.REPLICA_SNAPSHOT, SnapshotQuery, self._on_snapshot, queue="registry"
+            )
+        elif self._snapshot_sub is not None:
+            sub, self._snapshot_sub = self._snapshot_sub, None
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        await self._serving_changed(serving)
+
+    # -- the leader's events, heard by followers -------------------------------------------
+    async def _on_event(self, _service: str, event: InstanceEvent) -> None:
+        if self.speaking():
+            return  # our own, or a stale one from before we led
+        self._adopt(event.epoch, event.seq)
+        now = self.clock()
+        apply_event(self.table, event, now, self.wallclock())
+        iid = event.instance.instance_id
+        self.outbox.covered(event.service, iid)
+        if event.kind in ("expired", "deregistered"):
+            self.removed(event.service, iid)
+        self.outbox.prune(now)
+
+    # -- catching up ---------------------------------------------------------------------
+    async def _on_snapshot(self, _subject: str, query: SnapshotQuery) -> ReplicaSnapshot:
+        if not self.serving():
+            raise Unavailable(f"registry replica {self.id} is catching up; ask another")
+        page, next_after = records(self.table, query.after, query.limit, self.clock())
+        return ReplicaSnapshot(
+            replica=self.id,
+            epoch=self.epoch,
+            seq=self.seq,
+            settled=self._settled(),
+            leases=page,
+            next_after=next_after,
+        )
+
+    async def _catch_up(self) -> None:
+        """Take a caught-up peer's table (if there is one) before answering anything."""
+        async with self._catching:
+            self._gone = set()
+            pages = taken = 0
+            after = ""
+            tries = 0
+            try:
+                while True:
+                    try:
+                        page = await self.bus.request(
+                            subjects.REPLICA_SNAPSHOT,
+                            SnapshotQuery(after=after, limit=_PAGE),
+                            ReplicaSnapshot,
+                            timeout=2.0,
+                        )
+                    except NoResponders:
+                        break  # no peer is caught up: this table is the fleet's
+                    except (Unavailable, RequestTimeout) as exc:
+                        tries += 1
+                        if tries >= 5:
+                            self.log.warning("registry.catch_up_incomplete", error=exc.message)
+                            break
+                        await asyncio.sleep(0.1 * tries)
+                        continue
+                    if pages == 0:
+                        self._adopt(page.epoch, page.seq)
+                        self.settled_peer = self.settled_peer or page.settled
+                    pages += 1
+                    taken += merge(self.table, page.leases, self.clock(), self._gone)
+                    after = page.next_after
+                    if not after:
+                        break
+            finally:
+                self._gone = None
+            self.caught_up = True
+            self.log.info(
+                "registry.caught_up",
+                pages=pages,
+                taken=taken,
+                leases=self.table.total,
+                epoch=self.epoch,
+                seq=self.seq,
+            )
