@@ -42,7 +42,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ClusterNode:
     """One node: a config file, a log, a store; `kill()` and `start()` keep all three."""
 
-    def __init__(  # noqa: PLR0913  # a node's whole identity, each part a test may set
+    def __init__(  # a node's whole identity, each part a test may set
         self,
         workdir: Path,
         name: str,
@@ -134,7 +134,7 @@ ping_max: 2
         """GET the node's monitoring endpoint: (status, decoded JSON), (0, None) if down."""
         url = f"http://{self.host}:{self.http_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310  # our own node
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # our own node
                 return int(resp.status), json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, None
@@ -153,9 +153,12 @@ ping_max: 2
             return ""
         return str((body.get("meta_cluster") or {}).get("leader") or "")
 
-    def routes(self) -> int:
+    def peers(self) -> set[str]:
+        """The names of the nodes this one has a route to (a peer has a pool of routes)."""
         _, body = self.monitor("/routez")
-        return int(body.get("num_routes", 0)) if isinstance(body, dict) else 0
+        if not isinstance(body, dict):
+            return set()
+        return {str(r.get("remote_name", "")) for r in body.get("routes") or []}
 
 
 class NatsCluster:
@@ -173,9 +176,11 @@ class NatsCluster:
         self.workdir = workdir
         self.name = name
         self.extra = extra
-        self.nodes = list(nodes) if nodes else [
-            ClusterNode(workdir / f"n{i}", f"n{i}") for i in range(1, size + 1)
-        ]
+        self.nodes = (
+            list(nodes)
+            if nodes
+            else [ClusterNode(workdir / f"n{i}", f"n{i}") for i in range(1, size + 1)]
+        )
         routes = [n.route for n in self.nodes]
         for node in self.nodes:
             node.write_conf(name, routes, extra)
@@ -210,14 +215,14 @@ class NatsCluster:
             leaders = {n.meta_leader() for n in running}
             if (
                 all(n.healthy() for n in running)
-                and all(n.routes() >= len(running) - 1 for n in running)
+                and all(len(n.peers()) >= len(running) - 1 for n in running)
                 and len(leaders) == 1
                 and "" not in leaders
             ):
                 return
             if time.monotonic() > deadline:
-                state = {n.name: (n.healthy(), n.routes(), n.meta_leader()) for n in running}
-                msg = f"cluster not ready in {timeout} s: (healthy, routes, leader) {state}"
+                state = {n.name: (n.healthy(), n.peers(), n.meta_leader()) for n in running}
+                msg = f"cluster not ready in {timeout} s: (healthy, peers, leader) {state}"
                 raise RuntimeError(msg)
             for node in running:
                 if not node.running:

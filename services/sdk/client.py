@@ -6,6 +6,8 @@ by the endpoint's `pick`), and latency- and load-aware strategies learn from the
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
@@ -16,7 +18,7 @@ import structlog
 from schemas import subjects
 from schemas.balancer import CallReport, Endpoint, ResolveRequest
 from services.bus import Bus
-from services.errors import BadRequest, NoResponders, Unavailable
+from services.errors import BadRequest, NoResponders, RequestTimeout, Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["BalancerClient"]
 
 T = TypeVar("T")
+_NO_RESPONDERS_PAUSE_S = 0.1  # x the attempt: a balancer resubscribes within ~100 ms
 
 
 def _subject(build: Callable[[str], str], service: str) -> str:
@@ -52,11 +55,17 @@ class BalancerClient:
         nc: Client,
         *,
         timeout: float = 1.0,
+        attempts: int = 3,
         log: FilteringBoundLogger | None = None,
     ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
         self.timeout = timeout
+        self.attempts = attempts
         self.log = log or structlog.get_logger()
         self._bus = Bus(nc, self.log)
+        # reason (timeout, no_responders) -> resolves sent again: node or replica losses seen
+        self.retried: collections.Counter[str] = collections.Counter()
 
     async def resolve(
         self,
@@ -69,12 +78,27 @@ class BalancerClient:
     ) -> Endpoint:
         """One endpoint of `service`, picked by the balancer.
 
+        A resolve that times out, or finds no balancer, is sent again (up to `attempts`
+        in all): the queue group hands it to another balancer replica, and a NATS node
+        that died is left for another once the connection notices. Each attempt waits
+        `timeout`; an answer (an endpoint or an error) is never retried.
+
         Raises (from `services.errors`): NotFound (unknown service), Unavailable (no
         instance can take it), BadRequest (bad name, zone or strategy), NoResponders (no
         balancer runs), RequestTimeout (none answered within `timeout`).
         """
         request = ResolveRequest(key=key, zone=zone, exclude=list(exclude), strategy=strategy)
         subject = _subject(subjects.resolve, service)
+        for attempt in range(1, self.attempts):
+            try:
+                return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
+            except (NoResponders, RequestTimeout) as exc:
+                kind = "no_responders" if isinstance(exc, NoResponders) else "timeout"
+                self.retried[kind] += 1
+                self.log.info("resolve.retrying", service=service, attempt=attempt, reason=kind)
+                if isinstance(exc, NoResponders):
+                    # every balancer is between connections: give them a moment to resubscribe
+                    await asyncio.sleep(_NO_RESPONDERS_PAUSE_S * attempt)
         return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
 
     async def report(
