@@ -59,6 +59,8 @@ EVENTS: Final = "registry.v1.events"
 # nobody leads right now); any caught-up replica serves its lease table, a page at a time
 REPLICA_LEADER: Final = "registry.v1.replica.leader"
 REPLICA_SNAPSHOT: Final = "registry.v1.replica.snapshot"
+# ... and every caught-up follower answers a presence call (a deputy answers for a dead leader)
+REPLICA_PRESENCE: Final = "registry.v1.replica.presence"
 # JetStream KV: the leader lease (key `leader`) and each replica's presence (`replica.{id}`)
 REGISTRY_BUCKET: Final = "BATON_REGISTRY"
 LEADER_KEY: Final = "leader"

@@ -8,8 +8,10 @@ whole lease table. What this module decides, on the bus, with `LeaderLease` and 
   renews key `leader` with `update(last=)`, a follower puts `replica.{id}` and campaigns
   with `create()` while nobody leads). Only the holder publishes events and sweeps aloud.
 - who answers registrations and heartbeats: the leader; and, while no leader answers its
-  ping (it died, its lease has not expired yet), every caught-up follower, so a killed
-  leader's instances are answered again within one ping interval, not one lease.
+  ping (it died, its lease has not expired yet), one deputy: the caught-up follower with
+  the smallest id among those answering `registry.v1.replica.presence`. So a killed
+  leader's instances are answered again within one ping interval, not one lease, and
+  once, not once per replica.
 - catching up: at start and after every cut, a replica reads a peer's table page by page
   (`registry.v1.replica.snapshot`, any caught-up replica) before it answers anything.
 - without JetStream (a plain nats-server) a replica runs alone, as the registry did
@@ -29,15 +31,16 @@ import nats.js.errors
 from nats.js import api
 
 from schemas import subjects
-from schemas.registry import Empty, InstanceEvent, ReplicaSnapshot, ReplicaStatus, SnapshotQuery
+from schemas.registry import Empty, ReplicaSnapshot, ReplicaStatus, SnapshotQuery
 from services.errors import BatonError, NoResponders, RequestTimeout, Unavailable
 from services.lifecycle import Lifecycle
 from services.registry.leader import LeaderLease
-from services.registry.replication import Outbox, apply_event, merge, records
+from services.registry.replication import EventHead, Outbox, apply_event, merge, records
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
     from nats.js.kv import KeyValue
     from structlog.typing import FilteringBoundLogger
@@ -48,9 +51,11 @@ if TYPE_CHECKING:
 __all__ = ["Replica"]
 
 PING_S = 0.2  # how often a follower asks whether the leader is alive
+_GATHER_S = 0.05  # how long a follower waits for its peers' presence replies
 _PAGE = 1_000  # leases per snapshot page (~250 kB)
 _KV_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 _encode = msgspec.json.encode
+_status = msgspec.json.Decoder(ReplicaStatus).decode
 
 
 class Replica(Lifecycle):
@@ -88,6 +93,8 @@ class Replica(Lifecycle):
         self._serving_changed = serving_changed
         self._serving = False
         self._leader_alive = False
+        self._last_leader = ""
+        self._deputy = True
         self._kv: KeyValue | None = None
         self._gone: set[tuple[str, str]] | None = None  # removals seen while catching up
         self._ping_sub: Subscription | None = None
@@ -109,7 +116,7 @@ class Replica(Lifecycle):
 
     def answering(self) -> bool:
         """Should this replica answer registrations and heartbeats right now?"""
-        return self.speaking() or (self.serving() and not self._leader_alive)
+        return self.speaking() or (self.serving() and not self._leader_alive and self._deputy)
 
     def horizon(self) -> float | None:
         """Sweep up to here (None: sweep nothing yet)."""
@@ -131,8 +138,9 @@ class Replica(Lifecycle):
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         await self.bus.serve(
-            subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True
+            subjects.EVENTS, EventHead, self._on_event, answer=False, per_service=True
         )
+        await self.bus.serve(subjects.REPLICA_PRESENCE, Empty, self._on_presence)
         self._kv = await self._bucket()
         if self._kv is None:
             self.standalone = True
@@ -334,13 +342,42 @@ class Replica(Lifecycle):
         except (NoResponders, RequestTimeout):
             self._leader_alive = False
             self.leader = ""
+            self._deputy = await self._first_of_peers()
             return
         except BatonError:
             return
         self._leader_alive = True
-        self.leader = status.replica
+        self.leader = self._last_leader = status.replica
         self._adopt(status.epoch, status.seq)
         self.outbox.prune(self.clock())
+
+    async def _first_of_peers(self) -> bool:
+        """Is this the live, caught-up follower with the smallest id (the one to answer)?
+
+        Every serving replica answers `registry.v1.replica.presence`; a dead one has no
+        subscription left, so the replies gathered within `_GATHER_S` are the live set.
+        """
+        nc = self.bus.nc
+        inbox = nc.new_inbox()
+        ids = {self.id}
+
+        async def on_reply(msg: Msg) -> None:
+            with contextlib.suppress(msgspec.MsgspecError):
+                ids.add(_status(msg.data).replica)
+
+        try:
+            sub = await nc.subscribe(inbox, cb=on_reply)
+            await nc.publish(subjects.REPLICA_PRESENCE, b"{}", reply=inbox)
+            await asyncio.sleep(_GATHER_S)  # replies come within a round trip, or never
+            await sub.unsubscribe()
+        except nats.errors.Error:
+            return True  # better two answers than none
+        return min(ids) == self.id
+
+    async def _on_presence(self, _subject: str, _: Empty) -> ReplicaStatus | None:
+        if not self.serving() or self.speaking():
+            return None
+        return ReplicaStatus(replica=self.id, epoch=self.epoch, seq=self.seq, leader=False)
 
     def _adopt(self, epoch: str, seq: int) -> None:
         if not epoch:
@@ -368,13 +405,13 @@ class Replica(Lifecycle):
         await self._serving_changed(serving)
 
     # -- the leader's events, heard by followers -------------------------------------------
-    async def _on_event(self, _service: str, event: InstanceEvent) -> None:
+    async def _on_event(self, _service: str, event: EventHead) -> None:
         if self.speaking():
             return  # our own, or a stale one from before we led
         self._adopt(event.epoch, event.seq)
         now = self.clock()
-        apply_event(self.table, event, now, self.wallclock())
-        iid = event.instance.instance_id
+        iid = event.instance_id
+        apply_event(self.table, event, iid, now, self.wallclock())
         self.outbox.covered(event.service, iid)
         if event.kind in ("expired", "deregistered"):
             self.removed(event.service, iid)

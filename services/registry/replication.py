@@ -17,14 +17,45 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, NamedTuple
 
-from schemas.registry import LeaseRecord, Registration
+import msgspec
+
+from schemas.registry import EventKind, Instance, LeaseRecord, Registration
 from services.registry.leases import Change
 
 if TYPE_CHECKING:
-    from schemas.registry import EventKind, InstanceEvent
     from services.registry.leases import Lease, LeaseTable
 
-__all__ = ["Outbox", "apply_event", "merge", "record_of", "records"]
+__all__ = ["EventHead", "Outbox", "apply_event", "merge", "record_of", "records"]
+
+
+class _Ref(msgspec.Struct, frozen=True, gc=False):
+    instance_id: str
+
+
+_ref = msgspec.json.Decoder(_Ref).decode
+_full = msgspec.json.Decoder(Instance).decode
+
+
+class EventHead(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An `InstanceEvent` as a follower reads it: the instance is decoded only if needed.
+
+    Followers read every event the leader publishes; most need only the id, so the
+    instance's dates and metadata are skipped, not built.
+    """
+
+    kind: EventKind
+    service: str
+    instance: msgspec.Raw
+    epoch: str = ""
+    seq: int = 0
+
+    @property
+    def instance_id(self) -> str:
+        return _ref(self.instance).instance_id
+
+    def full(self) -> Instance:
+        return _full(self.instance)
+
 
 _SWEPT = frozenset({"unhealthy", "expired"})
 _REMOVED = frozenset({"expired", "deregistered"})
@@ -79,22 +110,24 @@ class Outbox:
         self._held.clear()
 
 
-def apply_event(table: LeaseTable, event: InstanceEvent, mono: float, wall: float) -> None:
+def apply_event(
+    table: LeaseTable, event: EventHead, instance_id: str, mono: float, wall: float
+) -> None:
     """Bring a follower's table to what the leader announced.
 
     Registrations and heartbeats reach the follower themselves; the leader's sweep
     decisions (unhealthy, expired) and removals do not, or may arrive first.
     """
-    instance = event.instance
     service = event.service
     if event.kind in _REMOVED:
-        table.remove(service, instance.instance_id)
+        table.remove(service, instance_id)
         return
-    lease = table.get(service, instance.instance_id)
+    lease = table.get(service, instance_id)
     if lease is None:
         if event.kind in {"unhealthy", "drained"}:
             return  # it went meanwhile (a deregistration already handled)
         # announced before its registration reached us (another route): take the event's
+        instance = event.full()
         reg = Registration(
             instance_id=instance.instance_id,
             host=instance.host,

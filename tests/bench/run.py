@@ -31,6 +31,8 @@ BENCHES = {
     "collector": "bench_collector.py",
     "scale": "bench_scale.py",
     "failover": "bench_failover.py",
+    "replicas": "bench_replicas.py",
+    "storm": "bench_storm.py",
     "config": "bench_config.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",

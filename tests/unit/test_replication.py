@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+
 from schemas.registry import EventKind, Instance, InstanceEvent, Registration
 from services.registry.leases import Change, LeaseTable
-from services.registry.replication import Outbox, apply_event, merge, records
+from services.registry.replication import EventHead, Outbox, apply_event, merge, records
 
 SVC = "orders"
 WALL = 1_700_000_000.0
@@ -23,14 +25,20 @@ def table_with(*iids: str, at: float = 0.0) -> LeaseTable:
     return table
 
 
-def event(kind: EventKind, iid: str, *, port: int = 8080, seq: int = 1) -> InstanceEvent:
+def event(kind: EventKind, iid: str, *, port: int = 8080, seq: int = 1) -> EventHead:
+    """The leader's event, as a follower reads it off the wire."""
     now = datetime.now(UTC)
     inst = Instance(
         instance_id=iid, host="10.0.0.1", port=port, weight=100, zone="", version="",
         metadata={}, healthy=kind != "unhealthy", drained=False, inflight=0,
         registered_at=now, last_seen=now, ttl_s=10.0,
     )  # fmt: skip
-    return InstanceEvent(kind=kind, service=SVC, instance=inst, at=now, epoch="e", seq=seq)
+    full = InstanceEvent(kind=kind, service=SVC, instance=inst, at=now, epoch="e", seq=seq)
+    return msgspec.json.decode(msgspec.json.encode(full), type=EventHead)
+
+
+def apply(table: LeaseTable, head: EventHead, mono: float) -> None:
+    apply_event(table, head, head.instance_id, mono, WALL)
 
 
 # -- outbox --------------------------------------------------------------------------------
@@ -69,25 +77,25 @@ def test_one_entry_per_instance_with_its_latest_state() -> None:
 # -- the leader's events on a follower ------------------------------------------------------
 def test_a_follower_takes_the_leaders_sweep_decisions() -> None:
     table = table_with("a", "b")
-    apply_event(table, event("unhealthy", "a"), 5.0, WALL)
-    apply_event(table, event("expired", "b"), 5.0, WALL)
+    apply(table, event("unhealthy", "a"), 5.0)
+    apply(table, event("expired", "b"), 5.0)
     lease = table.get(SVC, "a")
     assert lease is not None
     assert not lease.healthy
     assert table.unhealthy == 1
     assert table.get(SVC, "b") is None
-    apply_event(table, event("healthy", "a"), 6.0, WALL)
+    apply(table, event("healthy", "a"), 6.0)
     assert [iid for iid, held in table.services[SVC].items() if held.healthy] == ["a"]
     assert table.unhealthy == 0
 
 
 def test_an_event_ahead_of_its_registration_adds_the_instance() -> None:
     table = LeaseTable()
-    apply_event(table, event("registered", "early", port=9000), 1.0, WALL)
+    apply(table, event("registered", "early", port=9000), 1.0)
     lease = table.get(SVC, "early")
     assert lease is not None
     assert lease.port == 9000
-    apply_event(table, event("unhealthy", "gone-already"), 1.0, WALL)
+    apply(table, event("unhealthy", "gone-already"), 1.0)
     assert table.get(SVC, "gone-already") is None  # no lease made up from a sweep event
 
 
