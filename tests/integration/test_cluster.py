@@ -299,13 +299,13 @@ async def _resolves(client: BalancerClient) -> bool:
 async def test_node_loss_under_load_fails_everyone_over_and_expires_nobody(
     nats_cluster: NatsCluster,
 ) -> None:
-    """Kill the node the registry is on, while five instances heartbeat and a client
+    """Kill the node a registry replica is on, while five instances heartbeat and a client
     resolves without pause: every worker and SDK moves to a live node by itself, no
     instance expires or turns unhealthy, and no resolve fails (the SDK retries on
     another balancer)."""
     url = nats_cluster.url
     async with AsyncExitStack() as stack:
-        registry = await stack.enter_async_context(run_registry(url))
+        registry, registry_2 = [await stack.enter_async_context(run_registry(url)) for _ in "ab"]
         balancers = [await stack.enter_async_context(run_balancer(url)) for _ in range(2)]
         watcher = await stack.enter_async_context(client_bus(url, "watcher"))
         events = Events()
@@ -350,7 +350,13 @@ async def test_node_loss_under_load_fails_everyone_over_and_expires_nobody(
         victim = node_of(registry.bus.nc, nats_cluster)
         on_victim = [
             nc
-            for nc in [registry.bus.nc, *(b.bus.nc for b in balancers), *conns, caller_nc]
+            for nc in [
+                registry.bus.nc,
+                registry_2.bus.nc,
+                *(b.bus.nc for b in balancers),
+                *conns,
+                caller_nc,
+            ]
             if node_of(nc, nats_cluster) is victim
         ]
         victim.kill()
