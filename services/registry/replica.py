@@ -97,6 +97,7 @@ class Replica(Lifecycle):
         self._deputy = True
         self._kv: KeyValue | None = None
         self._gone: set[tuple[str, str]] | None = None  # removals seen while catching up
+        self._heard: set[tuple[str, str]] = set()  # registrations seen while catching up
         self._ping_sub: Subscription | None = None
         self._snapshot_sub: Subscription | None = None
         self._resign: int | None = None  # a revision held before a cut, to give back
@@ -134,6 +135,11 @@ class Replica(Lifecycle):
     def removed(self, service: str, instance_id: str) -> None:
         if self._gone is not None:
             self._gone.add((service, instance_id))
+
+    def heard(self, service: str, instance_id: str) -> None:
+        """A registration arrived: while catching up, it is news the peer's page may lack."""
+        if self._gone is not None:
+            self._heard.add((service, instance_id))
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -431,11 +437,24 @@ class Replica(Lifecycle):
             next_after=next_after,
         )
 
+    def _drop_unlisted(self, keep: set[tuple[str, str]]) -> int:
+        stale = [
+            (service, iid)
+            for service, leases in self.table.services.items()
+            for iid in leases
+            if (service, iid) not in keep
+        ]
+        for service, iid in stale:
+            self.table.remove(service, iid)
+        return len(stale)
+
     async def _catch_up(self) -> None:
         """Take a caught-up peer's table (if there is one) before answering anything."""
         async with self._catching:
-            self._gone = set()
+            self._gone, self._heard = set(), set()
+            listed: set[tuple[str, str]] = set()
             pages = taken = 0
+            whole = False
             after = ""
             tries = 0
             try:
@@ -461,16 +480,22 @@ class Replica(Lifecycle):
                         self.settled_peer = self.settled_peer or page.settled
                     pages += 1
                     taken += merge(self.table, page.leases, self.clock(), self._gone)
+                    listed.update((rec.service, rec.instance_id) for rec in page.leases)
                     after = page.next_after
                     if not after:
+                        whole = True
                         break
+                # The peer's whole table is the fleet's: what it lacks here, it expired or
+                # saw deregistered (and announced) while this replica was away.
+                dropped = self._drop_unlisted(listed | self._heard) if whole else 0
             finally:
-                self._gone = None
+                self._gone, self._heard = None, set()
             self.caught_up = True
             self.log.info(
                 "registry.caught_up",
                 pages=pages,
                 taken=taken,
+                dropped=dropped,
                 leases=self.table.total,
                 epoch=self.epoch,
                 seq=self.seq,

@@ -223,6 +223,7 @@ class Registry(Lifecycle):
                 return None
             _check_service(service, reg.service)
         change = self.table.register(service, reg, self.clock(), self.wallclock())
+        self.replica.heard(service, reg.instance_id)
         if change:
             await self._announce(change)
         if not answer:

@@ -423,3 +423,42 @@ async def test_a_registration_storm_after_a_full_restart_is_answered_whole(
     assert len(announced) == 1500
     assert set(announced.values()) == {1}  # once each, by whichever replica won the lease
     watch.check_once_in_order()
+
+
+async def test_a_leader_paused_past_its_lease_comes_back_silent_and_agrees(
+    nats_cluster: NatsCluster, tmp_path: Path, replicas: list[Replica], client: Client,
+    watch: Watch,
+) -> None:  # fmt: skip
+    """SIGSTOP the leader for longer than its lease (a stall, or a cut it cannot see):
+    another takes over; one instance really dies meanwhile. Resumed, the old leader says
+    nothing (no copy, no stale sweep), catches up, and holds what the fleet holds."""
+    start(nats_cluster, tmp_path, replicas, 3)
+    await until(lambda: all(r.id for r in replicas))  # all three caught up and serving
+    await until(lambda: _has_leader(client))
+    fleet = Fleet(client, 10)
+    fleet.ids.append("dying")
+    await fleet.register_all()
+    fleet.start()
+    try:
+        await until(lambda: len(watch.of("registered")) == 11)
+        leader = await leader_of(client)
+        old = next(r for r in replicas if r.id == leader)
+        old.proc.send_signal(signal.SIGSTOP)
+        try:
+            await until(lambda: _has_leader(client, not_=old.id))
+            fleet.ids.remove("dying")  # it stops heartbeating: a real death
+            await until(lambda: bool(watch.of("expired")))
+        finally:
+            old.proc.send_signal(signal.SIGCONT)
+        await until(lambda: len(old.logged("registry.caught_up")) == 2)
+        beats = sum(fleet.answers.values())
+        await until(lambda: sum(fleet.answers.values()) >= beats + 3 * 10)
+        assert [(e.kind, e.instance.instance_id) for e in watch.of(*FAKE)] == [
+            ("unhealthy", "dying"),
+            ("expired", "dying"),
+        ]
+        assert old.logged("registry.caught_up")[1]["leases"] == 10  # agrees again
+        assert await leader_of(client) != old.id  # it did not take the lease back by force
+        watch.check_once_in_order()
+    finally:
+        await fleet.stop()
