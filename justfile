@@ -12,6 +12,12 @@ default:
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
 
+# the stack on a 3-node NATS cluster, two replicas of every worker (`just demo --cluster`
+# adds the fleet; --chaos or DEMO_CHAOS=1 kills and restarts a node or replica every 10 s)
+[group('run')]
+cluster *args: influxd
+    exec "{{python}}" -m services.stack.cluster up {{args}}
+
 # the stack plus a demo fleet and its live table (DEMO_* settings, see services/demo)
 [group('run')]
 demo *args: influxd

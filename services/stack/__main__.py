@@ -118,6 +118,11 @@ def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cluster" in argv:  # `just demo --cluster`: the 3-node stack, in its own module
+        from services.stack import cluster  # noqa: PLC0415
+
+        return cluster.run([a for a in argv if a != "--cluster"])
     args = _parse(argv)
     args.root = args.root.resolve()
     sup = Supervisor(args.root / ".baton" / "logs", stop_timeout_s=args.stop_timeout)
