@@ -28,10 +28,9 @@ def test_the_demo_on_a_cluster_survives_chaos(tmp_path: Path) -> None:
         "DEMO_OPERATOR_S": "0",
     }
     influx = ("--influx-port", str(free_port()))
-    chaos = ("--chaos", "--chaos-every", "1", "--chaos-down", "1")
+    chaos = ("--chaos", "--chaos-every", "1", "--chaos-down", "1", "--root", str(tmp_path))
     done = subprocess.run(  # noqa: S603  # our own module
-        [sys.executable, "-m", "services.stack", "demo", "--cluster", *FREE, *influx, *chaos]
-        + ["--root", str(tmp_path)],
+        [sys.executable, "-m", "services.stack", "demo", "--cluster", *FREE, *influx, *chaos],
         cwd=REPO,
         env=env,
         capture_output=True,
