@@ -33,6 +33,7 @@ BENCHES = {
     "failover": "bench_failover.py",
     "replicas": "bench_replicas.py",
     "storm": "bench_storm.py",
+    "cluster_failover": "bench_cluster_failover.py",
     "config": "bench_config.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
