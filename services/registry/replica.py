@@ -56,6 +56,8 @@ _PAGE = 1_000  # leases per snapshot page (~250 kB)
 _KV_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 _encode = msgspec.json.encode
 _status = msgspec.json.Decoder(ReplicaStatus).decode
+# "wrong last sequence": 10071, or 10164 from a clustered stream
+_WRONG_LAST = frozenset({10071, 10164})
 
 
 class Replica(Lifecycle):
@@ -155,8 +157,11 @@ class Replica(Lifecycle):
             self.log.warning("registry.standalone", reason="JetStream is not enabled")
         else:
             await self._catch_up()
-            await self._ping()  # is somebody leading already?
-            await self._write()  # the first proof (and the lease, if nobody holds it)
+            try:
+                await self._ping()  # is somebody leading already?
+                await self._write()  # the first proof (and the lease, if nobody holds it)
+            except Exception:  # the loops below try again; a bug must not stop the start
+                self.log.exception("registry.lease_failed")
         await self._check_serving()
         if not self.standalone:
             self.spawn(self._write_loop(), "registry.lease")
@@ -236,40 +241,62 @@ class Replica(Lifecycle):
         kv = self._kv
         if kv is None:  # standalone: nothing to write
             return
-        lease = self.lease
         sent = self.clock()
         if not self.bus.nc.is_connected:
             self._cut()
             return
-        timeout = lease.write_timeout(sent)
+        if self.lease.revision is not None:
+            await self._renew(kv, sent)
+            return
         try:
-            if lease.revision is not None:
-                revision = await asyncio.wait_for(
-                    kv.update(subjects.LEADER_KEY, self._value(), last=lease.revision), timeout
-                )
-                lease.won(revision, sent)
-                return
-            await asyncio.wait_for(kv.put(subjects.replica_key(self.id), self._value()), timeout)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            await self._step_down("lease taken")
-            return
-        except _KV_ERRORS as exc:
-            if lease.revision is not None and not lease.connected(self.clock()):
-                await self._step_down(f"no renewal within the lease: {exc!r}")
-            return
-        proof = lease.proof(sent)
+            await asyncio.wait_for(
+                kv.put(subjects.replica_key(self.id), self._value()),
+                self.lease.write_timeout(sent),
+            )
+        except _KV_ERRORS:
+            return  # no proof this round; enough missed rounds make this replica cut off
+        proof = self.lease.proof(sent)
         if proof.resumed:
             await self._resume(proof.gap)
         if self.caught_up and not self._leader_alive:
             await self._campaign(kv, sent)
+
+    async def _renew(self, kv: KeyValue, sent: float) -> None:
+        lease = self.lease
+        try:
+            revision = await asyncio.wait_for(
+                kv.update(subjects.LEADER_KEY, self._value(), last=lease.revision),
+                lease.write_timeout(sent),
+            )
+        except nats.js.errors.APIError as exc:  # KeyWrongLastSequenceError is one
+            if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
+                getattr(exc, "err_code", None) in _WRONG_LAST
+            ):
+                await self._step_down("lease taken")
+            elif not lease.connected(self.clock()):
+                await self._step_down(f"no renewal within the lease: {exc!r}")
+        except _KV_ERRORS as exc:
+            if not lease.connected(self.clock()):
+                await self._step_down(f"no renewal within the lease: {exc!r}")
+        else:
+            lease.won(revision, sent)
 
     async def _campaign(self, kv: KeyValue, sent: float) -> None:
         try:
             revision = await asyncio.wait_for(
                 kv.create(subjects.LEADER_KEY, self._value()), self.lease.interval
             )
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return  # somebody holds it (nats-py has already ruled out a deleted key)
+        except nats.js.errors.APIError as exc:
+            if getattr(exc, "err_code", None) not in _WRONG_LAST:
+                return
+            found = await self._recreate(kv)
+            if found is None:
+                return  # somebody holds it: try next round
+            revision = found
         except _KV_ERRORS:
-            return  # somebody holds it (or the quorum is away): try next round
+            return  # the quorum is away: try next round
         self.lease.won(revision, sent)
         if not self.epoch:  # nobody before us in this fleet's memory: a new epoch
             self.epoch = secrets.token_hex(6)
@@ -280,6 +307,23 @@ class Replica(Lifecycle):
         held = self.outbox.take()
         self.log.info("registry.leader_elected", epoch=self.epoch, seq=self.seq, held=len(held))
         await self._lead(held)
+
+    async def _recreate(self, kv: KeyValue) -> int | None:
+        """Win a key its last holder deleted (a clustered stream refuses `create()` of a
+        deleted key with 10164, which nats-py does not retry as it does 10071)."""
+        try:
+            await asyncio.wait_for(kv.get(subjects.LEADER_KEY), self.lease.interval)
+        except nats.js.errors.KeyDeletedError as gone:
+            if gone.entry is None:
+                return None
+            with contextlib.suppress(*_KV_ERRORS):
+                return await asyncio.wait_for(
+                    kv.update(subjects.LEADER_KEY, self._value(), last=gone.entry.revision),
+                    self.lease.interval,
+                )
+        except _KV_ERRORS:
+            pass
+        return None
 
     async def _step_down(self, reason: str) -> None:
         if self.lease.revision is None and self._ping_sub is None:
