@@ -92,13 +92,20 @@ class Outbox:
         self._held.pop((service, instance_id), None)
 
     def prune(self, alive_at: float) -> None:
-        """Drop what the leader, alive at `alive_at`, had time to announce itself."""
+        """Drop what the leader, alive at `alive_at`, had time to announce itself.
+
+        Oldest first, stopping at the first plain change too recent to drop: a storm of
+        events costs a few steps each, not a walk over everything held.
+        """
         limit = alive_at - self.margin
-        for key, held in list(self._held.items()):
+        drop = []
+        for key, held in self._held.items():
             if held.at + held.slack < limit:
-                del self._held[key]
-            elif not held.slack and held.at >= limit:
-                break  # later entries are newer still (sweep ones are checked each time)
+                drop.append(key)
+            elif not held.slack:
+                break  # later entries are newer still (sweep ones wait longer)
+        for key in drop:
+            del self._held[key]
 
     def take(self) -> list[Change]:
         """Everything held, oldest first, emptying the outbox (this replica now speaks)."""
