@@ -235,7 +235,15 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
             return None
 
         await until(lambda: _truthy(resolved(bus)), timeout=30)
-        first = await change(bus, "before the cut", "round_robin")
+        acked: list[ConfigApplied] = []
+
+        async def accepted_before() -> bool:  # the log's three copies may still be forming
+            with contextlib.suppress(Unavailable, RequestTimeout, NoResponders):
+                acked.append(await change(bus, "before the cut", "round_robin"))
+            return bool(acked)
+
+        await until(accepted_before, timeout=30)
+        first = acked[0]
         await until(lambda: _applied_on(reader_b_path, first.revision), timeout=15)
 
         # -- the cut --------------------------------------------------------------------
