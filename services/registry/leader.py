@@ -37,12 +37,14 @@ class Proof(NamedTuple):
 class LeaderLease:
     __slots__ = ("_cut", "_proved", "lease_s", "margin", "renew", "revision", "won_at")
 
-    def __init__(self, lease_s: float, *, renew: float = 0.25, margin: float = 0.2) -> None:
+    def __init__(self, lease_s: float, *, renew: float = 0.1, margin: float = 0.2) -> None:
         if not 0 < renew < 1 - margin < 1:
             msg = f"renew ({renew}) must be below 1 - margin ({1 - margin})"
             raise ValueError(msg)
         self.lease_s = lease_s
-        self.renew = renew  # a write every lease_s x renew: four chances per lease
+        # a write every lease_s x renew: several chances per lease, and sweeps trail the
+        # last proof by no more than this (0.2 s for a 2 s lease)
+        self.renew = renew
         self.margin = margin
         self.revision: int | None = None  # of the key, while this replica holds it
         self.won_at: float | None = None
@@ -108,7 +110,11 @@ class LeaderLease:
         return None if self._proved is None else min(now, self._proved)
 
     def write_timeout(self, now: float) -> float:
-        """How long to wait for a write: never past the end of the speaking window."""
+        """How long to wait for a write: never past the end of the speaking window.
+
+        A slow write is not a failed one: a follower waits up to half a lease, so a busy
+        quorum does not look like a cut.
+        """
         if self.revision is not None and self._proved is not None:
-            return max(0.05, min(self.interval, self._proved + self.window - now))
-        return self.interval
+            return max(0.05, min(self.lease_s / 2, self._proved + self.window - now))
+        return self.lease_s / 2

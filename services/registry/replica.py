@@ -284,7 +284,7 @@ class Replica(Lifecycle):
     async def _campaign(self, kv: KeyValue, sent: float) -> None:
         try:
             revision = await asyncio.wait_for(
-                kv.create(subjects.LEADER_KEY, self._value()), self.lease.interval
+                kv.create(subjects.LEADER_KEY, self._value()), self.lease.write_timeout(sent)
             )
         except nats.js.errors.KeyWrongLastSequenceError:
             return  # somebody holds it (nats-py has already ruled out a deleted key)
@@ -312,14 +312,14 @@ class Replica(Lifecycle):
         """Win a key its last holder deleted (a clustered stream refuses `create()` of a
         deleted key with 10164, which nats-py does not retry as it does 10071)."""
         try:
-            await asyncio.wait_for(kv.get(subjects.LEADER_KEY), self.lease.interval)
+            await asyncio.wait_for(kv.get(subjects.LEADER_KEY), self.lease.lease_s / 2)
         except nats.js.errors.KeyDeletedError as gone:
             if gone.entry is None:
                 return None
             with contextlib.suppress(*_KV_ERRORS):
                 return await asyncio.wait_for(
                     kv.update(subjects.LEADER_KEY, self._value(), last=gone.entry.revision),
-                    self.lease.interval,
+                    self.lease.lease_s / 2,
                 )
         except _KV_ERRORS:
             pass
