@@ -212,6 +212,25 @@ def served(worker: Any) -> int:
     return sum(sub.delivered for sub in worker.bus._subs)  # counting only
 
 
+async def test_a_reader_starting_first_creates_the_config_log_on_three_nodes(
+    nats_cluster: NatsCluster,
+) -> None:
+    """No setting beyond the URLs: the config log gets 3 copies on a 3-node cluster even
+    when a registry creates it before any governor runs (and so is never scaled up)."""
+    async with run_registry(nats_cluster.urls[0]), client_bus(nats_cluster.url) as bus:
+        js = bus.nc.jetstream()
+
+        async def created() -> bool:
+            with contextlib.suppress(Exception):
+                return (await js.stream_info(subjects.CONFIG_STREAM)).config.num_replicas == 3
+            return False
+
+        await until(created)
+        async with run_governor(nats_cluster.url, GovernorSettings(retry_s=0.1)):
+            await change(bus, "api", "first")
+        assert (await js.stream_info(subjects.CONFIG_STREAM)).config.num_replicas == 3
+
+
 async def test_governor_replicas_share_work_across_node_loss(nats_cluster: NatsCluster) -> None:
     """Two governors, each first on its own node; one node dies under requests: every
     request is answered once, by the survivor until the other has moved to a live node
