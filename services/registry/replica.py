@@ -83,7 +83,9 @@ class Replica(Lifecycle):
         self.clock = clock
         self.wallclock = wallclock
         self.lease = LeaderLease(lease_s)
-        self.outbox = Outbox(margin=0.25, slack=lease_s)
+        # the leader announces a change within a round trip, or a removal after its next
+        # lease write (the worker's Barrier): a follower keeps its own copy that long
+        self.outbox = Outbox(margin=self.lease.interval + 0.5, slack=lease_s)
         self.epoch = ""  # the fleet's: minted by the first leader, kept across handovers
         self.seq = 0  # the last event seq published or seen in `epoch`
         self.caught_up = False
@@ -220,7 +222,7 @@ class Replica(Lifecycle):
         ttl = (await kv.status()).ttl
         if ttl and abs(ttl - self.lease.lease_s) > 1e-3:  # the bucket's lease is everyone's
             self.lease = LeaderLease(ttl)
-            self.outbox.slack = ttl
+            self.outbox = Outbox(margin=self.lease.interval + 0.5, slack=ttl)
         return kv
 
     # -- the lease -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from services.registry.leases import Change
 if TYPE_CHECKING:
     from services.registry.leases import Lease, LeaseTable
 
-__all__ = ["EventHead", "Outbox", "apply_event", "merge", "record_of", "records"]
+__all__ = ["Barrier", "EventHead", "Outbox", "apply_event", "merge", "record_of", "records"]
 
 
 class _Ref(msgspec.Struct, frozen=True, gc=False):
@@ -115,6 +115,50 @@ class Outbox:
 
     def clear(self) -> None:
         self._held.clear()
+
+
+class Barrier:
+    """Removals the leader heard itself wait for the next proof that it reaches the quorum.
+
+    A deregistration may reach a leader in the moment between losing its quorum and
+    noticing it; announced at once, it would speak for a fleet the leader no longer hears.
+    So it waits until a lease write sent after it succeeds (`release(proved)`), at most one
+    write interval. Every later change of the same service waits behind it: readers see
+    each service's changes in order.
+    """
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[tuple[Change, float]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
+
+    def needs(self, change: Change) -> bool:
+        return change.kind == "deregistered" or change.lease.service in self._waiting
+
+    def hold(self, change: Change, now: float) -> None:
+        self._waiting.setdefault(change.lease.service, []).append((change, now))
+
+    def release(self, proved: float) -> list[Change]:
+        """The changes made before `proved` (a successful write's send time), in order."""
+        out: list[Change] = []
+        for service, queue in list(self._waiting.items()):
+            n = 0
+            while n < len(queue) and queue[n][1] < proved:
+                n += 1
+            out.extend(change for change, _ in queue[:n])
+            del queue[:n]
+            if not queue:
+                del self._waiting[service]
+        return out
+
+    def take(self) -> list[Change]:
+        """Everything waiting (this replica stopped speaking: the outbox takes it)."""
+        out = [change for queue in self._waiting.values() for change, _ in queue]
+        self._waiting.clear()
+        return out
 
 
 def apply_event(

@@ -40,6 +40,7 @@ from services.errors import BadRequest, NotFound
 from services.lifecycle import Lifecycle
 from services.registry.leases import Change, Lease, LeaseTable
 from services.registry.replica import Replica
+from services.registry.replication import Barrier
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,6 +143,7 @@ class Registry(Lifecycle):
             settled=lambda: self.settled,
         )
         self._listings: list[Subscription] = []
+        self.barrier = Barrier()
         self.started = clock()
         self.configs: dict[str, ServiceConfig] = {}
         self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
@@ -345,6 +347,26 @@ class Registry(Lifecycle):
         if not self.replica.speaking():  # the leader announces it; or we do, if we win
             self.replica.hold(change)
             return
+        if self.barrier.needs(change):  # until a lease write proves the quorum heard it
+            self.barrier.hold(change, self.clock())
+            return
+        await self._publish(change)
+
+    async def _release(self) -> None:
+        """Publish what waited for a proof of quorum; if no longer leader, hand it over."""
+        if not self.barrier:
+            return
+        if not self.replica.speaking():
+            for change in self.barrier.take():
+                self.replica.hold(change)
+            return
+        horizon = self.replica.horizon()
+        if horizon is not None:
+            for change in self.barrier.release(horizon):
+                await self._publish(change)
+
+    async def _publish(self, change: Change) -> None:
+        kind, lease = change
         seq = self.replica.next_seq()
         event = InstanceEvent(
             kind=kind,
@@ -368,6 +390,7 @@ class Registry(Lifecycle):
             await asyncio.sleep(self.settings.sweep_s)
             horizon = self.replica.horizon()  # only what this replica can vouch for
             try:
+                await self._release()
                 if horizon is not None:
                     for change in self.table.sweep(self.clock(), horizon):
                         await self._announce(change)

@@ -8,7 +8,14 @@ import msgspec
 
 from schemas.registry import EventKind, Instance, InstanceEvent, Registration
 from services.registry.leases import Change, LeaseTable
-from services.registry.replication import EventHead, Outbox, apply_event, merge, records
+from services.registry.replication import (
+    Barrier,
+    EventHead,
+    Outbox,
+    apply_event,
+    merge,
+    records,
+)
 
 SVC = "orders"
 WALL = 1_700_000_000.0
@@ -144,3 +151,36 @@ def test_merge_keeps_the_peers_health_and_deadlines() -> None:
     assert mine.unhealthy == 1
     assert [c.kind for c in mine.sweep(100.0 + 9.4)] == []
     assert [c.kind for c in mine.sweep(100.0 + 9.6)] == ["expired"]  # 2 x ttl after
+
+
+# -- the barrier before removals -------------------------------------------------------------
+def test_a_removal_waits_for_the_next_proof_and_its_service_waits_behind_it() -> None:
+    table = table_with("a", "b")
+    table.register("billing", reg("x"), 0.0, WALL)
+    a, b, x = table.get(SVC, "a"), table.get(SVC, "b"), table.get("billing", "x")
+    assert a is not None
+    assert b is not None
+    assert x is not None
+    barrier = Barrier()
+    gone = Change("deregistered", a)
+    assert barrier.needs(gone)
+    barrier.hold(gone, 1.0)
+    after = Change("registered", b)
+    assert barrier.needs(after)  # same service: in order, behind the removal
+    barrier.hold(after, 1.3)
+    assert not barrier.needs(Change("registered", x))  # another service goes at once
+    assert barrier.release(proved=0.9) == []  # that write left before the removal
+    assert barrier.release(proved=1.1) == [gone]
+    assert len(barrier) == 1
+    assert barrier.release(proved=1.5) == [after]
+    assert len(barrier) == 0
+
+
+def test_a_replica_that_stops_speaking_hands_what_waits_to_its_outbox() -> None:
+    table = table_with("a")
+    lease = table.get(SVC, "a")
+    assert lease is not None
+    barrier = Barrier()
+    barrier.hold(Change("deregistered", lease), 1.0)
+    assert [c.kind for c in barrier.take()] == ["deregistered"]
+    assert barrier.release(proved=9.0) == []
