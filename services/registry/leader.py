@@ -10,7 +10,7 @@ time without any clock shared between machines:
 
 where `sent` is when the last successful write left this replica (monotonic clock).
 
-Every replica writes every `lease_s x renew` (the leader its renewal, a follower its own
+Every replica writes every `interval` (the leader its renewal, a follower its own
 presence key), and a successful write also proves the replica reached the stream's quorum
 at `sent`. A replica whose last proof is older than the same window is *cut off*: it
 neither speaks nor answers. While cut off nothing it hears is the fleet's whole truth, so
@@ -35,16 +35,16 @@ class Proof(NamedTuple):
 
 
 class LeaderLease:
-    __slots__ = ("_cut", "_proved", "lease_s", "margin", "renew", "revision", "won_at")
+    __slots__ = ("_cut", "_proved", "interval", "lease_s", "margin", "revision", "won_at")
 
-    def __init__(self, lease_s: float, *, renew: float = 0.1, margin: float = 0.2) -> None:
-        if not 0 < renew < 1 - margin < 1:
-            msg = f"renew ({renew}) must be below 1 - margin ({1 - margin})"
+    def __init__(self, lease_s: float, *, interval: float = 0.2, margin: float = 0.2) -> None:
+        if not 0 < interval <= lease_s * (1 - margin) / 4:
+            msg = f"a write every {interval} s leaves fewer than 4 chances per lease"
             raise ValueError(msg)
         self.lease_s = lease_s
-        # a write every lease_s x renew: several chances per lease, and sweeps trail the
-        # last proof by no more than this (0.2 s for a 2 s lease)
-        self.renew = renew
+        # a write every `interval`, whatever the lease: sweeps trail the last proof by no
+        # more than that, and a long lease (a busy machine) gives many chances to renew
+        self.interval = interval
         self.margin = margin
         self.revision: int | None = None  # of the key, while this replica holds it
         self.won_at: float | None = None
@@ -54,10 +54,6 @@ class LeaderLease:
     @property
     def window(self) -> float:
         return self.lease_s * (1 - self.margin)
-
-    @property
-    def interval(self) -> float:
-        return self.lease_s * self.renew
 
     @property
     def proved(self) -> float | None:

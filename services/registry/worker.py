@@ -69,7 +69,7 @@ class RegistrySettings(Struct, frozen=True, kw_only=True):
     # at start, wait at most this long for the operators' config before serving
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # replicas: the leader lease (the KV bucket's max_age; the bucket's creator sets it)
-    leader_lease_s: Annotated[float, Meta(ge=1, le=60)] = 2.0
+    leader_lease_s: Annotated[float, Meta(ge=1, le=60)] = 4.0
 
 
 _LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}

@@ -146,6 +146,16 @@ async def until_answered(nc: Client, subject: str, body: bytes) -> float:
 
 
 async def held(nc: Client) -> int:
+    """Instances the registry lists, asking again as the balancer does if a page is late."""
+    for _ in range(5):
+        try:
+            return await _count(nc)
+        except nats.errors.Error:
+            await asyncio.sleep(0.5)
+    return await _count(nc)
+
+
+async def _count(nc: Client) -> int:
     listed = msgspec.json.decode(
         (await nc.request(subjects.SERVICES, b"{}", timeout=5)).data, type=ServiceList
     )

@@ -95,6 +95,6 @@ def test_a_write_never_waits_past_the_speaking_window() -> None:
     assert lease.write_timeout(1.7) == pytest.approx(1.0)  # a follower's presence
 
 
-def test_bad_fractions_are_refused() -> None:
-    with pytest.raises(ValueError, match="renew"):
-        LeaderLease(L, renew=0.9, margin=0.2)
+def test_too_few_chances_to_renew_are_refused() -> None:
+    with pytest.raises(ValueError, match="4 chances"):
+        LeaderLease(1.0, interval=0.5)
