@@ -189,6 +189,9 @@ class LeaseRecord(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     cpu: float | None = None
     mem: float | None = None
     latency_ms: float | None = None
+    # the change the sender holds unannounced for this instance (no leader has spoken
+    # since): the replica that copies it must announce it too, if it wins the lease
+    held: EventKind | None = None
 
 
 class ReplicaSnapshot(Struct, frozen=True, kw_only=True, gc=False):

@@ -473,7 +473,7 @@ class Replica(Lifecycle):
     async def _on_snapshot(self, _subject: str, query: SnapshotQuery) -> ReplicaSnapshot:
         if not self.serving():
             raise Unavailable(f"registry replica {self.id} is catching up; ask another")
-        page, next_after = records(self.table, query.after, query.limit, self.clock())
+        page, next_after = records(self.table, query.after, query.limit, self.clock(), self.outbox)
         return ReplicaSnapshot(
             replica=self.id,
             epoch=self.epoch,
@@ -525,7 +525,7 @@ class Replica(Lifecycle):
                         self._adopt(page.epoch, page.seq)
                         self.settled_peer = self.settled_peer or page.settled
                     pages += 1
-                    taken += merge(self.table, page.leases, self.clock(), self._gone)
+                    taken += merge(self.table, page.leases, self.clock(), self._gone, self.outbox)
                     listed.update((rec.service, rec.instance_id) for rec in page.leases)
                     after = page.next_after
                     if not after:

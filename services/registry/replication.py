@@ -87,6 +87,10 @@ class Outbox:
         self._held.pop(key, None)  # one per instance: the latest state is what matters
         self._held[key] = _Held(kind, lease, now, self.slack if kind in _SWEPT else 0.0)
 
+    def kind_of(self, service: str, instance_id: str) -> EventKind | None:
+        held = self._held.get((service, instance_id))
+        return held.kind if held else None
+
     def covered(self, service: str, instance_id: str) -> None:
         """The leader announced a change of this instance."""
         self._held.pop((service, instance_id), None)
@@ -197,7 +201,7 @@ def apply_event(
         table.set_health(lease, healthy=True)
 
 
-def record_of(lease: Lease, mono: float) -> LeaseRecord:
+def record_of(lease: Lease, mono: float, held: EventKind | None = None) -> LeaseRecord:
     return LeaseRecord(
         service=lease.service,
         instance_id=lease.instance_id,
@@ -216,6 +220,7 @@ def record_of(lease: Lease, mono: float) -> LeaseRecord:
         cpu=lease.cpu,
         mem=lease.mem,
         latency_ms=lease.latency_ms,
+        held=held,
     )
 
 
@@ -224,9 +229,12 @@ def _key(service: str, instance_id: str) -> str:
 
 
 def records(
-    table: LeaseTable, after: str, limit: int, mono: float
+    table: LeaseTable, after: str, limit: int, mono: float, outbox: Outbox | None = None
 ) -> tuple[list[LeaseRecord], str]:
-    """One page of the table in (service, instance) order, and the `after` of the next."""
+    """One page of the table in (service, instance) order, and the `after` of the next.
+
+    Each record says what `outbox` holds unannounced for it.
+    """
     keys = sorted(
         _key(service, iid)
         for service, leases in table.services.items()
@@ -238,45 +246,59 @@ def records(
         service, _, iid = key.partition("/")
         lease = table.get(service, iid)
         if lease is not None:
-            page.append(record_of(lease, mono))
+            held = outbox.kind_of(service, iid) if outbox is not None else None
+            page.append(record_of(lease, mono, held))
     return page, (keys[limit - 1] if len(keys) > limit else "")
 
 
 def merge(
-    table: LeaseTable, page: list[LeaseRecord], mono: float, gone: set[tuple[str, str]]
+    table: LeaseTable,
+    page: list[LeaseRecord],
+    mono: float,
+    gone: set[tuple[str, str]],
+    outbox: Outbox | None = None,
 ) -> int:
     """Take a peer's leases where they are news: missing here, or heard from more recently.
 
     `gone` holds what this replica saw removed while it caught up (the page may be older
-    than that removal). Returns how many leases were taken.
+    than that removal). What the peer holds unannounced goes into `outbox` as well, so it
+    is announced whichever of the two wins the lease. Returns how many leases were taken.
     """
     taken = 0
     for rec in page:
         if (rec.service, rec.instance_id) in gone:
             continue
-        seen = mono - rec.age_s
-        mine = table.get(rec.service, rec.instance_id)
-        if mine is not None and mine.seen >= seen:
-            continue
-        reg = Registration(
-            instance_id=rec.instance_id,
-            host=rec.host,
-            port=rec.port,
-            weight=rec.weight,
-            zone=rec.zone,
-            version=rec.version,
-            metadata=rec.metadata,
-            ttl_s=rec.ttl_s,
-        )
-        lease = table.adopt(
-            rec.service,
-            reg,
-            seen=seen,
-            wall=rec.last_seen,
-            registered_at=rec.registered_at,
-            healthy=rec.healthy,
-        )
-        lease.inflight = rec.inflight
-        lease.cpu, lease.mem, lease.latency_ms = rec.cpu, rec.mem, rec.latency_ms
-        taken += 1
+        taken += _take(table, rec, mono)
+        if rec.held is not None and outbox is not None:
+            lease = table.get(rec.service, rec.instance_id)
+            if lease is not None and outbox.kind_of(rec.service, rec.instance_id) is None:
+                outbox.hold(Change(rec.held, lease), mono)
     return taken
+
+
+def _take(table: LeaseTable, rec: LeaseRecord, mono: float) -> int:
+    seen = mono - rec.age_s
+    mine = table.get(rec.service, rec.instance_id)
+    if mine is not None and mine.seen >= seen:
+        return 0
+    reg = Registration(
+        instance_id=rec.instance_id,
+        host=rec.host,
+        port=rec.port,
+        weight=rec.weight,
+        zone=rec.zone,
+        version=rec.version,
+        metadata=rec.metadata,
+        ttl_s=rec.ttl_s,
+    )
+    lease = table.adopt(
+        rec.service,
+        reg,
+        seen=seen,
+        wall=rec.last_seen,
+        registered_at=rec.registered_at,
+        healthy=rec.healthy,
+    )
+    lease.inflight = rec.inflight
+    lease.cpu, lease.mem, lease.latency_ms = rec.cpu, rec.mem, rec.latency_ms
+    return 1

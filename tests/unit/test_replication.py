@@ -184,3 +184,18 @@ def test_a_replica_that_stops_speaking_hands_what_waits_to_its_outbox() -> None:
     barrier.hold(Change("deregistered", lease), 1.0)
     assert [c.kind for c in barrier.take()] == ["deregistered"]
     assert barrier.release(proved=9.0) == []
+
+
+def test_what_a_peer_holds_unannounced_is_held_by_the_replica_that_copies_it() -> None:
+    """A follower answered registrations while nobody led; a replica that copies its
+    table must be able to announce them if it, not the follower, wins the lease."""
+    peer = table_with("a", "b", at=9.0)
+    peer_box = Outbox(margin=0.7, slack=4.0)
+    a = peer.get(SVC, "a")
+    assert a is not None
+    peer_box.hold(Change("registered", a), now=9.0)
+    page, _ = records(peer, "", 100, mono=10.0, outbox=peer_box)
+    assert [r.held for r in page] == ["registered", None]
+    mine, box = LeaseTable(), Outbox(margin=0.7, slack=4.0)
+    merge(mine, page, mono=50.0, gone=set(), outbox=box)
+    assert [(c.kind, c.lease.instance_id) for c in box.take()] == [("registered", "a")]
