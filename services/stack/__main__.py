@@ -119,7 +119,9 @@ def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
 
 def run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--cluster" in argv:  # `just demo --cluster`: the 3-node stack, in its own module
+    # `just demo --cluster` (or DEMO_CHAOS=1, chaos being about losing nodes and replicas):
+    # the 3-node stack, in its own module
+    if "--cluster" in argv or os.environ.get("DEMO_CHAOS", "") not in ("", "0", "false"):
         from services.stack import cluster  # noqa: PLC0415
 
         return cluster.run([a for a in argv if a != "--cluster"])
