@@ -171,6 +171,9 @@ class Registry(Lifecycle):
         )
 
     async def stop(self) -> None:
+        if self.replica.speaking():  # a graceful stop: what waits for a proof goes out now
+            for change in self.barrier.take():
+                await self._publish(change)
         await self.replica.__aexit__()
         await self.config.__aexit__()
 
