@@ -306,8 +306,10 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
         # every registry replica agrees again on who leads, and lists the same fleet
         ids = {reg_b.replica_id(), *(r.replica_id() for r in reg_a)}
 
+        seen: dict[str, str] = {}  # replica -> the leader it names, as last asked
+
         async def replicas_agree() -> bool:
-            seen: dict[str, str] = {}
+            seen.clear()
             with contextlib.suppress(BatonError):
                 for node in split.nodes:
                     for _ in range(4):
@@ -315,7 +317,10 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
                         seen[got.replica] = got.leader
             return set(seen) == ids and len(set(seen.values())) == 1 and "" not in seen.values()
 
-        await until(replicas_agree, timeout=30)
+        try:
+            await until(replicas_agree, timeout=30)
+        except TimeoutError:
+            pytest.fail(f"replicas {sorted(ids)} do not agree on a leader after the heal: {seen}")
 
         async def listed_on(node: ClusterNode) -> list[tuple[str, bool]]:
             got = await on_node(node, subjects.instances("api"), InstanceList, InstancesQuery())
@@ -323,12 +328,20 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
 
         want = [(f"api-{i}", True) for i in range(4)]
 
-        async def lists_agree() -> bool:
-            with contextlib.suppress(BatonError):
-                return all([await listed_on(node) == want for node in split.nodes])
-            return False
+        lists: dict[str, Any] = {}
 
-        await until(lists_agree, timeout=30)
+        async def lists_agree() -> bool:
+            for node in split.nodes:
+                try:
+                    lists[node.name] = await listed_on(node)
+                except BatonError as exc:
+                    lists[node.name] = repr(exc)
+            return all(got == want for got in lists.values())
+
+        try:
+            await until(lists_agree, timeout=30)
+        except TimeoutError:
+            pytest.fail(f"the replicas list different fleets after the heal: {lists}")
 
         # the config: every node's governor answers the last acknowledged revision, and the
         # log holds every acknowledged change, and nothing from the cut-off side
