@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js import api
 
 from schemas import subjects
 from schemas.registry import Empty, ReplicaSnapshot, ReplicaStatus, SnapshotQuery
 from services.errors import BatonError, NoResponders, RequestTimeout, Unavailable
 from services.lifecycle import Lifecycle
+from services.registry.bucket import KV_ERRORS, WRONG_LAST, open_bucket, win_deleted
 from services.registry.leader import LeaderLease
 from services.registry.replication import EventHead, Outbox, apply_event, merge, records
 
@@ -53,11 +53,8 @@ __all__ = ["Replica"]
 PING_S = 0.2  # how often a follower asks whether the leader is alive
 _GATHER_S = 0.05  # how long a follower waits for its peers' presence replies
 _PAGE = 1_000  # leases per snapshot page (~250 kB)
-_KV_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
 _encode = msgspec.json.encode
 _status = msgspec.json.Decoder(ReplicaStatus).decode
-# "wrong last sequence": 10071, or 10164 from a clustered stream
-_WRONG_LAST = frozenset({10071, 10164})
 
 
 class Replica(Lifecycle):
@@ -172,57 +169,20 @@ class Replica(Lifecycle):
     async def stop(self) -> None:
         """Hand the lease over at once rather than let it expire."""
         if self._kv is not None and self.lease.revision is not None:
-            with contextlib.suppress(*_KV_ERRORS):
+            with contextlib.suppress(*KV_ERRORS):
                 await asyncio.wait_for(
                     self._kv.delete(subjects.LEADER_KEY, last=self.lease.revision), 1.0
                 )
             self.lease.lost()
 
     async def _bucket(self) -> KeyValue | None:
-        """The lease bucket (created R3 where the cluster allows it); None: no JetStream."""
-        js = self.bus.nc.jetstream(timeout=2.0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while True:
-            try:
-                return await self._open(js)
-            except nats.errors.NoRespondersError:
-                if loop.time() > deadline:
-                    return None
-            except _KV_ERRORS as exc:
-                self.log.warning("registry.bucket_unavailable", error=repr(exc))
-            await asyncio.sleep(0.2)
-
-    async def _open(self, js: nats.js.JetStreamContext) -> KeyValue:
-        try:
-            kv = await js.key_value(subjects.REGISTRY_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = None
-        for replicas in (3, 1):
-            if kv is not None:
-                break
-            config = api.KeyValueConfig(
-                bucket=subjects.REGISTRY_BUCKET,
-                history=1,
-                ttl=self.lease.lease_s,
-                replicas=replicas,
-                storage=api.StorageType.FILE,
-                direct=False,  # reads from the stream leader, never a lagging copy
-            )
-            try:
-                kv = await js.create_key_value(config)
-            except nats.js.errors.BadRequestError:  # stream exists, or R3 is too many
-                with contextlib.suppress(nats.js.errors.BucketNotFoundError):
-                    kv = await js.key_value(subjects.REGISTRY_BUCKET)
-            except nats.js.errors.APIError as exc:  # e.g. insufficient resources for R3
-                self.log.info("registry.bucket_replicas", replicas=replicas, error=str(exc))
-        if kv is None:
-            msg = "the registry's lease bucket could not be created"
-            raise nats.errors.Error(msg)
-        ttl = (await kv.status()).ttl
-        if ttl and abs(ttl - self.lease.lease_s) > 1e-3:  # the bucket's lease is everyone's
-            self.lease = LeaderLease(ttl)
-            self.outbox = Outbox(margin=self.lease.interval + 0.5, slack=ttl)
+        """The lease bucket; None: no JetStream. Adopts the bucket's lease if it differs."""
+        kv = await open_bucket(self.bus.nc, self.lease.lease_s, self.log)
+        if kv is not None:
+            ttl = (await kv.status()).ttl
+            if ttl and abs(ttl - self.lease.lease_s) > 1e-3:  # the bucket's is everyone's
+                self.lease = LeaderLease(ttl)
+                self.outbox = Outbox(margin=self.lease.interval + 0.5, slack=ttl)
         return kv
 
     # -- the lease -----------------------------------------------------------------------
@@ -255,7 +215,7 @@ class Replica(Lifecycle):
                 kv.put(subjects.replica_key(self.id), self._value()),
                 self.lease.write_timeout(sent),
             )
-        except _KV_ERRORS:
+        except KV_ERRORS:
             return  # no proof this round; enough missed rounds make this replica cut off
         proof = self.lease.proof(sent)
         if proof.resumed:
@@ -272,12 +232,12 @@ class Replica(Lifecycle):
             )
         except nats.js.errors.APIError as exc:  # KeyWrongLastSequenceError is one
             if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
-                getattr(exc, "err_code", None) in _WRONG_LAST
+                getattr(exc, "err_code", None) in WRONG_LAST
             ):
                 await self._step_down("lease taken")
             elif not lease.connected(self.clock()):
                 await self._step_down(f"no renewal within the lease: {exc!r}")
-        except _KV_ERRORS as exc:
+        except KV_ERRORS as exc:
             if not lease.connected(self.clock()):
                 await self._step_down(f"no renewal within the lease: {exc!r}")
         else:
@@ -291,13 +251,13 @@ class Replica(Lifecycle):
         except nats.js.errors.KeyWrongLastSequenceError:
             return  # somebody holds it (nats-py has already ruled out a deleted key)
         except nats.js.errors.APIError as exc:
-            if getattr(exc, "err_code", None) not in _WRONG_LAST:
+            if getattr(exc, "err_code", None) not in WRONG_LAST:
                 return
-            found = await self._recreate(kv)
+            found = await win_deleted(kv, self._value(), self.lease.lease_s / 2)
             if found is None:
                 return  # somebody holds it: try next round
             revision = found
-        except _KV_ERRORS:
+        except KV_ERRORS:
             return  # the quorum is away: try next round
         self.lease.won(revision, sent)
         if not self.epoch:  # nobody before us in this fleet's memory: a new epoch
@@ -309,23 +269,6 @@ class Replica(Lifecycle):
         held = self.outbox.take()
         self.log.info("registry.leader_elected", epoch=self.epoch, seq=self.seq, held=len(held))
         await self._lead(held)
-
-    async def _recreate(self, kv: KeyValue) -> int | None:
-        """Win a key its last holder deleted (a clustered stream refuses `create()` of a
-        deleted key with 10164, which nats-py does not retry as it does 10071)."""
-        try:
-            await asyncio.wait_for(kv.get(subjects.LEADER_KEY), self.lease.lease_s / 2)
-        except nats.js.errors.KeyDeletedError as gone:
-            if gone.entry is None:
-                return None
-            with contextlib.suppress(*_KV_ERRORS):
-                return await asyncio.wait_for(
-                    kv.update(subjects.LEADER_KEY, self._value(), last=gone.entry.revision),
-                    self.lease.lease_s / 2,
-                )
-        except _KV_ERRORS:
-            pass
-        return None
 
     async def _step_down(self, reason: str) -> None:
         if self.lease.revision is None and self._ping_sub is None:
@@ -354,7 +297,7 @@ class Replica(Lifecycle):
         await self._step_down("cut off")
         self.table.credit(gap, self.clock())
         if self._kv is not None and self._resign is not None:
-            with contextlib.suppress(*_KV_ERRORS):  # only if it is still ours
+            with contextlib.suppress(*KV_ERRORS):  # only if it is still ours
                 await asyncio.wait_for(
                     self._kv.delete(subjects.LEADER_KEY, last=self._resign), self.lease.interval
                 )
