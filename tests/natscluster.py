@@ -14,6 +14,7 @@ A node may run inside a network namespace (`prefix=["ip", "netns", "exec", ns]`,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -207,28 +208,42 @@ class NatsCluster:
         self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until every running node is healthy, fully routed, and agrees on a meta leader."""
-        deadline = time.monotonic() + timeout
+    def _not_ready(self) -> str:
+        """Why the cluster is not ready yet ("" when every running node is healthy, fully
+        routed, and agrees on a meta leader). A node not running (killed) is left out."""
         running = [n for n in self.nodes if n.running]
-        while True:
-            leaders = {n.meta_leader() for n in running}
-            if (
-                all(n.healthy() for n in running)
-                and all(len(n.peers()) >= len(running) - 1 for n in running)
-                and len(leaders) == 1
-                and "" not in leaders
-            ):
-                return
+        leaders = {n.meta_leader() for n in running}
+        state = {n.name: (n.healthy(), sorted(n.peers())) for n in running}
+        if (
+            all(healthy for healthy, _ in state.values())
+            and all(len(peers) >= len(running) - 1 for _, peers in state.values())
+            and len(leaders) == 1
+            and "" not in leaders
+        ):
+            return ""
+        return f"(healthy, peers) {state}, meta leaders {leaders}"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every running node is healthy, fully routed, and agrees on a meta leader.
+
+        Blocks the thread: from a coroutine, await `ready()` instead, or the event loop
+        (and every heartbeat it sends) stops meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        while why := self._not_ready():
             if time.monotonic() > deadline:
-                state = {n.name: (n.healthy(), n.peers(), n.meta_leader()) for n in running}
-                msg = f"cluster not ready in {timeout} s: (healthy, peers, leader) {state}"
+                msg = f"cluster not ready in {timeout} s: {why}"
                 raise RuntimeError(msg)
-            for node in running:
-                if not node.running:
-                    msg = f"nats-server {node.name} exited: {node.log_path}"
-                    raise RuntimeError(msg)
             time.sleep(0.05)
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """`wait_ready` for a coroutine: the event loop keeps running between checks."""
+        deadline = time.monotonic() + timeout
+        while why := self._not_ready():
+            if time.monotonic() > deadline:
+                msg = f"cluster not ready in {timeout} s: {why}"
+                raise RuntimeError(msg)
+            await asyncio.sleep(0.05)
 
     def kill(self, index: int) -> ClusterNode:
         node = self.nodes[index]

@@ -243,7 +243,7 @@ async def main(args: argparse.Namespace) -> None:  # one scenario, start to end
         windows.append(await window("NATS node", client, prober, seconds, args.callers, node.kill))
         print(f"  {windows[-1]}")
         node.start()
-        cluster.wait_ready(60)
+        await cluster.ready(60)
         for agent in agents:
             await agent.__aexit__(None, None, None)
     finally:

@@ -197,7 +197,7 @@ async def test_the_config_log_survives_the_loss_of_its_leader_node(
 
         # the node comes back and catches up: three current replicas again
         leader.start()
-        nats_cluster.wait_ready()
+        await nats_cluster.ready()
 
         async def three_current() -> bool:
             info = await js.stream_info(subjects.CONFIG_STREAM)

@@ -296,7 +296,7 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
 
         # -- the heal -------------------------------------------------------------------
         pair.heal()
-        split.wait_ready(60)
+        await split.ready(60)  # never wait_ready here: the fleet heartbeats from this loop
 
         async def on_node(node: ClusterNode, subject: str, kind: Any, body: Any) -> Any:
             """Ask from a client on `node`: NATS gives a queue request to a local member."""
