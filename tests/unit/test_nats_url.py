@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.config import SettingsError, load_bus, parse_servers
+from services.sdk import connect as sdk_connect
 
 
 def test_a_list_of_servers_is_split_and_trimmed() -> None:
@@ -54,3 +55,8 @@ def test_settings_load_refuses_a_bad_url_and_takes_the_ping_settings() -> None:
     assert (settings.ping_interval_s, settings.max_outstanding_pings) == (0.5, 3)
     with pytest.raises(SettingsError, match="NATS_PING_INTERVAL_S"):
         load_bus({"NATS_PING_INTERVAL_S": "0"})
+
+
+async def test_the_sdk_refuses_a_malformed_url_before_connecting() -> None:
+    with pytest.raises(SettingsError, match="'nats://b:70000' has the port '70000'"):
+        await sdk_connect("nats://a:4222,nats://b:70000")
