@@ -7,10 +7,16 @@ python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { 
 default:
     @{{just_executable()}} --list
 
-# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, collector; Ctrl-C stops it
+# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, gateway, collector; Ctrl-C stops it
 [group('run')]
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
+
+# the stack on a 3-node NATS cluster, two replicas of every worker (`just demo --cluster`
+# adds the fleet; --chaos or DEMO_CHAOS=1 kills and restarts a node or replica every 10 s)
+[group('run')]
+cluster *args: influxd
+    exec "{{python}}" -m services.stack.cluster up {{args}}
 
 # the stack above plus the demo: 5 HTTP services, 8 clients, a live table (DEMO_* in services/demo/settings.py)
 [group('run')]

@@ -91,6 +91,20 @@ DEREGISTER: Final = "registry.v1.deregister"
 INSTANCES: Final = "registry.v1.instances"
 SERVICES: Final = "registry.v1.services"
 EVENTS: Final = "registry.v1.events"
+# extension, between registry replicas: the current leader answers a ping (no responders:
+# nobody leads right now); any caught-up replica serves its lease table, a page at a time
+REPLICA_LEADER: Final = "registry.v1.replica.leader"
+REPLICA_SNAPSHOT: Final = "registry.v1.replica.snapshot"
+# ... and every caught-up follower answers a presence call (a deputy answers for a dead leader)
+REPLICA_PRESENCE: Final = "registry.v1.replica.presence"
+# JetStream KV: the leader lease (key `leader`) and each replica's presence (`replica.{id}`)
+REGISTRY_BUCKET: Final = "BATON_REGISTRY"
+LEADER_KEY: Final = "leader"
+
+
+def replica_key(replica: str) -> str:
+    return f"replica.{replica}"
+
 
 # -- balancer ----------------------------------------------------------------------------
 RESOLVE: Final = "balancer.v1.resolve"

@@ -495,12 +495,14 @@ async def _first_connect(
     while True:
         connecting = asyncio.ensure_future(
             nc.connect(
-                settings.url,
+                settings.servers,  # a cluster's list: nats-py fails over between them
                 name=name,
                 max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
                 reconnect_time_wait=settings.reconnect_wait_s,  # type: ignore[arg-type]  # float works
                 connect_timeout=settings.connect_timeout_s,  # type: ignore[arg-type]
                 pending_size=settings.pending_bytes,
+                ping_interval=settings.ping_interval_s,  # type: ignore[arg-type]  # float works
+                max_outstanding_pings=settings.max_outstanding_pings,
                 error_cb=on_error,
                 **callbacks,
             )

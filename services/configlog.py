@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["ConfigWatch", "decode_entry", "ensure_stream"]
+__all__ = ["ConfigWatch", "cluster_replicas", "decode_entry", "ensure_stream"]
 
 _decode = msgspec.json.Decoder(ConfigApplied).decode
 RETRY = Backoff(base_s=1.0, cap_s=10.0)  # while JetStream does not answer
@@ -39,6 +39,18 @@ RETRY = Backoff(base_s=1.0, cap_s=10.0)  # while JetStream does not answer
 
 def decode_entry(data: bytes) -> ConfigApplied:
     return _decode(data)
+
+
+def cluster_replicas(nc: Client) -> int:
+    """Copies of the config log to ask for when no one said: 3 on a cluster of 3 or more
+    nodes (the servers this connection knows, given or announced), else 1.
+
+    A reader that starts before the governor creates the stream with this many, so the
+    governor never has to scale it up later (a stream scaled up from 1 copy is without
+    quorum until the new copies catch up, which a node loss right then turns into a stall).
+    """
+    known = {(url.hostname, url.port) for url in nc.servers}
+    return 3 if len(known) >= 3 else 1
 
 
 async def ensure_stream(
@@ -109,7 +121,7 @@ class ConfigWatch(Lifecycle):
         retry = self.retry.retry()
         while True:
             try:
-                await ensure_stream(js, update=False)
+                await ensure_stream(js, replicas=cluster_replicas(self.nc), update=False)
                 info = await js.stream_info(subjects.CONFIG_STREAM)
                 sub = await js.subscribe(
                     subjects.every(subjects.CONFIG_LOG),

@@ -22,6 +22,7 @@ from services.cli.params import SINCE_HELP, instance_ids, service_name, since
 from services.cli.session import Failure, Session
 from services.cli.status import status
 from services.cli.watch import follow
+from services.config import SettingsError, parse_servers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,8 +33,10 @@ pass_session = click.make_pass_decorator(Session)
 
 
 def _servers(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.replace(",", "").strip():
-        raise click.BadParameter("give a NATS URL such as nats://127.0.0.1:4222", ctx, param)
+    try:
+        parse_servers(value)  # the workers' own check: one sentence naming the bad URL
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
     return value
 
 

@@ -165,7 +165,13 @@ class Session:
         # nats-py retries a first connection as often as later ones: `follow` retries until
         # the deadline below, a one-shot command gives up after one more try.
         options |= (
-            {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+            {
+                "max_reconnect_attempts": -1,
+                "reconnect_time_wait": 0.5,
+                # leave a cut-off node for another within seconds (nats-py's default: 4 min)
+                "ping_interval": 2,
+                "max_outstanding_pings": 2,
+            }
             if follow
             else {"max_reconnect_attempts": 1, "reconnect_time_wait": 0.05}
         )

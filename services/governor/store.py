@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigStore", "StaleWriteError"]
 
-WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when the CAS header does not hold
+# JetStream's error codes when the CAS header does not hold: 10071 names the sequence;
+# a clustered stream's leader may answer 10164 ("wrong last sequence", no number) instead
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 _encode = msgspec.json.Encoder().encode
 
 
@@ -74,7 +76,7 @@ class ConfigStore:
                 headers=headers,
             )
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise StaleWriteError from None
             raise _unavailable(exc) from exc
         except nats.errors.Error as exc:

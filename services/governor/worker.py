@@ -26,7 +26,7 @@ from schemas.governor import (
     ServiceConfig,
 )
 from schemas.registry import Empty
-from services.configlog import ensure_stream
+from services.configlog import cluster_replicas, ensure_stream
 from services.errors import BadRequest, Conflict, Unavailable
 from services.governor.rules import apply_change, check_change
 from services.governor.store import ConfigStore, StaleWriteError
@@ -51,8 +51,8 @@ class GovernorSettings(Struct, frozen=True, kw_only=True):
 
     # revisions kept per service in the config log (older ones are dropped)
     history: Annotated[int, Meta(ge=1)] = 10_000
-    # JetStream replicas of the config log (3 in a NATS cluster)
-    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    # JetStream replicas of the config log; 0: 3 on a cluster of 3+ nodes, else 1
+    replicas: Annotated[int, Meta(ge=0, le=5)] = 0
     # deadline of each config-log operation
     store_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
     # rebuilds of a change that lost a race with a concurrent one before giving up (503)
@@ -75,9 +75,8 @@ class Governor(Lifecycle):
         retry = Backoff(base_s=base, cap_s=max(base, 10.0)).retry()
         while True:  # without JetStream nothing can be stored: wait for it
             try:
-                await ensure_stream(
-                    self.js, history=self.settings.history, replicas=self.settings.replicas
-                )
+                replicas = self.settings.replicas or cluster_replicas(self.bus.nc)
+                await ensure_stream(self.js, history=self.settings.history, replicas=replicas)
                 break
             except Exception as exc:  # noqa: BLE001  # any failure here means "not yet"
                 self.log.warning(

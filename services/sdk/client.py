@@ -14,6 +14,7 @@ before the connection: it sends what is waiting.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ import structlog
 from schemas import subjects
 from schemas.balancer import MAX_BATCH, CallReport, Endpoint, ResolveRequest
 from services.bus import Bus
-from services.errors import BadRequest, NoResponders, Unavailable
+from services.errors import BadRequest, NoResponders, RequestTimeout, Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -41,6 +42,7 @@ _encode = msgspec.json.Encoder().encode
 _OPEN, _CLOSE, _COMMA = b'{"reports":[', b"]}", b","
 
 T = TypeVar("T")
+_NO_RESPONDERS_PAUSE_S = 0.1  # x the attempt: a balancer resubscribes within ~100 ms
 
 
 def _subject(build: Callable[[str], str], service: str) -> str:
@@ -66,19 +68,25 @@ class BalancerClient:
         nc: Client,
         *,
         timeout: float = 1.0,
+        attempts: int = 3,
         log: FilteringBoundLogger | None = None,
         batch_ms: float = 5.0,
         batch_max: int = 256,
     ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
         if batch_ms < 0 or not 1 <= batch_max <= MAX_BATCH:
             raise ValueError(
                 f"batch_ms must be >= 0 and batch_max 1..{MAX_BATCH}, got {batch_ms}, {batch_max}"
             )
         self.timeout = timeout
+        self.attempts = attempts
         self.log = log or structlog.get_logger()
         self.batch_s = batch_ms / 1000
         self.batch_max = batch_max
         self._bus = Bus(nc, self.log)
+        # reason (timeout, no_responders) -> resolves sent again: node or replica losses seen
+        self.retried: collections.Counter[str] = collections.Counter()
         self._nc = nc
         # service -> encoded reports waiting, and their size in bytes
         self._waiting: dict[str, list[bytes]] = {}
@@ -119,12 +127,27 @@ class BalancerClient:
     ) -> Endpoint:
         """One endpoint of `service`, picked by the balancer.
 
+        A resolve that times out, or finds no balancer, is sent again (up to `attempts`
+        in all): the queue group hands it to another balancer replica, and a NATS node
+        that died is left for another once the connection notices. Each attempt waits
+        `timeout`; an answer (an endpoint or an error) is never retried.
+
         Raises (from `services.errors`): NotFound (unknown service), Unavailable (no
         instance can take it), BadRequest (bad name, zone or strategy), NoResponders (no
         balancer runs), RequestTimeout (none answered within `timeout`).
         """
         request = ResolveRequest(key=key, zone=zone, exclude=list(exclude), strategy=strategy)
         subject = _subject(subjects.resolve, service)
+        for attempt in range(1, self.attempts):
+            try:
+                return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
+            except (NoResponders, RequestTimeout) as exc:
+                kind = "no_responders" if isinstance(exc, NoResponders) else "timeout"
+                self.retried[kind] += 1
+                self.log.info("resolve.retrying", service=service, attempt=attempt, reason=kind)
+                if isinstance(exc, NoResponders):
+                    # every balancer is between connections: give them a moment to resubscribe
+                    await asyncio.sleep(_NO_RESPONDERS_PAUSE_S * attempt)
         return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
 
     async def report(
