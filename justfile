@@ -7,10 +7,16 @@ python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { 
 default:
     @{{just_executable()}} --list
 
-# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, collector; Ctrl-C stops it
+# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, gateway, collector; Ctrl-C stops it
 [group('run')]
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
+
+# the stack on a 3-node NATS cluster, two replicas of every worker (`just demo --cluster`
+# adds the fleet; --chaos or DEMO_CHAOS=1 kills and restarts a node or replica every 10 s)
+[group('run')]
+cluster *args: influxd
+    exec "{{python}}" -m services.stack.cluster up {{args}}
 
 # the stack above plus the demo: 5 HTTP services, 8 clients, a live table (DEMO_* in services/demo/settings.py)
 [group('run')]
@@ -21,8 +27,16 @@ demo *args: influxd
 [group('check')]
 test *args: influxd dns-tools prometheus node-clients
     "{{python}}" -m ruff check .
-    "{{python}}" -m mypy
+    "{{just_executable()}}" types
     "{{python}}" -m pytest -q {{args}}
+
+# mypy --strict over the code, then the tests (the integration tests in a run of their
+# own: they have a conftest of their own)
+[group('check')]
+types:
+    "{{python}}" -m mypy
+    "{{python}}" -m mypy tests --exclude '^tests/(integration|bench)/'
+    "{{python}}" -m mypy tests/integration
 
 # the InfluxDB server the collector's tests run (Debian's 1.6.7), where it is missing
 [group('check')]
@@ -64,7 +78,7 @@ wrk:
 lint:
     "{{python}}" -m ruff check .
     "{{python}}" -m ruff format --check .
-    "{{python}}" -m mypy
+    "{{just_executable()}}" types
 
 # write docs/asyncapi.yaml and docs/schemas/ from schemas/, then validate with the AsyncAPI CLI
 # (installed once under .baton/asyncapi-cli with its analytics off; see tests/asyncapi_cli.py)
@@ -83,7 +97,7 @@ fmt:
 [group('check')]
 bench *args: influxd dns-tools wrk
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
-    MYPYPATH=tests:tests/unit "{{python}}" -m mypy --strict tests/bench
+    "{{python}}" -m mypy tests/bench
     "{{python}}" tests/bench/run.py {{args}}
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import datetime  # msgspec needs it at run time
+from typing import Annotated, Final, Literal
 
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from schemas.fields import InstanceId, InstanceIds, Key, Millis, Zone
 
 __all__ = [
     "DEFAULT_STRATEGY",
+    "MAX_BATCH",
     "STRATEGIES",
+    "BatchedReport",
     "CallReport",
+    "CallReports",
+    "Ejected",
+    "Ejection",
+    "Ejections",
     "Endpoint",
+    "OutlierEvent",
+    "OutlierState",
     "PickCount",
     "PickCounts",
     "ResolveRequest",
+    "Returned",
 ]
 
 STRATEGIES: Final = (
@@ -62,6 +72,86 @@ class CallReport(Struct, frozen=True, kw_only=True, gc=False):
     latency_ms: Millis
     ok: bool = True
     pick: str = ""  # extension: the Endpoint's `pick`
+
+
+MAX_BATCH: Final = 10_000  # reports in one CallReports
+
+
+class BatchedReport(Struct, frozen=True, kw_only=True, gc=False):
+    """A CallReport inside CallReports: the same fields and JSON. Its instance_id is only
+    bounded in length when decoded (a pattern check per report cost four times the rest of
+    decoding it); readers check the name rule once per distinct id and drop, count and log
+    a report that breaks it, so one bad report costs no other."""
+
+    instance_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    latency_ms: Millis
+    ok: bool = True
+    pick: str = ""
+
+
+class CallReports(Struct, frozen=True, kw_only=True, gc=False):
+    """Extension, on `balancer.v1.reports.{service}`: many CallReports in one message, as
+    the SDK batches them. Each means exactly what it would mean sent alone."""
+
+    reports: Annotated[list[BatchedReport], Meta(max_length=MAX_BATCH)]
+
+
+# -- outlier ejection (extension) --------------------------------------------------------
+OutlierKind = Literal["ejected", "returned"]
+
+
+class OutlierEvent(Struct, frozen=True, kw_only=True, gc=False):
+    """On `balancer.v1.events.{service}`, published once per ejection and per return."""
+
+    kind: OutlierKind
+    service: str
+    instance_id: str
+    until: datetime  # when the ejection ends (for `returned`: when it was due to)
+    reason: str
+    at: datetime
+    ejections: int  # ejections in a row: the ejection lasted base_ejection_s x this
+    ejected: int  # instances of the service ejected once this applies
+    node: str  # the balancer replica that decided
+
+
+class Ejected(Struct, frozen=True, kw_only=True, gc=False):
+    instance_id: str
+    since: datetime
+    until: datetime
+    reason: str
+    ejections: int
+
+
+class Ejections(Struct, frozen=True, kw_only=True, gc=False):
+    """Reply of `balancer.v1.ejections.{service}`: who is ejected now, and the cap."""
+
+    service: str
+    ejected: list[Ejected]
+    max_ejected: int  # the cap for the instances the balancer knows now
+    # outliers the cap kept serving in the last interval (Endpoint.panic says so too)
+    held: list[str] = field(default_factory=list)
+
+
+class Ejection(Struct, frozen=True, kw_only=True, gc=False):
+    since: float  # Unix seconds
+    until: float
+    reason: str
+    times: int
+
+
+class Returned(Struct, frozen=True, kw_only=True, gc=False):
+    at: float  # Unix seconds
+    times: int  # the ejections in a row when it returned
+
+
+class OutlierState(Struct, frozen=True, kw_only=True, gc=False):
+    """A service's ejections as the balancers store them (stream BATON_OUTLIERS, one
+    subject per service, written with compare-and-set): the one truth every replica
+    applies, so replicas agree and each change is published once."""
+
+    ejected: dict[str, Ejection] = field(default_factory=dict)
+    returned: dict[str, Returned] = field(default_factory=dict)  # for the multiplier
+    held: dict[str, float] = field(default_factory=dict)  # id -> when the cap kept it
 
 
 class PickCount(Struct, frozen=True, kw_only=True, gc=False):

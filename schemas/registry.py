@@ -35,8 +35,12 @@ __all__ = [
     "InstanceEvent",
     "InstanceList",
     "InstancesQuery",
+    "LeaseRecord",
     "Registration",
+    "ReplicaSnapshot",
+    "ReplicaStatus",
     "ServiceList",
+    "SnapshotQuery",
 ]
 
 
@@ -126,6 +130,9 @@ class ServiceList(Struct, frozen=True, kw_only=True, gc=False):
     epoch: str = ""  # extension
     seq: int = 0  # extension: events published so far by this registry
     settled: bool = True  # extension
+    # extension (replicas): the replica that answered, and the one it believes leads
+    replica: str = ""
+    leader: str = ""
 
 
 # "drained" is an extension: a drained instance has reported no request in flight, so it
@@ -143,3 +150,56 @@ class InstanceEvent(Struct, frozen=True, kw_only=True, gc=False):
     # extensions: order events against a snapshot, and spot a restarted registry.
     epoch: str = ""
     seq: int = 0
+
+
+# -- between registry replicas (extension) -------------------------------------------------
+class ReplicaStatus(Struct, frozen=True, kw_only=True, gc=False):
+    """The leader's answer on `registry.v1.replica.leader`."""
+
+    replica: str
+    epoch: str
+    seq: int
+    leader: bool = True
+
+
+class SnapshotQuery(Struct, frozen=True, kw_only=True, gc=False):
+    """A page of a replica's lease table: leases after `after` ("service/instance")."""
+
+    after: str = ""
+    limit: Annotated[int, Meta(ge=1, le=5_000)] = 1_000
+
+
+class LeaseRecord(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
+    """One lease as a replica holds it; `age_s` is how long ago it was last heard from."""
+
+    service: str
+    instance_id: str
+    host: str
+    port: int
+    weight: int
+    zone: str
+    version: str
+    metadata: dict[str, str]
+    ttl_s: float
+    healthy: bool
+    age_s: float
+    registered_at: float  # unix seconds
+    last_seen: float  # unix seconds
+    inflight: int = 0
+    cpu: float | None = None
+    mem: float | None = None
+    latency_ms: float | None = None
+    # the change the sender holds unannounced for this instance (no leader has spoken
+    # since): the replica that copies it must announce it too, if it wins the lease
+    held: EventKind | None = None
+
+
+class ReplicaSnapshot(Struct, frozen=True, kw_only=True, gc=False):
+    """A page of leases, with the fleet's epoch and the last event seq they reflect."""
+
+    replica: str
+    epoch: str
+    seq: int
+    settled: bool
+    leases: list[LeaseRecord]
+    next_after: str = ""  # non-empty while more pages remain

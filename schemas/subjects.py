@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from services.errors import BadRequest
+
 __all__ = [
     "NAME_RULE",
     "SRV_VERBS",
@@ -24,7 +26,7 @@ NAME_RULE: Final = "1 to 64 characters of A-Z a-z 0-9 _ -"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class InvalidNameError(ValueError):
+class InvalidNameError(BadRequest, ValueError):
     """A service name or instance id that breaks the contract's name rule."""
 
 
@@ -89,11 +91,31 @@ DEREGISTER: Final = "registry.v1.deregister"
 INSTANCES: Final = "registry.v1.instances"
 SERVICES: Final = "registry.v1.services"
 EVENTS: Final = "registry.v1.events"
+# extension, between registry replicas: the current leader answers a ping (no responders:
+# nobody leads right now); any caught-up replica serves its lease table, a page at a time
+REPLICA_LEADER: Final = "registry.v1.replica.leader"
+REPLICA_SNAPSHOT: Final = "registry.v1.replica.snapshot"
+# ... and every caught-up follower answers a presence call (a deputy answers for a dead leader)
+REPLICA_PRESENCE: Final = "registry.v1.replica.presence"
+# JetStream KV: the leader lease (key `leader`) and each replica's presence (`replica.{id}`)
+REGISTRY_BUCKET: Final = "BATON_REGISTRY"
+LEADER_KEY: Final = "leader"
+
+
+def replica_key(replica: str) -> str:
+    return f"replica.{replica}"
+
 
 # -- balancer ----------------------------------------------------------------------------
 RESOLVE: Final = "balancer.v1.resolve"
 REPORT: Final = "balancer.v1.report"
 PICKS: Final = "balancer.v1.picks"  # extension: per-interval pick counts
+REPORTS: Final = "balancer.v1.reports"  # extension: batched call reports
+BALANCER_EVENTS: Final = "balancer.v1.events"  # extension: ejections and returns
+EJECTIONS: Final = "balancer.v1.ejections"  # extension: who is ejected now
+# JetStream: the ejection state, one subject per service (internal)
+OUTLIER_STREAM: Final = "BATON_OUTLIERS"
+OUTLIER_LOG: Final = "baton.outliers.v1"
 
 
 # -- governor ----------------------------------------------------------------------------
@@ -170,3 +192,19 @@ def config_log(service: str) -> str:
 
 def picks(service: str) -> str:
     return _of(PICKS, service)
+
+
+def reports(service: str) -> str:
+    return _of(REPORTS, service)
+
+
+def balancer_events(service: str) -> str:
+    return _of(BALANCER_EVENTS, service)
+
+
+def ejections(service: str) -> str:
+    return _of(EJECTIONS, service)
+
+
+def outlier_log(service: str) -> str:
+    return _of(OUTLIER_LOG, service)

@@ -11,27 +11,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 import nats
 import nats.errors
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
-from schemas.subjects import InvalidNameError
 from services.errors import (
     BadRequest,
     BatonError,
     NoResponders,
+    NotAuthorized,
     RequestTimeout,
+    Unavailable,
     error_for,
 )
 from services.micro import Endpoint
+from services.retry import Backoff, Retry
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -40,21 +43,29 @@ if TYPE_CHECKING:
 
     from services.config import BusSettings
 
-__all__ = ["Bus", "Handler", "NotAuthorizedError", "connect"]
+__all__ = [
+    "Bus",
+    "Handler",
+    "Reconnects",
+    "connect",
+    "error_reply",
+    "reconnect_policy",
+    "refused",
+    "rejection",
+    "request_failure",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
 # A handler returns its reply: a Struct, or bytes already encoded (a hot path's cache).
-Handler = Callable[[str, T], Awaitable[msgspec.Struct | bytes | None]]
+# A plain function may serve too (no coroutine a message: the resolve path).
+Reply = msgspec.Struct | bytes | None
+Handler = Callable[[str, T], Awaitable[Reply]] | Callable[[str, T], Reply]
 Hook = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
 _NAMES_CACHED = 4096  # per subscription: subject -> service name, checked once
 _error_decoder = msgspec.json.Decoder(ErrorReply)
-
-
-class NotAuthorizedError(ConnectionError):
-    """The NATS server refused the worker's credentials."""
 
 
 def _one_line(text: str) -> str:
@@ -103,20 +114,11 @@ class Bus:
         """Send a request; return the decoded reply or raise from `services.errors`."""
         try:
             reply = await self.nc.request(subject, _encoder.encode(msg), timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise NoResponders(f"nothing serves {subject}; is the worker running?") from None
-        except nats.errors.TimeoutError:
-            raise RequestTimeout(f"no reply on {subject} within {timeout:g} s") from None
-        headers = reply.headers
-        if headers and ERROR_CODE_HEADER in headers:
-            code = int(headers[ERROR_CODE_HEADER])
-            message = headers.get(ERROR_HEADER, "")
-            if not message:
-                try:
-                    message = _error_decoder.decode(reply.data).message
-                except msgspec.MsgspecError:
-                    message = f"error {code} on {subject}"
-            raise error_for(code, message)
+        except nats.errors.Error as exc:
+            raise request_failure(exc, subject, timeout) from None
+        err = error_reply(reply.headers, reply.data, subject)
+        if err is not None:
+            raise err
         return self.decoder(reply_type).decode(reply.data)
 
     async def serve(
@@ -144,6 +146,8 @@ class Bus:
         publish = self.nc.publish
         endpoint = self._endpoint(subject, queue, kind, replies=answer)
         now_ns = time.perf_counter_ns
+        # decided once: a plain function's reply needs no await (and no coroutine made)
+        is_async = inspect.iscoroutinefunction(handler)
 
         # The hot path of every worker: a resolve's whole budget is a few microseconds
         # beside nats-py's own cost per message, so this stays plain (the counts are two
@@ -152,7 +156,9 @@ class Bus:
             endpoint.num_requests += 1
             start = now_ns()
             try:
-                reply = await handler(*read(msg))
+                reply = handler(*read(msg))
+                if is_async:
+                    reply = await cast("Awaitable[Reply]", reply)
             except Exception as exc:  # noqa: BLE001  # sorted out in _reject; none escapes
                 endpoint.processing_time += now_ns() - start
                 await self._reject(msg, endpoint, exc, answer=answer)
@@ -181,7 +187,8 @@ class Bus:
     ) -> Callable[[Msg], tuple[str, T]]:
         """What a message says: (service name or subject, payload decoded as `kind`).
 
-        Raises InvalidNameError or BadRequest, with the sentence the sender needs.
+        Raises InvalidNameError (a BadRequest) or BadRequest, with the sentence the sender
+        needs.
         """
         decode = self.decoder(kind).decode
         what = kind.__name__
@@ -218,13 +225,9 @@ class Bus:
 
     async def _reject(self, msg: Msg, endpoint: Endpoint, exc: Exception, *, answer: bool) -> None:
         """Answer or log a message that failed, by what failed: the sender or our code."""
-        if isinstance(exc, InvalidNameError):
-            err: BatonError = BadRequest(str(exc))
-        elif isinstance(exc, BatonError):
-            err = exc
-        else:  # a bug must not stop the worker
+        err = rejection(exc)
+        if err is not exc:  # a bug must not stop the worker
             self.log.error("bus.handler_failed", subject=msg.subject, exc_info=exc)
-            err = BatonError(f"internal error: {exc!r}")
         await self._fail(msg, endpoint, err, answer=answer)
 
     async def confirm(self) -> None:
@@ -265,11 +268,19 @@ class Bus:
             self.log.warning("bus.reply_failed", subject=subject, error=repr(exc))
 
     async def drain(self) -> None:
-        """Stop taking new messages, finishing those already received."""
+        """Stop taking new messages, finishing those already received.
+
+        While reconnecting nothing more can arrive, so the subscriptions are only dropped:
+        a drain then waits on a flush that a reconnect in the meantime never answers
+        (nats-py forgets the PONGs it awaited), for 10 s a subscription.
+        """
         subs, self._subs = self._subs, []
         for sub in subs:
             try:
-                await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+                if self.nc.is_connected:
+                    await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+                else:
+                    await sub.unsubscribe()
             except nats.errors.Error as exc:
                 self.log.warning("bus.drain_failed", subject=sub.subject, error=repr(exc))
 
@@ -315,6 +326,84 @@ class Bus:
         return await self._subscribe(subject, queue, on_msg)
 
 
+# -- the error mapping: pure functions, one per direction ------------------------------
+def rejection(exc: Exception) -> BatonError:
+    """What a handler's exception is answered with: itself if it is in the error tree
+    (a bad name is a BadRequest), else a 500 that names it (a bug, logged by the caller)."""
+    if isinstance(exc, BatonError):
+        return exc
+    return BatonError(f"internal error: {exc!r}")
+
+
+def error_reply(headers: dict[str, str] | None, data: bytes, subject: str) -> BatonError | None:
+    """The error a reply carries (its code header, the sentence from the header or the
+    ErrorReply body), or None for a reply that is no error."""
+    if not headers or ERROR_CODE_HEADER not in headers:
+        return None
+    raw = headers[ERROR_CODE_HEADER]
+    try:
+        code = int(raw)
+    except ValueError:
+        return BatonError(f"a reply on {subject} has a bad {ERROR_CODE_HEADER}: {raw!r}")
+    message = headers.get(ERROR_HEADER, "")
+    if not message:
+        try:
+            message = _error_decoder.decode(data).message
+        except msgspec.MsgspecError:
+            message = f"error {code} on {subject}"
+    return error_for(code, message)
+
+
+def request_failure(exc: nats.errors.Error, subject: str, timeout: float) -> BatonError:
+    """A request nats-py could not complete, as the error tree says it."""
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return NoResponders(f"nothing serves {subject}; is the worker running?")
+    if isinstance(exc, nats.errors.TimeoutError):
+        return RequestTimeout(f"no reply on {subject} within {timeout:g} s")
+    if refused(exc):
+        return NotAuthorized(f"NATS refused the credentials while requesting {subject}")
+    return Unavailable(f"the request on {subject} failed: {exc}")
+
+
+def refused(exc: BaseException) -> bool:
+    """True if `exc` is NATS refusing the credentials: the one place that tells.
+
+    nats-py raises `AuthorizationError` for a refusal on a live connection, but while it
+    connects only a plain `Error` whose text quotes the server's `-ERR`.
+    """
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+    )
+
+
+class Reconnects:
+    """nats-py's hook before each reconnect attempt (`reconnect_to_server_handler`): which
+    server, and how long to wait first. The server tried least (so a list of servers is
+    tried round the list), after the policy's wait; the first attempt of an outage goes
+    at once, since the outage may be a blip."""
+
+    def __init__(self, retry: Retry) -> None:
+        self.retry = retry
+        self.tried = False
+
+    def __call__(self, servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
+        server = min(servers, key=lambda s: s.reconnects)
+        if not self.tried:
+            self.tried = True
+            return server, 0.0
+        return server, self.retry.next_delay()
+
+    def reset(self) -> None:
+        """Connected again: the next outage starts afresh."""
+        self.tried = False
+        self.retry.reset()
+
+
+def reconnect_policy(settings: BusSettings) -> Backoff:
+    base = settings.reconnect_wait_s
+    return Backoff(base_s=base, cap_s=max(base, settings.reconnect_max_s))
+
+
 @asynccontextmanager
 async def connect(
     settings: BusSettings,
@@ -325,8 +414,13 @@ async def connect(
     """A connected Bus that reconnects forever, and drains its connection on exit.
 
     The first connection is retried too, so workers may start before the server does.
+    Every wait between attempts follows `services.retry` (jittered, NATS_RECONNECT_WAIT_S
+    up to NATS_RECONNECT_MAX_S), so a fleet that lost its server does not come back in
+    lockstep.
     """
     holder: list[Bus] = []
+    retry = reconnect_policy(settings).retry()
+    reconnects = Reconnects(retry)
 
     closing = False
 
@@ -335,6 +429,7 @@ async def connect(
             log.warning("bus.disconnected")
 
     async def on_reconnected() -> None:
+        reconnects.reset()
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
         if holder:
             await holder[0].run_reconnect_hooks()
@@ -346,10 +441,13 @@ async def connect(
         settings,
         log,
         name=name,
+        retry=retry,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         error_cb=on_error,
+        reconnect_to_server_handler=reconnects,
     )
+    retry.reset()
     log.info("bus.connected", url=settings.url, name=name)
     bus = Bus(nc, log, max_payload=settings.max_payload)
     holder.append(bus)
@@ -359,8 +457,9 @@ async def connect(
         closing = True
         try:
             await nc.drain()
-        except nats.errors.Error:
-            await nc.close()
+        except nats.errors.Error:  # reconnecting or closed: nothing to drain, only to close
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
 
 
 async def _first_connect(
@@ -368,53 +467,66 @@ async def _first_connect(
     log: FilteringBoundLogger,
     *,
     name: str,
+    retry: Retry,
     error_cb: Callable[[Exception], Awaitable[None]],
-    **callbacks: Callable[[], Awaitable[None]],
+    **callbacks: Any,
 ) -> Client:
     """Connect, retrying while the server is not there, but not when it refuses us.
 
-    nats-py retries a refused first connection by itself, telling only `error_cb`, so
-    each attempt runs beside a watch for that refusal.
+    nats-py retries a first connection by itself, sleeping `reconnect_time_wait` between
+    tries and telling only `error_cb`; so `error_cb` sets that wait from the policy
+    before each next try, and each attempt runs beside a watch for a refusal.
     """
-    refused = asyncio.Event()
+    refused_event = asyncio.Event()
+    nc = Client()
+    first = [True]  # until connected: later errors are the caller's
 
     async def on_error(exc: Exception) -> None:
-        if "authorization violation" in str(exc).lower():
-            refused.set()
+        if refused(exc):
+            refused_event.set()
+        elif first[0]:  # nats-py sleeps this long before its next try
+            nc.options["reconnect_time_wait"] = retry.next_delay()
+            log.warning(
+                "bus.connect_failed", url=settings.url, attempt=retry.attempts, error=repr(exc)
+            )
+            return
         await error_cb(exc)
 
-    attempt = 0
     while True:
-        attempt += 1
-        nc = Client()
         connecting = asyncio.ensure_future(
             nc.connect(
-                settings.url,
+                settings.servers,  # a cluster's list: nats-py fails over between them
                 name=name,
                 max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
                 reconnect_time_wait=settings.reconnect_wait_s,  # type: ignore[arg-type]  # float works
                 connect_timeout=settings.connect_timeout_s,  # type: ignore[arg-type]
                 pending_size=settings.pending_bytes,
+                ping_interval=settings.ping_interval_s,  # type: ignore[arg-type]  # float works
+                max_outstanding_pings=settings.max_outstanding_pings,
                 error_cb=on_error,
-                **callbacks,  # type: ignore[arg-type]
+                **callbacks,
             )
         )
-        refusal = asyncio.ensure_future(refused.wait())
+        refusal = asyncio.ensure_future(refused_event.wait())
         await asyncio.wait({connecting, refusal}, return_when=asyncio.FIRST_COMPLETED)
         refusal.cancel()
-        if refused.is_set():
+        if refused_event.is_set():
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
                 await connecting
             await nc.close()
-            raise NotAuthorizedError(
+            raise NotAuthorized(
                 "NATS refused the credentials in NATS_URL; check the user and password "
                 "(nats://user:pass@host:port) against the server's authorization"
             )
         try:
             connecting.result()
         except (OSError, nats.errors.Error) as exc:
-            log.warning("bus.connect_failed", url=settings.url, attempt=attempt, error=repr(exc))
-            await asyncio.sleep(min(5.0, settings.reconnect_wait_s * attempt))
+            log.warning(
+                "bus.connect_failed", url=settings.url, attempt=retry.attempts + 1, error=repr(exc)
+            )
+            await retry.wait()
+            nc = Client()
         else:
+            first[0] = False
             return nc

@@ -1,17 +1,31 @@
 """The error tree, and the one place it meets the wire codes of the contract.
 
-    BatonError                 500  a bug, or an error with no better code
-    ├── BadRequest             400  bad input: the message says what and how to fix it
-    ├── Forbidden              403  not allowed
-    ├── NotFound               404  unknown service or instance
-    ├── Conflict               409  revision conflict
-    ├── Unavailable            503  no instance can take the request
-    │   └── NoResponders            (client side) no worker serves that subject right now
-    ├── RequestTimeout              (client side) no answer within the deadline
-    └── StartupError                (a worker) cannot start as configured: the runner exits 2
+Every error Baton raises descends from `BatonError`; where Python code expects a builtin
+(a bad name is a ValueError, an unknown lease a KeyError), the class is both.
+
+    BatonError                  500  a bug, or an error with no better code
+    ├── BadRequest              400  bad input: the message says what and how to fix it
+    │   └── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    ├── Forbidden               403  not allowed
+    ├── NotFound                404  unknown service or instance
+    │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease
+    ├── Conflict                409  revision conflict
+    │   └── StaleWriteError          (governor.store) a concurrent change was stored first
+    ├── Unavailable             503  no instance can take the request
+    │   ├── NoResponders             (client side) no worker serves that subject right now
+    │   └── WriteError               (collector.writer) InfluxDB did not take a batch
+    │       ├── RetryableWriteError  unreachable, timed out, 5xx or 429: send it again later
+    │       └── SetupError           credentials, database or bucket: an operator must act
+    ├── RequestTimeout          504  (client side) no answer within the deadline
+    ├── StartupError                 (a worker, the stack) cannot start as configured: exit 2
+    │   ├── SettingsError            (services.config, also ValueError) a bad variable
+    │   └── NotAuthorized       403  NATS refused the credentials in NATS_URL
+    └── StopRequested                (the stack) SIGINT/SIGTERM while it was still starting
 
 Workers raise these in handlers; the bus turns them into error replies. The SDK turns
 error replies back into the same classes, so callers catch one tree on both sides.
+Python's own TypeError/ValueError for an API called wrongly (a programmer's bug, never
+input) stay as they are.
 """
 
 from __future__ import annotations
@@ -24,9 +38,11 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NoResponders",
+    "NotAuthorized",
     "NotFound",
     "RequestTimeout",
     "StartupError",
+    "StopRequested",
     "Unavailable",
     "error_for",
 ]
@@ -72,6 +88,19 @@ class RequestTimeout(BatonError):
 
 class StartupError(BatonError):
     """A worker cannot start as configured (wrong credentials, a missing bucket)."""
+
+
+class NotAuthorized(StartupError):
+    """The NATS server refused the credentials (user, password) a worker connects with."""
+
+    code = 403
+
+
+class StopRequested(BatonError):
+    """SIGINT or SIGTERM arrived while the stack was still starting: not a failure."""
+
+    def __init__(self, message: str = "a stop was requested while starting") -> None:
+        super().__init__(message)
 
 
 _BY_CODE: dict[int, type[BatonError]] = {

@@ -1,49 +1,125 @@
-"""A base for workers and agents: an async context manager that owns background tasks.
+"""A base for workers and agents: an async context manager that owns what it starts.
 
-`start()` subscribes and `spawn()`s loops; leaving cancels the loops, newest first, and
-then runs `stop()`. No task is left without an owner.
+Everything a `start()` opens goes on one exit stack: children entered with `enter()`
+(a config watch, a registry sync), loops `spawn()`ed, subscriptions made through
+`owned(bus.serve)`, and any other `on_close()` callback. Leaving closes the stack newest
+first (loops cancelled, subscriptions drained, children left) and then runs `stop()`.
+A `start()` that raises half-way closes what it had opened before the error goes on,
+so nothing it started keeps running or subscribed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Self
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
+
+import nats.errors
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine
+    from contextlib import AbstractAsyncContextManager
     from typing import Any
+
+    from nats.aio.subscription import Subscription
 
 __all__ = ["Lifecycle"]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+DRAIN_S = 5.0  # a drain that has not finished by then (a stuck handler) is cut short
+
+
+async def _drain(sub: Subscription) -> None:
+    # A drain, not an unsubscribe: what the server sent before it took the UNSUB is still
+    # handled (a request in flight is answered). Drained already (the runner drains before
+    # leaving) or the connection closed: either way the server has no interest left.
+    # While reconnecting nothing more can arrive: only drop it (see Bus.drain for why).
+    if not sub._conn.is_connected:  # noqa: SLF001  # nats-py keeps its connection there
+        await _unsubscribe(sub)
+        return
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+    except nats.errors.Error:
+        pass
+    except TimeoutError:
+        await _unsubscribe(sub)
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    with contextlib.suppress(nats.errors.Error):
+        await sub.unsubscribe()
+
 
 class Lifecycle:
-    _tasks: list[asyncio.Task[None]]
+    def _exits(self) -> AsyncExitStack:
+        # created on first use, so subclasses need not call super().__init__()
+        stack: AsyncExitStack | None = self.__dict__.get("_exit_stack")
+        if stack is None:
+            stack = self.__dict__["_exit_stack"] = AsyncExitStack()
+        return stack
+
+    async def enter(self, child: AbstractAsyncContextManager[T]) -> T:
+        """Enter `child` now; it is left when this one is (or when its start fails)."""
+        return await self._exits().enter_async_context(child)
 
     def spawn(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `loop` as a task, cancelled (and awaited) when this one closes."""
         task = asyncio.create_task(loop, name=name)
-        # created on first use, so subclasses need not call super().__init__()
-        self.__dict__.setdefault("_tasks", []).append(task)
+        self._exits().push_async_callback(_cancel, task)
         return task
 
+    def on_close(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run `callback` when this one closes, before whatever was opened before it."""
+        self._exits().push_async_callback(callback)
+
+    def own(self, sub: Subscription, *, drain: bool = True) -> Subscription:
+        """Drain `sub` when this one closes (or only unsubscribe: nothing to finish)."""
+        self._exits().push_async_callback(_drain if drain else _unsubscribe, sub)
+        return sub
+
+    def owned(
+        self, subscribe: Callable[P, Awaitable[Subscription]]
+    ) -> Callable[P, Awaitable[Subscription]]:
+        """`subscribe` (say `bus.serve`), with every subscription it makes `own`ed."""
+
+        async def owned_subscribe(*args: P.args, **kwargs: P.kwargs) -> Subscription:
+            return self.own(await subscribe(*args, **kwargs))
+
+        return owned_subscribe
+
     async def start(self) -> None:
-        """Subscribe and spawn; override."""
+        """Subscribe, spawn and enter children; override."""
 
     async def stop(self) -> None:
-        """Release what `start` took, after the spawned tasks have ended; override."""
+        """Release what is not on the exit stack, after it has closed; override."""
 
-    async def cancel_tasks(self) -> None:
-        tasks: list[asyncio.Task[None]] = self.__dict__.get("_tasks", [])
-        while tasks:
-            task = tasks.pop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def close(self) -> None:
+        """Close the exit stack: newest first, each child's own errors raised after all ran."""
+        stack = self.__dict__.pop("_exit_stack", None)
+        if stack is not None:
+            await stack.aclose()
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()  # a start that fails half-way leaves nothing running
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.cancel_tasks()
-        await self.stop()
+        try:
+            await self.close()
+        finally:
+            await self.stop()

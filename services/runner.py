@@ -21,9 +21,9 @@ from msgspec import Struct
 from structlog.typing import FilteringBoundLogger
 
 from services import logs, micro
-from services.bus import Bus, NotAuthorizedError, connect
+from services.bus import Bus, connect
 from services.config import BusSettings, SettingsError, load, load_bus
-from services.errors import StartupError
+from services.errors import NotAuthorized, StartupError
 
 __all__ = ["WorkerFactory", "describe", "main", "serve"]
 
@@ -79,7 +79,7 @@ def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: s
 
     try:
         asyncio.run(run())
-    except NotAuthorizedError as exc:
+    except NotAuthorized as exc:
         log.error("bus.not_authorized", error=str(exc))  # noqa: TRY400  # the sentence is enough
         sys.exit(2)
     except StartupError as exc:

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent / "bench"))  # the balancing simula
 
 from typing import TYPE_CHECKING
 
+from natscluster import NatsCluster
 from natsserver import NatsServer
 
 from services import logs
@@ -37,3 +38,14 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     yield client
     await client.close()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three routed nodes, one JetStream store each (tests/natscluster.py); stopped after."""
+    cluster = NatsCluster(tmp_path / "cluster", size=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -10,11 +10,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
+
+from waiting import until_sync
 
 from services.stack.__main__ import INFLUXD_CONF
 
@@ -52,7 +53,7 @@ class InfluxServer:
         conf.write_text(INFLUXD_CONF.format(d=d, port=self.port, rpc=_free_port()))
         return conf
 
-    def start(self, timeout: float = 20.0) -> InfluxServer:
+    def start(self, timeout: float = 20.0) -> Self:
         binary = influxd_binary()
         if binary is None:
             msg = "influxd not found: apt-get install -y influxdb (just test installs it)"
@@ -61,20 +62,20 @@ class InfluxServer:
             self.proc = subprocess.Popen(  # noqa: S603
                 [binary, "-config", str(self._config())], stdout=log, stderr=log
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as reply:  # noqa: S310
-                    if reply.status == 204:
-                        return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
                 msg = f"influxd exited: {self.log_path.read_text()[-2000:]}"
                 raise RuntimeError(msg)
-            time.sleep(0.05)
-        msg = f"influxd not ready in {timeout} s"
-        raise RuntimeError(msg)
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as reply:  # noqa: S310
+                    return bool(reply.status == 204)
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
+
+        until_sync(ready, timeout, interval=0.05)
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -11,8 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from waiting import until_sync
 
 __all__ = ["NatsServer", "nats_server_binary"]
 
@@ -54,20 +55,22 @@ class NatsServer:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:  # never an unread pipe: it can block the server
             self.proc = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: S603
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        proc = self.proc
+
+        def ready() -> str:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
             if "Server is ready" in text:
-                found = re.search(r"Listening for client connections on [\d.]+:(\d+)", text)
-                assert found, text
-                self.port = int(found[1])
-                return self
-            if self.proc.poll() is not None:
+                return text
+            if proc.poll() is not None:
                 msg = f"nats-server exited: {text}"
                 raise RuntimeError(msg)
-            time.sleep(0.005)
-        msg = f"nats-server not ready in {timeout} s"
-        raise RuntimeError(msg)
+            return ""
+
+        text = until_sync(ready, timeout)
+        found = re.search(r"Listening for client connections on [\d.]+:(\d+)", text)
+        assert found, text
+        self.port = int(found[1])
+        return self
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

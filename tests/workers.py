@@ -29,7 +29,9 @@ async def _run(url: str, name: str, factory: Any, settings: Any) -> AsyncIterato
     log = logs.get_logger(name)
     async with AsyncExitStack() as stack:
         bus = await stack.enter_async_context(
-            connect(BusSettings(url=url, reconnect_wait_s=0.05), log, name=name)
+            connect(
+                BusSettings(url=url, reconnect_wait_s=0.05, reconnect_max_s=0.5), log, name=name
+            )
         )
         worker = await stack.enter_async_context(factory(bus, settings, log))
         async with micro.announce(bus, name, description=describe(factory)):

@@ -41,17 +41,21 @@ class Member:
     __slots__ = (
         "beats",
         "born",
+        "calls",
         "capacity",
         "cost",
         "cost_at",
         "drained",
         "eff_weight",
+        "ejected",
+        "failures",
         "hb_at",
         "hb_inflight",
         "healthy",
         "host",
         "id",
         "metadata",
+        "oks",
         "open",
         "port",
         "recent",
@@ -73,6 +77,11 @@ class Member:
         self.cost_at = 0.0
         self.sampled = False
         self.watchers: list[Watcher] = []
+        # outlier ejection (outliers.py): failed calls in a row, calls in this interval
+        self.ejected = False
+        self.failures = 0
+        self.calls = 0
+        self.oks = 0
         self.update(instance)
 
     def update(self, instance: Instance) -> None:
@@ -94,7 +103,7 @@ class Member:
 
     @property
     def eligible(self) -> bool:
-        return self.healthy and not self.drained and self.weight > 0
+        return self.healthy and not self.drained and not self.ejected and self.weight > 0
 
     def has_room(self) -> bool:
         return self.load < self.capacity

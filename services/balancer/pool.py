@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.balancer import DEFAULT_STRATEGY, STRATEGIES
+from schemas.governor import OutlierConfig
 from services.balancer.members import Member
 from services.balancer.ring import HashRing
 from services.balancer.strategies import Picker, make_picker
@@ -37,6 +38,17 @@ class Pick(NamedTuple):
     panic: bool
 
 
+# A NamedTuple's own constructor is a Python function: a third of a pick's overhead.
+_new_pick = tuple.__new__
+
+
+def _check(strategy: str, key: str | None) -> None:
+    if strategy not in _KNOWN:
+        raise BadRequest(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if strategy == "consistent_hash" and not key:
+        raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+
+
 class Pool:
     def __init__(
         self,
@@ -50,6 +62,9 @@ class Pool:
         self.strategy = strategy
         self.protect_threshold = 0.0
         self.warmup_s = 0.0
+        self.outlier = OutlierConfig()
+        self.ejected: frozenset[str] = frozenset()  # outliers.active(): no picks, as drained
+        self.held = False  # the cap keeps an outlier serving: picks say `panic`
         self.wallclock = wallclock
         self._rewarm_at = math.inf  # when a warming instance's weight next steps up
         self.members: dict[str, Member] = {}
@@ -57,6 +72,9 @@ class Pool:
         self.ring = HashRing()
         self._sets: dict[tuple[str, bool], list[Member]] = {}
         self._pickers: dict[tuple[str, str, bool], Picker] = {}
+        # the picker of the service's own strategy, no zone, no panic, nobody warming up:
+        # most resolves, answered without building a lookup key (dropped on any change)
+        self._fast: Picker | None = None
         self._healthy: int | None = None
 
     # -- membership ----------------------------------------------------------------------
@@ -64,6 +82,7 @@ class Pool:
         m = self.members.get(instance.instance_id)
         if m is None:
             m = self.members[instance.instance_id] = Member(instance)
+            m.ejected = m.id in self.ejected
             self.ring.stale = True
             self._changed()
             return m
@@ -84,10 +103,24 @@ class Pool:
 
     def configure(self, config: ServiceConfig) -> None:
         """Take the operator's settings for this service (overrides come from the registry)."""
+        self.outlier = config.outlier
         new = (config.strategy, config.protect_threshold, config.warmup_s)
         if new != (self.strategy, self.protect_threshold, self.warmup_s):
             self.strategy, self.protect_threshold, self.warmup_s = new
             self._changed()
+
+    def set_ejected(self, ejected: frozenset[str], *, held: bool) -> bool:
+        """Take who is ejected (as every replica stores it); True if that changed."""
+        self.held = held
+        if ejected == self.ejected:
+            return False
+        self.ejected = ejected
+        for m in self.members.values():
+            was, m.ejected = m.ejected, m.id in ejected
+            if was != m.ejected:  # a fresh start either way: Envoy resets on both
+                m.failures = m.calls = m.oks = 0
+        self._changed()
+        return True
 
     def _warm(self, members: list[Member]) -> None:
         """Slow start (services/view/rules.py): weight ramps up over warmup_s, >= 1."""
@@ -100,6 +133,7 @@ class Pool:
         for picker in self._pickers.values():
             picker.close()
         self._pickers.clear()
+        self._fast = None
         self._sets.clear()
         self._healthy = None
         self._rewarm_at = math.inf
@@ -122,7 +156,7 @@ class Pool:
             ok = [
                 m
                 for m in self.members.values()
-                if (m.healthy or panic) and not m.drained and m.weight > 0
+                if (m.healthy or panic) and not m.drained and not m.ejected and m.weight > 0
             ]
             ok.sort(key=lambda m: m.id)
             self._warm(ok)
@@ -141,22 +175,25 @@ class Pool:
         exclude: frozenset[str],
         now: float,
     ) -> Pick:
+        fast = self._fast
+        if fast is not None and strategy is None and not zone:
+            m = fast.pick(key, exclude, now)
+            if m is not None:
+                return _new_pick(Pick, (m, self.strategy, self.held))
         name = strategy or self.strategy
         rewarm = self._rewarm_at  # inf unless an instance is warming up: no clock read
         if rewarm != math.inf and rewarm <= self.wallclock():  # it gained weight
             self._changed()
         panic = self.in_panic
+        flag = panic or self.held  # `panic` also says: the cap keeps an outlier serving
         # The common case in one lookup: a picker already built for this strategy and
         # zone (so the name was checked then), and no ring that may need rebuilding.
         picker = self._pickers.get((name, zone or "", panic))
         if picker is not None and name != "consistent_hash":
             m = picker.pick(key, exclude, now)
             if m is not None:
-                return Pick(m, name, panic)
-        if name not in _KNOWN:
-            raise BadRequest(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
-        if name == "consistent_hash" and not key:
-            raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+                return _new_pick(Pick, (m, name, flag))
+        _check(name, key)
         m = self._pick_in(name, zone or "", key, exclude, panic, now)
         if m is None and zone:
             # The zone is a preference: a retry that excluded all of it goes elsewhere.
@@ -165,7 +202,7 @@ class Pool:
                 m = self._pick_in(name, "", key, exclude, panic, now)
         if m is None:
             raise Unavailable(self._why_none(name, exclude))
-        return Pick(m, name, panic)
+        return Pick(m, name, flag)
 
     def _pick_in(
         self,
@@ -189,6 +226,13 @@ class Pool:
         picker = self._pickers.get(pkey)
         if picker is None:
             picker = self._pickers[pkey] = make_picker(name, cands, self.rng, self.ring)
+            if (
+                name == self.strategy != "consistent_hash"
+                and not zone
+                and not panic
+                and self._rewarm_at == math.inf
+            ):
+                self._fast = picker
         return picker.pick(key, exclude, now)
 
     def _why_none(self, strategy: str, exclude: frozenset[str]) -> str:
@@ -197,11 +241,18 @@ class Pool:
         drained = sum(m.drained for m in ms)
         zero = sum(m.weight == 0 for m in ms)
         excluded = sum(m.id in exclude for m in ms)
+        ejected = sum(m.ejected for m in ms)
         why = (
             f"no instance of {self.service!r} can take the request: {len(self.members)} "
             f"registered, {unhealthy} unhealthy, {drained} drained, {zero} with weight 0, "
-            f"{excluded} excluded"
+            f"{excluded} excluded, {ejected} ejected as outliers"
         )
+        if ejected:
+            why += (
+                " (failing calls; at most "
+                f"{self.outlier.max_ejected_percent:g} % of instances, and at least one, "
+                "are ejected at once: the rest keep serving)"
+            )
         if strategy == "most_connections":
             why += "; the rest are at their max_inflight capacity"
         return why

@@ -1,8 +1,9 @@
 """The balancer worker: answers resolve requests from its own view of the fleet.
 
 The view comes from the registry (sync.py), heartbeats (load) and call reports (latency,
-and the end of a pick's time in flight). Resolve is served in the queue group `balancer`,
-so replicas share the requests; each replica follows every event, heartbeat and report.
+and the end of a pick's time in flight, and failures for outlier ejection: ejector.py).
+Resolve is served in the queue group `balancer`, so replicas share the requests; each
+replica follows every event, heartbeat and report.
 """
 
 from __future__ import annotations
@@ -16,8 +17,18 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, PickCount, PickCounts, ResolveRequest
-from schemas.registry import Heartbeat
+from schemas.balancer import (
+    BatchedReport,
+    CallReport,
+    CallReports,
+    Ejections,
+    PickCount,
+    PickCounts,
+    ResolveRequest,
+)
+from schemas.registry import Empty, Heartbeat
+from services.balancer import outliers
+from services.balancer.ejector import Ejector
 from services.balancer.pool import Pool
 from services.balancer.replies import ReplyCache
 from services.configlog import ConfigWatch
@@ -38,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "BalancerSettings"]
 
 _NONE: frozenset[str] = frozenset()
+REAP_S = 0.2  # expired picks are closed this often
+REAP_SLICE = 512  # and this many at a time between other work
 
 
 class BalancerSettings(Struct, frozen=True, kw_only=True):
@@ -58,6 +71,8 @@ class BalancerSettings(Struct, frozen=True, kw_only=True):
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # publish pick counts per service on balancer.v1.picks.{service} this often (0 = never)
     picks_s: Annotated[float, Meta(ge=0)] = 1.0
+    # JetStream replicas of the ejection state (stream BATON_OUTLIERS; 3 in a cluster)
+    outlier_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
 
 
 class Balancer(Lifecycle):
@@ -68,21 +83,34 @@ class Balancer(Lifecycle):
         log: FilteringBoundLogger,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.log = log
         self.clock = clock
+        self.wallclock = wallclock
         self.pools: dict[str, Pool] = {}
         self.node = secrets.token_hex(4)  # prefixes this replica's pick tokens
         self._prefix = self.node + "."
         self._picks = 0
-        self._open: collections.deque[tuple[float, str, Member]] = collections.deque()
+        # picks not yet reported: (when, token, service, instance id); atoms only, so the
+        # garbage collector need not walk a queue of some hundred thousand entries
+        self._open: collections.deque[tuple[float, str, str, str]] = collections.deque()
         # picks per (service, member, strategy) since the last publish, for the collector
         self.picks: collections.Counter[tuple[str, Member, str]] = collections.Counter()
         self.replies = ReplyCache()
         self.configs: dict[str, ServiceConfig] = {}
         self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.ejector = Ejector(
+            bus,
+            self.pools,
+            log,
+            node=self.node,
+            wallclock=wallclock,
+            timeout_s=settings.registry_timeout_s,
+            replicas=settings.outlier_replicas,
+        )
         self.sync = RegistrySync(
             bus,
             self,
@@ -94,35 +122,38 @@ class Balancer(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.config.start()
-        try:  # a service's strategy applies from the first answer, also after a restart
-            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
+        await self.enter(self.config)
+        await self.enter(self.ejector)
+        # a service's strategy and ejections apply from the first answer, also after a restart
+        await self.config.loaded(self.settings.config_wait_s)
+        try:
+            await asyncio.wait_for(self.ejector.synced.wait(), self.settings.config_wait_s)
         except TimeoutError:
-            self.log.warning("balancer.config_not_loaded", waited_s=self.settings.config_wait_s)
-        bus = self.bus
-        serve = bus.serve
+            self.log.warning("ejections.not_loaded", waited_s=self.settings.config_wait_s)
+        serve = self.owned(self.bus.serve)
         await serve(
             subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, answer=False, per_service=True
         )
         await serve(subjects.REPORT, CallReport, self._on_report, per_service=True)
-        await self.sync.__aenter__()
+        await serve(subjects.REPORTS, CallReports, self._on_reports, per_service=True)
+        await self.enter(self.sync)
         await serve(
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
+        )
+        await serve(
+            subjects.EJECTIONS, Empty, self._on_ejections, queue="balancer", per_service=True
         )
         self.spawn(self._reap_loop(), "balancer.reap")
         if self.settings.picks_s > 0:
             self.spawn(self._picks_loop(), "balancer.picks")
         self.log.info("balancer.ready", node=self.node)
 
-    async def stop(self) -> None:
-        await self.sync.__aexit__()
-        await self.config.__aexit__()
-
     async def _on_config(self, entry: ConfigApplied) -> None:
         self.configs[entry.service] = entry.config
         pool = self.pools.get(entry.service)
         if pool is not None:
             pool.configure(entry.config)
+            self.ejector.apply(entry.service)  # enabled may have changed
 
     # -- the fleet, as RegistrySync feeds it ---------------------------------------------
     def upsert(self, service: str, instance: Instance) -> None:
@@ -132,6 +163,7 @@ class Balancer(Lifecycle):
             config = self.configs.get(service)
             if config is not None:
                 pool.configure(config)
+            self.ejector.apply(service)
         self.replies.forget(pool.upsert(instance))
 
     def remove(self, service: str, instance_id: str) -> None:
@@ -145,7 +177,7 @@ class Balancer(Lifecycle):
         return {service: set(pool.members) for service, pool in self.pools.items()}
 
     # -- handlers ------------------------------------------------------------------------
-    async def _on_resolve(self, service: str, req: ResolveRequest) -> bytes:
+    def _on_resolve(self, service: str, req: ResolveRequest) -> bytes:
         pool = self.pools.get(service)
         if pool is None:
             raise NotFound(
@@ -166,24 +198,58 @@ class Balancer(Lifecycle):
         self._picks += 1
         token = f"{self._prefix}{self._picks}"
         member.picked(token, now)
-        self._open.append((now, token, member))
+        self._open.append((now, token, service, member.id))
         return self.replies.endpoint(member, strategy, panic=panic, pick=token)
 
-    async def _on_report(self, service: str, report: CallReport) -> None:
+    def _on_report(self, service: str, report: CallReport) -> None:
         pool = self.pools.get(service)
         member = pool.members.get(report.instance_id) if pool else None
-        if member is None:
-            return  # the instance left meanwhile; nothing to learn
+        if pool is not None and member is not None:  # else it left meanwhile
+            self._learn(service, pool, member, report, self.clock())
+
+    def _on_reports(self, service: str, batch: CallReports) -> None:
+        pool = self.pools.get(service)
+        members = pool.members if pool is not None else {}
+        now = self.clock()
+        for report in batch.reports:
+            member = members.get(report.instance_id)
+            if pool is not None and member is not None:
+                self._learn(service, pool, member, report, now)
+            else:  # the instance left meanwhile, or the id was never valid: say which
+                self._unknown(service, report.instance_id)
+
+    def _unknown(self, service: str, instance_id: str) -> None:
+        """A batched report naming no member: nothing to learn, unless the id breaks the
+        name rule (batches check it here, once per such id, not while decoding)."""
+        try:
+            subjects.check_name(instance_id, "instance_id")
+        except subjects.InvalidNameError as exc:
+            self.bus.errors[(subjects.every(subjects.REPORTS), 400)] += 1
+            self.log.warning("report.dropped", service=service, reason=str(exc))
+
+    def _learn(
+        self,
+        service: str,
+        pool: Pool,
+        member: Member,
+        report: CallReport | BatchedReport,
+        now: float,
+    ) -> None:
+        """What one call report teaches: latency, the end of its pick, outliers."""
         latency = report.latency_ms
         if not report.ok:
             latency = max(latency, self.settings.failure_penalty_ms)
-        now = self.clock()
         member.observe(latency, now)
         pick = report.pick
         if not pick or pick.startswith(self._prefix):  # another replica's pick is its own
             member.closed(pick, finished=report.ok)
+        if outliers.counted(member, ok=report.ok, config=pool.outlier):
+            self.ejector.failing(service, member.id, outliers.consecutive_reason(member.failures))
 
-    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
+    def _on_ejections(self, service: str, _: Empty) -> Ejections:
+        return self.ejector.listing(service)
+
+    def _on_heartbeat(self, service: str, hb: Heartbeat) -> None:
         if hb.inflight is None:
             return
         pool = self.pools.get(service)
@@ -212,14 +278,24 @@ class Balancer(Lifecycle):
                 await self.bus.publish(subjects.picks(service), msg)
 
     async def _reap_loop(self) -> None:
-        """Close picks whose report never came, so they stop counting as in flight."""
+        """Close picks whose report never came, so they stop counting as in flight.
+
+        Often and in slices: at thousands of resolves a second, a second's worth of
+        expired picks closed in one go would stall the resolves behind it.
+        """
         timeout = self.settings.pick_timeout_s
         while True:
-            await asyncio.sleep(min(1.0, timeout / 4))
+            await asyncio.sleep(min(REAP_S, timeout / 4))
             limit = self.clock() - timeout
             reaped = 0
-            while self._open and self._open[0][0] <= limit:
-                _, token, member = self._open.popleft()
-                reaped += member.closed(token, finished=False)  # it may still run
+            opened = self._open
+            while opened and opened[0][0] <= limit:
+                _, token, service, iid = opened.popleft()
+                pool = self.pools.get(service)
+                member = pool.members.get(iid) if pool else None
+                if member is not None:
+                    reaped += member.closed(token, finished=False)  # it may still run
+                if not len(opened) % REAP_SLICE:
+                    await asyncio.sleep(0)  # let the resolves waiting meanwhile through
             if reaped:
                 self.log.debug("picks.timed_out", count=reaped)

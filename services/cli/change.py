@@ -17,7 +17,8 @@ import click
 import msgspec
 
 from schemas import subjects
-from schemas.governor import ConfigApplied, ConfigChange, OverridePatch, Rollback
+from schemas.errors import explain
+from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch, OverridePatch, Rollback
 from schemas.registry import InstanceList, InstancesQuery
 from services.cli import output
 from services.cli.params import instance_ids, key_values, service_name
@@ -193,6 +194,7 @@ def set_(ctx: click.Context, service: str) -> None:
     baton set orders weight orders-1 50 --reason "new disk"
     baton set orders drain orders-2 --expected-revision 7
     baton set orders unset orders-1 weight       (drop an override; no field: all of them)
+    baton set orders outlier consecutive_failures=3 base_ejection_s=10
     """
     session: Session = ctx.obj  # the root group's
     ctx.obj = _Target(session, service)
@@ -220,6 +222,30 @@ def threshold(x: float) -> None:
 def warmup(seconds: float) -> None:
     """Ramp a newly registered instance's weight up over SECONDS."""
     _send(warmup_s=seconds)
+
+
+@set_.command()
+@click.argument("pairs", metavar="FIELD=VALUE...", nargs=-1, required=True, callback=key_values)
+@_who_options
+def outlier(pairs: dict[str, str]) -> None:
+    """Outlier ejection: enabled, consecutive_failures, interval_s, base_ejection_s,
+    max_ejection_s, max_ejected_percent, success_rate; the fields not named keep theirs."""
+    known = OutlierPatch.__struct_fields__
+    unknown = sorted(set(pairs) - set(known))
+    if unknown:
+        raise click.UsageError(f"no outlier field {', '.join(unknown)}; use {', '.join(known)}")
+    values: dict[str, object] = {}
+    for name, text in pairs.items():
+        try:
+            values[name] = msgspec.json.decode(text)  # true, 3, 0.5
+        except msgspec.DecodeError:
+            values[name] = text  # the governor's rule says what it must be
+    raw = msgspec.json.encode(values)
+    try:
+        patch = msgspec.json.decode(raw, type=OutlierPatch)
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(explain(exc, raw, "outlier setting")) from None
+    _send(outlier=patch)
 
 
 def _override(instance: str, patch: OverridePatch | None) -> None:

@@ -6,20 +6,23 @@ The write commands (`set`, `rollback`) are in `change.py`, `watch` in `watch.py`
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
 from schemas import subjects
-from schemas.balancer import STRATEGIES, Endpoint, ResolveRequest
-from schemas.governor import ConfigHistory, ServiceConfig
+from schemas.balancer import STRATEGIES, Ejections, Endpoint, ResolveRequest
+from schemas.governor import ConfigHistory, HistoryQuery, ServiceConfig
 from schemas.registry import Empty, InstanceList, InstancesQuery, ServiceList
 from services.cli import output
 from services.cli.change import rollback, set_
-from services.cli.params import instance_ids, service_name
-from services.cli.session import Session
+from services.cli.params import SINCE_HELP, instance_ids, service_name, since
+from services.cli.session import Failure, Session
 from services.cli.status import status
 from services.cli.watch import follow
+from services.config import SettingsError, parse_servers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,8 +33,10 @@ pass_session = click.make_pass_decorator(Session)
 
 
 def _servers(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.replace(",", "").strip():
-        raise click.BadParameter("give a NATS URL such as nats://127.0.0.1:4222", ctx, param)
+    try:
+        parse_servers(value)  # the workers' own check: one sentence naming the bad URL
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
     return value
 
 
@@ -82,8 +87,33 @@ def services(session: Session) -> None:
 @click.argument("service", callback=service_name)
 @pass_session
 def instances(session: Session, service: str) -> None:
-    """List SERVICE's instances, healthy or not, with operators' overrides applied."""
-    session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.instances)
+    """List SERVICE's instances, healthy or not, with operators' overrides applied.
+
+    EJECTED says which instances the balancer ejected as outliers, and until when (`?`
+    when no balancer answers); `--json` prints the registry's reply as sent.
+    """
+    if session.json:
+        session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.instances)
+        return
+    ejections: list[Ejections] = []
+
+    def render(reply: InstanceList) -> str:
+        return output.instances(reply, ejections=ejections[0] if ejections else None)
+
+    try:
+        raw = asyncio.run(session.request(subjects.ejections(service), Empty()))
+        ejections.append(msgspec.json.decode(raw, type=Ejections))
+    except (Failure, msgspec.ValidationError):
+        pass  # the registry's view alone; the column shows `?`
+    session.show(subjects.instances(service), InstancesQuery(), InstanceList, render)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
+def ejections(session: Session, service: str) -> None:
+    """List SERVICE's instances the balancer ejected as outliers: why, and until when."""
+    session.show(subjects.ejections(service), Empty(), Ejections, output.ejections)
 
 
 @cli.command()
@@ -131,10 +161,19 @@ def config(session: Session, service: str) -> None:
 
 @cli.command()
 @click.argument("service", callback=service_name)
+@click.option("--limit", type=click.IntRange(1, 100_000), help="Only the newest N revisions.")
+@click.option("--since", "since_", callback=since, metavar="WHEN", help=f"From {SINCE_HELP} on.")
 @pass_session
-def history(session: Session, service: str) -> None:
-    """List every revision of SERVICE's config, oldest first."""
-    session.show(subjects.history(service), Empty(), ConfigHistory, output.history)
+def history(
+    session: Session, service: str, limit: int | None, since_: int | datetime | None
+) -> None:
+    """List the revisions of SERVICE's config, oldest first (all that fit one reply)."""
+    query = HistoryQuery(
+        limit=limit or 0,
+        since_revision=since_ if isinstance(since_, int) else 0,
+        since=since_ if isinstance(since_, datetime) else None,
+    )
+    session.show(subjects.history(service), query, ConfigHistory, output.history)
 
 
 @cli.command()

@@ -11,8 +11,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from schemas.balancer import Endpoint
-    from schemas.governor import ConfigApplied, ConfigHistory, InstanceOverride, ServiceConfig
+    from schemas.balancer import Ejections, Endpoint, OutlierEvent
+    from schemas.governor import (
+        ConfigApplied,
+        ConfigHistory,
+        InstanceOverride,
+        OutlierConfig,
+        ServiceConfig,
+    )
     from schemas.registry import InstanceEvent, InstanceList, ServiceList
 
 __all__ = [
@@ -20,11 +26,13 @@ __all__ = [
     "applied",
     "applied_line",
     "config",
+    "ejections",
     "endpoint",
     "event_line",
     "history",
     "instances",
     "never_configured",
+    "outlier_line",
     "services",
     "table",
 ]
@@ -92,9 +100,22 @@ def services(reply: ServiceList) -> str:
     return "\n".join(reply.services) if reply.services else "(no services registered)"
 
 
-def instances(reply: InstanceList, now: datetime | None = None) -> str:
+def instances(
+    reply: InstanceList, now: datetime | None = None, *, ejections: Ejections | None = None
+) -> str:
+    """The instances table; with the balancer's `ejections`, an EJECTED column too."""
     now = now or datetime.now(UTC)
     header = ("INSTANCE", "ADDRESS", "ZONE", "WEIGHT", "HEALTHY", "DRAINED", "INFLIGHT", "SEEN")
+    until = {e.instance_id: e.until for e in ejections.ejected} if ejections else {}
+    held = set(ejections.held) if ejections else set()
+
+    def ejected(iid: str) -> str:
+        if ejections is None:
+            return "?"
+        if iid in until:
+            return "until " + _clock(until[iid])
+        return "no (cap)" if iid in held else "no"
+
     rows = [
         (
             i.instance_id,
@@ -105,10 +126,11 @@ def instances(reply: InstanceList, now: datetime | None = None) -> str:
             _yes(i.drained),
             str(i.inflight),
             age(i.last_seen, now) + " ago",
+            ejected(i.instance_id),
         )
         for i in sorted(reply.instances, key=lambda i: i.instance_id)
     ]
-    return table(header, rows)
+    return table((*header, "EJECTED"), rows)
 
 
 def event_line(event: InstanceEvent) -> str:
@@ -128,6 +150,29 @@ def event_line(event: InstanceEvent) -> str:
 
 
 # -- balancer ----------------------------------------------------------------------------
+def ejections(reply: Ejections) -> str:
+    cap = f"at most {reply.max_ejected} ejected at once"
+    if not reply.ejected:
+        lines = [f"(no instance of {reply.service} is ejected; {cap})"]
+    else:
+        header = ("INSTANCE", "SINCE", "UNTIL", "EJECTIONS", "REASON")
+        rows = [
+            (e.instance_id, _clock(e.since), _clock(e.until), str(e.ejections), e.reason)
+            for e in reply.ejected
+        ]
+        lines = [table(header, rows), f"({cap})"]
+    if reply.held:
+        lines.append(f"kept serving by the cap, though failing: {', '.join(reply.held)}")
+    return "\n".join(lines)
+
+
+def outlier_line(event: OutlierEvent) -> str:
+    until = "until " + _clock(event.until) if event.kind == "ejected" else "back"
+    return _GAP.join(
+        (_clock(event.at), event.service, event.kind, event.instance_id, until, event.reason)
+    )
+
+
 def endpoint(ep: Endpoint) -> str:
     panic = "yes: too few healthy instances, unhealthy ones may be picked" if ep.panic else "no"
     return _pairs(
@@ -177,12 +222,25 @@ def _config(cfg: ServiceConfig) -> str:
             ("strategy", cfg.strategy),
             ("protect_threshold", _number(cfg.protect_threshold)),
             ("warmup_s", _number(cfg.warmup_s)),
+            ("outlier", outlier(cfg.outlier)),
         ]
     )
     if not cfg.instances:
         return f"{head}\n\n(no instance overrides)"
     rows = [(iid, *_override_cells(o)) for iid, o in sorted(cfg.instances.items())]
     return f"{head}\n\n" + table(("INSTANCE", "WEIGHT", "DRAINED", "PORT", "METADATA"), rows)
+
+
+def outlier(o: OutlierConfig) -> str:
+    """Outlier settings on one line: `on, 5 failures in a row, success rate, ...`."""
+    if not o.enabled:
+        return "off"
+    rate = "success rate" if o.success_rate else "no success rate"
+    return (
+        f"on, {o.consecutive_failures} failures in a row, {rate}, every "
+        f"{_number(o.interval_s)} s; ejected {_number(o.base_ejection_s)} s x n up to "
+        f"{_number(o.max_ejection_s)} s; at most {_number(o.max_ejected_percent)} %"
+    )
 
 
 def _summary(cfg: ServiceConfig) -> str:

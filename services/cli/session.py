@@ -28,8 +28,9 @@ import nats.errors
 
 from schemas.errors import ErrorReply
 from services import logs
-from services.bus import Bus
+from services.bus import Bus, Reconnects, refused
 from services.errors import BatonError, NoResponders, RequestTimeout
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -148,15 +149,29 @@ class Session:
             if link and "permissions violation" in str(exc).lower():
                 link[0].refuse(str(exc))
 
-        options: dict[str, Any] = {"error_cb": on_error}
+        # `watch` reconnects by the one retry policy (services/retry.py), as workers do
+        reconnects = Reconnects(Backoff(base_s=0.5, cap_s=5.0).retry())
+
+        async def on_reconnected() -> None:
+            reconnects.reset()
+            if reconnected is not None:
+                await reconnected()
+
+        options: dict[str, Any] = {"error_cb": on_error, "reconnected_cb": on_reconnected}
         if disconnected is not None:
             options["disconnected_cb"] = disconnected
-        if reconnected is not None:
-            options["reconnected_cb"] = reconnected
+        if follow:
+            options["reconnect_to_server_handler"] = reconnects
         # nats-py retries a first connection as often as later ones: `follow` retries until
         # the deadline below, a one-shot command gives up after one more try.
         options |= (
-            {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+            {
+                "max_reconnect_attempts": -1,
+                "reconnect_time_wait": 0.5,
+                # leave a cut-off node for another within seconds (nats-py's default: 4 min)
+                "ping_interval": 2,
+                "max_outstanding_pings": 2,
+            }
             if follow
             else {"max_reconnect_attempts": 1, "reconnect_time_wait": 0.05}
         )
@@ -178,7 +193,7 @@ class Session:
         """Why connecting failed: refused credentials, else the first error seen."""
         where = redact(self.url)
         for error in errors:
-            if "authorization violation" in str(error).lower():
+            if refused(error):
                 return Refused(
                     f"NATS at {where} refused the credentials ({error}); give the user and "
                     "password in --nats-url / NATS_URL as nats://user:password@host:port",

@@ -1,4 +1,5 @@
-"""`baton watch`: registry events and applied config changes, one line each, as they come.
+"""`baton watch`: registry events, applied config changes and the balancer's ejections
+(`balancer.v1.events`), one line each, as they come.
 
 It reconnects by itself after a NATS outage (events published meanwhile are missed, and it
 says so on stderr). Ctrl-C or SIGTERM stops it cleanly; `--count N` stops after N events.
@@ -14,6 +15,7 @@ import click
 import msgspec
 
 from schemas import subjects
+from schemas.balancer import OutlierEvent
 from schemas.governor import ConfigApplied
 from schemas.registry import InstanceEvent
 from services.cli import output
@@ -88,19 +90,24 @@ async def follow(session: Session, service: str | None, count: int | None) -> No
         loop.add_signal_handler(sig, watch.stop.set)
     if service is None:
         events, applied = subjects.every(subjects.EVENTS), subjects.every(subjects.APPLIED)
+        outliers = subjects.every(subjects.BALANCER_EVENTS)
     else:
         events, applied = subjects.events(service), subjects.applied(service)
+        outliers = subjects.balancer_events(service)
     async with session.connect(
         follow=True, disconnected=watch.disconnected, reconnected=watch.reconnected
     ) as link:
         try:
             await link.nc.subscribe(events, cb=watch.printer(InstanceEvent, output.event_line))
             await link.nc.subscribe(applied, cb=watch.printer(ConfigApplied, output.applied_line))
+            await link.nc.subscribe(outliers, cb=watch.printer(OutlierEvent, output.outlier_line))
             # Two round trips: nats-py's flush() may write its PING ahead of a queued SUB.
             # Then the server has both subscriptions (or refused one): nothing is missed.
             await link.unless_refused(link.nc.flush())
             await link.unless_refused(link.nc.flush())
-            click.echo(f"baton: watching {events} and {applied}; Ctrl-C stops", err=True)
+            click.echo(
+                f"baton: watching {events}, {applied} and {outliers}; Ctrl-C stops", err=True
+            )
             await link.unless_refused(watch.stop.wait())
         finally:
             watch.stop.set()  # what follows (closing) is no disconnection to report

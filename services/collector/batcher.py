@@ -6,8 +6,9 @@ whichever comes first; `writers` loops do so side by side, so InfluxDB ingests o
 while the next is built and sent (one at a time, a write's round trip is dead time for
 InfluxDB, and a flood of messages makes that round trip long). While InfluxDB is away
 (`RetryableWriteError`) or refuses the set-up (`SetupError`), a batch goes back to the
-front of the buffer and is sent again after a backoff of 0.5 s doubling up to
-`retry_max_s`. When the buffer holds
+front of the buffer and is sent again after a backoff (services/retry.py: from 0.5 s,
+jittered, growing up to `retry_max_s`; a longer Retry-After is honoured up to
+`retry_max_s`). When the buffer holds
 `max_buffer` points, the oldest are dropped: counted, and logged at most every few seconds.
 
 Every point ends up counted once: received = written + rejected + dropped + buffered.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from services.collector.writer import RetryableWriteError, SetupError, WriteError
 from services.lifecycle import Lifecycle
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,10 +32,16 @@ if TYPE_CHECKING:
 
     from services.collector.writer import InfluxWriter
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "retry_wait"]
 
 _FIRST_RETRY_S = 0.5
 _LOG_EVERY_S = 5.0  # at most one line a kind this often, with running counts
+
+
+def retry_wait(backoff_s: float, retry_after_s: float | None, retry_max_s: float) -> float:
+    """The wait before sending a batch again: the policy's, or the server's Retry-After
+    when that is longer, but never a Retry-After beyond `retry_max_s`."""
+    return max(backoff_s, min(retry_after_s or 0.0, retry_max_s))
 
 
 class _Every:
@@ -76,6 +84,7 @@ class Batcher(Lifecycle):
         self.flush_s = flush_s
         self.max_buffer = max_buffer
         self.retry_max_s = retry_max_s
+        self.backoff = Backoff(base_s=min(_FIRST_RETRY_S, retry_max_s), cap_s=retry_max_s)
         self.stop_timeout_s = stop_timeout_s
         self.writers = writers
         self.received = self.written = self.retried = self.dropped = self.rejected = 0
@@ -142,7 +151,7 @@ class Batcher(Lifecycle):
         A write the deadline cuts short counts as dropped though InfluxDB may have stored
         it; a batch the cancelled loop was writing is sent again (InfluxDB keeps one copy
         of a point with the same series and timestamp, so that is harmless)."""
-        await self.cancel_tasks()  # the loops put their batches back at the front
+        await self.close()  # the loops put their batches back at the front
         if self._stopped:
             return
         deadline = asyncio.get_running_loop().time() + self.stop_timeout_s
@@ -221,7 +230,7 @@ class Batcher(Lifecycle):
         """Write the batch at the front, retrying until it is written; False if the
         deadline (event-loop time) came first, with the batch still at the front."""
         loop = asyncio.get_running_loop()
-        delay = min(_FIRST_RETRY_S, self.retry_max_s)
+        retry = self.backoff.retry()
         failures = 0
         failed_at = 0.0
         while True:
@@ -256,13 +265,11 @@ class Batcher(Lifecycle):
             self.retried += 1
             failed_at = failed_at or loop.time()
             failures += 1
-            # the server's Retry-After is honoured up to retry_max_s
-            wait = max(delay, min(outcome.retry_after_s or 0.0, self.retry_max_s))
+            wait = retry_wait(retry.next_delay(), outcome.retry_after_s, self.retry_max_s)
             if self._log_retry() or failures == 1:
                 self._log_failure(outcome, wait, failures)
             if not await self._pause(wait, deadline):
                 return False
-            delay = min(delay * 2, self.retry_max_s)
 
     @staticmethod
     async def _pause(wait: float, deadline: float | None) -> bool:

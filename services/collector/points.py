@@ -8,6 +8,8 @@ Measurements (database / bucket `baton` by default); every point is tagged `serv
 - picks (tags instance, strategy): count, weight (int); the balancer's per-interval counts.
 - registry_events (tag kind): instance, text (str), count (int 1); for annotations.
 - config_changes (tag kind): revision (int), actor, reason, text (str); for annotations.
+- outlier_events (tag kind `ejected`/`returned`): instance, reason, text (str), until_s
+  (float, Unix seconds), ejections, ejected, count (int 1); the balancer's ejections.
 - collector (tag node, no service): received, written, retried, dropped, rejected,
   buffered (int); the collector's own health.
 
@@ -20,13 +22,16 @@ with each series' escaped tags cached: the collector's hot path.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from schemas.fields import NAME_PATTERN
 
-    from schemas.balancer import CallReport, PickCounts
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from schemas.balancer import BatchedReport, CallReport, OutlierEvent, PickCounts
     from schemas.governor import ConfigApplied
     from schemas.registry import Heartbeat, InstanceEvent
 
@@ -37,10 +42,12 @@ __all__ = [
     "collector_health",
     "config_change",
     "load",
+    "outlier_event",
     "picks",
     "registry_event",
 ]
 
+_NAME = re.compile(NAME_PATTERN)
 _TAG_ESCAPE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _OK = ",error=0i "  # a call's fields after its latency, and the space before the time
 _ERROR = ",error=1i "
@@ -64,6 +71,13 @@ class Clock:
         now = time.time_ns()
         self._last = now if now > self._last else self._last + 1
         return self._last
+
+    def reserve(self, n: int) -> int:
+        """The first of `n` consecutive timestamps, all after any given before."""
+        now = time.time_ns()
+        first = now if now > self._last else self._last + 1
+        self._last = first + max(0, n - 1)
+        return first
 
 
 def _load_head(service: str, instance_id: str, zone: str) -> str:
@@ -126,6 +140,38 @@ class Lines:
         # float(): a Millis field may hold an int when the Struct was built in Python
         return f"{head}{float(report.latency_ms)}{_OK if ok else _ERROR}{ts}"
 
+    def calls(
+        self,
+        service: str,
+        reports: Iterable[BatchedReport],
+        zones: Mapping[tuple[str, str], str],
+        ts: int,
+    ) -> tuple[list[str], list[str]]:
+        """`call` for a batch of one service's reports, stamped ts, ts + 1, ...: each
+        instance's head is looked up once a batch. Returns the lines, and the ids that
+        break the name rule (their reports are left out: checked once per new series)."""
+        heads: dict[tuple[str, bool], str] = {}
+        out = []
+        bad: list[str] = []
+        for r in reports:
+            ok = r.ok
+            head = heads.get((r.instance_id, ok))
+            if head is None:
+                zone = zones.get((service, r.instance_id), "")
+                key = (service, r.instance_id, zone, ok)
+                head = self._calls.get(key)
+                if head is None:
+                    if not _NAME.fullmatch(r.instance_id):
+                        bad.append(r.instance_id)
+                        continue
+                    if len(self._calls) >= self.size:
+                        self._calls.clear()
+                    head = self._calls[key] = _call_head(service, r.instance_id, zone, ok=ok)
+                heads[r.instance_id, ok] = head
+            out.append(f"{head}{float(r.latency_ms)}{_OK if ok else _ERROR}{ts}")
+            ts += 1
+        return out, bad
+
     def load(self, service: str, hb: Heartbeat, zone: str, ts: int) -> str:
         key = (service, hb.instance_id, zone)
         head = self._loads.get(key)
@@ -163,6 +209,20 @@ def config_change(entry: ConfigApplied, ts: int) -> str:
         f"config_changes,service={_tag(entry.service)},kind={_tag(entry.kind)} "
         f"revision={entry.revision}i,actor={_str(entry.actor)},reason={_str(entry.reason)},"
         f"text={_str(text)} {ts}"
+    )
+
+
+def outlier_event(event: OutlierEvent, ts: int) -> str:
+    iid = event.instance_id
+    if event.kind == "ejected":
+        text = f"{iid} ejected until {event.until:%H:%M:%S}: {event.reason}"
+    else:
+        text = f"{iid} returned"
+    return (
+        f"outlier_events,service={_tag(event.service)},kind={_tag(event.kind)} "
+        f"instance={_str(iid)},reason={_str(event.reason)},text={_str(text)},"
+        f"until_s={event.until.timestamp()},ejections={event.ejections}i,"
+        f"ejected={event.ejected}i,count=1i {ts}"
     )
 
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 from msgspec import Meta, Struct
 
 from schemas import subjects
-from schemas.balancer import CallReport, PickCounts
+from schemas.balancer import CallReport, CallReports, OutlierEvent, PickCounts
 from schemas.governor import ConfigApplied
-from schemas.registry import Empty, Heartbeat, InstanceEvent, InstanceList, ServiceList
+from schemas.registry import Empty, Heartbeat, InstanceEvent, ServiceList
 from services.collector import points
 from services.collector.batcher import Batcher
 from services.collector.writer import (
@@ -27,8 +27,10 @@ from services.collector.writer import (
     V1Writer,
     V2Writer,
 )
-from services.errors import BatonError, StartupError
+from services.errors import BatonError, NotFound, StartupError
 from services.lifecycle import Lifecycle
+from services.registry.pages import pages
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from services.bus import Bus
 
 __all__ = ["Collector", "CollectorSettings"]
+
+
+SETUP_RETRY_CAP_S = 30.0  # InfluxDB set-up is retried from setup_retry_s up to this
 
 
 class CollectorSettings(Struct, frozen=True, kw_only=True):
@@ -59,7 +64,8 @@ class CollectorSettings(Struct, frozen=True, kw_only=True):
     buffer_points: Annotated[int, Meta(ge=1)] = 1_000_000
     # the collector's own health point this often
     health_s: Annotated[float, Meta(gt=0)] = 10.0
-    # retry InfluxDB set-up (create the database, check the bucket) this often until done
+    # retry InfluxDB set-up (create the database, check the bucket) until done: first
+    # after this long, then growing with jitter up to 30 s (services/retry.py)
     setup_retry_s: Annotated[float, Meta(gt=0)] = 2.0
     timeout_s: Annotated[float, Meta(gt=0)] = 10.0
 
@@ -114,49 +120,58 @@ class Collector(Lifecycle):
         self.ready = asyncio.Event()  # InfluxDB is set up and the batcher writes
 
     async def start(self) -> None:
+        self.on_close(self.writer.aclose)  # the last thing to go
         try:
             await self.writer.ensure()
         except SetupError as exc:
             raise StartupError(str(exc)) from exc
         except RetryableWriteError as exc:  # InfluxDB not up yet: buffer, and keep trying
             self.log.warning("collector.influx_unreachable", url=self.settings.url, error=str(exc))
+            self.on_close(self._unwritten)
             self.spawn(self._setup_later(), "collector.setup")
         else:
             await self._begin_writing()
         # listen(): plain functions, no coroutine a message; the queue group shares the work
-        listen = self.bus.listen
+        listen = self.owned(self.bus.listen)
         q = "collector"
         await listen(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, queue=q)
         await listen(subjects.REPORT, CallReport, self._on_report, queue=q)
+        await listen(subjects.REPORTS, CallReports, self._on_reports, queue=q)
         await listen(subjects.PICKS, PickCounts, self._on_picks, queue=q)
         await listen(subjects.EVENTS, InstanceEvent, self._on_event, queue=q)
         await listen(subjects.APPLIED, ConfigApplied, self._on_applied, queue=q)
+        await listen(subjects.BALANCER_EVENTS, OutlierEvent, self._on_outlier, queue=q)
         self.spawn(self._learn_zones(), "collector.zones")
         self.spawn(self._health_loop(), "collector.health")
         self.log.info("collector.ready", api=self.settings.api, url=self.settings.url)
 
-    async def stop(self) -> None:
-        self.batcher.add(points.collector_health(self.node, self.stats, self.clock()))
-        if self.ready.is_set():
-            await self.batcher.__aexit__()  # writes what is buffered, counts what it cannot
-        else:
+    async def _unwritten(self) -> None:
+        if not self.ready.is_set():
             self.log.warning("collector.unwritten", points=self.batcher.stats["buffered"])
-        await self.writer.aclose()
+
+    async def _last_health(self) -> None:
+        self.batcher.add(points.collector_health(self.node, self.stats, self.clock()))
 
     async def _begin_writing(self) -> None:
-        await self.batcher.start()
+        # the batcher writes what is buffered when it is left, the last health point too
+        await self.enter(self.batcher)
+        self.on_close(self._last_health)
         self.ready.set()
         self.log.info("collector.writing", api=self.settings.api)
 
     async def _setup_later(self) -> None:
+        base = self.settings.setup_retry_s
+        retry = Backoff(base_s=base, cap_s=max(base, SETUP_RETRY_CAP_S)).retry()
         while True:
-            await asyncio.sleep(self.settings.setup_retry_s)
+            await retry.wait()
             try:
                 await self.writer.ensure()
             except SetupError as exc:
-                self.log.error("collector.setup_failed", error=str(exc))  # noqa: TRY400  # the sentence is enough
+                self.log.error("collector.setup_failed", error=str(exc), attempt=retry.attempts)  # noqa: TRY400  # the sentence is enough
             except RetryableWriteError as exc:
-                self.log.warning("collector.influx_unreachable", error=str(exc))
+                self.log.warning(
+                    "collector.influx_unreachable", error=str(exc), attempt=retry.attempts
+                )
             else:
                 await self._begin_writing()
                 return
@@ -174,6 +189,20 @@ class Collector(Lifecycle):
         zone = self.zones.get((service, report.instance_id), "")
         self.batcher.add(self.lines.call(service, report, zone, self.clock()))
 
+    def _on_reports(self, service: str, batch: CallReports) -> None:
+        reports = batch.reports
+        ts = self.clock.reserve(len(reports))
+        lines, bad = self.lines.calls(service, reports, self.zones, ts)
+        self.batcher.add_many(lines)
+        if bad:  # the rest of the batch is written; these are counted and logged
+            self.bus.errors[(subjects.every(subjects.REPORTS), 400)] += len(bad)
+            self.log.warning(
+                "report.dropped",
+                service=service,
+                reports=len(bad),
+                reason=f"instance_id {bad[0]!r} breaks the name rule: {subjects.NAME_RULE}",
+            )
+
     def _on_picks(self, _service: str, counts: PickCounts) -> None:
         self.batcher.add_many(points.picks(counts, self.clock()))
 
@@ -188,14 +217,21 @@ class Collector(Lifecycle):
     def _on_applied(self, _service: str, entry: ConfigApplied) -> None:
         self.batcher.add(points.config_change(entry, self.clock()))
 
+    def _on_outlier(self, _service: str, event: OutlierEvent) -> None:
+        self.batcher.add(points.outlier_event(event, self.clock()))
+
     async def _learn_zones(self) -> None:
-        """Zones of instances registered before the collector started (best effort)."""
+        """Zones of instances registered before the collector started (best effort), read
+        a page at a time as the balancer's sync reads them."""
         try:
             listed = await self.bus.request(subjects.SERVICES, Empty(), ServiceList)
             for service in listed.services:
-                lst = await self.bus.request(subjects.instances(service), Empty(), InstanceList)
-                for inst in lst.instances:
-                    self.zones.setdefault((service, inst.instance_id), inst.zone)
+                try:
+                    async for page in pages(self.bus, service):
+                        for inst in page.instances:
+                            self.zones.setdefault((service, inst.instance_id), inst.zone)
+                except NotFound:  # emptied since it was listed
+                    continue
         except BatonError as exc:
             self.log.info("collector.zones_unknown", error=exc.message)
 

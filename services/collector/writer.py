@@ -1,9 +1,11 @@
 """Writing line protocol to InfluxDB: one small protocol, a v1 and a v2 implementation.
 
-    WriteError                  InfluxDB did not take a batch
+    WriteError                  InfluxDB did not take a batch (an Unavailable, 503)
     ├── RetryableWriteError     unreachable, timed out, 5xx or 429: send the same batch later
     └── SetupError              credentials refused, database or bucket missing, bad name:
                                 an operator must act; the message says what to do
+
+A bad INFLUX_URL, database or bucket name is a SettingsError: the collector cannot start.
 
 A partial write (1.x answers 400, 2.x 422) is not an error: InfluxDB stored the valid
 points, so `write` returns how many it rejected, and `last_rejection` keeps the server's
@@ -32,6 +34,9 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
+from services.config import SettingsError
+from services.errors import Unavailable
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -53,7 +58,7 @@ _GZIP_INLINE_BYTES = 1 << 16  # larger bodies (a full batch is ~0.5 MB) are comp
 # in a thread: zlib releases the GIL, so NATS intake goes on meanwhile
 
 
-class WriteError(Exception):
+class WriteError(Unavailable):
     """InfluxDB did not take a batch; the message is a sentence for the operator."""
 
     retry_after_s: float | None = None  # what the server asked for (Retry-After), if anything
@@ -128,7 +133,7 @@ def _quote_ident(name: str) -> str:
 
 def _check_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"InfluxDB url {url!r} must start with http:// or https://")
+        raise SettingsError(f"INFLUX_URL={url!r}: it must start with http:// or https://")
     return url.rstrip("/")
 
 
@@ -147,7 +152,7 @@ class V1Writer:
         gzip: bool = True,
     ) -> None:
         if not database:
-            raise ValueError("the InfluxDB database name must not be empty")
+            raise SettingsError("INFLUX_DATABASE is empty; name the InfluxDB database")
         self.url = _check_url(url)
         self.database = database
         self.timeout_s = timeout_s
@@ -312,7 +317,7 @@ class V2Writer:
         gzip: bool = True,
     ) -> None:
         if not bucket:
-            raise ValueError("the InfluxDB bucket name must not be empty")
+            raise SettingsError("INFLUX_BUCKET is empty; name the InfluxDB bucket")
         self.url = _check_url(url)
         self.org = org
         self.bucket = bucket

@@ -137,7 +137,8 @@ async def run(
             return None
         log.info("demo.started", instances=len(fleet.backends), clients=settings.clients)
         stats = Stats(window_s=settings.window_s)
-        traffic = Traffic(BalancerClient(nc, log=log), settings, stats, log)
+        client = await stack.enter_async_context(BalancerClient(nc, log=log))  # flushes on exit
+        traffic = Traffic(client, settings, stats, log)
         tty = out.isatty()
         interval_s = settings.print_s or (1.0 if tty else 5.0)
         bus = Bus(nc, log)

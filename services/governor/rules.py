@@ -8,7 +8,14 @@ import msgspec
 from msgspec import UNSET
 
 from schemas.balancer import STRATEGIES
-from schemas.governor import ConfigChange, InstanceOverride, OverridePatch, ServiceConfig
+from schemas.governor import (
+    ConfigChange,
+    InstanceOverride,
+    OutlierConfig,
+    OutlierPatch,
+    OverridePatch,
+    ServiceConfig,
+)
 from services.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -27,7 +34,7 @@ def check_change(change: ConfigChange) -> None:
         )
     sets = [
         name
-        for name in ("strategy", "protect_threshold", "instances", "warmup_s")
+        for name in ("strategy", "protect_threshold", "instances", "warmup_s", "outlier")
         if getattr(change, name) is not None
     ]
     if change.delete and sets:
@@ -35,7 +42,7 @@ def check_change(change: ConfigChange) -> None:
     if not change.delete and not sets:
         raise BadRequest(
             "the change sets nothing; give strategy, protect_threshold, instances, "
-            "warmup_s or delete"
+            "warmup_s, outlier or delete"
         )
 
 
@@ -47,6 +54,24 @@ def _patched(current: InstanceOverride | None, patch: OverridePatch) -> Instance
             fields[name] = value  # None removes the override
     merged = InstanceOverride(**fields)
     return merged if merged != InstanceOverride() else None
+
+
+def _outlier(current: OutlierConfig, patch: OutlierPatch | None) -> OutlierConfig:
+    """The outlier settings after `patch`: a field left out keeps its value."""
+    if patch is None:
+        return current
+    fields = {
+        name: getattr(patch, name)
+        for name in OutlierPatch.__struct_fields__
+        if getattr(patch, name) is not UNSET
+    }
+    merged = msgspec.structs.replace(current, **fields)
+    if merged.max_ejection_s < merged.base_ejection_s:
+        raise BadRequest(
+            f"max_ejection_s ({merged.max_ejection_s:g}) must be at least base_ejection_s "
+            f"({merged.base_ejection_s:g}); raise max_ejection_s or lower base_ejection_s"
+        )
+    return merged
 
 
 def _merge(
@@ -82,6 +107,7 @@ def apply_change(current: ServiceConfig, change: ConfigChange, revision: int) ->
             else change.protect_threshold
         ),
         warmup_s=current.warmup_s if change.warmup_s is None else change.warmup_s,
+        outlier=_outlier(current.outlier, change.outlier),
         instances=(
             current.instances
             if change.instances is None

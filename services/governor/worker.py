@@ -9,7 +9,6 @@ the new revision and tried again, or answered 409 when they named `expected_revi
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
@@ -22,15 +21,17 @@ from schemas.governor import (
     ConfigApplied,
     ConfigChange,
     ConfigHistory,
+    HistoryQuery,
     Rollback,
     ServiceConfig,
 )
 from schemas.registry import Empty
-from services.configlog import ensure_stream
+from services.configlog import cluster_replicas, ensure_stream
 from services.errors import BadRequest, Conflict, Unavailable
 from services.governor.rules import apply_change, check_change
 from services.governor.store import ConfigStore, StaleWriteError
 from services.lifecycle import Lifecycle
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Governor", "GovernorSettings"]
 
 HISTORY_BYTES = 512 * 1024  # a history reply keeps the newest entries that fit
+CAS_RETRY = Backoff(base_s=0.002, cap_s=0.1)  # between rebuilds of a change that lost a race
 
 
 class GovernorSettings(Struct, frozen=True, kw_only=True):
@@ -49,13 +51,14 @@ class GovernorSettings(Struct, frozen=True, kw_only=True):
 
     # revisions kept per service in the config log (older ones are dropped)
     history: Annotated[int, Meta(ge=1)] = 10_000
-    # JetStream replicas of the config log (3 in a NATS cluster)
-    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    # JetStream replicas of the config log; 0: 3 on a cluster of 3+ nodes, else 1
+    replicas: Annotated[int, Meta(ge=0, le=5)] = 0
     # deadline of each config-log operation
     store_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
     # rebuilds of a change that lost a race with a concurrent one before giving up (503)
     retries: Annotated[int, Meta(ge=1)] = 20
-    # wait this long between attempts to reach JetStream at start
+    # the first wait between attempts to reach JetStream at start, growing with jitter
+    # up to 10 s (services/retry.py)
     retry_s: Annotated[float, Meta(gt=0)] = 1.0
 
 
@@ -68,20 +71,23 @@ class Governor(Lifecycle):
         self.store = ConfigStore(self.js, timeout_s=settings.store_timeout_s)
 
     async def start(self) -> None:
+        base = self.settings.retry_s
+        retry = Backoff(base_s=base, cap_s=max(base, 10.0)).retry()
         while True:  # without JetStream nothing can be stored: wait for it
             try:
-                await ensure_stream(
-                    self.js, history=self.settings.history, replicas=self.settings.replicas
-                )
+                replicas = self.settings.replicas or cluster_replicas(self.bus.nc)
+                await ensure_stream(self.js, history=self.settings.history, replicas=replicas)
                 break
             except Exception as exc:  # noqa: BLE001  # any failure here means "not yet"
-                self.log.warning("governor.store_unavailable", error=repr(exc))
-                await asyncio.sleep(self.settings.retry_s)
-        serve = self.bus.serve
+                self.log.warning(
+                    "governor.store_unavailable", error=repr(exc), attempt=retry.attempts + 1
+                )
+                await retry.wait()
+        serve = self.owned(self.bus.serve)
         q = "governor"
         await serve(subjects.CHANGE, ConfigChange, self._on_change, queue=q, per_service=True)
         await serve(subjects.CONFIG, Empty, self._on_config, queue=q, per_service=True)
-        await serve(subjects.HISTORY, Empty, self._on_history, queue=q, per_service=True)
+        await serve(subjects.HISTORY, HistoryQuery, self._on_history, queue=q, per_service=True)
         await serve(subjects.ROLLBACK, Rollback, self._on_rollback, queue=q, per_service=True)
         self.log.info("governor.ready")
 
@@ -127,8 +133,10 @@ class Governor(Lifecycle):
         latest, _seq = await self.store.latest(service)
         return latest.config if latest else ServiceConfig(service=service)
 
-    async def _on_history(self, service: str, _: Empty) -> ConfigHistory:
-        entries = await self.store.history(service)
+    async def _on_history(self, service: str, query: HistoryQuery) -> ConfigHistory:
+        entries = await self.store.history(
+            service, limit=query.limit, since_revision=query.since_revision, since=query.since
+        )
         size, keep = 0, len(entries)
         while keep and size + len(msgspec.json.encode(entries[keep - 1])) <= HISTORY_BYTES:
             size += len(msgspec.json.encode(entries[keep - 1]))
@@ -147,7 +155,12 @@ class Governor(Lifecycle):
         make: Callable[[ServiceConfig, int], ServiceConfig],
         restored: int | None = None,
     ) -> ConfigApplied:
-        for _ in range(self.settings.retries):
+        # Lost races are rebuilt at once, then after a short jittered pause, so replicas
+        # that collide on every try spread out (services/retry.py).
+        retry = CAS_RETRY.retry()
+        for attempt in range(self.settings.retries):
+            if attempt > 1:
+                await retry.wait()
             latest, seq = await self.store.latest(service)
             current = latest.config if latest else ServiceConfig(service=service)
             if expected is not None and expected != current.revision:

@@ -18,6 +18,8 @@ import heapq
 from sys import intern
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from services.errors import NotFound
+
 if TYPE_CHECKING:
     from schemas.registry import EventKind, Heartbeat, Registration
 
@@ -27,7 +29,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class UnknownInstanceError(KeyError):
+class UnknownInstanceError(NotFound, KeyError):
     """A heartbeat for an instance the table does not hold (never registered, or expired)."""
 
 
@@ -235,20 +237,25 @@ class LeaseTable:
         ]
 
     # -- time ----------------------------------------------------------------------------
-    def sweep(self, mono: float) -> list[Change]:
-        """Apply every deadline that has passed by `mono`; the changes to announce."""
+    def sweep(self, mono: float, horizon: float | None = None) -> list[Change]:
+        """Apply every deadline that has passed by `mono`; the changes to announce.
+
+        With `horizon`, only deadlines up to it: silence after it is not yet judged (a
+        replica that cannot prove it still hears the fleet sweeps up to its last proof).
+        """
         last, self._last_sweep = self._last_sweep, mono
         if last is not None and mono - last > self.pause_s:
-            self._credit(mono - last, mono)
+            self.credit(mono - last, mono)
+        until = mono if horizon is None else min(mono, horizon)
         changes: list[Change] = []
         held: list[Lease] = []
         heap = self._heap
-        while heap and heap[0][0] <= mono:
+        while heap and heap[0][0] <= until:
             _, gen, lease = heapq.heappop(heap)
             if gen != lease.gen or self.get(lease.service, lease.instance_id) is not lease:
                 continue  # superseded by a later schedule, or removed
             due = lease.due()
-            if due > mono:
+            if due > until:
                 heapq.heappush(heap, (due, gen, lease))
             elif lease.healthy:
                 self._set_healthy(lease, healthy=False)
@@ -276,9 +283,43 @@ class LeaseTable:
             and self.unhealthy > self.guard_ratio * self.total
         )
 
-    def _credit(self, gap: float, mono: float) -> None:
-        # Never past now: a lease heard from during the gap (messages handled before this
-        # sweep) is as fresh as it gets, and must not run `gap` longer than its ttl.
+    # -- replication: what another replica decided ---------------------------------------
+    def set_health(self, lease: Lease, *, healthy: bool) -> bool:
+        """Mark `lease` as the leader announced it; True if that changed it."""
+        if lease.healthy == healthy:
+            return False
+        self._set_healthy(lease, healthy=healthy)
+        self._schedule(lease)
+        return True
+
+    def remove(self, service: str, instance_id: str) -> Lease | None:
+        return self._remove(service, instance_id)
+
+    def adopt(  # a lease as a peer holds it
+        self,
+        service: str,
+        reg: Registration,
+        *,
+        seen: float,
+        wall: float,
+        registered_at: float,
+        healthy: bool,
+    ) -> Lease:
+        """Add or overwrite a lease with a peer's view of it (a catch-up snapshot)."""
+        self.register(service, reg, seen, wall)
+        lease = self.services[intern(service)][reg.instance_id]
+        lease.registered_at = registered_at
+        lease.touch(seen, wall)
+        self.set_health(lease, healthy=healthy)
+        self._schedule(lease)
+        return lease
+
+    def credit(self, gap: float, mono: float) -> None:
+        """Credit `gap` seconds to every lease: time the registry could not hear the fleet.
+
+        Never past now: a lease heard from during the gap (messages handled before this
+        sweep) is as fresh as it gets, and must not run `gap` longer than its ttl.
+        """
         for leases in self.services.values():
             for lease in leases.values():
                 lease.seen = min(lease.seen + gap, mono)

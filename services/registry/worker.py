@@ -1,16 +1,19 @@
 """The registry worker: answers the registry subjects and publishes every change.
 
-State is in memory. After a restart, instances come back by themselves: their SDK's next
-heartbeat is answered 404 and the SDK registers again, so the fleet is whole within one
-heartbeat interval. Snapshots say `settled: false` until `settle_s` has passed, so that a
-reader (the balancer) does not take a half-filled registry for the truth.
+State is in memory, in every replica: each hears every registration and heartbeat, and
+one, the holder of the leader lease (services/registry/replica.py), publishes the changes
+and answers. A replica that starts or comes back copies a peer's table first. After a
+restart of every replica, instances come back by themselves: their SDK's next heartbeat
+is answered 404 and the SDK registers again, so the fleet is whole within one heartbeat
+interval. Snapshots say `settled: false` until `settle_s` has passed, so that a reader
+(the balancer) does not take a half-filled registry for the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import secrets
+import contextlib
 import time
 from typing import TYPE_CHECKING, Annotated, get_args
 
@@ -36,10 +39,13 @@ from services.configlog import ConfigWatch
 from services.errors import BadRequest, NotFound
 from services.lifecycle import Lifecycle
 from services.registry.leases import Change, Lease, LeaseTable
+from services.registry.replica import Replica
+from services.registry.replication import Barrier
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from nats.aio.subscription import Subscription
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
@@ -62,6 +68,8 @@ class RegistrySettings(Struct, frozen=True, kw_only=True):
     pause_s: Annotated[float, Meta(gt=0)] = 2.0
     # at start, wait at most this long for the operators' config before serving
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
+    # replicas: the leader lease (the KV bucket's max_age; the bucket's creator sets it)
+    leader_lease_s: Annotated[float, Meta(ge=1, le=60)] = 4.0
 
 
 _LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}
@@ -123,8 +131,19 @@ class Registry(Lifecycle):
             guard_min=settings.expiry_guard_min,
             pause_s=settings.pause_s,
         )
-        self.epoch = secrets.token_hex(6)  # tells readers this registry has restarted
-        self.seq = 0
+        self.replica = Replica(
+            bus,
+            self.table,
+            log,
+            lease_s=settings.leader_lease_s,
+            clock=clock,
+            wallclock=wallclock,
+            lead=self._lead,
+            serving_changed=self._serving_changed,
+            settled=lambda: self.settled,
+        )
+        self._listings: list[Subscription] = []
+        self.barrier = Barrier()
         self.started = clock()
         self.configs: dict[str, ServiceConfig] = {}
         self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
@@ -132,48 +151,99 @@ class Registry(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.config.start()
-        try:  # overrides apply from the first answer, also after a restart
-            await asyncio.wait_for(self.config.synced.wait(), self.settings.config_wait_s)
-        except TimeoutError:
-            self.log.warning("registry.config_not_loaded", waited_s=self.settings.config_wait_s)
-        serve = self.bus.serve
+        await self.enter(self.config)
+        # overrides apply from the first answer, also after a restart
+        await self.config.loaded(self.settings.config_wait_s)
+        # Every replica hears every change (no queue group), from before it catches up.
+        serve = self.owned(self.bus.serve)
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
         await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
-        await serve(
-            subjects.INSTANCES,
-            InstancesQuery,
-            self._on_instances,
-            queue="registry",
-            per_service=True,
-        )
-        await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
+        await self.enter(self.replica)
+        self.on_close(self._flush_held)  # before the replica lets its lease go
         self.spawn(self._sweep_loop(), "registry.sweep")
-        self.log.info("registry.ready", epoch=self.epoch)
+        self.log.info(
+            "registry.ready",
+            epoch=self.epoch,
+            replica=self.replica.id,
+            leader=self.replica.speaking(),
+        )
 
-    async def stop(self) -> None:
-        await self.config.__aexit__()
+    async def _flush_held(self) -> None:
+        if self.replica.speaking():  # a graceful stop: what waits for a proof goes out now
+            for change in self.barrier.take():
+                await self._publish(change)
+
+    @property
+    def epoch(self) -> str:
+        return self.replica.epoch
+
+    @property
+    def seq(self) -> int:
+        return self.replica.seq
 
     @property
     def settled(self) -> bool:
-        return self.clock() - self.started >= self.settings.settle_s
+        return self.replica.settled_peer or self.clock() - self.started >= self.settings.settle_s
+
+    # -- replicas ------------------------------------------------------------------------
+    async def _serving_changed(self, serving: bool) -> None:  # a callback
+        """Listings come from a caught-up replica in touch with the quorum, or none."""
+        if not serving:
+            subs, self._listings = self._listings, []
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            return
+        if self._listings:
+            return
+        serve = self.bus.serve
+        self._listings = [
+            await serve(
+                subjects.INSTANCES,
+                InstancesQuery,
+                self._on_instances,
+                queue="registry",
+                per_service=True,
+            ),
+            await serve(subjects.SERVICES, Empty, self._on_services, queue="registry"),
+        ]
+
+    async def _lead(self, held: list[Change]) -> None:
+        """This replica won the lease: first announce what nobody announced meanwhile."""
+        for change in held:
+            await self._announce(change)
 
     # -- handlers ------------------------------------------------------------------------
-    async def _on_register(self, service: str, reg: Registration) -> Ack:
-        _check_service(service, reg.service)
+    # Every replica applies every message; only `answering()` replicas reply (a handler
+    # returning None sends nothing), so a requester hears one answer, or a few while a
+    # dead leader's lease runs out.
+    async def _on_register(self, service: str, reg: Registration) -> Ack | None:
+        answer = self.replica.answering()
+        if reg.service is not None and reg.service != service:
+            if not answer:
+                return None
+            _check_service(service, reg.service)
         change = self.table.register(service, reg, self.clock(), self.wallclock())
+        self.replica.heard(service, reg.instance_id)
         if change:
             await self._announce(change)
+        if not answer:
+            return None
         return Ack(instance_id=reg.instance_id, ttl_s=reg.ttl_s, heartbeat_s=reg.ttl_s / 3)
 
-    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> Ack:
+    async def _on_heartbeat(self, service: str, hb: Heartbeat) -> Ack | None:
         # The hot path: every instance, every few seconds. One look-up, no event unless
         # the lease changed state.
-        if hb.service is not None:
+        answer = self.replica.answering()
+        if hb.service is not None and hb.service != service:
+            if not answer:
+                return None
             _check_service(service, hb.service)
         lease = self.table.get(service, hb.instance_id)
         if lease is None:
+            if not answer:
+                return None
             raise NotFound(
                 f"instance {hb.instance_id!r} of service {service!r} is not registered "
                 "(it expired or the registry restarted); register it again"
@@ -182,21 +252,28 @@ class Registry(Lifecycle):
         if change:
             await self._announce(change)
             if self.table.get(service, hb.instance_id) is not lease:  # gone meanwhile
-                return Ack(instance_id=hb.instance_id)
+                return Ack(instance_id=hb.instance_id) if answer else None
         ttl = lease.ttl
         if lease.inflight == 0 and service in self.configs and self._override(lease).drained:
             key = (service, lease.instance_id)
             if key not in self._drained_told:  # once per drain: now it is safe to stop
                 self._drained_told.add(key)
                 await self._announce(Change("drained", lease))
+        if not answer:
+            return None
         return Ack(instance_id=hb.instance_id, ttl_s=ttl, heartbeat_s=ttl / 3)
 
-    async def _on_deregister(self, service: str, dereg: Deregistration) -> Ack:
-        _check_service(service, dereg.service)
+    async def _on_deregister(self, service: str, dereg: Deregistration) -> Ack | None:
+        answer = self.replica.answering()
+        if dereg.service is not None and dereg.service != service:
+            if not answer:
+                return None
+            _check_service(service, dereg.service)
         change = self.table.deregister(service, dereg.instance_id)
+        self.replica.removed(service, dereg.instance_id)
         if change:
             await self._announce(change)
-        return Ack(instance_id=dereg.instance_id)
+        return Ack(instance_id=dereg.instance_id) if answer else None
 
     async def _on_instances(self, service: str, query: InstancesQuery) -> InstanceList:
         leases = self.table.leases(service)
@@ -227,6 +304,8 @@ class Registry(Lifecycle):
             epoch=self.epoch,
             seq=self.seq,
             settled=self.settled,
+            replica=self.replica.id,
+            leader=self.replica.leader,
         )
 
     # -- events and time -----------------------------------------------------------------
@@ -263,32 +342,58 @@ class Registry(Lifecycle):
 
     async def _announce(self, change: Change) -> None:
         kind, lease = change
-        self.seq += 1
         if kind in ("expired", "deregistered"):
             self._drained_told.discard((lease.service, lease.instance_id))
+        if not self.replica.speaking():  # the leader announces it; or we do, if we win
+            self.replica.hold(change)
+            return
+        if self.barrier.needs(change):  # until a lease write proves the quorum heard it
+            self.barrier.hold(change, self.clock())
+            return
+        await self._publish(change)
+
+    async def _release(self) -> None:
+        """Publish what waited for a proof of quorum; if no longer leader, hand it over."""
+        if not self.barrier:
+            return
+        if not self.replica.speaking():
+            for change in self.barrier.take():
+                self.replica.hold(change)
+            return
+        horizon = self.replica.horizon()
+        if horizon is not None:
+            for change in self.barrier.release(horizon):
+                await self._publish(change)
+
+    async def _publish(self, change: Change) -> None:
+        kind, lease = change
+        seq = self.replica.next_seq()
         event = InstanceEvent(
             kind=kind,
             service=lease.service,
             instance=_instance(lease, self._override(lease)),
             at=utcnow(),
             epoch=self.epoch,
-            seq=self.seq,
+            seq=seq,
         )
         await self.bus.publish(subjects.events(lease.service), event)
         self.log.info(
             _LOG_EVENTS[kind],
             service=lease.service,
             instance=lease.instance_id,
-            seq=self.seq,
+            seq=seq,
         )
 
     async def _sweep_loop(self) -> None:
         guarding = False
         while True:
             await asyncio.sleep(self.settings.sweep_s)
+            horizon = self.replica.horizon()  # only what this replica can vouch for
             try:
-                for change in self.table.sweep(self.clock()):
-                    await self._announce(change)
+                await self._release()
+                if horizon is not None:
+                    for change in self.table.sweep(self.clock(), horizon):
+                        await self._announce(change)
             except Exception:  # a bug in one sweep must not end leases for good
                 self.log.exception("registry.sweep_failed")
             if self.table.guarding != guarding:

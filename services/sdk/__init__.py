@@ -2,6 +2,7 @@
 
 - `ServiceAgent`: registers an instance, heartbeats its load, deregisters it on exit.
 - `BalancerClient`: resolves an endpoint, and reports each call back to the balancer.
+- `connect()`: a nats-py client for either, from NATS_URL (one server or a cluster's list).
 
 Both take a connected nats-py client (connect it with `max_reconnect_attempts=-1` so it
 outlives a long outage) and raise from `services.errors`, the tree the workers answer with.
@@ -18,6 +19,7 @@ from services.errors import (
 )
 from services.sdk.agent import Load, ServiceAgent
 from services.sdk.client import BalancerClient
+from services.sdk.connection import connect
 
 __all__ = [
     "STRATEGIES",
@@ -31,4 +33,5 @@ __all__ = [
     "RequestTimeout",
     "ServiceAgent",
     "Unavailable",
+    "connect",
 ]

@@ -21,8 +21,9 @@ from schemas import subjects
 from schemas.errors import explain
 from schemas.registry import Ack, Deregistration, Heartbeat, Registration
 from services.bus import Bus
-from services.errors import BadRequest, BatonError, NoResponders, NotFound, RequestTimeout
+from services.errors import BadRequest, BatonError, NotFound, RequestTimeout, Unavailable
 from services.lifecycle import Lifecycle
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Load", "ServiceAgent"]
 
-# Errors that mean "the control plane is not reachable right now", never "you are wrong".
-_TRANSIENT = (NoResponders, RequestTimeout, nats.errors.Error, OSError)
+# Errors that mean "the control plane is not reachable right now", never "you are wrong"
+# (Unavailable: no registry answers, or the connection is down).
+_TRANSIENT = (Unavailable, RequestTimeout, nats.errors.Error, OSError)
+REGISTER_RETRY = Backoff(base_s=0.1, cap_s=5.0)  # while no registry answers at start
 
 
 class Load(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,21 +180,18 @@ class ServiceAgent(Lifecycle):
         return ack
 
     async def _register_until_acked(self) -> None:
-        """Register, retrying with backoff while nothing answers, so services may start first."""
-        loop = asyncio.get_running_loop()
-        deadline = None if self._register_timeout is None else loop.time() + self._register_timeout
-        delay = 0.1
-        attempt = 0
+        """Register, retrying while nothing answers (services/retry.py), so services may
+        start first."""
+        retry = REGISTER_RETRY.retry(deadline_s=self._register_timeout)
         while True:
-            attempt += 1
             try:
                 ack = await self._register()
             except _TRANSIENT as exc:
-                if deadline is not None and loop.time() + delay > deadline:
+                delay = retry.next_delay()
+                if not retry.allows(delay):
                     raise
-                self.log.warning("agent.register_retry", attempt=attempt, error=str(exc))
+                self.log.warning("agent.register_retry", attempt=retry.attempts, error=str(exc))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
             else:
                 self._adopt(ack)
                 return

@@ -139,7 +139,14 @@ def _pinged(sup: Supervisor, child: Child, url: str, timeout_s: float) -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     with foreground():  # Ctrl-C for the stack alone, not for `just` around it
+        # `just demo --cluster` (or DEMO_CHAOS=1, chaos being about losing nodes and
+        # replicas): the 3-node stack, in its own module
+        if "--cluster" in argv or os.environ.get("DEMO_CHAOS", "") not in ("", "0", "false"):
+            from services.stack import cluster  # noqa: PLC0415
+
+            return cluster.run([a for a in argv if a != "--cluster"])
         return _run(argv)
 
 

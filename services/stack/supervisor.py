@@ -20,20 +20,15 @@ from collections import deque
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+# a child that cannot start, dies or stays silent is a StartupError, as a worker's is
+from services.errors import StartupError, StopRequested
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["Child", "StartupError", "StopRequested", "Supervisor"]
 
 _PR_SET_PDEATHSIG = 1
-
-
-class StartupError(RuntimeError):
-    """A child could not be started, or died or stayed silent before it was ready."""
-
-
-class StopRequested(Exception):
-    """SIGINT or SIGTERM arrived while the stack was still starting."""
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from schemas import subjects
-from schemas.registry import Empty, InstanceEvent, InstanceList, InstancesQuery, ServiceList
+from schemas.registry import Empty, InstanceEvent, InstanceList, ServiceList
 from services.errors import BatonError, NotFound
 from services.lifecycle import Lifecycle
+from services.registry.pages import pages
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -30,9 +32,24 @@ if TYPE_CHECKING:
     from schemas.registry import Instance
     from services.bus import Bus
 
-__all__ = ["Fleet", "RegistrySync"]
+__all__ = ["Fleet", "Order", "RegistrySync", "order"]
 
-PAGE = 500  # instances per snapshot request: well under NATS's 1 MiB payload limit
+RETRY_CAP_S = 10.0  # failed snapshots are retried from retry_s up to this (services/retry.py)
+
+
+Order = Literal["next", "stale", "gap", "restarted"]
+
+
+def order(epoch: str, seq: int, event_epoch: str, event_seq: int) -> Order:
+    """Where an event stands against the view, which has applied `seq` of `epoch`:
+    the `next` one, `stale` (applied already), after a `gap` (events were lost), or from
+    a registry that `restarted` (a new epoch). After a gap or a restart, the event is
+    applied and a snapshot fills in what was missed."""
+    if event_epoch != epoch:
+        return "restarted"
+    if event_seq == seq + 1:
+        return "next"
+    return "stale" if event_seq <= seq else "gap"
 
 
 class Fleet(Protocol):
@@ -72,12 +89,16 @@ class RegistrySync(Lifecycle):
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        await self.bus.serve(
-            subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True
-        )
+        serve = self.owned(self.bus.serve)
+        await serve(subjects.EVENTS, InstanceEvent, self._on_event, answer=False, per_service=True)
         self.bus.reconnect_hooks.append(self.request_snapshot)
+        self.on_close(self._unhook)
         self.spawn(self._loop(), self.name)
         self.request_snapshot_now()
+
+    async def _unhook(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.bus.reconnect_hooks.remove(self.request_snapshot)
 
     def request_snapshot_now(self) -> None:
         self._wake.set()
@@ -90,15 +111,12 @@ class RegistrySync(Lifecycle):
         if self._held is not None:
             self._held.append(event)
             return
-        if event.epoch != self.epoch or event.seq != self.seq + 1:
-            if event.epoch == self.epoch and event.seq <= self.seq:
-                return  # a duplicate or stale event: already applied
-            self.log.info(
-                "registry.gap" if event.epoch == self.epoch else "registry.restarted",
-                seen=self.seq,
-                got=event.seq,
-                epoch=event.epoch,
-            )
+        where = order(self.epoch, self.seq, event.epoch, event.seq)
+        if where == "stale":
+            return  # a duplicate or stale event: already applied
+        if where != "next":
+            event_name = "registry.gap" if where == "gap" else "registry.restarted"
+            self.log.info(event_name, seen=self.seq, got=event.seq, epoch=event.epoch)
             self._wake.set()  # apply it now, then read a snapshot to fill what we missed
         self.epoch, self.seq = event.epoch, event.seq
         self._apply(event)
@@ -111,6 +129,7 @@ class RegistrySync(Lifecycle):
 
     # -- snapshots -----------------------------------------------------------------------
     async def _loop(self) -> None:
+        retry = Backoff(base_s=self.retry_s, cap_s=max(self.retry_s, RETRY_CAP_S)).retry()
         while True:
             # on a timeout, a periodic snapshot: anti-entropy against anything missed
             with contextlib.suppress(TimeoutError):
@@ -119,15 +138,18 @@ class RegistrySync(Lifecycle):
             try:
                 settled = await self._snapshot()
             except BatonError as exc:
-                self.log.warning("registry.snapshot_failed", error=exc.message)
-                await asyncio.sleep(self.retry_s)
+                self.log.warning(
+                    "registry.snapshot_failed", error=exc.message, attempt=retry.attempts + 1
+                )
+                await retry.wait()
                 self._wake.set()
                 continue
             except Exception:  # a bug must not end syncing for good
                 self.log.exception("registry.snapshot_crashed")
-                await asyncio.sleep(self.retry_s)
+                await retry.wait()
                 self._wake.set()
                 continue
+            retry.reset()
             if not settled:
                 asyncio.get_running_loop().call_later(self.retry_s, self._wake.set)
 
@@ -186,28 +208,14 @@ class RegistrySync(Lifecycle):
         return floor
 
     async def _instances(self, service: str, listed: ServiceList) -> InstanceList:
-        pages: list[InstanceList] = []
-        after = ""
-        while True:
-            try:
-                page = await self.bus.request(
-                    subjects.instances(service),
-                    InstancesQuery(after=after, limit=PAGE),
-                    InstanceList,
-                    timeout=self.timeout_s,
-                )
-            except NotFound:  # the service emptied meanwhile; its events are held
-                return InstanceList(
-                    service=service, instances=[], epoch=listed.epoch, seq=listed.seq
-                )
-            pages.append(page)
-            after = page.next_after
-            if not after:
-                break
-        first = pages[0]
+        try:
+            read = [page async for page in pages(self.bus, service, timeout=self.timeout_s)]
+        except NotFound:  # the service emptied meanwhile; its events are held
+            return InstanceList(service=service, instances=[], epoch=listed.epoch, seq=listed.seq)
+        first = read[0]
         return InstanceList(
             service=service,
-            instances=[i for page in pages for i in page.instances],
+            instances=[i for page in read for i in page.instances],
             epoch=first.epoch,
             seq=first.seq,  # the oldest page decides which held events are still news
             settled=first.settled,

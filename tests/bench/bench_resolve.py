@@ -2,7 +2,10 @@
 
 Both run as their own processes on one nats-server; the same client process drives both
 with the same concurrency, in alternating rounds, and the table reports ratios measured
-in this run (the machines are shared and noisy: absolute figures mean little).
+in this run (the machines are shared and noisy: absolute figures mean little). The CPU
+each process spends a request (user + system, from /proc) is reported too: it is what
+the balancer costs beyond the bare responder, and steadier than rates when other work
+shares the cores.
 
     python tests/bench/bench_resolve.py [--quick] [--seconds 3] [--rounds 2]
                                         [--concurrency 1,16,64,256]
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import nats
+from bench_collector import child, cpu_s
 from harness import ROOT, Row, emit, pct, processes, wait_for_responder, worker
 
 from schemas import subjects
@@ -60,6 +64,7 @@ async def main(args: argparse.Namespace) -> None:
         await wait_for_responder(nc, subjects.resolve("api"), ResolveRequest())
         await wait_for_responder(nc, "bench.echo.api", ResolveRequest())
         targets = {"balancer": subjects.resolve("api"), "echo": "bench.echo.api"}
+        pids = {"balancer": child("services.balancer"), "echo": child("echo_responder")}
         print(
             f"resolve: {args.instances} instances, strategy = service default (weighted), "
             f"{args.rounds} alternating rounds of {args.seconds:g} s each"
@@ -73,11 +78,14 @@ async def main(args: argparse.Namespace) -> None:
         for conc in args.concurrency:
             rates: dict[str, list[float]] = {k: [] for k in targets}
             lats: dict[str, list[float]] = {k: [] for k in targets}
+            cpus: dict[str, list[float]] = {k: [] for k in targets}  # µs a request
             await drive(nc, targets["balancer"], conc, 0.5)  # warm-up
             await drive(nc, targets["echo"], conc, 0.5)
             for _ in range(args.rounds):
                 for name, subject in targets.items():
+                    c0 = cpu_s(pids[name])
                     rate, lat = await drive(nc, subject, conc, args.seconds)
+                    cpus[name].append((cpu_s(pids[name]) - c0) / len(lat) * 1e6)
                     rates[name].append(rate)
                     lats[name] += lat
             b, e = (sum(rates[k]) / len(rates[k]) for k in ("balancer", "echo"))
@@ -88,6 +96,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"{p50b:>5.2f}/{p50e:<6.2f} {p99b:>6.2f}/{p99e:<7.2f} {p99b / p99e:>9.2f}"
             )
             bare = "bare nats-py responder"
+            cpu_b, cpu_e = min(cpus["balancer"]), min(cpus["echo"])
+            print(f"{'':>7}   CPU µs a request: balancer {cpu_b:.1f}, echo {cpu_e:.1f}")
             rows += [
                 Row(
                     area="resolve",
@@ -117,6 +127,15 @@ async def main(args: argparse.Namespace) -> None:
                     base=p99e,
                     unit="ms",
                     ratio=p99b / p99e,
+                ),
+                Row(
+                    area="resolve",
+                    measure=f"CPU µs a request of the process, {conc} clients (least of rounds)",
+                    baseline=bare,
+                    value=cpu_b,
+                    base=cpu_e,
+                    unit="µs",
+                    ratio=cpu_b / cpu_e,
                 ),
             ]
             for key, value in (

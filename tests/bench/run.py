@@ -29,13 +29,19 @@ BENCHES = {
     "resolve": "bench_resolve.py",
     "ingest": "bench_ingest.py",
     "collector": "bench_collector.py",
+    "reports": "bench_reports.py",
     "scale": "bench_scale.py",
     "failover": "bench_failover.py",
+    "replicas": "bench_replicas.py",
+    "storm": "bench_storm.py",
+    "cluster_failover": "bench_cluster_failover.py",
     "config": "bench_config.py",
+    "history": "bench_history.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",
     "http": "bench_http.py",
+    "failing_e2e": "bench_failing_e2e.py",
 }
 
 

@@ -28,6 +28,17 @@ Model, stated so it can be argued with:
 
 Rows: per strategy p50, p99, p99.9 and success; the target row is least_response_time's
 p99 against round_robin's (target <= 0.3x). `--sigma` and `--slow` change the model.
+This scenario runs without outlier ejection (as the figures before it), so it measures
+the strategies alone.
+
+A second scenario, a fast-failing instance (a bad deploy): from `fail_from` one backend
+answers half its calls with an error in 1 ms (the other half as usual). Each strategy
+runs with outlier ejection on (the service defaults: 5 consecutive failures, success
+rate, 10 s sweeps, 30 s base ejection, 10 % cap) and off; the ejection runs the
+balancer's own rules (services/balancer/outliers.py) and pool, on the virtual clock, as
+one replica's would (replicas agreeing is the integration tests' business). Target:
+every strategy >= 99.9 % success with ejection, where round_robin without it loses
+about its share (1/11 of the calls, half of them failing: 4.5 %).
 
     python tests/bench/sim_balancing.py [--quick] [--sigma 0.03] [--slow 20] [--seed 1]
 """
@@ -49,7 +60,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the uni
 from builders import instance
 from harness import Row, emit
 
-from schemas.balancer import STRATEGIES
+from schemas.balancer import STRATEGIES, OutlierState
+from schemas.governor import OutlierConfig
+from services.balancer import outliers
 from services.balancer.pool import Pool
 from services.balancer.worker import BalancerSettings
 from services.errors import Unavailable
@@ -75,6 +88,11 @@ class Scenario:
     slow_factor: float = 20.0
     sigma: float = 0.03  # Linkerd's backends: median 167 ms, standard deviation 5 ms
     seed: int = 1
+    # the fast-failing backend: this share of its calls fail in fail_ms, from fail_from
+    fail_share: float = 0.0
+    fail_ms: float = 1.0
+    fail_from: float = 15.0
+    ejection: OutlierConfig | None = None  # None: outlier ejection off
 
     @property
     def slow_until(self) -> float:
@@ -91,6 +109,61 @@ class Outcome:
     in_window: int = 0  # requests that arrived while the slow backend was slow
     to_slow: int = 0  # ... and were sent to it
     per_second: list[list[int]] = field(default_factory=list)  # [ok, failed] per second
+    ejections: list[tuple[float, float, str]] = field(default_factory=list)  # at, until, why
+    to_failing: int = 0  # calls sent to the failing backend once it fails
+
+
+class Ejector:
+    """One balancer replica's ejections, on the virtual clock: the worker's rules, no I/O."""
+
+    def __init__(self, pool: Pool, config: OutlierConfig, out: Outcome) -> None:
+        self.pool = pool
+        self.config = config
+        self.out = out
+        self.state = OutlierState()
+
+    def eject(self, iid: str, reason: str, now: float) -> float | None:
+        """Eject `iid` if the rules allow; the ejection's end, to schedule its return."""
+        done = outliers.eject(
+            self.state,
+            iid,
+            reason=reason,
+            now=now,
+            config=self.config,
+            instances=len(self.pool.members),
+        )
+        if done.state is not None:
+            self.state = done.state
+        self.apply(now)
+        if done.ejection is None:
+            return None
+        self.out.ejections.append((now, done.ejection.until, reason))
+        return done.ejection.until
+
+    def sweep(self, now: float) -> list[float]:
+        """The interval's success-rate rule; the ends of the ejections it made."""
+        calls = {m.id: (m.oks, m.calls) for m in self.pool.members.values() if not m.ejected}
+        for m in self.pool.members.values():
+            m.calls = m.oks = 0
+        ends = []
+        if self.config.success_rate:
+            for iid, reason in outliers.success_rate_outliers(calls):
+                until = self.eject(iid, reason, now)
+                if until is not None:
+                    ends.append(until)
+        return ends
+
+    def returns(self, now: float) -> None:
+        back = outliers.due(self.state, now)
+        if back:
+            self.state = outliers.release(
+                self.state, back, now=now, interval_s=self.config.interval_s
+            )
+        self.apply(now)
+
+    def apply(self, now: float) -> None:
+        held = outliers.held(self.state, now, self.config.interval_s)
+        self.pool.set_ejected(outliers.active(self.state, now), held=held)
 
 
 def simulate(strategy: str, sc: Scenario) -> Outcome:  # noqa: C901, PLR0912, PLR0915  # one event loop
@@ -105,22 +178,30 @@ def simulate(strategy: str, sc: Scenario) -> Outcome:  # noqa: C901, PLR0912, PL
     out = Outcome(strategy, per_second=[[0, 0] for _ in range(math.ceil(sc.seconds))])
     mu = math.log(MEDIAN_MS)
 
-    # each event: its time, a sequence number (ties), kind, member, pick token, latency
-    events: list[tuple[float, int, int, Any, str, float]] = []
+    # each event: its time, a sequence number (ties), kind, member, pick token, latency,
+    # and for a report whether the call succeeded
+    events: list[tuple[float, int, int, Any, str, float, bool]] = []
     seq = 0
-    arrive, report, done, beat = 0, 1, 2, 3
-    heapq.heappush(events, (rng.expovariate(RATE), seq, arrive, None, "", 0.0))
+    arrive, report, done, beat, sweep, back = 0, 1, 2, 3, 4, 5
+    heapq.heappush(events, (rng.expovariate(RATE), seq, arrive, None, "", 0.0, True))
     for i, m in enumerate(members):  # staggered, as independent processes would be
         seq += 1
-        heapq.heappush(events, (HEARTBEAT_S * (i + 1) / BACKENDS, seq, beat, m, "", 0.0))
+        heapq.heappush(events, (HEARTBEAT_S * (i + 1) / BACKENDS, seq, beat, m, "", 0.0, True))
+    cfg = sc.ejection
+    ejector = Ejector(pool, cfg, out) if cfg is not None else None
+    if cfg is not None:
+        seq += 1
+        heapq.heappush(events, (cfg.interval_s, seq, sweep, None, "", 0.0, True))
+    failing = members[0]
+    fail_rng = random.Random(sc.seed + 2)  # its own draws: arrivals stay the same
     picks = 0
     while events:
-        now, _, kind, m, token, latency = heapq.heappop(events)
+        now, _, kind, m, token, latency, call_ok = heapq.heappop(events)
         if kind == arrive:
             if now >= sc.seconds:
                 continue  # no more arrivals; the rest drains
             seq += 1
-            heapq.heappush(events, (now + rng.expovariate(RATE), seq, arrive, None, "", 0.0))
+            heapq.heappush(events, (now + rng.expovariate(RATE), seq, arrive, None, "", 0.0, True))
             draw = math.exp(rng.gauss(mu, sc.sigma))
             key = str(rng.randrange(USERS))
             window = sc.slow_from <= now < sc.slow_until
@@ -144,7 +225,11 @@ def simulate(strategy: str, sc: Scenario) -> Outcome:  # noqa: C901, PLR0912, PL
                 draw *= sc.slow_factor
                 out.to_slow += 1
             ok = draw <= TIMEOUT_MS
-            waited = draw if ok else TIMEOUT_MS
+            if sc.fail_share and m is failing and now >= sc.fail_from:
+                out.to_failing += 1
+                if fail_rng.random() < sc.fail_share:  # an error, at once
+                    draw, ok = sc.fail_ms, False
+            waited = draw if ok or draw < TIMEOUT_MS else TIMEOUT_MS
             out.latencies.append(waited)
             out.per_second[int(now)][0 if ok else 1] += 1
             if ok:
@@ -152,19 +237,37 @@ def simulate(strategy: str, sc: Scenario) -> Outcome:  # noqa: C901, PLR0912, PL
             else:
                 out.failed += 1
             seq += 1
-            heapq.heappush(events, (now + waited / 1000, seq, report, m, token, waited))
+            heapq.heappush(events, (now + waited / 1000, seq, report, m, token, waited, ok))
             seq += 1
-            heapq.heappush(events, (now + draw / 1000, seq, done, m, "", 0.0))
+            heapq.heappush(events, (now + draw / 1000, seq, done, m, "", 0.0, True))
         elif kind == report:  # the client's call report, as BalancerClient sends it
-            failed = latency >= TIMEOUT_MS
+            failed = not call_ok
             m.observe(max(latency, penalty) if failed else latency, now)
-            m.closed(token)
+            m.closed(token)  # finished: as the figures before, the backend's own count
+            if ejector is not None and outliers.counted(m, ok=call_ok, config=ejector.config):
+                until = ejector.eject(m.id, outliers.consecutive_reason(m.failures), now)
+                if until is not None:
+                    seq += 1
+                    heapq.heappush(events, (until, seq, back, None, "", 0.0, True))
         elif kind == done:
             inflight[m] -= 1
+        elif kind == sweep:
+            assert ejector is not None  # only scheduled with one
+            for until in ejector.sweep(now):
+                seq += 1
+                heapq.heappush(events, (until, seq, back, None, "", 0.0, True))
+            if now < sc.seconds + 2:
+                seq += 1
+                heapq.heappush(
+                    events, (now + ejector.config.interval_s, seq, sweep, None, "", 0.0, True)
+                )
+        elif kind == back:
+            assert ejector is not None
+            ejector.returns(now)
         elif now < sc.seconds + 2:  # heartbeat, while there is traffic
             m.heartbeat(inflight[m], now)
             seq += 1
-            heapq.heappush(events, (now + HEARTBEAT_S, seq, beat, m, "", 0.0))
+            heapq.heappush(events, (now + HEARTBEAT_S, seq, beat, m, "", 0.0, True))
     return out
 
 
@@ -262,7 +365,79 @@ def main(args: argparse.Namespace) -> None:
             for s, (out, q) in results.items()
         },
     }
-    emit("sim", rows, data)
+    fail_rows, data["failing"] = failing(args)
+    emit("sim", rows + fail_rows, data)
+
+
+# Outlier settings the fast-failing scenario runs with: the service defaults, and one
+# step tighter. Fast failures report at once while the same instance's successes report
+# 167 ms later, so in report order its failures come interleaved with successes: five in a
+# row is rarer than the 50 % suggests, and with the defaults the 10 s success-rate sweep
+# is often what ejects it.
+EJECTION: dict[str, OutlierConfig] = {
+    "defaults": OutlierConfig(),
+    "consecutive_failures=3": OutlierConfig(consecutive_failures=3),
+}
+
+
+def failing(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
+    """The fast-failing backend: every strategy with outlier ejection off, and on."""
+    sc = Scenario(slow_factor=1.0, slow_for=0.0, fail_share=0.5, fail_from=15.0, seed=args.seed)
+    if args.quick:
+        sc = Scenario(seconds=40, slow_factor=1.0, slow_for=0.0, fail_share=0.5, fail_from=10.0)
+    print(
+        f"fast-failing backend: from {sc.fail_from:g} s one of {BACKENDS} backends fails "
+        f"{sc.fail_share:.0%} of its calls in {sc.fail_ms:g} ms; {sc.seconds:g} s at {RATE:g} "
+        "req/s; success without outlier ejection, and with it (ejected at s, for s)"
+    )
+    print(f"{'strategy':>20} | {'off':>8} | " + " | ".join(f"{k:>30}" for k in EJECTION))
+    rows: list[Row] = []
+    data: dict[str, Any] = {}
+    for strategy in STRATEGIES:
+        off = simulate(strategy, sc)
+        ok_off = off.ok / (off.ok + off.failed)
+        data[strategy] = {"success_off": ok_off, "to_failing_off": off.to_failing}
+        cells = []
+        for label, cfg in EJECTION.items():
+            on = simulate(strategy, Scenario(**{**sc.__dict__, "ejection": cfg}))
+            ok_on = on.ok / (on.ok + on.failed)
+            when = ",".join(f"{at:.1f}/{until - at:.0f}" for at, until, _ in on.ejections)
+            cells.append(f"{ok_on:>8.3%} {when:>21}")
+            data[strategy][label] = {
+                "success": ok_on,
+                "to_failing": on.to_failing,
+                "ejections": [{"at": a, "until": u, "reason": r} for a, u, r in on.ejections],
+            }
+            rows.append(
+                Row(
+                    area="outlier ejection (simulated)",
+                    measure=f"success, {strategy}, fast-failing backend, ejection {label} "
+                    f"(ejected {len(on.ejections)}x; without ejection {ok_off:.2%})",
+                    baseline="all calls",
+                    value=100 * ok_on,
+                    base=100.0,
+                    unit="%",
+                    ratio=ok_on,
+                    target=">= 0.999",
+                    met=ok_on >= 0.999,  # the issue's target
+                )
+            )
+        print(f"{strategy:>20} | {ok_off:>8.3%} | " + " | ".join(cells))
+    share = sc.fail_share / BACKENDS * (sc.seconds - sc.fail_from) / sc.seconds
+    lost = 1 - data["round_robin"]["success_off"]
+    rows.append(
+        Row(
+            area="outlier ejection (simulated)",
+            measure=f"failed calls, round_robin without ejection (its share: 1/{BACKENDS} x "
+            f"{sc.fail_share:.0%} of the calls after the deploy)",
+            baseline="expected share",
+            value=100 * lost,
+            base=100 * share,
+            unit="%",
+            ratio=lost / share,
+        )
+    )
+    return rows, {"scenario": {**sc.__dict__, "ejection": None}, "strategies": data}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ One process serves every id given, each on its own port (the OS picks it) with i
 `ServiceAgent`, which heartbeats the instance's real in-flight count. `GET /` sleeps a
 latency drawn from a lognormal (median `--median-ms`, shape `--sigma`) times the
 instance's slow factor; `POST /admin/slow?factor=20` sets that factor (1 = normal), so a
-benchmark can open and close a slow window exactly when it wants. NATS_URL says where NATS
+benchmark can open and close a slow window exactly when it wants. `POST
+/admin/fail?share=0.5` makes that share of its requests fail at once (a 500, no sleep: a
+bad deploy); share=0 heals it. NATS_URL says where NATS
 is. SIGTERM or SIGINT: the agents deregister, the servers close.
 """
 
@@ -35,12 +37,15 @@ class Backend:
         self.median_ms = median_ms
         self.sigma = sigma
         self.factor = 1.0
+        self.fail_share = 0.0
         self.agent: ServiceAgent | None = None
         self.rng = random.Random(instance_id)  # reproducible per instance
 
     async def handle(self, _request: web.Request) -> web.Response:
         if self.agent is None:  # not registered yet: nobody should have found us
             return web.Response(status=503)
+        if self.fail_share and self.rng.random() < self.fail_share:
+            return web.Response(status=500, text="failing on purpose")
         with self.agent.track():
             delay_ms = self.median_ms * self.factor * self.rng.lognormvariate(0.0, self.sigma)
             await asyncio.sleep(delay_ms / 1000)
@@ -52,6 +57,13 @@ class Backend:
         except ValueError:
             return web.Response(status=400, text="factor must be a number")
         return web.json_response({"instance_id": self.instance_id, "factor": self.factor})
+
+    async def fail(self, request: web.Request) -> web.Response:
+        try:
+            self.fail_share = float(request.query.get("share", "0"))
+        except ValueError:
+            return web.Response(status=400, text="share must be a number 0..1")
+        return web.json_response({"instance_id": self.instance_id, "share": self.fail_share})
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -67,6 +79,7 @@ async def serve(args: argparse.Namespace) -> None:
             app = web.Application()
             app.router.add_get("/", backend.handle)
             app.router.add_post("/admin/slow", backend.slow)
+            app.router.add_post("/admin/fail", backend.fail)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)

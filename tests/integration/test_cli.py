@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import pytest
 from natsserver import NatsServer
+from waiting import until
 from workers import run_governor
 
 from schemas import subjects
@@ -100,19 +101,11 @@ def closed_port() -> int:
 
 
 async def register(bus: Bus, events: Events, iid: str, port: int, **kw: Any) -> None:
+    kw.setdefault("ttl_s", 3600)  # no heartbeats here: healthy however slow the host is
     reg = Registration(instance_id=iid, host="127.0.0.1", port=port, **kw)
     service = kw.get("service", "orders")
     await bus.request(subjects.register(service), reg, msgspec.Raw)
     await events.wait_for("registered", iid)
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], timeout: float = 5.0) -> T:
-    async def loop() -> T:
-        while (value := await probe()) is None:  # noqa: ASYNC110  # the state is the workers'
-            await asyncio.sleep(0.02)
-        return value
-
-    return await asyncio.wait_for(loop(), timeout)
 
 
 def pairs(text: str, block: int = 0) -> dict[str, str]:
@@ -138,11 +131,12 @@ async def test_services_and_instances_for_people_and_for_scripts(
         assert (run.code, run.err) == (0, "")
     assert services.out == "orders\n"
     header, first, second = table.rows
-    assert " ".join(header) == "INSTANCE ADDRESS ZONE WEIGHT HEALTHY DRAINED INFLIGHT SEEN"
+    assert " ".join(header) == "INSTANCE ADDRESS ZONE WEIGHT HEALTHY DRAINED INFLIGHT SEEN EJECTED"
     assert first[:7] == ["orders-1", "127.0.0.1:8001", "eu-1", "50", "yes", "no", "0"]
     assert second[:7] == ["orders-2", "127.0.0.1:8002", "-", "100", "yes", "no", "0"]
     assert first[7].endswith("s")  # seconds since the last heartbeat
     assert first[8] == "ago"
+    assert first[9] == "?"  # no balancer runs to say who is ejected
     # --json: the reply as the worker sent it, one object on one line
     assert services_json.out.count("\n") == table_json.out.count("\n") == 1
     assert msgspec.json.decode(services_json.out, type=ServiceList).services == ["orders"]
@@ -178,8 +172,8 @@ async def test_resolve_prints_the_endpoint(
     assert first.instance_id == again.instance_id
 
 
-async def _known(balancer: Any, n: int) -> bool | None:
-    return len(balancer.known().get("orders", ())) == n or None
+def _known(balancer: Any, n: int) -> bool:
+    return len(balancer.known().get("orders", ())) == n
 
 
 async def test_worker_errors_print_the_sentence_and_exit_1(
@@ -247,6 +241,23 @@ async def test_bad_local_input_is_a_usage_error_and_sends_nothing() -> None:
 
 
 # -- governor ----------------------------------------------------------------------------
+async def history_filters(cli: Baton, ok: Baton) -> None:
+    """`history --limit/--since` of `orders` at revision 8."""
+    newest, from_rev, recent, future = await asyncio.gather(
+        ok("history", "orders", "--limit", "2"),
+        ok("history", "orders", "--since", "7"),
+        ok("history", "orders", "--since", "1h", "--limit", "3"),
+        ok("history", "orders", "--since", "2999-01-01T00:00:00Z"),
+    )
+    assert [row[0] for row in newest.rows[1:]] == ["7", "8"]
+    assert [row[0] for row in from_rev.rows[1:]] == ["7", "8"]
+    assert [row[0] for row in recent.rows[1:]] == ["6", "7", "8"]
+    assert future.out.strip() == "(no changes to orders yet)"
+    bad = await cli("history", "orders", "--since", "last tuesday")
+    assert bad.code == 2
+    assert "'last tuesday' is not a revision (42), a duration ago (30m" in bad.err
+
+
 @pytest.mark.usefixtures("registry", "governor")
 async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) -> None:
     # no heartbeats here: a TTL longer than the test, so both stay healthy on a slow machine
@@ -291,6 +302,8 @@ async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) ->
         "strategy": "least_connections",
         "protect_threshold": "0.5",
         "warmup_s": "0",
+        "outlier": "on, 5 failures in a row, success rate, every 10 s; ejected 30 s x n up to "
+        "300 s; at most 10 %",
     }
     assert config.rows[-3:] == [
         ["INSTANCE", "WEIGHT", "DRAINED", "PORT", "METADATA"],
@@ -319,6 +332,7 @@ async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) ->
     entries = msgspec.json.decode(history_json.out, type=ConfigHistory).entries
     assert (entries[-1].kind, entries[-1].restored, entries[-1].actor) == ("rollback", 1, ACTOR)
     assert (entries[-1].config.strategy, entries[-1].config.instances) == ("round_robin", {})
+    await history_filters(cli, ok)
 
     deleted = msgspec.json.decode(
         (await ok("--json", "set", "orders", "delete", "--yes")).out, type=ConfigApplied

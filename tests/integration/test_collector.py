@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import Events, reg
 from influxserver import InfluxServer, influxd_binary
+from waiting import until
 from workers import run_balancer, run_collector, run_governor, run_registry
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, ResolveRequest
-from schemas.governor import ConfigApplied, ConfigChange
+from schemas.balancer import BatchedReport, CallReport, CallReports, Endpoint, ResolveRequest
+from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch
 from schemas.registry import Ack, Deregistration, Heartbeat
 
 if TYPE_CHECKING:
@@ -41,11 +42,12 @@ async def stack(nats_server: NatsServer, influx: InfluxServer) -> AsyncIterator[
     url = nats_server.url
     async with (
         run_registry(url),
-        run_balancer(url),
+        run_balancer(url) as balancer,
         run_governor(url),
         run_collector(url, influx.url) as collector,
     ):
         await asyncio.wait_for(collector.ready.wait(), 10)
+        collector.balancer_under_test = balancer  # what the tests wait on beside it
         yield collector
 
 
@@ -63,12 +65,12 @@ async def until_rows(
     influx: InfluxServer, q: str, n: int, timeout: float = 10.0
 ) -> list[dict[str, Any]]:
     """Poll InfluxDB (another process) until the query returns at least n rows."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def enough() -> list[dict[str, Any]] | None:
         found = await asyncio.to_thread(rows, influx, q)
-        if len(found) >= n or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.1)
+        return found if len(found) >= n else None
+
+    return await until(enough, timeout, interval=0.1, what=f"{n} rows of {q}")
 
 
 async def test_every_kind_of_point_lands_with_its_tags_and_values(
@@ -77,7 +79,9 @@ async def test_every_kind_of_point_lands_with_its_tags_and_values(
     await bus.request(subjects.register("shop"), reg("s1", 8001, zone="eu-1"), Ack)
     await bus.request(subjects.register("shop"), reg("s2", 8002, zone="eu-2", weight=50), Ack)
     await events.wait_for("registered", "s2")
-    await asyncio.sleep(0.05)
+    pools = stack.balancer_under_test.pools  # the balancer and the collector follow it too
+    await until(lambda: "shop" in pools and len(pools["shop"].members) == 2)
+    await until(lambda: ("shop", "s2") in stack.zones)
     hb = Heartbeat(instance_id="s1", inflight=3, cpu=0.5, mem=0.25, latency_ms=12.0)
     await bus.request(subjects.heartbeat("shop"), hb, Ack)
     for n in range(10):
@@ -138,7 +142,7 @@ async def test_influxdb_outage_under_load_loses_no_point(
                         subjects.report("load"), CallReport(instance_id="i1", latency_ms=1.0)
                     )
                     sent += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pacing the load, not waiting for anything
 
         await talk(1.0)
         influx.stop()  # InfluxDB goes away while the fleet keeps talking
@@ -146,12 +150,14 @@ async def test_influxdb_outage_under_load_loses_no_point(
         influx.start()
         await talk(1.0)
         await bus.nc.flush()
-        got = await until_rows(influx, 'SELECT count("latency_ms") FROM calls', 1, timeout=30)
-        deadline = time.monotonic() + 30
-        while got[0]["count"] < sent and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            got = await asyncio.to_thread(rows, influx, 'SELECT count("latency_ms") FROM calls')
-        assert got[0]["count"] == sent
+        count = 'SELECT count("latency_ms") FROM calls'
+
+        async def all_written() -> bool:
+            got = await asyncio.to_thread(rows, influx, count)
+            return bool(got) and got[0]["count"] >= sent
+
+        await until(all_written, 60, interval=0.2, what=f"{sent} points written")
+        assert (await asyncio.to_thread(rows, influx, count))[0]["count"] == sent
         stats = collector.stats
         assert stats["retried"] > 0
         assert stats["dropped"] == 0
@@ -182,3 +188,59 @@ async def test_bad_messages_are_counted_and_the_good_ones_after_them_written(
             (subjects.every(subjects.REPORT), 400): 4,
             (subjects.every(subjects.HEARTBEAT), 400): 1,
         }
+
+
+async def test_an_ejection_lands_for_the_dashboards(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    change = ConfigChange(
+        actor="ann", outlier=OutlierPatch(consecutive_failures=2, max_ejected_percent=50)
+    )
+    await bus.request(subjects.change("shop"), change, ConfigApplied)
+    for n in (1, 2):
+        await bus.request(subjects.register("shop"), reg(f"s{n}", 8000 + n), Ack)
+        await events.wait_for("registered", f"s{n}")
+    ejected: list[dict[str, Any]] = []
+    for _ in range(50):  # the balancer takes the config and the fleet in a few ms: retry
+        for _ in range(2):
+            await bus.publish(
+                subjects.report("shop"), CallReport(instance_id="s1", latency_ms=1, ok=False)
+            )
+        ejected = await until_rows(
+            influx, "SELECT * FROM outlier_events WHERE \"service\" = 'shop'", 1, timeout=0.2
+        )
+        if ejected:
+            break
+    (row,) = ejected
+    assert (row["kind"], row["instance"], row["ejections"], row["ejected"]) == (
+        "ejected",
+        "s1",
+        1,
+        1,
+    )
+    assert row["text"].startswith("s1 ejected until ")
+    assert row["reason"] == "consecutive_failures: 2 failed calls in a row"
+    assert row["until_s"] > time.time() + 20  # 30 s by default
+
+
+async def test_single_and_batched_reports_each_make_a_point(
+    stack: Any, influx: InfluxServer, bus: Bus, events: Events
+) -> None:
+    await bus.request(subjects.register("cart"), reg("c1", 8001, zone="eu-1"), Ack)
+    await events.wait_for("registered", "c1")
+    for n in range(30):
+        await bus.publish(
+            subjects.report("cart"), CallReport(instance_id="c1", latency_ms=n, ok=n != 5)
+        )
+    batch = [BatchedReport(instance_id="c1", latency_ms=100 + n, ok=n != 7) for n in range(170)]
+    bad = BatchedReport(instance_id="no good", latency_ms=5)  # dropped, counted: not the rest
+    await bus.publish(subjects.reports("cart"), CallReports(reports=[*batch[:70], bad]))
+    await bus.publish(subjects.reports("cart"), CallReports(reports=batch[70:]))
+    q = "SELECT * FROM calls WHERE \"service\" = 'cart'"
+    calls = await until_rows(influx, q, 200)
+    assert len(calls) == 200  # 30 alone + 170 in two batches: one point each
+    assert sorted(r["latency_ms"] for r in calls) == [float(n) for n in range(30)] + [
+        100.0 + n for n in range(170)
+    ]
+    assert sum(r["error"] for r in calls) == 2
+    assert stack.bus.errors[(subjects.every(subjects.REPORTS), 400)] == 1

@@ -15,14 +15,14 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from influxserver import InfluxServer, influxd_binary
 
-from schemas.balancer import CallReport, PickCount, PickCounts
+from schemas.balancer import CallReport, OutlierEvent, PickCount, PickCounts
 from schemas.governor import ChangeKind, ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import EventKind, Heartbeat, Instance, InstanceEvent
 from services.collector import points
@@ -303,6 +303,32 @@ def config_changes(clock: Timeline) -> list[str]:
     return [points.config_change(c, clock.ago(seconds)) for seconds, c in changes]
 
 
+def outlier_events(clock: Timeline) -> list[str]:
+    """The balancer ejects orders-2 (failing) 250 s ago for 30 s, and payments-1 once."""
+    said = [
+        ("ejected", "orders-2", 250, 1, "consecutive_failures: 5 failed calls in a row"),
+        ("returned", "orders-2", 220, 1, "ejection time over"),
+        ("ejected", "payments-1", 100, 1, "success_rate: 40.0% of 120 calls, below 88.0%"),
+    ]
+    lines = []
+    for kind, iid, seconds, times, reason in said:
+        ts = clock.ago(seconds)
+        until = clock.when(ts) + timedelta(seconds=30) if kind == "ejected" else clock.when(ts)
+        event = OutlierEvent(
+            kind=kind,  # type: ignore[arg-type]  # the two kinds, above
+            service=SERVICE_OF[iid],
+            instance_id=iid,
+            until=until,
+            reason=reason,
+            at=clock.when(ts),
+            ejections=times,
+            ejected=1 if kind == "ejected" else 0,
+            node="b1",
+        )
+        lines.append(points.outlier_event(event, ts))
+    return lines
+
+
 def collector_health(clock: Timeline) -> list[str]:
     """Every 10 s, counters since the collector started: 100 points per 10 s, a few
     retries, one rejected point, and 42 points buffered at the end."""
@@ -330,6 +356,7 @@ def build_fleet(now_ns: int) -> Fleet:
         *pick_lines,
         *registry_events(clock),
         *config_changes(clock),
+        *outlier_events(clock),
         *collector_health(clock),
     ]
     return Fleet(calls=written_calls, picks=counted_picks, weights=WEIGHTS, lines=lines)
@@ -577,6 +604,25 @@ def test_annotations_carry_text_and_tags(influx: InfluxServer, fleet: Fleet) -> 
     health = by_name["Instance health (registry)"]
     texts = {r["text"] for r in rows(run(influx, render(health["query"], SCENARIOS["all"])))}
     assert {"orders-2 unhealthy", "orders-2 expired", "payments-1 registered"} <= texts
+
+
+def test_ejections_table_and_annotation(influx: InfluxServer, fleet: Fleet) -> None:
+    table = panel_rows(
+        influx, "service", "Which instances did the balancer eject, and why?", scenario="one"
+    )
+    got = [(r["kind"], r["instance"], r["ejections"], r["reason"]) for r in table]
+    assert got == [  # newest first, orders only
+        ("returned", "orders-2", 1, "ejection time over"),
+        ("ejected", "orders-2", 1, "consecutive_failures: 5 failed calls in a row"),
+    ]
+    ejected = table[1]
+    assert ejected["until"] - ejected["time"] == pytest.approx(30_000, abs=1)  # ms
+    board = load(GRAFANA / "dashboards" / "service.json")
+    (anno,) = [a for a in board["annotations"]["list"] if a["name"] == "Ejections (balancer)"]
+    texts = [r["text"] for r in rows(run(influx, render(anno["query"], SCENARIOS["all"])))]
+    assert len(texts) == 3
+    assert any(t.startswith("orders-2 ejected until ") for t in texts)
+    assert "orders-2 returned" in texts
 
 
 def test_collector_health(influx: InfluxServer, fleet: Fleet) -> None:

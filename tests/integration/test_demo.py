@@ -29,7 +29,7 @@ import pytest
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
-from schemas.balancer import CallReport
+from schemas.balancer import CallReports
 from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import InstanceEvent
 from services import logs
@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def stack(nats_server: NatsServer) -> AsyncIterator[None]:
     """Registry and balancer, in-process, each on its own connection."""
-    settings = BusSettings(url=nats_server.url, reconnect_wait_s=0.05)
+    settings = BusSettings(url=nats_server.url, reconnect_wait_s=0.05, reconnect_max_s=0.5)
     reg_log, bal_log = logs.get_logger("registry"), logs.get_logger("balancer")
     async with (
         connect(settings, reg_log, name="registry") as reg_bus,
@@ -71,10 +71,9 @@ async def until_seen(sub: Subscription, ids: set[str], kind: str, timeout: float
     async def loop() -> None:
         while missing:
             msg = await sub.next_msg(timeout=None)
-            if kind == "ok":
-                report = msgspec.json.decode(msg.data, type=CallReport)
-                if report.ok:
-                    missing.discard(report.instance_id)
+            if kind == "ok":  # the SDK batches its reports
+                batch = msgspec.json.decode(msg.data, type=CallReports)
+                missing.difference_update(r.instance_id for r in batch.reports if r.ok)
             else:
                 event = msgspec.json.decode(msg.data, type=InstanceEvent)
                 if event.kind == kind:
@@ -90,7 +89,7 @@ def ids(n: int) -> set[str]:
 # -- the demo ------------------------------------------------------------------------------
 @pytest.mark.usefixtures("stack")
 async def test_demo_instances_serve_real_http_calls(nc: Client) -> None:
-    reports = await nc.subscribe(subjects.report(SERVICE))
+    reports = await nc.subscribe(subjects.reports(SERVICE))
     events = await nc.subscribe(subjects.events(SERVICE))
     settings = DemoSettings(
         instances=3, clients=4, strategy="round_robin", think_ms=1, ttl_s=2, print_s=0.2
@@ -157,7 +156,7 @@ async def test_demo_follows_the_service_config_and_its_operators(
         )
 
         # The table shows the weight in effect and marks a drained instance.
-        overrides = {
+        overrides: dict[str, OverridePatch | None] = {
             f"{SERVICE}-1": OverridePatch(weight=7),
             f"{SERVICE}-2": OverridePatch(drained=True),
         }

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 from conftest import Events, reg
 from natsserver import NatsServer
+from waiting import until
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -20,12 +22,13 @@ from schemas.governor import (
     ConfigApplied,
     ConfigChange,
     ConfigHistory,
+    HistoryQuery,
     OverridePatch,
     Rollback,
     ServiceConfig,
 )
 from schemas.registry import Ack, Empty, Heartbeat, InstanceList
-from services.errors import Conflict, NotFound
+from services.errors import BadRequest, Conflict, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,15 +54,18 @@ async def config(bus: Bus, service: str = "api") -> ServiceConfig:
     return await bus.request(subjects.config(service), Empty(), ServiceConfig)
 
 
+async def history(bus: Bus, service: str = "api", **query: Any) -> ConfigHistory:
+    return await bus.request(subjects.history(service), HistoryQuery(**query), ConfigHistory)
+
+
 async def resolve(bus: Bus, **kw: Any) -> Endpoint:
     return await bus.request(subjects.resolve("api"), ResolveRequest(**kw), Endpoint)
 
 
-async def until(predicate: Any, timeout: float = 3.0) -> None:
-    """Await a condition the workers reach on their own (polled: it spans processes)."""
-    async with asyncio.timeout(timeout):
-        while not await predicate():  # noqa: ASYNC110  # the condition lives in other workers
-            await asyncio.sleep(0.005)
+def member(balancer: Any, iid: str) -> Any:
+    """The balancer's view of instance `iid` of `api` (None until it has one)."""
+    pool = balancer.pools.get("api")
+    return pool.members.get(iid) if pool else None
 
 
 # -- the governor's own subjects -------------------------------------------------------
@@ -111,8 +117,30 @@ async def test_changes_are_versioned_merged_announced_and_audited(nc: Client, bu
         (2, "bob", ""),
     ]
     assert history.entries[0].at <= history.entries[1].at
-    await until(lambda: asyncio.sleep(0, len(applied) == 2))
+    await until(lambda: len(applied) == 2)
     assert [a.revision for a in applied] == [1, 2]
+
+
+@pytest.mark.usefixtures("governor")
+async def test_history_reads_a_range_of_revisions(bus: Bus) -> None:
+    for n in range(1, 8):
+        await change(bus, reason=f"r{n}", protect_threshold=n / 10)
+        await change(bus, "other", reason=f"o{n}", warmup_s=n)  # in the same log, never listed
+    middle = (await history(bus)).entries[3].at
+
+    async def revisions(**query: Any) -> list[int]:
+        return [e.revision for e in (await history(bus, **query)).entries]
+
+    assert await revisions() == [1, 2, 3, 4, 5, 6, 7]
+    assert await revisions(limit=3) == [5, 6, 7]
+    assert await revisions(since_revision=6) == [6, 7]
+    assert await revisions(since_revision=2, limit=2) == [6, 7]
+    assert await revisions(since=middle) == [4, 5, 6, 7]
+    assert await revisions(since=middle + dt.timedelta(days=1)) == []
+    assert await revisions(since_revision=99) == []
+    assert [e.reason for e in (await history(bus, "other", limit=1)).entries] == ["o7"]
+    with pytest.raises(BadRequest, match=r"limit must be an integer 0\.\.100000"):
+        await history(bus, limit=-1)
 
 
 @pytest.mark.usefixtures("governor")
@@ -241,9 +269,7 @@ async def test_config_survives_a_restart_of_every_worker_and_of_nats(
         await change(bus, protect_threshold=0.25, reason="storm")
     nats_server.kill()  # SIGKILL, right after the acknowledgements
     nats_server.start()
-    async with asyncio.timeout(10):
-        while not bus.nc.is_connected:  # noqa: ASYNC110  # the client reconnects by itself
-            await asyncio.sleep(0.05)
+    await until(lambda: bus.nc.is_connected, timeout=10)  # the client reconnects by itself
     async with run_governor(nats_server.url):
         cfg = await config(bus)
         assert (cfg.revision, cfg.strategy, cfg.protect_threshold) == (2, "least_connections", 0.25)
@@ -261,7 +287,7 @@ async def test_governor_waits_for_jetstream_instead_of_dying(tmp_path: Path) -> 
 
     task = asyncio.create_task(run())
     try:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a short wait for what must NOT happen: the governor ending
         assert not task.done()  # still waiting for JetStream: not crashed, not serving
     finally:
         task.cancel()
@@ -279,7 +305,7 @@ async def fleet(
         await bus.request(subjects.register("api"), reg(iid, port), Ack)
         await events.wait_for("registered", iid)
     pools = balancer.pools
-    await until(lambda: asyncio.sleep(0, "api" in pools and len(pools["api"].members) == 2))
+    await until(lambda: "api" in pools and len(pools["api"].members) == 2)
     return events
 
 
@@ -298,7 +324,7 @@ async def test_strategy_change_is_obeyed_at_once(bus: Bus, fleet: Events) -> Non
 
 
 async def test_weight_port_and_metadata_overrides_show_everywhere_and_outlive_reregistration(
-    bus: Bus, fleet: Events
+    bus: Bus, fleet: Events, balancer: Any
 ) -> None:
     await change(
         bus,
@@ -314,7 +340,8 @@ async def test_weight_port_and_metadata_overrides_show_everywhere_and_outlive_re
         return by_id["a"].weight == 0 and by_id["b"].port == 9090
 
     await until(applied)
-    await asyncio.sleep(0.02)  # the balancer applies the same `updated` events
+    # the balancer applies the same `updated` events
+    await until(lambda: member(balancer, "a").weight == 0 and member(balancer, "b").port == 9090)
     for ep in [await resolve(bus) for _ in range(6)]:
         assert (ep.instance_id, ep.port, ep.metadata) == ("b", 9090, {"canary": "yes"})
     await bus.request(subjects.register("api"), reg("b", 8002), Ack)  # b registers again
@@ -323,11 +350,13 @@ async def test_weight_port_and_metadata_overrides_show_everywhere_and_outlive_re
     assert (b.port, b.metadata) == (9090, {"canary": "yes"})
 
 
-async def test_drain_stops_new_traffic_and_says_when_it_is_safe(bus: Bus, fleet: Events) -> None:
+async def test_drain_stops_new_traffic_and_says_when_it_is_safe(
+    bus: Bus, fleet: Events, balancer: Any
+) -> None:
     await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="a", inflight=3), Ack)
     await change(bus, instances={"a": OverridePatch(drained=True)})
     await fleet.wait_for("updated", "a")
-    await asyncio.sleep(0.02)
+    await until(lambda: member(balancer, "a").drained)  # the balancer applies it too
     assert set(await picks(bus, strategy="round_robin")) == {"b"}
     await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="a", inflight=1), Ack)
     assert "drained" not in fleet.kinds("a")  # still serving its last requests
@@ -342,11 +371,11 @@ async def _has_a(bus: Bus) -> bool:
     return "a" in await picks(bus, 4, strategy="round_robin")
 
 
-async def test_protect_threshold_panics_honestly(bus: Bus, fleet: Events) -> None:
+async def test_protect_threshold_panics_honestly(bus: Bus, fleet: Events, balancer: Any) -> None:
     await change(bus, protect_threshold=0.5)
     await bus.request(subjects.register("api"), reg("a", 8001, ttl_s=1), Ack)  # a falls silent
     await fleet.wait_for("unhealthy", "a", timeout=3)
-    await asyncio.sleep(0.02)
+    await until(lambda: not member(balancer, "a").healthy)  # the balancer applies it too
     eps = [await resolve(bus, strategy="round_robin") for _ in range(4)]
     assert {e.instance_id for e in eps} == {"a", "b"}  # half healthy <= 0.5: both, honestly
     assert all(e.panic for e in eps)
@@ -361,7 +390,7 @@ async def test_protect_threshold_panics_honestly(bus: Bus, fleet: Events) -> Non
 
 
 async def test_delete_forgets_the_config_and_deregisters_the_instances(
-    bus: Bus, fleet: Events
+    bus: Bus, fleet: Events, balancer: Any
 ) -> None:
     await change(bus, strategy="random")
     done = await change(bus, delete=True, reason="decommissioned")
@@ -370,7 +399,7 @@ async def test_delete_forgets_the_config_and_deregisters_the_instances(
     await fleet.wait_for("deregistered", "b")
     cfg = await config(bus)
     assert (cfg.revision, cfg.strategy) == (2, "weighted")  # the delete is revision 2
-    await asyncio.sleep(0.02)
+    await until(lambda: "api" not in balancer.pools)  # the balancer applies the same events
     with pytest.raises(NotFound):  # the balancer forgot them too
         await resolve(bus)
 
@@ -385,6 +414,6 @@ async def test_workers_restarted_obey_the_stored_config(
         await bus.request(subjects.register("api"), reg("a", 8001), Ack)
         await events.wait_for("registered", "a")
         assert events.seen[-1].instance.port == 7000
-        await until(lambda: asyncio.sleep(0, "api" in bal.pools))
+        await until(lambda: "api" in bal.pools)
         ep = await resolve(bus)
         assert (ep.strategy, ep.port) == ("round_robin", 7000)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from influxserver import InfluxServer, influxd_binary
+from waiting import until
 
 from schemas.balancer import CallReport
 from services import logs
@@ -32,6 +33,7 @@ from services.collector.writer import (
     V2Writer,
     rejected_count,
 )
+from services.config import SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -115,12 +117,8 @@ def stored(server: InfluxServer, what: str = 'count("latency_ms")', db: str = DB
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll `check` (in a thread: it may query influxd) until true, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.05)
+    """`until` for a check that may query influxd, so it runs in a thread."""
+    await until(lambda: asyncio.to_thread(check), timeout, interval=0.05, what=what)
 
 
 def closed_port_url() -> str:
@@ -193,9 +191,9 @@ async def test_a_bad_database_name_is_a_setup_error(influx: InfluxServer) -> Non
             await bad.ensure()
     finally:
         await bad.aclose()
-    with pytest.raises(ValueError, match="must not be empty"):
+    with pytest.raises(SettingsError, match="INFLUX_DATABASE is empty"):
         V1Writer(influx.url, "")
-    with pytest.raises(ValueError, match="http://"):
+    with pytest.raises(SettingsError, match="http://"):
         V1Writer("127.0.0.1:8086", DB)
 
 
@@ -337,7 +335,7 @@ async def test_a_backlog_is_written_in_full_batches_once_each(
     async with Batcher(writer, LOG, batch_points=100, flush_s=30, writers=writers) as b:
         for _ in range(40):  # in quarters of a batch, so loops wake to partial ones
             b.add_many(calls.take(25))
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # pacing: the loops run between the quarters
         await eventually(lambda: b.stats["written"] == 1000, "ten full batches", timeout=5)
         assert b.stats["buffered"] == 0
     assert stored(influx) == 1000  # each point once: InfluxDB holds exactly as many
@@ -349,7 +347,7 @@ async def test_a_loop_woken_for_a_batch_another_took_sends_no_partial_one(
     await writer.ensure()
     calls = Calls()
     async with Batcher(writer, LOG, batch_points=100, flush_s=30, writers=2) as b:
-        await asyncio.sleep(0.05)  # both loops wait for a batch
+        await until(lambda: len(b._wake._waiters) == 2)  # both loops wait
         b.add_many(calls.take(150))  # wakes both loops; one full batch, half of another
         await eventually(lambda: b.stats["written"] == 100, "the full batch", timeout=5)
         await asyncio.sleep(0.3)  # a short wait for what must NOT happen: a partial batch
@@ -376,7 +374,7 @@ async def test_points_added_during_an_outage_all_arrive(
         outage_ends = time.monotonic() + 2.5
         while time.monotonic() < outage_ends:  # about 1,000 points a second
             b.add_many(calls.take(20))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # pacing the load, not waiting for anything
         assert b.stats["written"] == 100
         assert b.stats["retried"] > 0
         await asyncio.to_thread(influx.start)  # same port, same data directory
@@ -557,15 +555,13 @@ async def test_v2_writer_against_influxdb_2() -> None:
         url = f"http://{host}:{port}"
         w = V2Writer(url, token, org, DB, timeout_s=5)
         try:
-            deadline = time.monotonic() + 60
-            while True:  # the image restarts influxd once its set-up is done
-                try:
-                    await w.ensure()
-                    break
-                except (RetryableWriteError, SetupError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.5)
+
+            async def set_up() -> bool:
+                await w.ensure()
+                return True
+
+            # the image restarts influxd once its set-up is done
+            await until(set_up, 60, interval=0.5, ignoring=(RetryableWriteError, SetupError))
             calls = Calls()
             assert await w.write(calls.take(3)) == 0
             assert await w.write([calls.next(), calls.conflicting()]) == 1  # 422: one rejected

@@ -128,7 +128,7 @@ async def test_heartbeats_keep_an_instance_healthy_and_revive_it(bus: Bus, event
     await bus.request(subjects.register("api"), reg("a", ttl_s=1), Ack)
     for _ in range(6):  # 1.5 s of heartbeats, longer than the ttl
         await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="a"), Ack)
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # the heartbeat interval under test, not a wait
     assert events.kinds("a") == ["registered"]
     await events.wait_for("unhealthy", "a", timeout=3)
     await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="a"), Ack)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import pytest
+from waiting import until
 
 from schemas import subjects
 from schemas.balancer import CallReport
@@ -26,7 +27,7 @@ from services.registry.worker import Registry, RegistrySettings
 from services.sdk import BalancerClient, Endpoint, ServiceAgent
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
 
     from nats.aio.client import Client
     from nats.aio.subscription import Subscription
@@ -38,20 +39,8 @@ FAST = {"ttl_s": 1.0, "heartbeat_s": 0.2, "request_timeout_s": 0.5}
 
 
 # -- helpers -------------------------------------------------------------------------------
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 5.0) -> T:
-    """Await `probe()` until it returns a value (errors count as not yet), within `timeout`."""
-
-    async def loop() -> T:
-        while True:
-            try:
-                value = await probe()
-            except (NotFound, Unavailable, RequestTimeout):
-                value = None
-            if value is not None:
-                return value
-            await asyncio.sleep(0.02)
-
-    return await asyncio.wait_for(loop(), timeout)
+# what a worker answers while it is still catching up: polled again, not a failure
+CATCHING_UP = (NotFound, Unavailable, RequestTimeout)
 
 
 async def registered_twice(a: ServiceAgent) -> None:
@@ -61,7 +50,7 @@ async def registered_twice(a: ServiceAgent) -> None:
     async def twice() -> int | None:
         return a.registrations if a.registrations == 2 else None
 
-    await eventually(twice, timeout=2)
+    await until(twice, timeout=2, ignoring=CATCHING_UP)
 
 
 async def next_matching(
@@ -95,7 +84,7 @@ async def instances(nc: Client, service: str = SERVICE) -> InstanceList:
 
 
 def bus_settings(server: NatsServer) -> BusSettings:
-    return BusSettings(url=server.url, reconnect_wait_s=0.05)
+    return BusSettings(url=server.url, reconnect_wait_s=0.05, reconnect_max_s=0.5)
 
 
 async def run_registry(server: NatsServer, ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -148,7 +137,7 @@ async def test_agent_registers_reports_inflight_and_deregisters(nc: Client) -> N
                 (inst,) = (await instances(nc)).instances
                 return inst.inflight if inst.inflight == 2 else None
 
-            assert await eventually(busy) == 2
+            assert await until(busy, ignoring=CATCHING_UP) == 2
         assert a.inflight == 0
         hb = await next_matching(beats, Heartbeat, lambda hb: hb.inflight == 0)
         assert hb.latency_ms is not None  # the two tracked requests were timed
@@ -257,7 +246,7 @@ async def test_agent_registers_again_after_the_nats_server_restarts(
         async def reregistered() -> int | None:
             return a.registrations if a.registrations >= 2 else None
 
-        await eventually(reregistered, timeout=10)
+        await until(reregistered, timeout=10, ignoring=CATCHING_UP)
 
         async def healthy() -> bool | None:
             try:
@@ -266,19 +255,19 @@ async def test_agent_registers_again_after_the_nats_server_restarts(
                 return None
             return True if inst.healthy and inst.instance_id == "orders-1" else None
 
-        assert await eventually(healthy, timeout=10)
+        assert await until(healthy, timeout=10, ignoring=CATCHING_UP)
 
 
 # -- BalancerClient ------------------------------------------------------------------------
 async def resolvable(client: BalancerClient, service: str = SERVICE) -> Endpoint:
     """Wait until the balancer has heard of the service's instances."""
-    return await eventually(lambda: client.resolve(service))
+    return await until(lambda: client.resolve(service), ignoring=CATCHING_UP)
 
 
 @pytest.mark.usefixtures("balancer")
 async def test_call_reports_the_instance_and_whether_the_body_raised(nc: Client) -> None:
     reports = await nc.subscribe(subjects.report(SERVICE))
-    client = BalancerClient(nc)
+    client = BalancerClient(nc, batch_ms=0)  # each report alone, on balancer.v1.report
     async with agent(nc):
         await resolvable(client)
         async with client.call(SERVICE) as ep:
@@ -297,7 +286,7 @@ async def test_call_reports_the_instance_and_whether_the_body_raised(nc: Client)
 
 @pytest.mark.usefixtures("balancer")
 async def test_resolve_errors_map_to_the_error_tree(nc: Client) -> None:
-    client = BalancerClient(nc)
+    client = BalancerClient(nc, batch_ms=0)  # each report alone, on balancer.v1.report
     with pytest.raises(NotFound):
         await client.resolve("nobody")
     with pytest.raises(BadRequest, match=r"contains '\.'"):
@@ -322,7 +311,7 @@ async def test_resolve_without_a_balancer(nc: Client) -> None:
 @pytest.mark.usefixtures("balancer")
 async def test_call_with_retry_moves_to_another_instance(nc: Client) -> None:
     reports = await nc.subscribe(subjects.report(SERVICE))
-    client = BalancerClient(nc)
+    client = BalancerClient(nc, batch_ms=0)  # each report alone, on balancer.v1.report
     async with agent(nc, "orders-1"), agent(nc, "orders-2", port=8081):
 
         async def both() -> bool | None:
@@ -330,7 +319,7 @@ async def test_call_with_retry_moves_to_another_instance(nc: Client) -> None:
             return True if got.instance_id == "orders-2" else None
 
         await resolvable(client)
-        await eventually(both)
+        await until(both, ignoring=CATCHING_UP)
         seen: list[str] = []
 
         async def first_fails(ep: Endpoint) -> str:
@@ -340,9 +329,12 @@ async def test_call_with_retry_moves_to_another_instance(nc: Client) -> None:
             return ep.instance_id
 
         # consistent_hash: without the exclusion, the retry would get the same instance
-        sticky = {"strategy": "consistent_hash", "key": "user-7"}
         served = await client.call_with_retry(
-            SERVICE, first_fails, retry_on=(ConnectionError,), **sticky
+            SERVICE,
+            first_fails,
+            retry_on=(ConnectionError,),
+            strategy="consistent_hash",
+            key="user-7",
         )
         assert seen == [seen[0], served]
         assert served != seen[0]  # the failed instance was excluded

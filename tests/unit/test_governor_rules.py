@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from msgspec import UNSET
 
 from schemas.balancer import STRATEGIES
-from schemas.governor import ConfigChange, InstanceOverride, OverridePatch, ServiceConfig
+from schemas.errors import explain
+from schemas.governor import (
+    ConfigChange,
+    InstanceOverride,
+    OutlierConfig,
+    OutlierPatch,
+    OverridePatch,
+    ServiceConfig,
+)
 from services.errors import BadRequest
 from services.governor.rules import MAX_OVERRIDES, apply_change, check_change
 
@@ -85,7 +94,9 @@ def test_every_strategy_name_is_accepted() -> None:
 
 
 def test_too_many_overrides_are_refused() -> None:
-    patches = {f"i{n}": OverridePatch(weight=1) for n in range(MAX_OVERRIDES + 1)}
+    patches: dict[str, OverridePatch | None] = {
+        f"i{n}": OverridePatch(weight=1) for n in range(MAX_OVERRIDES + 1)
+    }
     with pytest.raises(BadRequest, match=f"at most {MAX_OVERRIDES} instance overrides"):
         apply_change(base(), ConfigChange(actor="x", instances=patches), 5)
 
@@ -93,3 +104,62 @@ def test_too_many_overrides_are_refused() -> None:
 def test_patch_defaults_are_unset_not_null() -> None:
     patch = OverridePatch()
     assert all(getattr(patch, f) is UNSET for f in OverridePatch.__struct_fields__)
+
+
+# -- outlier ejection settings ------------------------------------------------------------
+def test_outlier_defaults_are_envoys() -> None:
+    cfg = ServiceConfig(service="api").outlier
+    assert cfg == OutlierConfig(
+        enabled=True,
+        consecutive_failures=5,
+        interval_s=10,
+        base_ejection_s=30,
+        max_ejection_s=300,
+        max_ejected_percent=10,
+        success_rate=True,
+    )
+
+
+def test_outlier_fields_left_out_keep_their_values() -> None:
+    first = apply_change(
+        base(), ConfigChange(actor="x", outlier=OutlierPatch(consecutive_failures=3)), 5
+    )
+    second = apply_change(first, ConfigChange(actor="x", outlier=OutlierPatch(enabled=False)), 6)
+    assert second.outlier.consecutive_failures == 3
+    assert second.outlier.enabled is False
+    assert second.outlier.interval_s == 10
+    assert second.strategy == "random"  # the rest of the config is untouched
+
+
+def test_outlier_alone_is_a_change() -> None:
+    check_change(ConfigChange(actor="x", outlier=OutlierPatch(success_rate=False)))
+    with pytest.raises(BadRequest, match="outlier"):
+        check_change(ConfigChange(actor="x", delete=True, outlier=OutlierPatch()))
+
+
+def test_max_ejection_below_base_is_refused_naming_it() -> None:
+    change = ConfigChange(actor="x", outlier=OutlierPatch(base_ejection_s=600))
+    with pytest.raises(BadRequest, match=r"max_ejection_s \(300\) must be at least base"):
+        apply_change(base(), change, 5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("consecutive_failures", 0),
+        ("consecutive_failures", 1001),
+        ("interval_s", 0.01),
+        ("base_ejection_s", 0),
+        ("max_ejection_s", 100_000),
+        ("max_ejected_percent", 101),
+        ("max_ejected_percent", -1),
+        ("enabled", "yes"),
+    ],
+)
+def test_outlier_values_out_of_range_are_a_400_naming_them(field: str, value: object) -> None:
+    raw = msgspec.json.encode({"actor": "x", "outlier": {field: value}})
+    with pytest.raises(msgspec.ValidationError) as err:
+        msgspec.json.decode(raw, type=ConfigChange)
+    said = explain(err.value, raw, "ConfigChange")
+    assert said.startswith(f"{field} must be")
+    assert "outlier" in said  # where: $.outlier.<field>

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from builders import instance
 
-from schemas.balancer import CallReport, PickCount, PickCounts
+from schemas.balancer import BatchedReport, CallReport, PickCount, PickCounts
 from schemas.governor import ConfigApplied, ServiceConfig
 from schemas.registry import Heartbeat, InstanceEvent
 from services.collector import points
@@ -98,3 +98,25 @@ def test_cached_lines_are_the_lines_the_functions_build() -> None:
     ok, failed = (CallReport(instance_id="a", latency_ms=1, ok=v) for v in (True, False))
     assert lines.call("api", ok, "", 1).endswith(" latency_ms=1.0,error=0i 1")
     assert ",outcome=error latency_ms=1.0,error=1i 1" in lines.call("api", failed, "", 1)
+
+
+def test_a_batch_makes_the_same_lines_as_its_reports_alone() -> None:
+    said = (("a", 1, True), ("b", 2.5, False), ("a", 3, True), ("a", 4, False))
+    reports = [BatchedReport(instance_id=iid, latency_ms=ms, ok=ok) for iid, ms, ok in said]
+    zones = {("shop", "a"): "eu 1"}
+    lines = points.Lines()
+    batch, bad = lines.calls("shop", reports, zones, 1000)
+    alone = [
+        points.call("shop", CallReport(instance_id=iid, latency_ms=ms, ok=ok),
+                    zones.get(("shop", iid), ""), 1000 + n)
+        for n, (iid, ms, ok) in enumerate(said)
+    ]  # fmt: skip
+    assert (batch, bad) == (alone, [])
+    # an id that breaks the name rule is left out (and named); the others are written
+    mixed = [*reports[:2], BatchedReport(instance_id="web 1", latency_ms=1), reports[2]]
+    got, bad = points.Lines().calls("shop", mixed, zones, 1000)
+    assert bad == ["web 1"]
+    assert got == alone[:3]  # the bad one took no timestamp
+    clock = points.Clock()
+    first = clock.reserve(3)
+    assert clock() >= first + 3  # the three reserved are never handed out again

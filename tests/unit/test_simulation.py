@@ -13,6 +13,7 @@ import pytest
 from sim_balancing import BACKENDS, MEDIAN_MS, ORACLE, Scenario, quantiles, simulate
 
 from schemas.balancer import STRATEGIES
+from schemas.governor import OutlierConfig
 
 SHORT = Scenario(seconds=8, slow_from=2, slow_for=4)
 
@@ -55,3 +56,25 @@ def test_a_seed_gives_the_same_figures() -> None:
         simulate("least_connections", Scenario(**{**SHORT.__dict__, "seed": 2})).latencies
         != a.latencies
     )
+
+
+FAILING = Scenario(seconds=8, slow_factor=1.0, slow_for=0.0, fail_share=0.5, fail_from=2.0)
+
+
+def test_without_ejection_round_robin_loses_the_failing_backends_share() -> None:
+    out = simulate("round_robin", FAILING)
+    assert out.ejections == []
+    share = FAILING.fail_share / BACKENDS * (FAILING.seconds - FAILING.fail_from) / FAILING.seconds
+    assert out.failed / (out.ok + out.failed) == pytest.approx(share, rel=0.15)
+
+
+def test_ejection_takes_the_failing_backend_out_for_its_time() -> None:
+    cfg = OutlierConfig(consecutive_failures=3, interval_s=10, base_ejection_s=30)
+    on = simulate("round_robin", Scenario(**{**FAILING.__dict__, "ejection": cfg}))
+    off = simulate("round_robin", FAILING)
+    ((at, until, reason),) = on.ejections
+    assert FAILING.fail_from < at < FAILING.fail_from + 2
+    assert until - at == 30
+    assert reason.startswith("consecutive_failures: 3")
+    assert on.to_failing < off.to_failing / 3  # no picks once ejected
+    assert on.failed < off.failed / 3

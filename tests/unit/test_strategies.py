@@ -159,7 +159,7 @@ def test_weighted_equal_weights_with_retries_match_nginx(plain_first: int) -> No
     # must then find exactly the state nginx would be in.
     weights = dict.fromkeys("abcdefg", 3)
     rng = random.Random(plain_first)
-    excludes = [frozenset()] * plain_first + [
+    excludes: list[frozenset[str]] = [frozenset()] * plain_first + [
         frozenset(rng.sample(sorted(weights), rng.randint(1, 4)))
         if rng.random() < 0.3
         else frozenset()

@@ -1,0 +1,171 @@
+"""A worker's start that fails half-way leaves nothing behind: no loop running, no
+subscription on the server (the config watch's JetStream consumer included), no hook;
+and a worker started before NATS waits for it by the retry policy.
+
+The fault is injected into Baton's own Bus (the Nth subscription raises), on a real
+nats-server whose monitoring endpoint (/connz) says which subscriptions it still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import socket
+import statistics
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from natsserver import NatsServer
+from waiting import until
+
+from schemas import subjects
+from services import logs
+from services.balancer import Balancer, BalancerSettings
+from services.bus import Bus, connect
+from services.config import BusSettings
+from services.errors import StartupError
+from services.registry import Registry, RegistrySettings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from nats.aio.subscription import Subscription
+
+LOG = logs.get_logger("test")
+CHILD_TASKS = ("config.watch", "balancer.sync", "balancer.reap", "balancer.picks")
+
+
+@pytest.fixture
+def monitored(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats", extra=["-m", "-1"]).start()
+    yield server
+    server.stop()
+
+
+def monitor_port(server: NatsServer) -> int:
+    found = re.search(r"Starting http monitor on [\d.]+:(\d+)", server.log_path.read_text())
+    assert found, "nats-server did not say where its monitoring listens"
+    return int(found[1])
+
+
+async def server_subjects(server: NatsServer, name: str) -> list[str]:
+    """What the server holds subscribed for the connection named `name`: a JetStream
+    consumer's deliver inbox included, nats-py's request inbox (`_INBOX.<id>.*`, kept for
+    the connection's life) aside."""
+    url = f"http://127.0.0.1:{monitor_port(server)}/connz?subs=1"
+
+    def get() -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=5) as reply:  # our own server
+            found: dict[str, Any] = json.load(reply)
+            return found
+
+    conns = [c for c in (await asyncio.to_thread(get))["connections"] if c.get("name") == name]
+    assert len(conns) == 1, conns
+    return sorted(s for s in conns[0].get("subscriptions_list", []) if not s.endswith(".*"))
+
+
+class FailingBus(Bus):
+    """Baton's bus, whose `fail_at`-th subscription raises as a refused one would."""
+
+    def __init__(self, bus: Bus, fail_at: str) -> None:
+        super().__init__(bus.nc, bus.log)
+        self.fail_at = fail_at
+
+    async def serve(self, subject: str, *args: Any, **kwargs: Any) -> Subscription:
+        if subject == self.fail_at:
+            raise StartupError(f"cannot subscribe to {subject} (injected)")
+        return await super().serve(subject, *args, **kwargs)
+
+
+def running(names: tuple[str, ...]) -> list[str]:
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name() in names)
+
+
+async def test_a_balancer_that_fails_half_way_leaves_nothing_running(
+    monitored: NatsServer,
+) -> None:
+    name = "baton-balancer-under-test"
+    settings = BusSettings(url=monitored.url, reconnect_wait_s=0.05)
+    async with connect(settings, LOG, name=name) as real:
+        bus = FailingBus(real, fail_at=subjects.RESOLVE)  # after heartbeats, reports, sync
+        balancer = Balancer(bus, BalancerSettings(config_wait_s=5), LOG)
+        with pytest.raises(StartupError, match="injected"):
+            async with balancer:
+                pytest.fail("the start must fail")
+        # The config watch had its consumer and the sync its events subscription: gone.
+        assert balancer.config.synced.is_set()  # it got as far as the config
+        assert await server_subjects(monitored, name) == []
+        assert running(CHILD_TASKS) == []
+        assert bus.reconnect_hooks == []
+
+
+async def test_a_registry_leaves_cleanly_and_its_config_watch_with_it(
+    monitored: NatsServer,
+) -> None:
+    name = "baton-registry-under-test"
+    settings = BusSettings(url=monitored.url, reconnect_wait_s=0.05)
+    async with connect(settings, LOG, name=name) as bus:
+        registry = Registry(bus, RegistrySettings(settle_s=0), LOG)
+        async with registry:
+            held = await server_subjects(monitored, name)
+            assert subjects.every(subjects.REGISTER) in held
+            assert running(("config.watch", "registry.sweep")) == ["registry.sweep"]
+            # the config watch's ordered consumer delivers to an inbox of its own
+            assert any(s.startswith("_INBOX.") for s in held), held
+        assert await server_subjects(monitored, name) == []
+        assert running(("registry.sweep",)) == []
+
+
+async def test_a_registry_that_fails_half_way_drains_what_it_served(
+    monitored: NatsServer,
+) -> None:
+    name = "baton-registry-failing"
+    settings = BusSettings(url=monitored.url, reconnect_wait_s=0.05)
+    async with connect(settings, LOG, name=name) as real:
+        bus = FailingBus(real, fail_at=subjects.SERVICES)  # the last of its five
+        with pytest.raises(StartupError):
+            await Registry(bus, RegistrySettings(settle_s=0), LOG).__aenter__()
+        await until(lambda: running(("registry.sweep", "config.watch")) == [])
+        assert await server_subjects(monitored, name) == []
+
+
+async def test_the_first_connection_waits_by_the_policy_with_jitter(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens on the port yet: each failed try is logged with the wait that
+    # follows; the waits grow from NATS_RECONNECT_WAIT_S and differ (jitter), until the
+    # server appears and the bus connects.
+    server = NatsServer(tmp_path / "late", jetstream=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        server.port = sock.getsockname()[1]
+    tries: list[float] = []
+
+    class Log:
+        def warning(self, event: str, **_: Any) -> None:
+            if event == "bus.connect_failed":
+                tries.append(asyncio.get_running_loop().time())
+
+        def info(self, *_: Any, **__: Any) -> None:
+            pass
+
+    settings = BusSettings(url=server.url, reconnect_wait_s=0.05, reconnect_max_s=0.4)
+
+    async def start_late() -> None:
+        await until(lambda: len(tries) >= 8, timeout=10)
+        await asyncio.to_thread(server.start)
+
+    starter = asyncio.create_task(start_late())
+    try:
+        async with connect(settings, Log(), name="late") as bus:  # type: ignore[arg-type]
+            assert bus.nc.is_connected
+    finally:
+        await starter
+        server.stop()
+    waits = [b - a for a, b in itertools.pairwise(tries)]
+    assert all(w >= 0.04 for w in waits)  # never a hot loop
+    assert statistics.mean(waits[-4:]) > 2 * 0.05  # they grew: not one fixed wait
