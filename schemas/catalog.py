@@ -44,8 +44,24 @@ from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, PickCounts, ResolveRequest
-from schemas.governor import ConfigApplied, ConfigChange, ConfigHistory, Rollback, ServiceConfig
+from schemas.balancer import (
+    CallReport,
+    CallReports,
+    Ejections,
+    Endpoint,
+    OutlierEvent,
+    OutlierState,
+    PickCounts,
+    ResolveRequest,
+)
+from schemas.governor import (
+    ConfigApplied,
+    ConfigChange,
+    ConfigHistory,
+    HistoryQuery,
+    Rollback,
+    ServiceConfig,
+)
 from schemas.micro import Info, Ping, Stats
 from schemas.registry import (
     Ack,
@@ -56,7 +72,10 @@ from schemas.registry import (
     InstanceList,
     InstancesQuery,
     Registration,
+    ReplicaSnapshot,
+    ReplicaStatus,
     ServiceList,
+    SnapshotQuery,
 )
 from schemas.subjects import NAME_RULE
 
@@ -212,10 +231,41 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         _each(subjects.EVENTS),
         InstanceEvent,
         None,
-        sender="registry",
-        receivers="balancer, collector, gateway, anyone",
+        sender="registry (the leading replica)",
+        receivers="balancer, collector, gateway, registry (its replicas follow them), anyone",
         op=PUBLISH,
-        summary="Every change of an instance's state, numbered per registry boot.",
+        summary="Every change of an instance's state, numbered per fleet epoch.",
+    ),
+    Channel(
+        subjects.REPLICA_LEADER,
+        Empty,
+        ReplicaStatus,
+        sender="registry (its replicas), an operator",
+        receivers="registry (the leader only)",
+        op=REQUEST,
+        summary="Extension, between registry replicas: the leader answers; no responders "
+        "means nobody leads right now.",
+    ),
+    Channel(
+        subjects.REPLICA_SNAPSHOT,
+        SnapshotQuery,
+        ReplicaSnapshot,
+        sender="registry (a replica catching up)",
+        receivers="registry (caught-up replicas)",
+        op=REQUEST,
+        queue="registry",
+        summary="Extension, between registry replicas: a page of a caught-up replica's "
+        "lease table.",
+    ),
+    Channel(
+        subjects.REPLICA_PRESENCE,
+        Empty,
+        ReplicaStatus,
+        sender="registry (its replicas)",
+        receivers="registry (every caught-up follower answers)",
+        op=REQUEST,
+        summary="Extension, between registry replicas: every caught-up follower answers "
+        "(a scatter); the smallest id is the deputy while no leader answers.",
     ),
     # -- balancer ------------------------------------------------------------------------
     Channel(
@@ -236,6 +286,45 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         receivers="balancer (every replica), collector",
         op=PUBLISH,
         summary="How a call to a resolved endpoint went: latency, success, the pick.",
+    ),
+    Channel(
+        _each(subjects.REPORTS),
+        CallReports,
+        None,
+        sender="a client (the SDK batches by default)",
+        receivers="balancer (every replica), collector",
+        op=PUBLISH,
+        summary="Extension: many call reports in one message; each means what it would "
+        "sent alone on balancer.v1.report.",
+    ),
+    Channel(
+        _each(subjects.BALANCER_EVENTS),
+        OutlierEvent,
+        None,
+        sender="balancer (the replica that stored the decision)",
+        receivers="collector, anyone",
+        op=PUBLISH,
+        summary="Extension: an instance ejected as an outlier, or returned; once each.",
+    ),
+    Channel(
+        _each(subjects.EJECTIONS),
+        Empty,
+        Ejections,
+        sender="anyone (baton instances, baton ejections)",
+        receivers="balancer",
+        op=REQUEST,
+        queue="balancer",
+        summary="Extension: who is ejected now, the cap, and the outliers it kept serving.",
+    ),
+    Channel(
+        _each(subjects.OUTLIER_LOG),
+        OutlierState,
+        None,
+        sender="balancer (JetStream stream BATON_OUTLIERS, compare-and-set)",
+        receivers="balancer (ordered consumers)",
+        op=PUBLISH,
+        summary="Internal: the ejection state of each service, one subject per service; "
+        "read it through balancer.v1.ejections.",
     ),
     Channel(
         _each(subjects.PICKS),
@@ -269,13 +358,14 @@ CHANNELS: Final[tuple[Channel, ...]] = (
     ),
     Channel(
         _each(subjects.HISTORY),
-        Empty,
+        HistoryQuery,
         ConfigHistory,
         sender="anyone",
         receivers="governor",
         op=REQUEST,
         queue="governor",
-        summary="The service's stored revisions, oldest first (the newest 512 KiB).",
+        summary="The service's stored revisions, oldest first (the newest 512 KiB); "
+        "filtered by limit, since_revision, since.",
     ),
     Channel(
         _each(subjects.ROLLBACK),
@@ -331,5 +421,5 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             (".{name}.{id}", "that one process"),
         )
     ),
-    # -- later extensions (HA, outlier ejection, batched reports) go here ------------------
+    # -- later extensions go here -----------------------------------------------------------
 )

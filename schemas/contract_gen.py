@@ -64,7 +64,32 @@ A request that fails is answered at once with an ErrorReply: headers
 message published without a reply subject is counted, logged and dropped."""
 
 
-def _describe(components: dict[str, Any], prose: Prose) -> None:
+def _array_like(types: Iterable[type[Any]]) -> dict[str, list[str]]:
+    """Struct name -> its field names, for the Structs encoded as JSON arrays (array_like):
+    their schemas hold `prefixItems` in field order, with no names of their own."""
+    found: dict[str, list[str]] = {}
+    infos = msgspec.inspect.multi_type_info(list(types))  # kept alive: `seen` holds ids
+    seen: set[int] = set()
+    todo: list[Any] = list(infos)
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or not isinstance(node, msgspec.inspect.Type):
+            continue
+        seen.add(id(node))
+        if isinstance(node, msgspec.inspect.StructType):
+            if node.array_like:
+                found[node.cls.__name__] = [f.encode_name for f in node.fields]
+            todo.extend(f.type for f in node.fields)
+            continue
+        for slot in getattr(type(node), "__struct_fields__", ()):
+            value = getattr(node, slot)
+            todo.extend(value if isinstance(value, tuple) else [value])
+    return found
+
+
+def _describe(
+    components: dict[str, Any], prose: Prose, arrays: dict[str, list[str]] | None = None
+) -> None:
     for name in list(components):
         schema: dict[str, Any] = components[name]
         if name in prose.messages:  # after the title, where a reader looks
@@ -76,6 +101,11 @@ def _describe(components: dict[str, Any], prose: Prose) -> None:
         for field, prop in props.items():
             if field in known:
                 props[field] = {"description": known[field], **prop}
+        items: list[Any] = schema.get("prefixItems", [])
+        for n, field in enumerate((arrays or {}).get(name, [])[: len(items)]):
+            # an array's items have no names: the title says which field each one is
+            head = {"title": field} | ({"description": known[field]} if field in known else {})
+            items[n] = {**head, **items[n]}
 
 
 # -- JSON Schema -------------------------------------------------------------------------
@@ -124,9 +154,10 @@ def _portable(node: Any) -> Any:
 
 
 def _components(types: Iterable[type[Any]], ref_template: str, prose: Prose) -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(list(types), ref_template=ref_template)
+    kinds = list(types)
+    _, components = msgspec.json.schema_components(kinds, ref_template=ref_template)
     portable: dict[str, Any] = _portable(components)
-    _describe(portable, prose)
+    _describe(portable, prose, _array_like(kinds))
     return portable
 
 

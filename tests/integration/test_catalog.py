@@ -95,8 +95,9 @@ async def test_catalog_matches_what_the_workers_subscribe(
         await asyncio.wait_for(gateway.view.synced.wait(), 5)
         seen = await asyncio.to_thread(_subscriptions, port)
 
-    # config log readers are JetStream ordered consumers: they subscribe to a deliver inbox
-    channels = [ch for ch in CHANNELS if ch.name != subjects.CONFIG_LOG]
+    # JetStream logs' readers are ordered consumers: they subscribe to a deliver inbox
+    internal = (subjects.CONFIG_LOG, subjects.OUTLIER_LOG)
+    channels = [ch for ch in CHANNELS if ch.name not in internal]
     ids = {worker: _worker_id(seen.get(worker, set()), worker) for worker in WORKERS}
     for worker in WORKERS:
         by_subject = {_subject(ch, worker, ids[worker]): ch for ch in channels}
