@@ -19,6 +19,10 @@ line in PARAMETERS):
         summary="One endpoint of the service, picked by its strategy.",
     ),
 
+Two addresses with the same prefix (`$SRV.PING` and `$SRV.PING.{name}`) need a `key` each,
+the channel's id in the AsyncAPI document; a subject that never answers with an error
+reply says `error_replies=False`.
+
 The prefix must be a constant of schemas/subjects.py (subjects are built only there), and
 tests/integration/test_catalog.py checks `receivers` and `queue` against the
 subscriptions the running workers really make, as nats-server's monitoring lists them.
@@ -40,8 +44,25 @@ from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from schemas import subjects
-from schemas.balancer import CallReport, Endpoint, PickCounts, ResolveRequest
-from schemas.governor import ConfigApplied, ConfigChange, ConfigHistory, Rollback, ServiceConfig
+from schemas.balancer import (
+    CallReport,
+    CallReports,
+    Ejections,
+    Endpoint,
+    OutlierEvent,
+    OutlierState,
+    PickCounts,
+    ResolveRequest,
+)
+from schemas.governor import (
+    ConfigApplied,
+    ConfigChange,
+    ConfigHistory,
+    HistoryQuery,
+    Rollback,
+    ServiceConfig,
+)
+from schemas.micro import Info, Ping, Stats
 from schemas.registry import (
     Ack,
     Deregistration,
@@ -51,7 +72,10 @@ from schemas.registry import (
     InstanceList,
     InstancesQuery,
     Registration,
+    ReplicaSnapshot,
+    ReplicaStatus,
     ServiceList,
+    SnapshotQuery,
 )
 from schemas.subjects import NAME_RULE
 
@@ -92,6 +116,11 @@ class Channel:
     op: Op
     summary: str
     queue: str = ""
+    # the AsyncAPI channel id, when the address without its parameters is not unique
+    # (`$SRV.PING`, `$SRV.PING.{name}` and `$SRV.PING.{name}.{id}` are three channels)
+    key: str = ""
+    # whether a failed request is answered with an ErrorReply ($SRV never answers one)
+    error_replies: bool = True
 
     def __post_init__(self) -> None:
         if (self.reply is None) != (self.op == PUBLISH):
@@ -112,8 +141,13 @@ class Channel:
         """The address without its parameters: `registry.v1.register`."""
         return _TOKEN.sub("", self.address).rstrip(".")
 
+    @property
+    def id(self) -> str:
+        """The channel's id in the AsyncAPI document: `key`, else `name`."""
+        return self.key or self.name
 
-WORKERS: Final = ("registry", "balancer", "governor", "collector")
+
+WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway")
 
 # The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
 # services/errors.py maps them; any other code reads as a plain error with that code.
@@ -130,6 +164,10 @@ ERROR_CODES: Final[dict[int, str]] = {
 PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
+    "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
+    "baton-governor, baton-collector, baton-gateway).",
+    "id": "One worker process's NATS micro id: a NUID (22 characters of 0-9 A-Z a-z), "
+    "new at every start.",
 }
 
 
@@ -193,17 +231,48 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         _each(subjects.EVENTS),
         InstanceEvent,
         None,
-        sender="registry",
-        receivers="balancer, collector, anyone",
+        sender="registry (the leading replica)",
+        receivers="balancer, collector, gateway, registry (its replicas follow them), anyone",
         op=PUBLISH,
-        summary="Every change of an instance's state, numbered per registry boot.",
+        summary="Every change of an instance's state, numbered per fleet epoch.",
+    ),
+    Channel(
+        subjects.REPLICA_LEADER,
+        Empty,
+        ReplicaStatus,
+        sender="registry (its replicas), an operator",
+        receivers="registry (the leader only)",
+        op=REQUEST,
+        summary="Extension, between registry replicas: the leader answers; no responders "
+        "means nobody leads right now.",
+    ),
+    Channel(
+        subjects.REPLICA_SNAPSHOT,
+        SnapshotQuery,
+        ReplicaSnapshot,
+        sender="registry (a replica catching up)",
+        receivers="registry (caught-up replicas)",
+        op=REQUEST,
+        queue="registry",
+        summary="Extension, between registry replicas: a page of a caught-up replica's "
+        "lease table.",
+    ),
+    Channel(
+        subjects.REPLICA_PRESENCE,
+        Empty,
+        ReplicaStatus,
+        sender="registry (its replicas)",
+        receivers="registry (every caught-up follower answers)",
+        op=REQUEST,
+        summary="Extension, between registry replicas: every caught-up follower answers "
+        "(a scatter); the smallest id is the deputy while no leader answers.",
     ),
     # -- balancer ------------------------------------------------------------------------
     Channel(
         _each(subjects.RESOLVE),
         ResolveRequest,
         Endpoint,
-        sender="a client",
+        sender="a client (the gateway too, untracked, for DNS answers)",
         receivers="balancer",
         op=REQUEST,
         queue="balancer",
@@ -217,6 +286,45 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         receivers="balancer (every replica), collector",
         op=PUBLISH,
         summary="How a call to a resolved endpoint went: latency, success, the pick.",
+    ),
+    Channel(
+        _each(subjects.REPORTS),
+        CallReports,
+        None,
+        sender="a client (the SDK batches by default)",
+        receivers="balancer (every replica), collector",
+        op=PUBLISH,
+        summary="Extension: many call reports in one message; each means what it would "
+        "sent alone on balancer.v1.report.",
+    ),
+    Channel(
+        _each(subjects.BALANCER_EVENTS),
+        OutlierEvent,
+        None,
+        sender="balancer (the replica that stored the decision)",
+        receivers="collector, anyone",
+        op=PUBLISH,
+        summary="Extension: an instance ejected as an outlier, or returned; once each.",
+    ),
+    Channel(
+        _each(subjects.EJECTIONS),
+        Empty,
+        Ejections,
+        sender="anyone (baton instances, baton ejections)",
+        receivers="balancer",
+        op=REQUEST,
+        queue="balancer",
+        summary="Extension: who is ejected now, the cap, and the outliers it kept serving.",
+    ),
+    Channel(
+        _each(subjects.OUTLIER_LOG),
+        OutlierState,
+        None,
+        sender="balancer (JetStream stream BATON_OUTLIERS, compare-and-set)",
+        receivers="balancer (ordered consumers)",
+        op=PUBLISH,
+        summary="Internal: the ejection state of each service, one subject per service; "
+        "read it through balancer.v1.ejections.",
     ),
     Channel(
         _each(subjects.PICKS),
@@ -250,13 +358,14 @@ CHANNELS: Final[tuple[Channel, ...]] = (
     ),
     Channel(
         _each(subjects.HISTORY),
-        Empty,
+        HistoryQuery,
         ConfigHistory,
         sender="anyone",
         receivers="governor",
         op=REQUEST,
         queue="governor",
-        summary="The service's stored revisions, oldest first (the newest 512 KiB).",
+        summary="The service's stored revisions, oldest first (the newest 512 KiB); "
+        "filtered by limit, since_revision, since.",
     ),
     Channel(
         _each(subjects.ROLLBACK),
@@ -282,10 +391,35 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         ConfigApplied,
         None,
         sender="governor (JetStream stream BATON_CONFIG)",
-        receivers="registry, balancer (ordered consumers)",
+        receivers="registry, balancer, gateway (ordered consumers)",
         op=PUBLISH,
         summary="Internal: the durable config log, one subject per service; read it "
         "through governor.v1.config and governor.v1.history.",
     ),
-    # -- later extensions (gateway, HA, outlier ejection, batched reports) go here --------
+    # -- every worker: the NATS services protocol (ADR-32, NATS micro) ---------------------
+    *(
+        Channel(
+            subjects.srv(verb) + suffix,
+            Empty,
+            reply,
+            sender="anyone (baton status, the nats CLI, any ADR-32 client)",
+            receivers="every worker: registry, balancer, governor, collector, gateway "
+            "(each replica answers)",
+            op=REQUEST,
+            key=f"SRV.{verb}{suffix.replace('{', '').replace('}', '')}",
+            error_replies=False,
+            summary=f"{what}: {scope} answers; the payload is ignored.",
+        )
+        for verb, reply, what in (
+            ("PING", Ping, "Who runs"),
+            ("INFO", Info, "What each worker serves"),
+            ("STATS", Stats, "Each worker's counts per endpoint"),
+        )
+        for suffix, scope in (
+            ("", "every worker process"),
+            (".{name}", "every process of that kind"),
+            (".{name}.{id}", "that one process"),
+        )
+    ),
+    # -- later extensions go here -----------------------------------------------------------
 )

@@ -55,8 +55,8 @@ Every payload is a JSON object (UTF-8). Unknown fields are ignored and missing o
 fields take their defaults, so newer senders work with older workers. An empty payload
 reads as `{{}}`. Payloads over 64 KiB (NATS_MAX_PAYLOAD) are answered 400.
 
-The document describes Baton's workers (registry, balancer, governor, collector) as one
-application: `receive` operations are subjects they subscribe to, `send` operations are
+The document describes Baton's workers (registry, balancer, governor, collector, gateway)
+as one application: `receive` operations are subjects they subscribe to, `send` operations are
 subjects they publish on. A service or client does the opposite.
 
 A request that fails is answered at once with an ErrorReply: headers
@@ -64,7 +64,32 @@ A request that fails is answered at once with an ErrorReply: headers
 message published without a reply subject is counted, logged and dropped."""
 
 
-def _describe(components: dict[str, Any], prose: Prose) -> None:
+def _array_like(types: Iterable[type[Any]]) -> dict[str, list[str]]:
+    """Struct name -> its field names, for the Structs encoded as JSON arrays (array_like):
+    their schemas hold `prefixItems` in field order, with no names of their own."""
+    found: dict[str, list[str]] = {}
+    infos = msgspec.inspect.multi_type_info(list(types))  # kept alive: `seen` holds ids
+    seen: set[int] = set()
+    todo: list[Any] = list(infos)
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or not isinstance(node, msgspec.inspect.Type):
+            continue
+        seen.add(id(node))
+        if isinstance(node, msgspec.inspect.StructType):
+            if node.array_like:
+                found[node.cls.__name__] = [f.encode_name for f in node.fields]
+            todo.extend(f.type for f in node.fields)
+            continue
+        for slot in getattr(type(node), "__struct_fields__", ()):
+            value = getattr(node, slot)
+            todo.extend(value if isinstance(value, tuple) else [value])
+    return found
+
+
+def _describe(
+    components: dict[str, Any], prose: Prose, arrays: dict[str, list[str]] | None = None
+) -> None:
     for name in list(components):
         schema: dict[str, Any] = components[name]
         if name in prose.messages:  # after the title, where a reader looks
@@ -76,6 +101,11 @@ def _describe(components: dict[str, Any], prose: Prose) -> None:
         for field, prop in props.items():
             if field in known:
                 props[field] = {"description": known[field], **prop}
+        items: list[Any] = schema.get("prefixItems", [])
+        for n, field in enumerate((arrays or {}).get(name, [])[: len(items)]):
+            # an array's items have no names: the title says which field each one is
+            head = {"title": field} | ({"description": known[field]} if field in known else {})
+            items[n] = {**head, **items[n]}
 
 
 # -- JSON Schema -------------------------------------------------------------------------
@@ -124,9 +154,10 @@ def _portable(node: Any) -> Any:
 
 
 def _components(types: Iterable[type[Any]], ref_template: str, prose: Prose) -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(list(types), ref_template=ref_template)
+    kinds = list(types)
+    _, components = msgspec.json.schema_components(kinds, ref_template=ref_template)
     portable: dict[str, Any] = _portable(components)
-    _describe(portable, prose)
+    _describe(portable, prose, _array_like(kinds))
     return portable
 
 
@@ -156,6 +187,8 @@ def _channel_description(ch: Channel) -> str:
     reply = ch.reply.__name__ if ch.reply else ""
     if ch.op == PUBLISH:
         kind = "a publish: no reply"
+    elif ch.op == REQUEST and not ch.error_replies:
+        kind = f"a request, answered with {reply} (never with an error)"
     elif ch.op == REQUEST:
         kind = f"a request, answered with {reply} or an ErrorReply"
     else:
@@ -206,18 +239,16 @@ def _message(kind: type[msgspec.Struct], prose: Prose) -> dict[str, Any]:
 def _operation(ch: Channel) -> dict[str, Any]:
     op: dict[str, Any] = {
         "action": "send" if ch.by_worker else "receive",
-        "channel": _ref("channels", ch.name),
+        "channel": _ref("channels", ch.id),
         "summary": ch.summary,
         "description": _channel_description(ch),
-        "messages": [_ref("channels", ch.name, "messages", ch.message.__name__)],
+        "messages": [_ref("channels", ch.id, "messages", ch.message.__name__)],
     }
     if ch.reply is not None:
+        replies = [ch.reply.__name__] + ([ErrorReply.__name__] if ch.error_replies else [])
         op["reply"] = {
             "channel": _ref("channels", REPLY_CHANNEL),
-            "messages": [
-                _ref("channels", REPLY_CHANNEL, "messages", ch.reply.__name__),
-                _ref("channels", REPLY_CHANNEL, "messages", ErrorReply.__name__),
-            ],
+            "messages": [_ref("channels", REPLY_CHANNEL, "messages", r) for r in replies],
         }
     if ch.queue:
         op["bindings"] = {"nats": {"queue": ch.queue, "bindingVersion": "0.1.0"}}
@@ -228,8 +259,8 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the catalog, as a plain mapping."""
     channels: dict[str, Any] = {}
     for ch in CHANNELS:
-        if ch.name in channels:
-            raise ValueError(f"two catalog entries share the channel {ch.name}")
+        if ch.id in channels:
+            raise ValueError(f"two catalog entries share the channel {ch.id}: give one a key")
         unknown = [p for p in ch.parameters if p not in PARAMETERS]
         if unknown:
             raise ValueError(f"{ch.address}: describe {unknown} in schemas.catalog.PARAMETERS")
@@ -239,7 +270,7 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
         channel["messages"] = {name: _ref("components", "messages", name)}
         if ch.parameters:
             channel["parameters"] = {p: _ref("components", "parameters", p) for p in ch.parameters}
-        channels[ch.name] = channel
+        channels[ch.id] = channel
     replies = [ch.reply.__name__ for ch in CHANNELS if ch.reply is not None]
     replies.append(ErrorReply.__name__)
     channels[REPLY_CHANNEL] = {
@@ -265,7 +296,7 @@ def asyncapi(prose: Prose) -> dict[str, Any]:
             }
         },
         "channels": channels,
-        "operations": {ch.name: _operation(ch) for ch in CHANNELS},
+        "operations": {ch.id: _operation(ch) for ch in CHANNELS},
         "components": {
             "schemas": _components(kinds, _SCHEMA_REF, prose),
             "messages": {kind.__name__: _message(kind, prose) for kind in kinds},

@@ -22,6 +22,7 @@ from schemas.governor import (
     Rollback,
     ServiceConfig,
 )
+from schemas.micro import EndpointInfo, EndpointStats, Info, Ping, Stats
 from schemas.registry import (
     Ack,
     Deregistration,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["EXAMPLES"]
 
 _AT = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+_WORKER_ID = "Q1XRkA3Vd6rxYjlWZqF1tR"  # a NUID: 22 characters
+_PROCESS = {"pid": "4242", "host": "node-1"}
 _INSTANCE = Instance(
     instance_id="orders-1",
     host="10.0.0.7",
@@ -129,4 +132,39 @@ EXAMPLES: Final[tuple[Struct, ...]] = (
     ConfigHistory(service="orders", entries=[_APPLIED]),
     Rollback(actor="ann", to_revision=1, reason="the drain is over"),
     ErrorReply(code=400, message="port must be 1..65535, got 70000"),
+    Ping(name="baton-balancer", id=_WORKER_ID, version="0.1.0", metadata=_PROCESS),
+    Info(
+        name="baton-balancer",
+        id=_WORKER_ID,
+        version="0.1.0",
+        metadata=_PROCESS,
+        description="The balancer worker: answers resolve requests from its own view of the fleet.",
+        endpoints=[
+            EndpointInfo(
+                name="resolve",
+                subject="balancer.v1.resolve.>",
+                queue_group="balancer",
+                metadata={"payload": "ResolveRequest", "replies": "true"},
+            )
+        ],
+    ),
+    Stats(
+        name="baton-balancer",
+        id=_WORKER_ID,
+        version="0.1.0",
+        metadata=_PROCESS,
+        started="2026-01-02T03:04:05.123456Z",
+        endpoints=[
+            EndpointStats(
+                name="resolve",
+                subject="balancer.v1.resolve.>",
+                queue_group="balancer",
+                num_requests=1200,
+                num_errors=2,
+                last_error="404:service 'nope' has no registered instances",
+                processing_time=9_600_000,
+                average_processing_time=8000,
+            )
+        ],
+    ),
 )

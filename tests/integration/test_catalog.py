@@ -3,7 +3,8 @@
 Every worker runs on its own connection, named after it; the server's monitoring endpoint
 (`/connz?subs=detail`) lists each connection's subscriptions with their queue groups. So a
 subject a worker serves that the catalog lacks, a queue group renamed, or a receiver the
-catalog forgets fails here, without looking inside the workers.
+catalog forgets fails here, without looking inside the workers. That includes the NATS
+services protocol (`$SRV.PING/INFO/STATS`, for all, the worker's name, its id).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from natsserver import NatsServer
-from workers import run_balancer, run_collector, run_governor, run_registry
+from workers import run_balancer, run_collector, run_gateway, run_governor, run_registry
 
 from schemas import subjects
 from schemas.catalog import CHANNELS, PUBLISH, WORKERS
+from services.micro import worker_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,12 +51,25 @@ def _subscriptions(port: int) -> dict[str, set[tuple[str, str]]]:
     for conn in connz["connections"]:
         subs = out.setdefault(conn.get("name", ""), set())
         for sub in conn.get("subscriptions_list_detail", []):
-            if not sub["subject"].startswith(("_INBOX.", "$")):
+            if not sub["subject"].startswith(("_INBOX.", "$")) or sub["subject"].startswith(
+                subjects.SRV + "."
+            ):
                 subs.add((sub["subject"], sub.get("qgroup", "")))
     return out
 
 
-def _subject(ch: Channel) -> str:
+def _worker_id(subs: set[tuple[str, str]], worker: str) -> str:
+    """The worker's NATS micro id, from its `$SRV.PING.<name>.<id>` subscription."""
+    prefix = subjects.srv("PING", worker_name(worker)) + "."
+    ids = {s.removeprefix(prefix) for s, _ in subs if s.startswith(prefix)}
+    assert len(ids) == 1, f"the {worker} announces ids {ids} on $SRV.PING.<name>.<id>"
+    return ids.pop()
+
+
+def _subject(ch: Channel, worker: str, worker_id: str) -> str:
+    """The subject the worker subscribes to for the entry (every service: `>`)."""
+    if ch.name.startswith(subjects.SRV):
+        return ch.address.format(name=worker_name(worker), id=worker_id)
     return subjects.every(ch.name) if ch.parameters else ch.address
 
 
@@ -73,20 +88,29 @@ async def test_catalog_matches_what_the_workers_subscribe(
         balancer = await stack.enter_async_context(run_balancer(server.url))
         await asyncio.wait_for(balancer.sync.synced.wait(), 5)
         await stack.enter_async_context(run_collector(server.url, UNREACHABLE_INFLUX))
+        # with both listeners on: neither may subscribe to anything the catalog lacks
+        gateway = await stack.enter_async_context(
+            run_gateway(server.url, dns_port=-1, http_port=-1)
+        )
+        await asyncio.wait_for(gateway.view.synced.wait(), 5)
         seen = await asyncio.to_thread(_subscriptions, port)
 
-    # config log readers are JetStream ordered consumers: they subscribe to a deliver inbox
-    channels = [ch for ch in CHANNELS if ch.name != subjects.CONFIG_LOG]
-    by_subject = {_subject(ch): ch for ch in channels}
+    # JetStream logs' readers are ordered consumers: they subscribe to a deliver inbox
+    internal = (subjects.CONFIG_LOG, subjects.OUTLIER_LOG)
+    channels = [ch for ch in CHANNELS if ch.name not in internal]
+    ids = {worker: _worker_id(seen.get(worker, set()), worker) for worker in WORKERS}
     for worker in WORKERS:
-        assert seen.get(worker), f"the {worker} made no subscription: {seen}"
+        by_subject = {_subject(ch, worker, ids[worker]): ch for ch in channels}
         for subject, _queue in seen[worker]:
             ch = by_subject.get(subject)
             assert ch is not None, f"the {worker} subscribes to {subject}: add it to the catalog"
             assert worker in _named(ch), f"{ch.address}: name the {worker} in its receivers"
     for ch in channels:
-        subscribed = {w for w in WORKERS if any(s == _subject(ch) for s, _ in seen[w])}
+        subscribed = {w for w in WORKERS if any(s == _subject(ch, w, ids[w]) for s, _ in seen[w])}
         assert subscribed == _named(ch), f"{ch.address}: receivers say {ch.receivers!r}"
-        if ch.op != PUBLISH:  # the worker that answers, in the catalog's queue group
-            answerer = ch.receivers.split()[0]
-            assert (_subject(ch), ch.queue) in seen[answerer], f"{ch.address}: queue {ch.queue!r}"
+        if ch.op != PUBLISH:  # the worker that answers (all named: every one), in its queue
+            first = ch.receivers.split()[0]
+            answerers = [first] if first in WORKERS else sorted(_named(ch))
+            for w in answerers:
+                sub = (_subject(ch, w, ids[w]), ch.queue)
+                assert sub in seen[w], f"{ch.address}: the {w}'s queue is not {ch.queue!r}"

@@ -37,10 +37,16 @@ def test_every_field_of_every_message_is_described() -> None:
     schemas = contract_gen.asyncapi(PROSE)["components"]["schemas"]
     undescribed = [name for name, schema in schemas.items() if "description" not in schema]
     assert undescribed == [], f"describe {undescribed} in docs/contract.md (a paragraph)"
+
+    def fields(schema: dict[str, Any]) -> dict[str, Any]:
+        """Field -> its schema; an array_like Struct's items are titled with their field."""
+        items = {i["title"]: i for i in schema.get("prefixItems", []) if "title" in i}
+        return {**schema.get("properties", {}), **items}
+
     missing = [
         f"{name}.{field}"
         for name, schema in schemas.items()
-        for field, prop in schema.get("properties", {}).items()
+        for field, prop in fields(schema).items()
         if "description" not in prop
     ]
     assert missing == [], (
@@ -48,7 +54,7 @@ def test_every_field_of_every_message_is_described() -> None:
         "the message's #### heading), then run `just contract`"
     )
     described = {f"{m}.{f}" for m, fields in PROSE.fields.items() for f in fields}
-    real = {f"{name}.{f}" for name, s in schemas.items() for f in s.get("properties", {})}
+    real = {f"{name}.{f}" for name, s in schemas.items() for f in fields(s)}
     assert described - real == set(), "docs/contract.md describes fields the Structs lack"
 
 
@@ -88,7 +94,15 @@ def test_every_subject_of_subjects_py_is_in_the_catalog() -> None:
         for name, value in vars(subjects).items()
         if name.isupper() and isinstance(value, str) and ".v1" in value
     }
-    assert prefixes == {ch.name for ch in catalog.CHANNELS}
+    v1 = {ch.name for ch in catalog.CHANNELS if not ch.name.startswith(subjects.SRV)}
+    assert prefixes == v1
+    # every verb of the NATS services protocol, at each of its three levels
+    srv = [ch.address for ch in catalog.CHANNELS if ch.name.startswith(subjects.SRV)]
+    assert sorted(srv) == sorted(
+        subjects.srv(verb) + level
+        for verb in subjects.SRV_VERBS
+        for level in ("", ".{name}", ".{name}.{id}")
+    )
 
 
 def test_error_codes_are_those_of_the_error_tree() -> None:
