@@ -31,6 +31,7 @@ from schemas.balancer import Ejected, Ejections, OutlierEvent, OutlierState
 from schemas.fields import from_timestamp
 from schemas.governor import OutlierConfig
 from services.balancer import outliers
+from services.jetstream import WRONG_LAST_SEQUENCE
 from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Ejector", "ensure_outlier_stream"]
 
-WRONG_LAST_SEQUENCE = 10071
 _ATTEMPTS = 10  # compare-and-set rounds before a decision is given up (logged)
 _MAX_NAP_S = 1.0  # the sweep loop wakes at least this often (new services, config)
 _encode = msgspec.json.Encoder().encode
@@ -313,7 +313,7 @@ class Ejector(Lifecycle):
                 subjects.outlier_log(service), _encode(state), headers=headers
             )
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise _Stale from None
             raise
         return ack.seq

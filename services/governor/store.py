@@ -15,6 +15,7 @@ from nats.js import api
 from schemas import subjects
 from services.configlog import decode_entry
 from services.errors import BatonError, Conflict, Unavailable
+from services.jetstream import WRONG_LAST_SEQUENCE
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigStore", "StaleWriteError"]
 
-# JetStream's error codes when the CAS header does not hold: 10071 names the sequence;
-# a clustered stream's leader may answer 10164 ("wrong last sequence", no number) instead
-WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 _encode = msgspec.json.Encoder().encode
 
 

@@ -24,12 +24,10 @@ if TYPE_CHECKING:
     from nats.js.kv import KeyValue
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["KV_ERRORS", "WRONG_LAST", "open_bucket", "win_deleted"]
+__all__ = ["KV_ERRORS", "open_bucket", "win_deleted"]
 
 # what a KV operation may fail with while the quorum or the connection is away
 KV_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
-# "wrong last sequence": 10071, or 10164 from a clustered stream
-WRONG_LAST = frozenset({10071, 10164})
 _NO_JETSTREAM_S = 5.0  # no responders this long: the server has no JetStream
 
 

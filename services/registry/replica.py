@@ -32,8 +32,9 @@ import nats.js.errors
 from schemas import subjects
 from schemas.registry import Empty, ReplicaSnapshot, ReplicaStatus, SnapshotQuery
 from services.errors import BatonError, NoResponders, RequestTimeout, Unavailable
+from services.jetstream import WRONG_LAST_SEQUENCE
 from services.lifecycle import Lifecycle
-from services.registry.bucket import KV_ERRORS, WRONG_LAST, open_bucket, win_deleted
+from services.registry.bucket import KV_ERRORS, open_bucket, win_deleted
 from services.registry.leader import LeaderLease
 from services.registry.replication import EventHead, Outbox, apply_event, merge, records
 
@@ -232,7 +233,7 @@ class Replica(Lifecycle):
             )
         except nats.js.errors.APIError as exc:  # KeyWrongLastSequenceError is one
             if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
-                getattr(exc, "err_code", None) in WRONG_LAST
+                getattr(exc, "err_code", None) in WRONG_LAST_SEQUENCE
             ):
                 await self._step_down("lease taken")
             elif not lease.connected(self.clock()):
@@ -251,7 +252,7 @@ class Replica(Lifecycle):
         except nats.js.errors.KeyWrongLastSequenceError:
             return  # somebody holds it (nats-py has already ruled out a deleted key)
         except nats.js.errors.APIError as exc:
-            if getattr(exc, "err_code", None) not in WRONG_LAST:
+            if getattr(exc, "err_code", None) not in WRONG_LAST_SEQUENCE:
                 return
             found = await win_deleted(kv, self._value(), self.lease.lease_s / 2)
             if found is None:
