@@ -189,7 +189,7 @@ async def test_blocking_queries(http: Http) -> None:
     waiting = asyncio.ensure_future(
         http.call("GET", "/v1/health/service/web", params={"index": str(index), "wait": "50s"})
     )
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a short wait for what must NOT happen: an early answer
     assert not waiting.done()
     await _register(
         http, {"Name": "web", "Port": 8001, "Check": {"TTL": "5s", "Status": "passing"}}
@@ -226,7 +226,7 @@ async def test_a_parked_blocking_query_answers_when_the_gateway_stops(
         parked = asyncio.ensure_future(
             http.call("GET", "/v1/catalog/services", params={"index": index, "wait": "10m"})
         )
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a short wait for what must NOT happen: an early answer
         assert not parked.done()
         await http.gateway._runner.cleanup()  # the worker's stop: aiohttp drains handlers
         http.gateway._runner = None

@@ -128,7 +128,7 @@ async def test_a_blocking_watch_wakes_on_change_and_returns_at_its_wait(
         watch = asyncio.ensure_future(
             asyncio.to_thread(client.health.service, "api", index=index, wait="60s")
         )
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a short wait for what must NOT happen: an early answer
         assert not watch.done()
         await bus.request(subjects.register("api"), reg("api-1", port=9001), Ack)
         grown, nodes = await asyncio.wait_for(watch, 10)
