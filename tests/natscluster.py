@@ -14,17 +14,16 @@ A node may run inside a network namespace (`prefix=["ip", "netns", "exec", ns]`,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from natsserver import nats_server_binary
+from waiting import until, until_sync
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -105,17 +104,21 @@ ping_max: 2
         args = [*self.prefix, nats_server_binary(), "-c", str(self.conf_path)]
         with self.log_path.open("ab") as log:  # never an unread pipe: it can block the server
             self.proc = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: S603
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        proc = self.proc
+
+        def ready() -> bool:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            if "Server is ready" in text:
-                return self
-            if self.proc.poll() is not None:
+            if proc.poll() is not None and "Server is ready" not in text:
                 msg = f"nats-server {self.name} exited: {text}"
                 raise RuntimeError(msg)
-            time.sleep(0.01)
-        msg = f"nats-server {self.name} not ready in {timeout} s: {self.log_path}"
-        raise RuntimeError(msg)
+            return "Server is ready" in text
+
+        try:
+            until_sync(ready, timeout, interval=0.01)
+        except AssertionError:
+            msg = f"nats-server {self.name} not ready in {timeout} s: {self.log_path}"
+            raise RuntimeError(msg) from None
+        return self
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -229,21 +232,19 @@ class NatsCluster:
         Blocks the thread: from a coroutine, await `ready()` instead, or the event loop
         (and every heartbeat it sends) stops meanwhile.
         """
-        deadline = time.monotonic() + timeout
-        while why := self._not_ready():
-            if time.monotonic() > deadline:
-                msg = f"cluster not ready in {timeout} s: {why}"
-                raise RuntimeError(msg)
-            time.sleep(0.05)
+        try:
+            until_sync(lambda: not self._not_ready(), timeout, interval=0.05)
+        except AssertionError:
+            msg = f"cluster not ready in {timeout} s: {self._not_ready()}"
+            raise RuntimeError(msg) from None
 
     async def ready(self, timeout: float = 30.0) -> None:
         """`wait_ready` for a coroutine: the event loop keeps running between checks."""
-        deadline = time.monotonic() + timeout
-        while why := self._not_ready():
-            if time.monotonic() > deadline:
-                msg = f"cluster not ready in {timeout} s: {why}"
-                raise RuntimeError(msg)
-            await asyncio.sleep(0.05)
+        try:
+            await until(lambda: not self._not_ready(), timeout, interval=0.05)
+        except AssertionError:
+            msg = f"cluster not ready in {timeout} s: {self._not_ready()}"
+            raise RuntimeError(msg) from None
 
     def kill(self, index: int) -> ClusterNode:
         node = self.nodes[index]

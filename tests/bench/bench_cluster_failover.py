@@ -44,6 +44,7 @@ from services.sdk import BalancerClient, ServiceAgent
 
 sys.path.insert(0, str(ROOT / "tests"))
 from natscluster import NatsCluster
+from waiting import until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,20 +108,6 @@ class Proc:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-async def until(check: Callable[[], Any], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if not isinstance(got, bool):
-            got = await got
-        if got:
-            return
-        if time.monotonic() > deadline:
-            msg = "condition not met in time"
-            raise RuntimeError(msg)
-        await asyncio.sleep(0.05)
 
 
 async def leader(nc: Client) -> str:
@@ -210,7 +197,7 @@ async def main(args: argparse.Namespace) -> None:  # one scenario, start to end
             return nc
 
         watcher = await connect()
-        await until(lambda: _truthy(leader(watcher)))
+        await until(lambda: _truthy(leader(watcher)), timeout=30)
         agents = []
         for i in range(instances):
             nc = await connect()
@@ -221,7 +208,7 @@ async def main(args: argparse.Namespace) -> None:  # one scenario, start to end
             agents.append(agent)
         client = BalancerClient(await connect(), timeout=0.5)
         prober = await connect()
-        await until(lambda: _resolves(client))
+        await until(lambda: _resolves(client), timeout=30)
 
         windows = [await window("steady", client, prober, seconds, args.callers, None)]
         print(f"  {windows[-1]}")
@@ -234,7 +221,7 @@ async def main(args: argparse.Namespace) -> None:  # one scenario, start to end
         )
         print(f"  {windows[-1]}")
         victim.start()
-        await until(lambda: bool(victim.replica()))
+        await until(lambda: bool(victim.replica()), timeout=30)
 
         # (b) the node leading the lease bucket's stream
         js = watcher.jetstream()

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 TTL = 3.0
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -178,7 +179,7 @@ async def design_b(
     markers: dict[str, float] = {}
     all_in = asyncio.Event()
 
-    async def on_marker(msg: nats.aio.msg.Msg) -> None:
+    async def on_marker(msg: Msg) -> None:
         if (msg.headers or {}).get("Nats-Marker-Reason"):
             markers[msg.subject] = time.monotonic()
             if len(markers) >= args.expiring:

@@ -1,9 +1,8 @@
-"""Helpers for the gateway's HTTP tests: a running stack, a client, a polling wait."""
+"""Helpers for the gateway's HTTP tests: a running stack and a client."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -11,17 +10,9 @@ import aiohttp
 from workers import run_balancer, run_gateway, run_governor, run_registry
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
-__all__ = ["Http", "stack", "until"]
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Await `check()` until it is true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+__all__ = ["Http", "stack"]
 
 
 class Http:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import nats
 import pytest
+from waiting import until
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -114,16 +115,13 @@ async def test_demo_instances_serve_real_http_calls(nc: Client) -> None:
 
 async def printed(out: io.StringIO, pattern: str, since: int = 0, timeout: float = 15) -> int:
     """Wait until a table printed after offset `since` matches `pattern`; return where."""
-
-    async def loop() -> int:
-        while (found := re.search(pattern, out.getvalue()[since:], re.MULTILINE)) is None:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        return since + found.end()
-
     try:
-        return await asyncio.wait_for(loop(), timeout)
-    except TimeoutError:
+        found = await until(
+            lambda: re.search(pattern, out.getvalue()[since:], re.MULTILINE), timeout
+        )
+    except AssertionError:
         pytest.fail(f"{pattern!r} never printed:\n{out.getvalue()[since:][-3000:]}")
+    return since + found.end()
 
 
 async def test_demo_follows_the_service_config_and_its_operators(

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from httpgateway import Http, stack, until
+from httpgateway import Http, stack
+from waiting import until
 from workers import run_gateway, run_registry
 
 from schemas import subjects
@@ -55,7 +56,7 @@ async def _until_status(http: Http, name: str, instance: str, status: str) -> di
                 return _status(entry).get(f"service:{instance}") == status
         return False
 
-    await until(check)
+    await until(check, timeout=10)
     return found
 
 
@@ -131,7 +132,7 @@ async def test_register_check_lifecycle(http: Http) -> None:
     async def gone() -> bool:
         return await _health(http, "web") == []
 
-    await until(gone)
+    await until(gone, timeout=10)
 
 
 async def test_unknown_ids_and_bad_bodies_answer_sentences(http: Http) -> None:
@@ -172,7 +173,7 @@ async def test_drained_is_maintenance_and_native_instances_pass(http: Http, nc: 
         entries = await _health(http, "api")
         return bool(entries) and _status(entries[0]).get("_service_maintenance:api-1") == "critical"
 
-    await until(maintenance)
+    await until(maintenance, timeout=10)
     assert await _health(http, "api", passing="") == []
 
 
@@ -188,7 +189,7 @@ async def test_blocking_queries(http: Http) -> None:
     waiting = asyncio.ensure_future(
         http.call("GET", "/v1/health/service/web", params={"index": str(index), "wait": "50s"})
     )
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a short wait for what must NOT happen: an early answer
     assert not waiting.done()
     await _register(
         http, {"Name": "web", "Port": 8001, "Check": {"TTL": "5s", "Status": "passing"}}
@@ -225,7 +226,7 @@ async def test_a_parked_blocking_query_answers_when_the_gateway_stops(
         parked = asyncio.ensure_future(
             http.call("GET", "/v1/catalog/services", params={"index": index, "wait": "10m"})
         )
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a short wait for what must NOT happen: an early answer
         assert not parked.done()
         await http.gateway._runner.cleanup()  # the worker's stop: aiohttp drains handlers
         http.gateway._runner = None
@@ -312,7 +313,7 @@ async def test_reads_are_503_until_the_registry_is_read(nats_server: NatsServer)
                     async with session.get(base + "/v1/catalog/services") as resp:
                         return resp.status == 200
 
-                await until(loaded)
+                await until(loaded, timeout=10)
 
 
 async def test_two_gateways_share_the_checks_through_the_registry(
@@ -333,4 +334,4 @@ async def test_two_gateways_share_the_checks_through_the_registry(
         async def gone() -> bool:
             return await _health(http, "web") == []
 
-        await until(gone)
+        await until(gone, timeout=10)

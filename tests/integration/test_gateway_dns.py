@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
 import dns.asyncquery
@@ -18,6 +17,7 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 from conftest import reg
+from waiting import until
 from workers import run_gateway, run_governor
 
 from schemas import subjects
@@ -54,13 +54,6 @@ def resolver(gw: Gateway) -> dns.asyncresolver.Resolver:
 async def ask(gw: Gateway, name: str, rdtype: str = "A", **kw: Any) -> dns.message.Message:
     q = dns.message.make_query(name, rdtype, **kw)
     return await dns.asyncquery.udp(q, "127.0.0.1", port=gw.dns_port, timeout=5)
-
-
-async def until(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def fleet(bus: Bus, gw: Gateway, *regs: Any, service: str = "web") -> None:

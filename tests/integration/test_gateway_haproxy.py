@@ -15,12 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
+from waiting import until
 from workers import run_gateway, run_governor
 
 from schemas import subjects
@@ -131,13 +131,6 @@ def backends(nats_server: NatsServer) -> Iterator[Backends]:
     b.close()
 
 
-async def until(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def served(http: aiohttp.ClientSession, url: str, n: int) -> list[str]:
     """Who answered each of `n` requests through HAProxy ("error" for a failure)."""
     out = []
@@ -160,16 +153,16 @@ async def test_haproxy_follows_drain_kill_and_new_instances(
         async def only(expected: set[str]) -> bool:  # a window of requests, all from these
             return set(await served(http, haproxy, 3 * len(expected))) == expected
 
-        await until(lambda: only({"a", "b", "c"}))
+        await until(lambda: only({"a", "b", "c"}), timeout=15)
 
         change = ConfigChange(actor="ann", instances={"b": OverridePatch(drained=True)})
         await bus.request(subjects.change("web"), change, ConfigApplied)
-        await until(lambda: only({"a", "c"}))
+        await until(lambda: only({"a", "c"}), timeout=15)
         assert "b" not in await served(http, haproxy, 20)
 
         backends.kill("c")
-        await until(lambda: only({"a"}))
+        await until(lambda: only({"a"}), timeout=15)
         assert set(await served(http, haproxy, 20)) == {"a"}  # no errors: c is gone
 
         backends.start("d")
-        await until(lambda: only({"a", "d"}))
+        await until(lambda: only({"a", "d"}), timeout=15)

@@ -10,7 +10,8 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from httpgateway import Http, stack, until
+from httpgateway import Http, stack
+from waiting import until
 from workers import run_gateway
 
 from schemas import subjects
@@ -43,7 +44,7 @@ async def _resolvable(http: Http, service: str, instance_id: str) -> None:
         status, body, _ = await http.call("GET", f"/v1/resolve/{service}")
         return status == 200 and body["instance_id"] == instance_id
 
-    await until(check)
+    await until(check, timeout=10)
 
 
 async def test_register_resolve_report_deregister(http: Http) -> None:
@@ -67,7 +68,7 @@ async def test_register_resolve_report_deregister(http: Http) -> None:
     async def gone() -> bool:
         return (await http.call("GET", "/v1/resolve/web"))[0] == 404
 
-    await until(gone)
+    await until(gone, timeout=10)
 
 
 async def test_resolve_query_key_zone_exclude_strategy(http: Http) -> None:
@@ -79,7 +80,7 @@ async def test_resolve_query_key_zone_exclude_strategy(http: Http) -> None:
         status, body, _ = await http.call("GET", "/v1/instances/api")
         return status == 200 and len(body["instances"]) == 3
 
-    await until(three)
+    await until(three, timeout=10)
     for _ in range(5):
         status, body, _ = await http.call("GET", "/v1/resolve/api", params={"zone": "z1"})
         assert (status, body["instance_id"]) == (200, "a")

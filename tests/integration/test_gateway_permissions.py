@@ -4,13 +4,13 @@ for HTTP writes, and NATS logs no violation for it."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import aiohttp
 import dns.asyncquery
 import dns.message
 from test_permissions import server, url, violations  # noqa: F401  # `server`: the fixture
+from waiting import until
 from workers import run_balancer, run_gateway, run_governor, run_registry
 
 if TYPE_CHECKING:
@@ -40,10 +40,7 @@ async def test_gateway_runs_on_its_own_user(server: NatsServer) -> None:  # noqa
             http.put(f"http://127.0.0.1:{gw.http_port}/v1/agent/service/register", json=body) as r,
         ):
             assert r.status == 200, await r.text()
-        deadline = time.monotonic() + 5
-        while "web" not in gw.view.services:
-            assert time.monotonic() < deadline, "the registration did not reach the view"
-            await asyncio.sleep(0.01)
+        await until(lambda: "web" in gw.view.services, what="the registration in the view")
         query = dns.message.make_query("web.service.baton", "SRV")
         reply = await dns.asyncquery.udp(query, "127.0.0.1", port=gw.dns_port, timeout=5)
         assert [r.port for r in reply.answer[0]] == [9001]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import Events, reg
+from waiting import until
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
@@ -25,8 +25,7 @@ async def two(bus: Bus, events: Events, balancer: Any) -> Any:
     for iid in "ab":
         await bus.request(subjects.register("api"), reg(iid), Ack)
         await events.wait_for("registered", iid)
-    while len(balancer.pools.get("api", {}).members) < 2:  # noqa: ASYNC110  # applied by the balancer
-        await asyncio.sleep(0.005)
+    await until(lambda: len(balancer.pools["api"].members) == 2, ignoring=(KeyError,))
     return balancer
 
 

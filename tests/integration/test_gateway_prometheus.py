@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp import web
-from httpgateway import Http, stack, until
+from httpgateway import Http, stack
+from waiting import until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

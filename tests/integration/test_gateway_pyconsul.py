@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import reg
-from httpgateway import stack, until
+from httpgateway import stack
+from waiting import until
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
@@ -67,7 +68,7 @@ async def test_ttl_pass_keeps_it_alive_and_silence_expires_it(
                 _, nodes = await asyncio.to_thread(client.health.service, "web", passing=True)
                 return sorted(n["Service"]["ID"] for n in nodes) == ["nats-1", "web-1"]
 
-            await until(both_healthy)
+            await until(both_healthy, timeout=10)
             # resolvable over NATS, and listed by the registry, for longer than its TTL
             picked = set()
             for _ in range(20):
@@ -97,7 +98,7 @@ async def test_ttl_pass_keeps_it_alive_and_silence_expires_it(
             _, nodes = await asyncio.to_thread(client.health.service, "web")
             return not nodes
 
-        await until(gone)
+        await until(gone, timeout=10)
         # a pass after expiry registers it again, as Baton's SDK does on a 404
         await asyncio.to_thread(client.agent.check.ttl_pass, "service:web-1")
 
@@ -107,7 +108,7 @@ async def test_ttl_pass_keeps_it_alive_and_silence_expires_it(
                 return found.instance_id == "web-1"
             return False
 
-        await until(back)
+        await until(back, timeout=10)
         assert await asyncio.to_thread(client.agent.service.deregister, "web-1") is True
 
 
@@ -127,7 +128,7 @@ async def test_a_blocking_watch_wakes_on_change_and_returns_at_its_wait(
         watch = asyncio.ensure_future(
             asyncio.to_thread(client.health.service, "api", index=index, wait="60s")
         )
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a short wait for what must NOT happen: an early answer
         assert not watch.done()
         await bus.request(subjects.register("api"), reg("api-1", port=9001), Ack)
         grown, nodes = await asyncio.wait_for(watch, 10)

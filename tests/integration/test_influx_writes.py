@@ -12,7 +12,6 @@ import base64
 import os
 import signal
 import socket
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -371,8 +370,9 @@ async def test_points_added_during_an_outage_all_arrive(
         await eventually(lambda: stored(influx) == 100, "the points before the outage")
 
         await asyncio.to_thread(influx.stop)
-        outage_ends = time.monotonic() + 2.5
-        while time.monotonic() < outage_ends:  # about 1,000 points a second
+        # a count, not a clock: a loaded host must not shrink the outage's load below
+        # what the end asserts (it used to run 2.5 s, and a slow loop added < 2,000)
+        for _ in range(120):  # 2,400 points, about 1,000 a second when idle
             b.add_many(calls.take(20))
             await asyncio.sleep(0.02)  # pacing the load, not waiting for anything
         assert b.stats["written"] == 100
@@ -380,7 +380,8 @@ async def test_points_added_during_an_outage_all_arrive(
         await asyncio.to_thread(influx.start)  # same port, same data directory
 
         b.add_many(calls.take(50))
-        await eventually(lambda: stored(influx) == calls.n, f"all {calls.n} points stored")
+        stored_all = f"all {calls.n} points stored"
+        await eventually(lambda: stored(influx) == calls.n, stored_all, timeout=30)
         await eventually(lambda: b.stats["buffered"] == 0, "an empty buffer")
     s = b.stats
     assert s["written"] == s["received"] == calls.n > 2000
@@ -462,9 +463,7 @@ async def test_stop_counts_what_it_cannot_write(influx: InfluxServer, writer: V1
     b = Batcher(writer, LOG, flush_s=0.05, stop_timeout_s=0.5)
     await b.start()
     b.add_many(Calls().take(100))
-    started = time.monotonic()
-    await b.stop()
-    assert time.monotonic() - started < 2.0
+    await asyncio.wait_for(b.stop(), 30)  # only a guard against a hang: it gives up itself
     assert b.stats["dropped"] == 100
     assert b.stats["buffered"] == b.stats["written"] == 0
     assert balanced(b)

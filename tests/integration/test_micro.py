@@ -16,6 +16,7 @@ import msgspec
 import nats.micro
 import pytest
 from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
+from waiting import until
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -145,11 +146,7 @@ async def test_stats_count_requests_and_errors(nats_server: NatsServer, bus: Bus
                 return False
             return True
 
-        async def until_resolved() -> None:
-            while not await resolved():  # noqa: ASYNC110  # the state is the balancer's
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(until_resolved(), 5)
+        await until(resolved, what="the balancer to resolve api")
         tries = (await resolve_stats())["num_requests"]
         errors = (await resolve_stats())["num_errors"]
         for _ in range(3):

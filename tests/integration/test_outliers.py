@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 from conftest import Events, reg
+from waiting import until
 from workers import run_balancer, run_governor
 
 from schemas import subjects
@@ -26,7 +27,7 @@ from schemas.governor import (
 from schemas.registry import Ack, Empty
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
     from nats.aio.client import Client
     from natsserver import NatsServer
@@ -35,21 +36,6 @@ if TYPE_CHECKING:
 
 SERVICE = "pay"
 FAST = {"interval_s": 0.25, "base_ejection_s": 0.6, "max_ejection_s": 5.0}
-
-
-async def until(
-    check: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 5.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if not isinstance(got, bool):
-            got = await got
-        if got:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Outliers:
@@ -65,7 +51,7 @@ class Outliers:
         return [e for e in self.seen if e.kind == kind and e.instance_id == iid]
 
     async def wait(self, kind: str, iid: str, timeout: float = 5.0) -> OutlierEvent:
-        await until(lambda: bool(self.of(kind, iid)), f"{kind} {iid}", timeout)
+        await until(lambda: bool(self.of(kind, iid)), what=f"{kind} {iid}", timeout=timeout)
         return self.of(kind, iid)[0]
 
 
@@ -95,7 +81,7 @@ async def configure(bus: Bus, balancers: list[Any], **outlier: Any) -> None:
             for b in balancers
         )
 
-    await until(seen, "the balancers to take the config")
+    await until(seen, what="the balancers to take the config")
 
 
 async def fleet(bus: Bus, events: Events, balancers: list[Any], ids: list[str]) -> None:
@@ -108,7 +94,7 @@ async def fleet(bus: Bus, events: Events, balancers: list[Any], ids: list[str]) 
             SERVICE in b.pools and set(ids) <= set(b.pools[SERVICE].members) for b in balancers
         )
 
-    await until(known, "the balancers to know the fleet")
+    await until(known, what="the balancers to know the fleet")
 
 
 async def report(bus: Bus, iid: str, *, ok: bool, times: int = 1) -> None:
@@ -147,7 +133,7 @@ async def test_consecutive_failures_eject_until_the_time_is_over(
     assert ejected.ejections == 1
     assert ejected.ejected == 1
     assert 0.5 < (ejected.until - ejected.at).total_seconds() <= 0.6 + 1e-6
-    await until(lambda: balancer.pools[SERVICE].members["a"].ejected, "a ejected")
+    await until(lambda: balancer.pools[SERVICE].members["a"].ejected, what="a ejected")
     got = [ep.instance_id for ep in await picks(bus, 8)]
     assert "a" not in got
     shown = await listing(bus)
@@ -165,7 +151,7 @@ async def test_consecutive_failures_eject_until_the_time_is_over(
 
     # ejected again at once: the multiplier says twice as long
     await report(bus, "a", ok=False, times=3)
-    await until(lambda: len(outlier_events.of("ejected", "a")) == 2, "a second ejection")
+    await until(lambda: len(outlier_events.of("ejected", "a")) == 2, what="a second ejection")
     again = outlier_events.of("ejected", "a")[1]
     assert again.ejections == 2
     assert (again.until - again.at).total_seconds() == pytest.approx(1.2, abs=0.01)
@@ -184,7 +170,7 @@ async def test_the_cap_keeps_the_rest_serving_and_says_so(
     async def held() -> bool:
         return (await listing(bus)).held == ["b"]
 
-    await until(held, "b held by the cap")
+    await until(held, what="b held by the cap")
     eps = await picks(bus, 6)
     assert "a" not in {ep.instance_id for ep in eps}
     assert "b" in {ep.instance_id for ep in eps}  # the cap keeps it serving
@@ -203,7 +189,7 @@ async def test_the_only_instance_ejected_is_a_503_that_says_why(
     await fleet(bus, events, [balancer], ["solo"])
     await report(bus, "solo", ok=False, times=2)
     await outlier_events.wait("ejected", "solo")
-    await until(lambda: balancer.pools[SERVICE].members["solo"].ejected, "solo ejected")
+    await until(lambda: balancer.pools[SERVICE].members["solo"].ejected, what="solo ejected")
     with pytest.raises(Exception, match="1 ejected as outliers") as err:
         await picks(bus, 1)
     assert getattr(err.value, "code", None) == 503
@@ -274,7 +260,7 @@ async def test_two_replicas_agree_and_publish_each_event_once(
         def agreed() -> bool:
             return all(b.pools[SERVICE].ejected == {"a", "b"} for b in both)
 
-        await until(agreed, "both replicas to eject a and b")
+        await until(agreed, what="both replicas to eject a and b")
         for b in both:  # each replica's picks avoid both (resolve goes to either)
             assert [e.instance_id for e in b.ejector.listing(SERVICE).ejected] == ["a", "b"]
         got = {ep.instance_id for ep in await picks(bus, 20)}
@@ -282,7 +268,7 @@ async def test_two_replicas_agree_and_publish_each_event_once(
 
         await outlier_events.wait("returned", "a")
         await outlier_events.wait("returned", "b")
-        await until(lambda: all(not b.pools[SERVICE].ejected for b in both), "both to return")
+        await until(lambda: all(not b.pools[SERVICE].ejected for b in both), what="both to return")
         for iid in ("a", "b"):
             assert len(outlier_events.of("ejected", iid)) == 1
             assert len(outlier_events.of("returned", iid)) == 1
@@ -305,7 +291,9 @@ async def test_a_replica_started_later_applies_the_stored_ejections(
     ejected = await outlier_events.wait("ejected", "a")
     async with run_balancer(nats_server.url) as late:
         await asyncio.wait_for(late.sync.synced.wait(), 5)
-        await until(lambda: late.pools[SERVICE].ejected == {"a"}, "the late replica to eject a")
+        await until(
+            lambda: late.pools[SERVICE].ejected == {"a"}, what="the late replica to eject a"
+        )
         shown = late.ejector.listing(SERVICE)
         assert [(e.instance_id, e.until) for e in shown.ejected] == [("a", ejected.until)]
 

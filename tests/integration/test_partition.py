@@ -27,7 +27,8 @@ import pytest
 from conftest import Events
 from natscluster import ClusterNode, NatsCluster
 from netns import NetnsPair, netns_unavailable
-from test_cluster import client_bus, until
+from test_cluster import client_bus
+from waiting import until
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
@@ -289,7 +290,12 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
         # the instances that were on n3 moved to side A by themselves
         moved = fleet[0::2]
         await until(
-            lambda: all(nc.is_connected and nc.connected_url.port != n3.port for nc in moved),  # type: ignore[union-attr]
+            lambda: all(
+                nc.is_connected
+                and nc.connected_url is not None
+                and nc.connected_url.port != n3.port
+                for nc in moved
+            ),
             timeout=20,
         )
         _, cli_err = await cli.communicate()

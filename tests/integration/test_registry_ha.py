@@ -20,6 +20,7 @@ import msgspec
 import nats
 import nats.errors
 import pytest
+from waiting import until
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER
@@ -27,7 +28,7 @@ from schemas.registry import InstanceEvent, InstanceList, ReplicaStatus
 from services.sdk import ServiceAgent
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from nats.aio.client import Client
     from natscluster import NatsCluster
@@ -37,20 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SVC = "orders"
 TTL = 1.5  # instance lease; heartbeats every TTL / 5
 FAKE = {"unhealthy", "expired", "deregistered"}  # nothing in these tests makes them happen
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if not isinstance(got, bool):
-            got = await got
-        if got:
-            return
-        if time.monotonic() > deadline:
-            msg = f"condition not met within {timeout} s"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.05)
 
 
 class Replica:
@@ -163,7 +150,7 @@ class Fleet:
     async def _run(self) -> None:
         while True:
             await asyncio.gather(*(self._beat(iid) for iid in self.ids))
-            await asyncio.sleep(TTL / 5)
+            await asyncio.sleep(TTL / 5)  # the heartbeat interval, as an SDK keeps it
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -230,13 +217,13 @@ async def test_killing_the_leader_then_a_follower_loses_nothing_and_says_nothing
     watch: Watch,
 ) -> None:  # fmt: skip
     start(nats_cluster, tmp_path, replicas, 3)
-    await until(lambda: all(r.id for r in replicas))
-    await until(lambda: _has_leader(client))
+    await until(lambda: all(r.id for r in replicas), timeout=15)
+    await until(lambda: _has_leader(client), timeout=15)
     fleet = Fleet(client, 30)
     await fleet.register_all()
     fleet.start()
     try:
-        await until(lambda: len(watch.of("registered")) == 30)
+        await until(lambda: len(watch.of("registered")) == 30, timeout=15)
         for victim_role in ("leader", "follower"):
             leader = await leader_of(client)
             alive = [r for r in replicas if r.proc.poll() is None]
@@ -251,9 +238,9 @@ async def test_killing_the_leader_then_a_follower_loses_nothing_and_says_nothing
                 await _register(client, iid)
             fleet.ids += newcomers
             gone, beats = victim.id, sum(fleet.answers.values())
-            await until(lambda: _has_leader(client, not_=gone))  # noqa: B023  # awaited here
-            await until(lambda: len(watch.events) == before + 5)  # noqa: B023
-            await until(lambda: sum(fleet.answers.values()) >= beats + 3 * 35)  # noqa: B023
+            await until(lambda: _has_leader(client, not_=gone), timeout=15)  # noqa: B023  # awaited here
+            await until(lambda: len(watch.events) == before + 5, timeout=15)  # noqa: B023
+            await until(lambda: sum(fleet.answers.values()) >= beats + 3 * 35, timeout=15)  # noqa: B023
             assert await listed(client) == set(fleet.ids), victim_role
             assert not watch.of(*FAKE)
             # the newcomers, once each; nothing else changed, so nothing else was said
@@ -295,22 +282,22 @@ async def test_a_late_replica_catches_up_before_it_answers_and_can_take_over(
 ) -> None:  # fmt: skip
     start(nats_cluster, tmp_path, replicas, 1)
     first = replicas[0]
-    await until(lambda: _has_leader(client))
+    await until(lambda: _has_leader(client), timeout=15)
     fleet = Fleet(client, 40)
     await fleet.register_all()
     fleet.start()
     try:
         start(nats_cluster, tmp_path, replicas, 1)
         late = replicas[1]
-        await until(lambda: bool(late.logged("registry.caught_up")))
+        await until(lambda: bool(late.logged("registry.caught_up")), timeout=15)
         caught = late.logged("registry.caught_up")[0]
         assert caught["taken"] == 40  # the whole table, from the peer
         assert caught["epoch"] == watch.events[0].epoch
         first.kill()
-        await until(lambda: _has_leader(client, not_=first.id))
+        await until(lambda: _has_leader(client, not_=first.id), timeout=15)
         assert await leader_of(client) == late.id
         beats = sum(fleet.answers.values())
-        await until(lambda: sum(fleet.answers.values()) >= beats + 2 * 40)
+        await until(lambda: sum(fleet.answers.values()) >= beats + 2 * 40, timeout=15)
         assert fleet.answers["404"] == 0  # it held every lease when it took over
         assert await listed(client) == set(fleet.ids)
         assert not watch.of(*FAKE)
@@ -325,14 +312,14 @@ async def test_a_full_restart_of_every_replica_recovers_the_fleet_through_the_sd
     watch: Watch,
 ) -> None:  # fmt: skip
     start(nats_cluster, tmp_path, replicas, 2)
-    await until(lambda: _has_leader(client))
+    await until(lambda: _has_leader(client), timeout=15)
     async with contextlib.AsyncExitStack() as stack:
         ids = [f"sdk{n}" for n in range(12)]
         for iid in ids:
             await stack.enter_async_context(
                 ServiceAgent(client, SVC, instance_id=iid, host="127.0.0.1", port=9000, ttl_s=TTL)
             )
-        await until(lambda: len(watch.of("registered")) == len(ids))
+        await until(lambda: len(watch.of("registered")) == len(ids), timeout=15)
         old_epoch = watch.events[0].epoch
         for replica in replicas:
             replica.kill()
@@ -341,7 +328,7 @@ async def test_a_full_restart_of_every_replica_recovers_the_fleet_through_the_sd
         await until(lambda: _listed_all(client, ids), timeout=15)
         await until(lambda: _has_leader(client), timeout=15)
         await until(lambda: {e.instance.instance_id for e in watch.events
-                             if e.epoch != old_epoch} >= set(ids))  # fmt: skip
+                             if e.epoch != old_epoch} >= set(ids), timeout=15)  # fmt: skip
         assert not watch.of(*FAKE)  # a restart is no reason to expire anybody
         new_epochs = {e.epoch for e in watch.events} - {old_epoch}
         assert len(new_epochs) == 1  # readers see one restart, not one per replica
@@ -362,17 +349,17 @@ async def test_time_a_replica_is_cut_off_from_nats_expires_nobody(
     watch = Watch()
     await nc.subscribe(subjects.every(subjects.EVENTS), cb=watch.on_msg)
     try:
-        await until(lambda: _has_leader(nc))
+        await until(lambda: _has_leader(nc), timeout=15)
         fleet = Fleet(nc, 12)
         await fleet.register_all()
         fleet.start()
-        await until(lambda: len(watch.of("registered")) == 12)
+        await until(lambda: len(watch.of("registered")) == 12, timeout=15)
         nats_server.kill()
         await asyncio.sleep(2.5 * TTL)  # the outage itself: longer than expiry (2 x TTL)
         nats_server.start()
-        await until(lambda: _has_leader(nc))
+        await until(lambda: _has_leader(nc), timeout=15)
         beats = fleet.answers["200"]
-        await until(lambda: fleet.answers["200"] >= beats + 3 * 12)
+        await until(lambda: fleet.answers["200"] >= beats + 3 * 12, timeout=15)
         await fleet.stop()
         assert bool(replicas[0].logged("registry.resumed"))  # it knew it had been away
         assert not watch.of(*FAKE)
@@ -389,7 +376,7 @@ async def test_a_registration_storm_after_a_full_restart_is_answered_whole(
     """1,500 instances register at once, right after every replica was SIGKILLed (the
     dead leader's lease still runs): each is answered, none 5xx, each announced once."""
     start(nats_cluster, tmp_path, replicas, 2)
-    await until(lambda: _has_leader(client))
+    await until(lambda: _has_leader(client), timeout=15)
     for replica in replicas:
         replica.kill()
     start(nats_cluster, tmp_path, replicas, 2)
@@ -433,26 +420,26 @@ async def test_a_leader_paused_past_its_lease_comes_back_silent_and_agrees(
     another takes over; one instance really dies meanwhile. Resumed, the old leader says
     nothing (no copy, no stale sweep), catches up, and holds what the fleet holds."""
     start(nats_cluster, tmp_path, replicas, 3)
-    await until(lambda: all(r.id for r in replicas))  # all three caught up and serving
-    await until(lambda: _has_leader(client))
+    await until(lambda: all(r.id for r in replicas), timeout=15)  # all three caught up and serving
+    await until(lambda: _has_leader(client), timeout=15)
     fleet = Fleet(client, 10)
     fleet.ids.append("dying")
     await fleet.register_all()
     fleet.start()
     try:
-        await until(lambda: len(watch.of("registered")) == 11)
+        await until(lambda: len(watch.of("registered")) == 11, timeout=15)
         leader = await leader_of(client)
         old = next(r for r in replicas if r.id == leader)
         old.proc.send_signal(signal.SIGSTOP)
         try:
-            await until(lambda: _has_leader(client, not_=old.id))
+            await until(lambda: _has_leader(client, not_=old.id), timeout=15)
             fleet.ids.remove("dying")  # it stops heartbeating: a real death
-            await until(lambda: bool(watch.of("expired")))
+            await until(lambda: bool(watch.of("expired")), timeout=15)
         finally:
             old.proc.send_signal(signal.SIGCONT)
-        await until(lambda: len(old.logged("registry.caught_up")) == 2)
+        await until(lambda: len(old.logged("registry.caught_up")) == 2, timeout=15)
         beats = sum(fleet.answers.values())
-        await until(lambda: sum(fleet.answers.values()) >= beats + 3 * 10)
+        await until(lambda: sum(fleet.answers.values()) >= beats + 3 * 10, timeout=15)
         assert [(e.kind, e.instance.instance_id) for e in watch.of(*FAKE)] == [
             ("unhealthy", "dying"),
             ("expired", "dying"),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 from conftest import Events, reg
+from waiting import until
 
 from schemas import subjects
 from schemas.balancer import BatchedReport, CallReport, CallReports, Endpoint, ResolveRequest
@@ -16,7 +16,7 @@ from schemas.registry import Ack
 from services.sdk import BalancerClient
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -25,14 +25,6 @@ if TYPE_CHECKING:
 
 SERVICE = "shop"
 pytestmark = pytest.mark.usefixtures("balancer")
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Wire:
@@ -73,7 +65,7 @@ async def fleet(bus: Bus, events: Events, balancer: Any, ids: list[str]) -> None
         await events.wait_for("registered", iid)
     await until(
         lambda: SERVICE in balancer.pools and set(ids) <= set(balancer.pools[SERVICE].members),
-        "the balancer to know the fleet",
+        what="the balancer to know the fleet",
     )
 
 
@@ -98,8 +90,8 @@ async def test_single_and_batched_reports_both_close_their_picks(
         client = batched if n % 2 else single
         await client.report(SERVICE, ep, 5.0, ok=n % 7 != 0)
     await batched.aclose()
-    await until(lambda: open_picks(balancer) == 0, "every pick closed by its report")
-    await until(lambda: len(wire.single) + len(wire.batched) == 40, "all 40 on the wire")
+    await until(lambda: open_picks(balancer) == 0, what="every pick closed by its report")
+    await until(lambda: len(wire.single) + len(wire.batched) == 40, what="all 40 on the wire")
     assert len(wire.single) == 20
     assert len(wire.batched) == 20
     assert len(wire.batches) < 20  # batched, not one message each
@@ -117,10 +109,10 @@ async def test_a_full_batch_goes_at_once_and_the_rest_on_exit(
         for _ in range(25):
             await client.report(SERVICE, ep, 1.0)
         await nc.flush()
-        await until(lambda: len(wire.batches) == 2, "two full batches, without the timer")
+        await until(lambda: len(wire.batches) == 2, what="two full batches, without the timer")
         assert [len(b) for b in wire.batches] == [10, 10]
     # leaving the block sent the last five, though a minute had not passed
-    await until(lambda: len(wire.batched) == 25, "the last five on exit")
+    await until(lambda: len(wire.batched) == 25, what="the last five on exit")
     assert [len(b) for b in wire.batches] == [10, 10, 5]
     assert client.sent == 25
 
@@ -133,7 +125,7 @@ async def test_the_timer_sends_a_lone_report_promptly(
     assert open_picks(balancer) == 1
     client = BalancerClient(nc, batch_ms=5)
     await client.report(SERVICE, ep, 1.0)
-    await until(lambda: open_picks(balancer) == 0, "the pick closed by the timer's batch")
+    await until(lambda: open_picks(balancer) == 0, what="the pick closed by the timer's batch")
     assert [len(b) for b in wire.batches] == [1]
 
 
@@ -150,8 +142,8 @@ async def test_thousands_of_reports_none_dropped(
     async with BalancerClient(nc) as client:
         for ep in eps:
             await client.report(SERVICE, ep, 2.0)
-    await until(lambda: len(wire.batched) == 3000, "every report on the wire", timeout=10)
-    await until(lambda: open_picks(balancer) == 0, "every pick closed", timeout=10)
+    await until(lambda: len(wire.batched) == 3000, what="every report on the wire", timeout=10)
+    await until(lambda: open_picks(balancer) == 0, what="every pick closed", timeout=10)
     assert len({r.pick for r in wire.batched}) == 3000
     assert max(len(b) for b in wire.batches) <= client.batch_max
 
@@ -177,5 +169,5 @@ async def test_a_bad_batch_is_a_counted_400_and_loses_nothing_else(
         ]
     )
     await bus.publish(subjects.reports(SERVICE), mixed)
-    await until(lambda: open_picks(balancer) == 0, "the good report applied")
+    await until(lambda: open_picks(balancer) == 0, what="the good report applied")
     assert errors[(subjects.every(subjects.REPORTS), 400)] == 2
