@@ -6,6 +6,7 @@ The write commands (`set`, `rollback`) are in `change.py`, `watch` in `watch.py`
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -173,7 +174,13 @@ def history(
         since_revision=since_ if isinstance(since_, int) else 0,
         since=since_ if isinstance(since_, datetime) else None,
     )
-    session.show(subjects.history(service), query, ConfigHistory, output.history)
+    filtered = limit is not None or since_ is not None
+    session.show(
+        subjects.history(service),
+        query,
+        ConfigHistory,
+        functools.partial(output.history, filtered=filtered),
+    )
 
 
 @cli.command()

@@ -287,8 +287,11 @@ def applied_line(entry: ConfigApplied) -> str:
     )
 
 
-def history(reply: ConfigHistory) -> str:
+def history(reply: ConfigHistory, *, filtered: bool = False) -> str:
+    """The revisions as a table; none at all says why (a filter can leave none of many)."""
     if not reply.entries:
+        if filtered:
+            return f"(no changes to {reply.service} in that window)"
         return f"({reply.service} has never been configured: no revisions yet)"
     rows = [
         (str(e.revision), _when(e.at), e.actor, _what(e), e.reason or "-", _summary(e.config))

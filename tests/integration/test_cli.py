@@ -252,7 +252,7 @@ async def history_filters(cli: Baton, ok: Baton) -> None:
     assert [row[0] for row in newest.rows[1:]] == ["7", "8"]
     assert [row[0] for row in from_rev.rows[1:]] == ["7", "8"]
     assert [row[0] for row in recent.rows[1:]] == ["6", "7", "8"]
-    assert future.out.strip() == "(no changes to orders yet)"
+    assert future.out.strip() == "(no changes to orders in that window)"
     bad = await cli("history", "orders", "--since", "last tuesday")
     assert bad.code == 2
     assert "'last tuesday' is not a revision (42), a duration ago (30m" in bad.err
