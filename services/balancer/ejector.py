@@ -339,7 +339,7 @@ class Ejector(Lifecycle):
             try:
                 await ensure_outlier_stream(self.bus, replicas=self.replicas)
                 info = await self.js.stream_info(subjects.OUTLIER_STREAM)
-                await self.js.subscribe(
+                sub = await self.js.subscribe(
                     subjects.every(subjects.OUTLIER_LOG),
                     cb=self._on_msg,
                     ordered_consumer=True,
@@ -350,6 +350,7 @@ class Ejector(Lifecycle):
                 self.log.warning("outlier.watch_failed", error=repr(exc))
                 await asyncio.sleep(self.retry_s)
                 continue
+            self.own(sub, drain=False)  # a JetStream consumer: only unsubscribed (see Bus.drain)
             if not info.state.messages:
                 self.synced.set()
             return
