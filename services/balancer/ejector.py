@@ -387,5 +387,6 @@ class Ejector(Lifecycle):
                     ends = [e.until for e in state.ejected.values() if e.until > now]
                     wake = min(wake, *ends) if ends else wake
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.001, wake - self.wallclock()))
+            with contextlib.suppress(TimeoutError):  # not wait_for: see RegistrySync._loop
+                async with asyncio.timeout(max(0.001, wake - self.wallclock())):
+                    await self._wake.wait()
