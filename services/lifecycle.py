@@ -57,8 +57,12 @@ async def _drain(sub: Subscription) -> None:
 
 
 async def _unsubscribe(sub: Subscription) -> None:
-    with contextlib.suppress(nats.errors.Error):
+    # nats-py only queues the UNSUB: flush it, so the server has let go once this returns
+    conn = sub._conn  # noqa: SLF001  # nats-py keeps its connection there
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
         await sub.unsubscribe()
+        if conn.is_connected:
+            await conn.flush(timeout=DRAIN_S)
 
 
 class Lifecycle:

@@ -339,7 +339,7 @@ class Ejector(Lifecycle):
             try:
                 await ensure_outlier_stream(self.bus, replicas=self.replicas)
                 info = await self.js.stream_info(subjects.OUTLIER_STREAM)
-                await self.js.subscribe(
+                sub = await self.js.subscribe(
                     subjects.every(subjects.OUTLIER_LOG),
                     cb=self._on_msg,
                     ordered_consumer=True,
@@ -350,6 +350,7 @@ class Ejector(Lifecycle):
                 self.log.warning("outlier.watch_failed", error=repr(exc))
                 await asyncio.sleep(self.retry_s)
                 continue
+            self.own(sub, drain=False)  # a JetStream consumer: only unsubscribed (see Bus.drain)
             if not info.state.messages:
                 self.synced.set()
             return
@@ -386,5 +387,6 @@ class Ejector(Lifecycle):
                     ends = [e.until for e in state.ejected.values() if e.until > now]
                     wake = min(wake, *ends) if ends else wake
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.001, wake - self.wallclock()))
+            with contextlib.suppress(TimeoutError):  # not wait_for: see RegistrySync._loop
+                async with asyncio.timeout(max(0.001, wake - self.wallclock())):
+                    await self._wake.wait()

@@ -55,7 +55,7 @@ class Gateway(Lifecycle):
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        await self.view.__aenter__()
+        await self.enter(self.view)
         if self.settings.dns_port:
             dns = DnsServer(
                 self.responder,
@@ -63,7 +63,7 @@ class Gateway(Lifecycle):
                 host=self.settings.bind,
                 port=max(self.settings.dns_port, 0),
             )
-            await dns.__aenter__()
+            await self.enter(dns)
             self.dns, self.dns_port = dns, dns.port
         if self.settings.http_port:
             await self._start_http()
@@ -73,13 +73,6 @@ class Gateway(Lifecycle):
             http_port=self.http_port,
             domain=self.settings.domain,
         )
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self.dns is not None:
-            await self.dns.__aexit__()
-        await self.view.__aexit__()
 
     async def _pick(
         self, service: str, zone: str, exclude: tuple[str, ...], key: str | None
@@ -105,15 +98,22 @@ class Gateway(Lifecycle):
         app = make_app(self.bus, self.view, self.settings, self.log)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        self._runner = runner
+        self.on_close(self._stop_http)
         site = web.TCPSite(runner, self.settings.bind, max(self.settings.http_port, 0))
         try:
             await site.start()
         except OSError as exc:
-            await runner.cleanup()
             raise StartupError(
                 f"cannot listen for HTTP on {self.settings.bind}:{self.settings.http_port}: "
                 f"{exc.strerror}; free the port or set GATEWAY_HTTP_PORT (0 turns HTTP off)"
             ) from exc
-        self._runner = runner
         sockets = runner.addresses
         self.http_port = sockets[0][1] if sockets else self.settings.http_port
+
+    async def _stop_http(self) -> None:
+        """aiohttp's cleanup: the listener closed, handlers drained, the app's own hooks
+        (its inbox, its agent) stopped."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -145,10 +145,10 @@ class Replica(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.bus.serve(
-            subjects.EVENTS, EventHead, self._on_event, answer=False, per_service=True
-        )
-        await self.bus.serve(subjects.REPLICA_PRESENCE, Empty, self._on_presence)
+        serve = self.owned(self.bus.serve)
+        await serve(subjects.EVENTS, EventHead, self._on_event, answer=False, per_service=True)
+        await serve(subjects.REPLICA_PRESENCE, Empty, self._on_presence)
+        self.on_close(self._let_go)  # after the loops below, which make and drop these
         self._kv = await self._bucket()
         if self._kv is None:
             self.standalone = True
@@ -175,6 +175,15 @@ class Replica(Lifecycle):
                     self._kv.delete(subjects.LEADER_KEY, last=self.lease.revision), 1.0
                 )
             self.lease.lost()
+
+    async def _let_go(self) -> None:
+        """Drop what leading and serving subscribed (they come and go with the role)."""
+        subs = (self._ping_sub, self._snapshot_sub)
+        self._ping_sub = self._snapshot_sub = None
+        for sub in subs:
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
 
     async def _bucket(self) -> KeyValue | None:
         """The lease bucket; None: no JetStream. Adopts the bucket's lease if it differs."""
@@ -363,11 +372,16 @@ class Replica(Lifecycle):
 
         try:
             sub = await nc.subscribe(inbox, cb=on_reply)
-            await nc.publish(subjects.REPLICA_PRESENCE, b"{}", reply=inbox)
-            await asyncio.sleep(_GATHER_S)  # replies come within a round trip, or never
-            await sub.unsubscribe()
         except nats.errors.Error:
             return True  # better two answers than none
+        try:
+            await nc.publish(subjects.REPLICA_PRESENCE, b"{}", reply=inbox)
+            await asyncio.sleep(_GATHER_S)  # replies come within a round trip, or never
+        except nats.errors.Error:
+            return True
+        finally:  # also when cancelled (a stop): no inbox left subscribed
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
         return min(ids) == self.id
 
     async def _on_presence(self, _subject: str, _: Empty) -> ReplicaStatus | None:

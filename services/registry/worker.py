@@ -159,6 +159,7 @@ class Registry(Lifecycle):
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
         await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
+        self.on_close(self._unlist)  # once the replica, which lists and unlists, has left
         await self.enter(self.replica)
         self.on_close(self._flush_held)  # before the replica lets its lease go
         self.spawn(self._sweep_loop(), "registry.sweep")
@@ -190,24 +191,30 @@ class Registry(Lifecycle):
     async def _serving_changed(self, serving: bool) -> None:  # a callback
         """Listings come from a caught-up replica in touch with the quorum, or none."""
         if not serving:
-            subs, self._listings = self._listings, []
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            await self._unlist()
             return
         if self._listings:
             return
         serve = self.bus.serve
-        self._listings = [
+        # one at a time: a second that fails leaves the first listed, to be dropped
+        self._listings.append(
             await serve(
                 subjects.INSTANCES,
                 InstancesQuery,
                 self._on_instances,
                 queue="registry",
                 per_service=True,
-            ),
-            await serve(subjects.SERVICES, Empty, self._on_services, queue="registry"),
-        ]
+            )
+        )
+        self._listings.append(
+            await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
+        )
+
+    async def _unlist(self) -> None:
+        subs, self._listings = self._listings, []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _lead(self, held: list[Change]) -> None:
         """This replica won the lease: first announce what nobody announced meanwhile."""

@@ -14,7 +14,6 @@ set, no nats-server is started: the workers use that one.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
@@ -22,12 +21,8 @@ import socket
 import sys
 from pathlib import Path
 
-import nats.errors
-
-from services import micro
-from services.stack.ready import wait_pinged
+from services.stack.ready import pinged
 from services.stack.supervisor import (
-    Child,
     StartupError,
     StopRequested,
     Supervisor,
@@ -126,18 +121,6 @@ def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
     return url
 
 
-def _pinged(sup: Supervisor, child: Child, url: str, timeout_s: float) -> str:
-    """Wait until the worker `child` answers `$SRV.PING` for itself; return its id."""
-    name = micro.worker_name(child.name)
-    try:
-        ping = asyncio.run(
-            wait_pinged(url, name, child.pid, check=lambda: sup.check(child), timeout_s=timeout_s)
-        )
-    except (TimeoutError, OSError, nats.errors.Error) as exc:  # NATS itself unreachable too
-        raise sup.not_ready(child, timeout_s) from exc
-    return ping.id
-
-
 def run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with foreground():  # Ctrl-C for the stack alone, not for `just` around it
@@ -175,7 +158,7 @@ def _run(argv: list[str] | None) -> int:
             workers.append("collector")
         for name in workers:
             child = sup.start(name, [interpreter(), "-m", f"services.{name}"], env=env)
-            worker_id = _pinged(sup, child, url, args.ready_timeout)
+            worker_id = pinged(sup, child, url, args.ready_timeout, worker=name)
             sup.say(f"{name} ready (pid {child.pid}, id {worker_id}, log {child.log_path})")
         if args.mode == "demo":
             demo = sup.start(

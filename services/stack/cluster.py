@@ -2,8 +2,11 @@
 
 `just cluster` (up) and `just demo --cluster` (demo). Three nats-servers routed to one
 another on loopback, one JetStream store each (ROOT/.baton/cluster/nK/), then two
-replicas of every worker (registry, balancer, governor, collector when an InfluxDB is
-there), each given every node's URL in NATS_URL, and the config log on 3 replicas. With
+replicas of every worker (registry, balancer, governor, gateway, collector when an
+InfluxDB is there), each given every node's URL in NATS_URL and ready once it answers
+`$SRV.PING` for itself (services/stack/ready.py), and the config log on 3 replicas. Each
+gateway replica listens on ports of its own: --dns-port and --gateway-port are the
+first replica's, the next replica's are one up (-1: any free ones). With
 `--chaos` (or DEMO_CHAOS=1), every few seconds one random node or worker replica is
 killed with SIGKILL and started again a little later, while the demo's table shows the
 calls still succeeding. Ctrl-C stops everything in reverse order.
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.stack.ready import answers, pinged
 from services.stack.supervisor import (
     Child,
     StartupError,
@@ -38,8 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Chaos", "node_conf", "run"]
 
-_WORKER_READY = '"worker.started"'
-_WORKERS = ("registry", "balancer", "governor")
+_WORKERS = ("registry", "balancer", "governor", "gateway")
 _NODES = 3
 
 
@@ -109,7 +112,7 @@ class Spec:
     argv: list[str]
     env: Mapping[str, str]
     cwd: Path | None = None
-    ready: str = _WORKER_READY
+    worker: str = ""  # the worker it runs (ready once it answers $SRV.PING), or a node:
     node: Node | None = None
 
 
@@ -171,7 +174,7 @@ class Chaos:
         spec = self.specs[name]
         if spec.node is not None:
             return _healthy(spec.node)
-        return spec.ready in self._child(name).log_text()
+        return answers(spec.env["NATS_URL"], spec.worker, self._child(name).pid)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -182,6 +185,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--route-port", type=int, default=6222, help="first route port (-1: any)")
     parser.add_argument("--http-port", type=int, default=8222, help="first monitoring port")
     parser.add_argument("--influx-port", type=int, default=8086, help="local influxd HTTP port")
+    parser.add_argument("--dns-port", type=int, default=8600, help="first gateway's DNS (-1: any)")
+    parser.add_argument("--gateway-port", type=int, default=8500, help="first gateway's HTTP")
     parser.add_argument("--replicas", type=int, default=2, help="replicas of every worker")
     parser.add_argument(
         "--chaos",
@@ -220,7 +225,7 @@ def _start_nodes(sup: Supervisor, args: argparse.Namespace, specs: dict[str, Spe
         (base / node.name).mkdir(parents=True, exist_ok=True)
         conf = base / node.name / "nats.conf"
         conf.write_text(node_conf(node, nodes, base / node.name / "js"))
-        spec = Spec([nats_server_binary(), "-c", str(conf)], os.environ, ready="", node=node)
+        spec = Spec([nats_server_binary(), "-c", str(conf)], os.environ, node=node)
         specs[f"nats-{node.name}"] = spec
         child = sup.start(f"nats-{node.name}", spec.argv, env=spec.env)
         sup.wait_for(child, "Server is ready", args.ready_timeout)
@@ -275,11 +280,14 @@ def run(argv: list[str] | None = None) -> int:
             workers.append("collector")
         for name in workers:
             for i in range(1, args.replicas + 1):
-                spec = Spec([interpreter(), "-m", f"services.{name}"], env)
-                child = sup.start(f"{name}-{i}", spec.argv, env=env)
+                own = {**env, **_gateway_ports(args, i)} if name == "gateway" else env
+                spec = Spec([interpreter(), "-m", f"services.{name}"], own, worker=name)
+                child = sup.start(f"{name}-{i}", spec.argv, env=own)
                 specs[child.name] = spec
-                sup.wait_for(child, _WORKER_READY, args.ready_timeout)
-                sup.say(f"{child.name} ready (pid {child.pid}, log {child.log_path})")
+                worker_id = pinged(sup, child, url, args.ready_timeout, worker=name)
+                sup.say(
+                    f"{child.name} ready (pid {child.pid}, id {worker_id}, log {child.log_path})"
+                )
         if args.mode == "demo":
             demo = sup.start(
                 "demo", [interpreter(), "-m", "services.demo"], env=env, stdout_to_terminal=True
@@ -305,6 +313,30 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         sup.stop_all()
         sup.say("stopped")
+
+
+def _gateway_ports(args: argparse.Namespace, replica: int) -> dict[str, str]:
+    """Replica `replica`'s DNS and HTTP ports: the first ones plus replica - 1, or free
+    ones (kept across a chaos restart: they are in its Spec)."""
+    ports = {}
+    for var, first in (
+        ("GATEWAY_DNS_PORT", args.dns_port),
+        ("GATEWAY_HTTP_PORT", args.gateway_port),
+    ):
+        port = _free_port() if first < 0 else first + replica - 1
+        if first > 0 and _listening(port):
+            raise StartupError(
+                f"something already listens on 127.0.0.1:{port} (gateway-{replica}'s "
+                f"{var}): stop it, or pick other first ports with --dns-port and "
+                "--gateway-port (-1: any free port)"
+            )
+        ports[var] = str(port if first else 0)
+    return ports
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:

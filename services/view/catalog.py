@@ -131,16 +131,12 @@ class RegistryView(Lifecycle):
         return self.sync.snapshots > 0
 
     async def start(self) -> None:
-        await self.config.start()
+        await self.enter(self.config)
         try:  # strategies and thresholds apply from the first answer
             await asyncio.wait_for(self.config.synced.wait(), self.config_wait_s)
         except TimeoutError:
             self.log.warning("view.config_not_loaded", waited_s=self.config_wait_s)
-        await self.sync.__aenter__()
-
-    async def stop(self) -> None:
-        await self.sync.__aexit__()
-        await self.config.__aexit__()
+        await self.enter(self.sync)
 
     # -- reading -------------------------------------------------------------------------
     def service(self, name: str) -> ServiceState | None:

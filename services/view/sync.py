@@ -132,8 +132,12 @@ class RegistrySync(Lifecycle):
         retry = Backoff(base_s=self.retry_s, cap_s=max(self.retry_s, RETRY_CAP_S)).retry()
         while True:
             # on a timeout, a periodic snapshot: anti-entropy against anything missed
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # comes as the event is set (a start failing just after this one), and the
+            # loop would then outlive its owner
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.resync_s)
+                async with asyncio.timeout(self.resync_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 settled = await self._snapshot()

@@ -1,6 +1,7 @@
 """A worker's start that fails half-way leaves nothing behind: no loop running, no
-subscription on the server (the config watch's JetStream consumer included), no hook;
-and a worker started before NATS waits for it by the retry policy.
+subscription on the server (the config watch's JetStream consumer included), no hook,
+no listener (the gateway's DNS and HTTP ports); a worker that stops leaves nothing
+either; and a worker started before NATS waits for it by the retry policy.
 
 The fault is injected into Baton's own Bus (the Nth subscription raises), on a real
 nats-server whose monitoring endpoint (/connz) says which subscriptions it still holds.
@@ -9,14 +10,19 @@ nats-server whose monitoring endpoint (/connz) says which subscriptions it still
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
 import socket
 import statistics
+import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+import dns.asyncquery
+import dns.message
+import dns.rcode
 import pytest
 from natsserver import NatsServer
 from waiting import until
@@ -27,16 +33,19 @@ from services.balancer import Balancer, BalancerSettings
 from services.bus import Bus, connect
 from services.config import BusSettings
 from services.errors import StartupError
+from services.gateway import Gateway, GatewaySettings
 from services.registry import Registry, RegistrySettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from nats.aio.client import Client
     from nats.aio.subscription import Subscription
 
 LOG = logs.get_logger("test")
 CHILD_TASKS = ("config.watch", "balancer.sync", "balancer.reap", "balancer.picks")
+GATEWAY_TASKS = ("config.watch", "gateway.sync", "gateway.http.agent")
 
 
 @pytest.fixture
@@ -52,10 +61,11 @@ def monitor_port(server: NatsServer) -> int:
     return int(found[1])
 
 
-async def server_subjects(server: NatsServer, name: str) -> list[str]:
+async def server_subjects(server: NatsServer, name: str, nc: Client | None = None) -> list[str]:
     """What the server holds subscribed for the connection named `name`: a JetStream
     consumer's deliver inbox included, nats-py's request inbox (`_INBOX.<id>.*`, kept for
-    the connection's life) aside."""
+    the connection's life) aside: any such wildcard inbox, or, given the connection `nc`,
+    only its own (so another wildcard inbox, as the gateway's HTTP asker has, counts)."""
     url = f"http://127.0.0.1:{monitor_port(server)}/connz?subs=1"
 
     def get() -> dict[str, Any]:
@@ -65,7 +75,11 @@ async def server_subjects(server: NatsServer, name: str) -> list[str]:
 
     conns = [c for c in (await asyncio.to_thread(get))["connections"] if c.get("name") == name]
     assert len(conns) == 1, conns
-    return sorted(s for s in conns[0].get("subscriptions_list", []) if not s.endswith(".*"))
+    held = conns[0].get("subscriptions_list", [])
+    if nc is None:
+        return sorted(s for s in held if not s.endswith(".*"))
+    mux = nc._resp_sub_prefix  # nats-py's request inbox, once it has made a request
+    return sorted(s for s in held if mux is None or s != mux.decode() + "*")
 
 
 class FailingBus(Bus):
@@ -131,6 +145,99 @@ async def test_a_registry_that_fails_half_way_drains_what_it_served(
             await Registry(bus, RegistrySettings(settle_s=0), LOG).__aenter__()
         await until(lambda: running(("registry.sweep", "config.watch")) == [])
         assert await server_subjects(monitored, name) == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def listening(port: int) -> list[str]:
+    """Which of TCP and UDP on 127.0.0.1:`port` something holds (a bind that fails).
+    TCP binds as a server does (SO_REUSEADDR): a connection the server closed lingers in
+    TIME_WAIT, which is no listener."""
+    held = []
+    for kind, name in ((socket.SOCK_STREAM, "tcp"), (socket.SOCK_DGRAM, "udp")):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                held.append(name)
+    return held
+
+
+def http_get(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            status: int = reply.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("taken", ["http", "dns"])
+async def test_a_gateway_that_fails_half_way_leaves_no_listener_and_no_subscription(
+    monitored: NatsServer, taken: str
+) -> None:
+    # Something else holds the HTTP port (the DNS server, the view and the HTTP app's
+    # inbox were up by then) or the DNS port (the view was): the start fails, naming it.
+    name = f"baton-gateway-{taken}-taken"
+    dns_port, http_port = free_port(), free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", http_port if taken == "http" else dns_port))
+        squatter.listen()
+        settings = BusSettings(url=monitored.url, reconnect_wait_s=0.05)
+        async with connect(settings, LOG, name=name) as bus:
+            gateway = Gateway(
+                bus, GatewaySettings(dns_port=dns_port, http_port=http_port, config_wait_s=5), LOG
+            )
+            with pytest.raises(StartupError, match=f"cannot listen for {taken.upper()}"):
+                async with gateway:
+                    pytest.fail("the start must fail")
+            assert gateway.view.config.synced.is_set()  # it got as far as the config
+            assert await server_subjects(monitored, name, bus.nc) == []
+            assert running(GATEWAY_TASKS) == []
+            assert bus.reconnect_hooks == []
+    # nothing of the gateway's listens: both ports are free again
+    assert listening(dns_port) == []
+    assert listening(http_port) == []
+
+
+async def test_a_gateway_leaves_cleanly_with_its_listeners_and_view(
+    monitored: NatsServer,
+) -> None:
+    name = "baton-gateway-under-test"
+    settings = BusSettings(url=monitored.url, reconnect_wait_s=0.05)
+    async with (
+        connect(settings, LOG, name="baton-registry") as registry_bus,
+        Registry(registry_bus, RegistrySettings(settle_s=0), LOG),
+        connect(settings, LOG, name=name) as bus,
+    ):
+        gateway = Gateway(bus, GatewaySettings(dns_port=-1, http_port=-1), LOG)
+        async with gateway:
+            await asyncio.wait_for(gateway.view.synced.wait(), 10)
+            assert await asyncio.to_thread(http_get, gateway.http_port, "/v1/status/leader") == 200
+            query = dns.message.make_query("web.service.baton", "A")
+            reply = await dns.asyncquery.udp(query, "127.0.0.1", port=gateway.dns_port, timeout=5)
+            assert reply.rcode() == dns.rcode.NXDOMAIN  # answered: nobody registered web
+            assert listening(gateway.dns_port) == ["tcp", "udp"]
+            held = await server_subjects(monitored, name, bus.nc)
+            assert subjects.every(subjects.EVENTS) in held
+            assert any(s.endswith(".*") for s in held), held  # the HTTP app's reply inbox
+            # the config watch's task ends once it follows the log; the others run
+            assert running(GATEWAY_TASKS) == ["gateway.http.agent", "gateway.sync"]
+        assert await server_subjects(monitored, name, bus.nc) == []
+        assert running(GATEWAY_TASKS) == []
+        assert bus.reconnect_hooks == []
+        assert listening(gateway.dns_port) == []
+        assert listening(gateway.http_port) == []
+        with contextlib.suppress(OSError):  # refused, reset: anything but an answer
+            await asyncio.to_thread(http_get, gateway.http_port, "/v1/status/leader")
+            pytest.fail("the HTTP port still answers")
 
 
 async def test_the_first_connection_waits_by_the_policy_with_jitter(

@@ -1,5 +1,6 @@
 """`just demo --cluster --chaos`: the local stack on a 3-node cluster, two replicas of
-every worker, a node or replica killed (SIGKILL) and restarted every second while the
+every worker (the gateway's on ports of their own), each ready once it answers
+$SRV.PING, a node or replica killed (SIGKILL) and restarted every second while the
 demo's calls keep succeeding; Ctrl-C stops it all."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from natscluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FREE = ("--port", "-1", "--route-port", "-1", "--http-port", "-1")
+GATEWAY = ("--dns-port", "-1", "--gateway-port", "-1")  # each replica its own free ports
 
 
 @pytest.mark.timeout(120)
@@ -27,10 +29,10 @@ def test_the_demo_on_a_cluster_survives_chaos(tmp_path: Path) -> None:
         "DEMO_PRINT_S": "1",
         "DEMO_OPERATOR_S": "0",
     }
-    influx = ("--influx-port", str(free_port()))
+    ports = (*FREE, *GATEWAY, "--influx-port", str(free_port()))
     chaos = ("--chaos", "--chaos-every", "1", "--chaos-down", "1", "--root", str(tmp_path))
     done = subprocess.run(  # noqa: S603  # our own module
-        [sys.executable, "-m", "services.stack", "demo", "--cluster", *FREE, *influx, *chaos],
+        [sys.executable, "-m", "services.stack", "demo", "--cluster", *ports, *chaos],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -41,9 +43,9 @@ def test_the_demo_on_a_cluster_survives_chaos(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0, out  # no child died except those chaos killed
     assert "stack: demo finished" in out, out
-    for name in ("registry", "balancer", "governor"):
-        assert f"stack: {name}-1 ready" in out
-        assert f"stack: {name}-2 ready" in out
+    for name in ("registry", "balancer", "governor", "gateway"):
+        for replica in (1, 2):  # ready by its own ping: the reply named its id
+            assert re.search(rf"stack: {name}-{replica} ready \(pid \d+, id \w+", out), out
     kills = re.findall(r"chaos: killed (\S+) \(SIGKILL\)", out)
     assert len(kills) >= 2, out
     # the table kept counting calls after the first kill: calls still succeed
