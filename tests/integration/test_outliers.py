@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from conftest import Events, reg
 from waiting import until
-from workers import run_balancer, run_governor
+from workers import run_balancer
 
 from schemas import subjects
 from schemas.balancer import CallReport, Ejections, Endpoint, OutlierEvent, ResolveRequest
@@ -53,12 +53,6 @@ class Outliers:
     async def wait(self, kind: str, iid: str, timeout: float = 5.0) -> OutlierEvent:
         await until(lambda: bool(self.of(kind, iid)), what=f"{kind} {iid}", timeout=timeout)
         return self.of(kind, iid)[0]
-
-
-@pytest.fixture
-async def governor(nats_server: NatsServer) -> AsyncIterator[Any]:
-    async with run_governor(nats_server.url) as worker:
-        yield worker
 
 
 @pytest.fixture
