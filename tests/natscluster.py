@@ -15,17 +15,16 @@ A node may run inside a network namespace (`prefix=["ip", "netns", "exec", ns]`,
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from natsserver import nats_server_binary
+from natsserver import kill_process, nats_server_binary, start_logged, stop_process
 from waiting import until, until_sync
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Sequence
     from pathlib import Path
 
@@ -100,39 +99,16 @@ ping_max: 2
     def start(self, timeout: float = 10.0) -> ClusterNode:
         """Start the process and wait for `Server is ready` (not for JetStream: see
         NatsCluster.wait_ready)."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         args = [*self.prefix, nats_server_binary(), "-c", str(self.conf_path)]
-        with self.log_path.open("ab") as log:  # never an unread pipe: it can block the server
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: S603
-        proc = self.proc
-
-        def ready() -> bool:
-            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            if proc.poll() is not None and "Server is ready" not in text:
-                msg = f"nats-server {self.name} exited: {text}"
-                raise RuntimeError(msg)
-            return "Server is ready" in text
-
-        try:
-            until_sync(ready, timeout, interval=0.01)
-        except AssertionError:
-            msg = f"nats-server {self.name} not ready in {timeout} s: {self.log_path}"
-            raise RuntimeError(msg) from None
+        self.proc, _ = start_logged(args, self.log_path, timeout, f"nats-server {self.name}")
         return self
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def monitor(self, path: str, timeout: float = 1.0) -> tuple[int, Any]:
         """GET the node's monitoring endpoint: (status, decoded JSON), (0, None) if down."""

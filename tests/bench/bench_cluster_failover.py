@@ -44,6 +44,7 @@ from services.sdk import BalancerClient, ServiceAgent
 
 sys.path.insert(0, str(ROOT / "tests"))
 from natscluster import NatsCluster
+from natsserver import kill_process, stop_process
 from waiting import until
 
 if TYPE_CHECKING:
@@ -97,17 +98,10 @@ class Proc:
         return ""
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, grace=10)
 
 
 async def leader(nc: Client) -> str:

@@ -22,24 +22,36 @@ each is before the deploy) and the figures informative.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import nats
-from bench_slow_e2e import BACKEND, GROUPS, MEDIAN_MS, SERVICE, SIGMA, Outcome, request, summary
-from harness import Row, emit, processes, wait_for_instances, wait_for_responder, worker
+from bench_slow_e2e import (
+    GROUPS,
+    MEDIAN_MS,
+    SERVICE,
+    Outcome,
+    backends,
+    open_loop,
+    parse_args,
+    summary,
+    wait_for_fleet,
+)
+from harness import Row, emit, processes, wait_for_responder, worker
 
 from schemas import subjects
-from schemas.balancer import Ejections, ResolveRequest
+from schemas.balancer import Ejections
 from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch
 from schemas.registry import Empty
 from services import logs
 from services.bus import Bus
 from services.sdk import BalancerClient
+
+if TYPE_CHECKING:
+    import argparse
 
 FAILING = "b2"
 FAIL_SHARE = 0.5
@@ -73,31 +85,19 @@ async def phase(  # the phase's parts
     start = loop.time() + 0.05
     async with asyncio.TaskGroup() as tg:
         tg.create_task(fail(FAIL_SHARE, start + seconds / 4))
-        tasks = []
-        for i in range(int(seconds * rate)):
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            tasks.append(tg.create_task(request(client, http, strategy, due, start)))
+        outcomes = await open_loop(client, http, strategy, rate, seconds, start)
     await fail(0.0, 0.0)
-    return [t.result() for t in tasks]
+    return outcomes
 
 
 async def main(args: argparse.Namespace) -> None:
     logs.configure("WARNING")
-    model = ["--median-ms", str(MEDIAN_MS), "--sigma", str(SIGMA)]
-    lease = ["--ttl", "3", "--heartbeat-s", "0.25"]
-    backends = [
-        (f"backends-{n}", [BACKEND, "--ids", ",".join(ids), *model, *lease])
-        for n, ids in enumerate(GROUPS)
-    ]
     workers = (worker("registry"), worker("balancer"), worker("governor"))
-    with processes(*workers, *backends) as server:
+    with processes(*workers, *backends()) as server:
         nc = await nats.connect(server.url)
         bus = Bus(nc, logs.get_logger("bench"))
         want = sum(len(g) for g in GROUPS)
-        await wait_for_responder(nc, subjects.instances(SERVICE), Empty())
-        fleet = await wait_for_instances(nc, SERVICE, want)
-        await wait_for_responder(nc, subjects.resolve(SERVICE), ResolveRequest())
+        fleet = await wait_for_fleet(nc)
         await wait_for_responder(nc, subjects.config(SERVICE), Empty())
         bad = next(i for i in fleet if i.instance_id == FAILING)
         fail_url = f"http://{bad.host}:{bad.port}/admin/fail"
@@ -158,19 +158,12 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parse_args(
+        __doc__,
+        phase_s=24.0,
+        strategies=DEFAULT_STRATEGIES,
+        quick="round_robin,least_connections",
     )
-    parser.add_argument("--quick", action="store_true", help="12 s phases, 2 strategies")
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--phase-s", type=float, default=24.0, help="seconds per phase")
-    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
-    args = parser.parse_args()
-    if args.quick:
-        args.phase_s = 12.0
-        if args.strategies == DEFAULT_STRATEGIES:
-            args.strategies = "round_robin,least_connections"
-    args.strategies = args.strategies.split(",")
     t0 = time.monotonic()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from harness import (
     wait_for_instances,
     wait_for_responder,
     worker,
+    worker_env,
 )
 
 from schemas import subjects
@@ -100,10 +100,9 @@ class Watch:
 
 
 def spawn(url: str, iid: str, ttl_s: float) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NATS_URL": url, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(  # noqa: S603  # our own backend, to kill for real
         [sys.executable, BACKEND, "--ids", iid, "--ttl", str(ttl_s)],
-        env=env,
+        env=worker_env(url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,

@@ -30,7 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -52,6 +52,11 @@ from schemas.registry import Empty
 from services import logs
 from services.errors import BatonError
 from services.sdk import BalancerClient
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from schemas.registry import Instance
 
 SERVICE = "api"
 BACKEND = str(ROOT / "tests/bench/slow_backend.py")
@@ -111,13 +116,29 @@ async def phase(
     async with asyncio.TaskGroup() as tg:
         tg.create_task(slow(SLOW_FACTOR, start + seconds / 3))
         tg.create_task(slow(1.0, start + 2 * seconds / 3))
+        outcomes = await open_loop(client, http, strategy, rate, seconds, start)
+    cpu = (time.process_time() - cpu0) / (loop.time() - start)
+    return outcomes, cpu
+
+
+async def open_loop(  # the loop's parts
+    client: BalancerClient,
+    http: aiohttp.ClientSession,
+    strategy: str,
+    rate: float,
+    seconds: float,
+    start: float,
+) -> list[Outcome]:
+    """`rate` requests a second for `seconds` from `start` (the loop's clock), each sent
+    when it is due however slowly the others answer: an open loop."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.TaskGroup() as tg:
         tasks = []
         for i in range(int(seconds * rate)):
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
             tasks.append(tg.create_task(request(client, http, strategy, due, start)))
-    cpu = (time.process_time() - cpu0) / (loop.time() - start)
-    return [t.result() for t in tasks], cpu
+    return [t.result() for t in tasks]
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, float]:
@@ -144,20 +165,49 @@ def share(outcomes: list[Outcome]) -> float:
     return sum(o.instance == SLOW for o in outcomes) / len(outcomes) if outcomes else 0.0
 
 
-async def main(args: argparse.Namespace) -> None:
-    logs.configure("WARNING")
+def backends() -> list[tuple[str, list[str]]]:
+    """The backend processes (GROUPS), their latency model, short leases."""
     model = ["--median-ms", str(MEDIAN_MS), "--sigma", str(SIGMA)]
     lease = ["--ttl", "3", "--heartbeat-s", "0.25"]  # heartbeats often: in-flight is fresh
-    backends = [
+    return [
         (f"backends-{n}", [BACKEND, "--ids", ",".join(ids), *model, *lease])
         for n, ids in enumerate(GROUPS)
     ]
-    with processes(worker("registry"), worker("balancer"), *backends) as server:
+
+
+async def wait_for_fleet(nc: Client) -> list[Instance]:
+    """Every backend registered and the balancer resolving: the fleet."""
+    await wait_for_responder(nc, subjects.instances(SERVICE), Empty())
+    fleet = await wait_for_instances(nc, SERVICE, sum(len(g) for g in GROUPS))
+    await wait_for_responder(nc, subjects.resolve(SERVICE), ResolveRequest())
+    return fleet
+
+
+def parse_args(doc: str, *, phase_s: float, strategies: str, quick: str) -> argparse.Namespace:
+    """The e2e benches' options; --quick means 12 s phases and the `quick` strategies."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    n = len(quick.split(","))
+    parser.add_argument("--quick", action="store_true", help=f"12 s phases, {n} strategies")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--phase-s", type=float, default=phase_s, help="seconds per phase")
+    parser.add_argument("--strategies", default=strategies)
+    args = parser.parse_args()
+    if args.quick:
+        args.phase_s = 12.0
+        if args.strategies == strategies:
+            args.strategies = quick
+    args.strategies = args.strategies.split(",")
+    return args
+
+
+async def main(args: argparse.Namespace) -> None:
+    logs.configure("WARNING")
+    with processes(worker("registry"), worker("balancer"), *backends()) as server:
         nc = await nats.connect(server.url)
         want = sum(len(g) for g in GROUPS)
-        await wait_for_responder(nc, subjects.instances(SERVICE), Empty())
-        fleet = await wait_for_instances(nc, SERVICE, want)
-        await wait_for_responder(nc, subjects.resolve(SERVICE), ResolveRequest())
+        fleet = await wait_for_fleet(nc)
         slow = next(i for i in fleet if i.instance_id == SLOW)
         slow_url = f"http://{slow.host}:{slow.port}/admin/slow"
         client = BalancerClient(nc)
@@ -264,18 +314,11 @@ def rows(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[R
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parse_args(
+        __doc__,
+        phase_s=30.0,
+        strategies=DEFAULT_STRATEGIES,
+        quick="round_robin,least_response_time,least_connections",
     )
-    parser.add_argument("--quick", action="store_true", help="12 s phases, 3 strategies")
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--phase-s", type=float, default=30.0, help="seconds per strategy")
-    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
-    args = parser.parse_args()
-    if args.quick:
-        args.phase_s = 12.0
-        if args.strategies == DEFAULT_STRATEGIES:
-            args.strategies = "round_robin,least_response_time,least_connections"
-    args.strategies = args.strategies.split(",")
     with contextlib.suppress(KeyboardInterrupt):  # processes() has stopped everything
         asyncio.run(main(args))

@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import nats
 import nats.errors
-from harness import ROOT, Row, emit
+from harness import ROOT, Row, emit, running, worker_env
 
 sys.path.insert(0, str(ROOT / "tests"))
 from natscluster import NatsCluster
@@ -44,6 +42,7 @@ from schemas.errors import ERROR_CODE_HEADER
 from schemas.registry import InstanceList, Registration, ServiceList
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator
 
     from nats.aio.client import Client
@@ -102,34 +101,12 @@ async def storm(nc: Client, instances: int, window: int, prefix: str) -> Storm:
 def spawned(
     cluster: NatsCluster, work: Path, name: str, args: list[str], n: int
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = []
-    with contextlib.ExitStack() as logs:
-        for k in range(n):
-            urls = cluster.urls[k % 3 :] + cluster.urls[: k % 3]
-            env = {
-                **os.environ,
-                "NATS_URL": ",".join(urls),
-                "LOG_LEVEL": "WARNING",
-                "PYTHONPATH": str(ROOT),
-            }
-            log = logs.enter_context((work / f"{name}-{k}.log").open("ab"))
-            procs.append(
-                subprocess.Popen(  # noqa: S603  # our own processes
-                    [sys.executable, *args], env=env, stdout=log, stderr=log, cwd=ROOT
-                )
-            )
-        try:
-            yield procs
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+    def command(k: int) -> tuple[Path, list[str], dict[str, str]]:
+        urls = cluster.urls[k % 3 :] + cluster.urls[: k % 3]  # each process its own first node
+        return work / f"{name}-{k}.log", args, worker_env(",".join(urls))
+
+    with running(command(k) for k in range(n)) as procs:
+        yield procs
 
 
 async def until_answered(nc: Client, subject: str, body: bytes) -> float:

@@ -28,7 +28,7 @@ from schemas import subjects
 from schemas.registry import Instance, InstanceList
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from nats.aio.client import Client
 
@@ -83,33 +83,50 @@ def worker(name: str) -> tuple[str, list[str]]:
     return name, ["-m", f"services.{name}"]
 
 
+def worker_env(nats_url: str) -> dict[str, str]:
+    """What a bench's process runs with: this NATS_URL, warnings only, the repo importable."""
+    return {**os.environ, "NATS_URL": nats_url, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+
+
 @contextlib.contextmanager
-def processes(*commands: tuple[str, list[str]]) -> Iterator[NatsServer]:
-    """A fresh nats-server and one process per (name, python args), all stopped on exit."""
-    work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    server = NatsServer(work / "nats").start()
-    env = {**os.environ, "NATS_URL": server.url, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+def running(
+    commands: Iterable[tuple[Path, list[str], dict[str, str]]],
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """One python process per (log file, args, env), all stopped on exit: SIGTERM, then
+    SIGKILL for any still up after 10 s (one stuck process must not leave the rest)."""
     with contextlib.ExitStack() as logs:
         procs = []
-        for name, args in commands:
-            log = logs.enter_context((work / f"{name}.log").open("wb"))
+        for log_path, args, env in commands:
+            log = logs.enter_context(log_path.open("ab"))
             procs.append(
                 subprocess.Popen(  # noqa: S603  # our own workers
                     [sys.executable, *args], env=env, stdout=log, stderr=log, cwd=ROOT
                 )
             )
         try:
-            yield server
+            yield procs
         finally:
             for p in procs:
                 p.terminate()
             for p in procs:
                 try:
                     p.wait(10)
-                except subprocess.TimeoutExpired:  # one stuck worker must not leave the rest
+                except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            server.stop()
+
+
+@contextlib.contextmanager
+def processes(*commands: tuple[str, list[str]]) -> Iterator[NatsServer]:
+    """A fresh nats-server and one process per (name, python args), all stopped on exit."""
+    work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    server = NatsServer(work / "nats").start()
+    env = worker_env(server.url)
+    try:
+        with running((work / f"{name}.log", args, env) for name, args in commands):
+            yield server
+    finally:
+        server.stop()
 
 
 async def wait_for_responder(nc: Client, subject: str, msg: msgspec.Struct) -> None:

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from workers import run_balancer, run_registry
+from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
 from schemas.registry import InstanceEvent, Registration
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client
     from natsserver import NatsServer
+    from test_cli import Baton
 
 
 @pytest.fixture
@@ -30,6 +31,20 @@ async def balancer(nats_server: NatsServer, registry: Any) -> AsyncIterator[Any]
     async with run_balancer(nats_server.url) as worker:
         await asyncio.wait_for(worker.sync.synced.wait(), 5)
         yield worker
+
+
+@pytest.fixture
+async def governor(nats_server: NatsServer) -> AsyncIterator[Any]:
+    async with run_governor(nats_server.url) as worker:
+        yield worker
+
+
+@pytest.fixture
+def cli(nats_server: NatsServer) -> Baton:
+    """`await cli("instances", "orders")` runs `baton instances orders` on this server."""
+    from test_cli import baton  # noqa: PLC0415  # the CLI runner lives with its tests
+
+    return lambda *args: baton(nats_server.url, *args)
 
 
 @pytest.fixture

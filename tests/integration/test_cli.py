@@ -17,7 +17,6 @@ import msgspec
 import pytest
 from natsserver import NatsServer
 from waiting import until
-from workers import run_governor
 
 from schemas import subjects
 from schemas.balancer import Endpoint
@@ -80,18 +79,6 @@ async def baton(url: str, *args: str) -> Run:
 
 if TYPE_CHECKING:
     Baton = Callable[..., Awaitable[Run]]
-
-
-@pytest.fixture
-def cli(nats_server: NatsServer) -> Baton:
-    """`await cli("instances", "orders")` runs `baton instances orders` on this server."""
-    return lambda *args: baton(nats_server.url, *args)
-
-
-@pytest.fixture
-async def governor(nats_server: NatsServer) -> AsyncIterator[Any]:
-    async with run_governor(nats_server.url) as worker:
-        yield worker
 
 
 def closed_port() -> int:

@@ -12,29 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from test_cli import baton, closed_port, register
-from workers import run_balancer, run_governor, run_registry
+from workers import run_balancer, run_registry
 
 from schemas import subjects
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from conftest import Events
     from natsserver import NatsServer
     from test_cli import Baton
 
     from services.bus import Bus
-
-
-@pytest.fixture
-def cli(nats_server: NatsServer) -> Baton:
-    return lambda *args: baton(nats_server.url, *args)
-
-
-@pytest.fixture
-async def governor(nats_server: NatsServer) -> AsyncIterator[Any]:
-    async with run_governor(nats_server.url) as worker:
-        yield worker
 
 
 def error_of(err: str) -> dict[str, Any]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 from asyncapi_cli import missing_node
+from npmcache import npm_ci
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -43,25 +42,8 @@ def node_client() -> Path:
     """The example, with its npm packages installed (once; again when the lock changes)."""
     if why := missing_node():
         pytest.skip(f"the Node example needs node and npm: {why}")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    lock = (EXAMPLE / "package-lock.json").read_bytes()
-    cached_lock = CACHE / "package-lock.json"
-    fresh = cached_lock.exists() and cached_lock.read_bytes() == lock
-    for name in FILES:
-        shutil.copyfile(EXAMPLE / name, CACHE / name)
-    if not (fresh and (CACHE / "node_modules" / "nats").is_dir()):
-        npm = shutil.which("npm") or "npm"
-        done = subprocess.run(  # noqa: S603  # fixed arguments
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=CACHE,
-            env={**os.environ, "NPM_CONFIG_UPDATE_NOTIFIER": "false"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode:
-            cached_lock.unlink(missing_ok=True)  # try again next session
-            pytest.fail(f"npm ci of docs/examples/node failed: {done.stderr.strip()[-800:]}")
+    if failed := npm_ci(EXAMPLE, CACHE, FILES):
+        pytest.fail(f"npm ci of docs/examples/node failed: {failed[-800:]}")
     return CACHE / "client.mjs"
 
 

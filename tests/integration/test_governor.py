@@ -31,18 +31,11 @@ from schemas.registry import Ack, Empty, Heartbeat, InstanceList
 from services.errors import BadRequest, Conflict, NotFound
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from nats.aio.client import Client
 
     from services.bus import Bus
-
-
-@pytest.fixture
-async def governor(nats_server: NatsServer) -> AsyncIterator[Any]:
-    async with run_governor(nats_server.url) as worker:
-        yield worker
 
 
 async def change(bus: Bus, service: str = "api", **kw: Any) -> ConfigApplied:

@@ -9,11 +9,11 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from npmcache import npm_ci
 from test_cli import baton
 from workers import run_balancer, run_registry
 
@@ -34,25 +34,8 @@ def script() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("needs node and npm (Debian's nodejs and npm packages)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    lock = (SOURCE / "package-lock.json").read_bytes()
-    fresh = (CACHE / "package-lock.json").exists() and (
-        CACHE / "package-lock.json"
-    ).read_bytes() == lock
-    for name in FILES:
-        shutil.copyfile(SOURCE / name, CACHE / name)
-    if not (fresh and (CACHE / "node_modules" / "nats").is_dir()):
-        done = subprocess.run(  # noqa: S603  # fixed arguments
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=CACHE,
-            env={**os.environ, "NPM_CONFIG_UPDATE_NOTIFIER": "false"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode:
-            (CACHE / "package-lock.json").unlink(missing_ok=True)
-            pytest.skip(f"npm could not install nats.js: {done.stderr.strip()[-500:]}")
+    if failed := npm_ci(SOURCE, CACHE, FILES):
+        pytest.skip(f"npm could not install nats.js: {failed[-500:]}")
     return CACHE / "micro.mjs"
 
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from conftest import Events, reg
 from waiting import until
-from workers import run_balancer, run_governor
+from workers import run_balancer
 
 from schemas import subjects
 from schemas.balancer import CallReport, Ejections, Endpoint, OutlierEvent, ResolveRequest
@@ -56,12 +56,6 @@ class Outliers:
 
 
 @pytest.fixture
-async def governor(nats_server: NatsServer) -> AsyncIterator[Any]:
-    async with run_governor(nats_server.url) as worker:
-        yield worker
-
-
-@pytest.fixture
 async def outlier_events(nc: Client) -> AsyncIterator[Outliers]:
     seen = Outliers()
     sub = await nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=seen.on_msg)
@@ -95,6 +89,15 @@ async def fleet(bus: Bus, events: Events, balancers: list[Any], ids: list[str]) 
         )
 
     await until(known, what="the balancers to know the fleet")
+
+
+async def long_ejections(bus: Bus, events: Events, balancer: Any, ids: list[str]) -> None:
+    """One balancer over `ids`, ejecting after 2 failures for 30 s: no return mid-test."""
+    await configure(
+        bus, [balancer], consecutive_failures=2, max_ejected_percent=50,
+        interval_s=0.25, base_ejection_s=30, max_ejection_s=60,
+    )  # fmt: skip
+    await fleet(bus, events, [balancer], ids)
 
 
 async def report(bus: Bus, iid: str, *, ok: bool, times: int = 1) -> None:
@@ -282,11 +285,7 @@ async def test_two_replicas_agree_and_publish_each_event_once(
 async def test_a_replica_started_later_applies_the_stored_ejections(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers, nats_server: NatsServer
 ) -> None:
-    await configure(
-        bus, [balancer], consecutive_failures=2, max_ejected_percent=50,
-        interval_s=0.25, base_ejection_s=30, max_ejection_s=60,
-    )  # fmt: skip
-    await fleet(bus, events, [balancer], ["a", "b", "c"])
+    await long_ejections(bus, events, balancer, ["a", "b", "c"])
     await report(bus, "a", ok=False, times=2)
     ejected = await outlier_events.wait("ejected", "a")
     async with run_balancer(nats_server.url) as late:
@@ -315,11 +314,7 @@ async def baton(url: str, *args: str) -> tuple[int, str]:
 async def test_cli_shows_ejections_and_watch_prints_them(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers, nats_server: NatsServer
 ) -> None:
-    await configure(
-        bus, [balancer], consecutive_failures=2, max_ejected_percent=50,
-        interval_s=0.25, base_ejection_s=30, max_ejection_s=60,
-    )  # fmt: skip
-    await fleet(bus, events, [balancer], ["a", "b"])
+    await long_ejections(bus, events, balancer, ["a", "b"])
     watch = await asyncio.create_subprocess_exec(
         BATON, "watch", SERVICE, "--count", "1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
