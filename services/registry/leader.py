@@ -34,10 +34,17 @@ class Proof(NamedTuple):
     gap: float
 
 
+# A lease write this often, whatever the lease: sweeps trail the last proof by no more
+# than that, so a silent instance is judged at most this much after its ttl_s.
+PROOF_INTERVAL_S = 0.2
+
+
 class LeaderLease:
     __slots__ = ("_cut", "_proved", "interval", "lease_s", "margin", "revision", "won_at")
 
-    def __init__(self, lease_s: float, *, interval: float = 0.2, margin: float = 0.2) -> None:
+    def __init__(
+        self, lease_s: float, *, interval: float = PROOF_INTERVAL_S, margin: float = 0.2
+    ) -> None:
         if not 0 < interval <= lease_s * (1 - margin) / 4:
             msg = f"a write every {interval} s leaves fewer than 4 chances per lease"
             raise ValueError(msg)
