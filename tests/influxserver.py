@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Self
 
 from waiting import until_sync
 
-from services.stack.__main__ import INFLUXD_CONF
+from services.stack.local import INFLUXD_CONF
 
 if TYPE_CHECKING:
     from pathlib import Path

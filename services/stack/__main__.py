@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import socket
 import sys
 from pathlib import Path
 
+from services.stack.local import listening, start_influxd
 from services.stack.ready import pinged
 from services.stack.supervisor import (
     StartupError,
@@ -51,17 +50,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _listening(port: int) -> bool:
-    if port <= 0:
-        return False
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _start_nats(sup: Supervisor, args: argparse.Namespace) -> str:
     for what, port in (("NATS", args.port), ("NATS monitoring", args.http_port)):
-        if _listening(port):
+        if listening(port):
             raise StartupError(
                 f"something already listens on 127.0.0.1:{port} ({what}): is a stack or "
                 "another nats-server running? Stop it, pick other ports with --port and "
@@ -79,45 +70,6 @@ def _start_nats(sup: Supervisor, args: argparse.Namespace) -> str:
         raise StartupError(f"nats-server is ready but did not say its port:\n{nats.tail()}")
     url = f"nats://127.0.0.1:{found[1]}"
     sup.say(f"nats-server ready at {url} (pid {nats.pid}, log {nats.log_path})")
-    return url
-
-
-# An influxd 1.x of our own: loopback only, data in one folder, no usage reports.
-INFLUXD_CONF = """reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-"""
-
-
-def _start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
-    """A local influxd (Debian's package) for the collector; None if there is none."""
-    binary = shutil.which("influxd")
-    if binary is None:
-        sup.say("influxd not found: no collector (apt-get install -y influxdb; `just up` does)")
-        return None
-    if _listening(args.influx_port):
-        raise StartupError(
-            f"something already listens on 127.0.0.1:{args.influx_port} (InfluxDB): stop it, "
-            "pick another port with --influx-port, or use it: INFLUX_URL=http://... just up"
-        )
-    data = args.root / ".baton" / "influxdb"
-    data.mkdir(parents=True, exist_ok=True)
-    conf = data / "influxdb.conf"
-    conf.write_text(INFLUXD_CONF.format(d=data, port=args.influx_port, rpc=args.influx_port + 2))
-    influxd = sup.start("influxd", [binary, "-config", str(conf)], env=os.environ)
-    sup.wait_for(influxd, "Listening on HTTP", args.ready_timeout)
-    url = f"http://127.0.0.1:{args.influx_port}"
-    sup.say(f"influxd ready at {url} (pid {influxd.pid}, log {influxd.log_path})")
     return url
 
 
@@ -152,7 +104,7 @@ def _run(argv: list[str] | None) -> int:
             if port is not None:
                 env[var] = str(port)
         workers = list(_WORKERS)
-        influx = os.environ.get("INFLUX_URL", "") or _start_influxd(sup, args)
+        influx = os.environ.get("INFLUX_URL", "") or start_influxd(sup, args)
         if influx:
             env["INFLUX_URL"] = influx
             workers.append("collector")

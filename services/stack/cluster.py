@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.stack.local import listening, start_influxd
 from services.stack.ready import answers, pinged
 from services.stack.supervisor import (
     Child,
@@ -274,7 +275,7 @@ def run(argv: list[str] | None = None) -> int:
         url = ",".join(n.url for n in nodes)
         env = {**os.environ, "NATS_URL": url, "PYTHONUNBUFFERED": "1", "GOVERNOR_REPLICAS": "3"}
         workers = list(_WORKERS)
-        influx = os.environ.get("INFLUX_URL", "") or _influxd(sup, args)
+        influx = os.environ.get("INFLUX_URL", "") or start_influxd(sup, args)
         if influx:
             env["INFLUX_URL"] = influx
             workers.append("collector")
@@ -324,7 +325,7 @@ def _gateway_ports(args: argparse.Namespace, replica: int) -> dict[str, str]:
         ("GATEWAY_HTTP_PORT", args.gateway_port),
     ):
         port = _free_port() if first < 0 else first + replica - 1
-        if first > 0 and _listening(port):
+        if first > 0 and listening(port):
             raise StartupError(
                 f"something already listens on 127.0.0.1:{port} (gateway-{replica}'s "
                 f"{var}): stop it, or pick other first ports with --dns-port and "
@@ -332,17 +333,6 @@ def _gateway_ports(args: argparse.Namespace, replica: int) -> dict[str, str]:
             )
         ports[var] = str(port if first else 0)
     return ports
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:
-    from services.stack.__main__ import _start_influxd  # noqa: PLC0415  # one influxd recipe
-
-    return _start_influxd(sup, args)
 
 
 if __name__ == "__main__":
