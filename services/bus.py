@@ -33,6 +33,7 @@ from services.errors import (
     Unavailable,
     error_for,
 )
+from services.lifecycle import drain_subscription
 from services.micro import Endpoint
 from services.retry import Backoff, Retry
 
@@ -268,21 +269,10 @@ class Bus:
             self.log.warning("bus.reply_failed", subject=subject, error=repr(exc))
 
     async def drain(self) -> None:
-        """Stop taking new messages, finishing those already received.
-
-        While reconnecting nothing more can arrive, so the subscriptions are only dropped:
-        a drain then waits on a flush that a reconnect in the meantime never answers
-        (nats-py forgets the PONGs it awaited), for 10 s a subscription.
-        """
+        """Stop taking new messages, finishing those already received (`drain_subscription`:
+        at most DRAIN_S, all subscriptions at once)."""
         subs, self._subs = self._subs, []
-        for sub in subs:
-            try:
-                if self.nc.is_connected:
-                    await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
-                else:
-                    await sub.unsubscribe()
-            except nats.errors.Error as exc:
-                self.log.warning("bus.drain_failed", subject=sub.subject, error=repr(exc))
+        await asyncio.gather(*(drain_subscription(sub) for sub in subs))
 
     async def run_reconnect_hooks(self) -> None:
         for hook in list(self.reconnect_hooks):
@@ -435,6 +425,10 @@ async def connect(
             await holder[0].run_reconnect_hooks()
 
     async def on_error(exc: Exception) -> None:
+        if isinstance(exc, nats.errors.DrainTimeoutError):  # say who held the exit up
+            busy = [sub.subject for sub in nc._subs.values()]  # noqa: SLF001  # no public list
+            log.warning("bus.drain_timeout", waited_s=settings.drain_timeout_s, busy=busy)
+            return
         log.warning("bus.error", error=repr(exc))
 
     nc = await _first_connect(
@@ -503,6 +497,7 @@ async def _first_connect(
                 pending_size=settings.pending_bytes,
                 ping_interval=settings.ping_interval_s,  # type: ignore[arg-type]  # float works
                 max_outstanding_pings=settings.max_outstanding_pings,
+                drain_timeout=settings.drain_timeout_s,  # type: ignore[arg-type]  # float works
                 error_cb=on_error,
                 **callbacks,
             )

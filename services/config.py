@@ -87,6 +87,9 @@ class BusSettings(Struct, frozen=True, kw_only=True):
     # unanswered: how fast a cut-off (not crashed) node is left for another (nats-py: 120 s)
     ping_interval_s: Annotated[float, Meta(gt=0)] = 2.0
     max_outstanding_pings: Annotated[int, Meta(ge=1)] = 2
+    # how long a stopping worker waits for its handlers to finish what they received before
+    # it closes anyway (nats-py: 30 s, as long as a whole Kubernetes grace period)
+    drain_timeout_s: Annotated[float, Meta(gt=0)] = 5.0
 
     @property
     def servers(self) -> list[str]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from nats.aio.subscription import Subscription
 
-__all__ = ["Lifecycle"]
+__all__ = ["Lifecycle", "drain_subscription", "unsubscribe"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,13 +39,17 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 DRAIN_S = 5.0  # a drain that has not finished by then (a stuck handler) is cut short
 
 
-async def _drain(sub: Subscription) -> None:
-    # A drain, not an unsubscribe: what the server sent before it took the UNSUB is still
-    # handled (a request in flight is answered). Drained already (the runner drains before
-    # leaving) or the connection closed: either way the server has no interest left.
-    # While reconnecting nothing more can arrive: only drop it (see Bus.drain for why).
+async def drain_subscription(sub: Subscription) -> None:
+    """Stop `sub` taking messages, finishing those already received (at most DRAIN_S).
+
+    A drain, not an unsubscribe: what the server sent before it took the UNSUB is still
+    handled (a request in flight is answered). Drained already or the connection closed:
+    either way the server has no interest left. While reconnecting nothing more can
+    arrive, so it is only dropped: a drain then waits on a flush that a reconnect in the
+    meantime never answers (nats-py forgets the PONGs it awaited).
+    """
     if not sub._conn.is_connected:  # noqa: SLF001  # nats-py keeps its connection there
-        await _unsubscribe(sub)
+        await unsubscribe(sub)
         return
     try:
         async with asyncio.timeout(DRAIN_S):
@@ -53,11 +57,12 @@ async def _drain(sub: Subscription) -> None:
     except nats.errors.Error:
         pass
     except TimeoutError:
-        await _unsubscribe(sub)
+        await unsubscribe(sub)
 
 
-async def _unsubscribe(sub: Subscription) -> None:
-    # nats-py only queues the UNSUB: flush it, so the server has let go once this returns
+async def unsubscribe(sub: Subscription) -> None:
+    """Drop `sub` now; once this returns the server has let go."""
+    # nats-py only queues the UNSUB: flush it
     conn = sub._conn  # noqa: SLF001  # nats-py keeps its connection there
     with contextlib.suppress(nats.errors.Error, TimeoutError):
         await sub.unsubscribe()
@@ -89,7 +94,7 @@ class Lifecycle:
 
     def own(self, sub: Subscription, *, drain: bool = True) -> Subscription:
         """Drain `sub` when this one closes (or only unsubscribe: nothing to finish)."""
-        self._exits().push_async_callback(_drain if drain else _unsubscribe, sub)
+        self._exits().push_async_callback(drain_subscription if drain else unsubscribe, sub)
         return sub
 
     def owned(

@@ -3,6 +3,8 @@ and announced on `$SRV.PING/INFO/STATS` as the runner announces them."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -27,16 +29,29 @@ FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 @asynccontextmanager
 async def _run(url: str, name: str, factory: Any, settings: Any) -> AsyncIterator[Any]:
     log = logs.get_logger(name)
-    async with AsyncExitStack() as stack:
-        bus = await stack.enter_async_context(
-            connect(
-                BusSettings(url=url, reconnect_wait_s=0.05, reconnect_max_s=0.5), log, name=name
-            )
-        )
-        worker = await stack.enter_async_context(factory(bus, settings, log))
-        async with micro.announce(bus, name, description=describe(factory)):
-            yield worker
-        await bus.drain()
+    dump: asyncio.TimerHandle | None = None
+    try:
+        async with AsyncExitStack() as stack:
+            settings_bus = BusSettings(url=url, reconnect_wait_s=0.05, reconnect_max_s=0.5)
+            bus = await stack.enter_async_context(connect(settings_bus, log, name=name))
+            worker = await stack.enter_async_context(factory(bus, settings, log))
+            async with micro.announce(bus, name, description=describe(factory)):
+                yield worker
+            # a stop that hangs fails the test by its timeout; these stacks say where
+            dump = asyncio.get_running_loop().call_later(SLOW_STOP_S, _dump_tasks, name)
+            await bus.drain()
+    finally:
+        if dump is not None:
+            dump.cancel()
+
+
+SLOW_STOP_S = 15.0  # drains are bounded at 5 s: a stop taking longer than this is stuck
+
+
+def _dump_tasks(name: str) -> None:
+    sys.stderr.write(f"--- {name} still stopping after {SLOW_STOP_S} s; its tasks:\n")
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=sys.stderr)
 
 
 def run_registry(url: str, settings: RegistrySettings = FAST_REGISTRY) -> Any:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import dns.asyncquery
 import dns.message
 import dns.rcode
+import msgspec
 import pytest
 from natsserver import NatsServer
 from waiting import until
@@ -276,3 +277,42 @@ async def test_the_first_connection_waits_by_the_policy_with_jitter(
     waits = [b - a for a, b in itertools.pairwise(tries)]
     assert all(w >= 0.04 for w in waits)  # never a hot loop
     assert statistics.mean(waits[-4:]) > 2 * 0.05  # they grew: not one fixed wait
+
+
+class Probe(msgspec.Struct):
+    pass
+
+
+async def test_a_stuck_handler_holds_a_stopping_worker_only_for_the_drain_timeout(
+    nats_server: NatsServer, nc: Client
+) -> None:
+    # A handler that never returns must not keep a SIGTERMed worker alive (nats-py would
+    # wait 30 s a connection): the bus gives up after NATS_DRAIN_TIMEOUT_S, says which
+    # subscription held it, and closes; the reply never comes, nothing else is in the way.
+    entered, forever = asyncio.Event(), asyncio.Event()
+    warnings: list[tuple[str, dict[str, Any]]] = []
+
+    class Log:
+        def warning(self, event: str, **kw: Any) -> None:
+            warnings.append((event, kw))
+
+        def info(self, *_: Any, **__: Any) -> None:
+            pass
+
+        def debug(self, *_: Any, **__: Any) -> None:
+            pass
+
+    async def handler(_subject: str, _probe: Probe) -> None:
+        entered.set()
+        await forever.wait()
+
+    settings = BusSettings(url=nats_server.url, drain_timeout_s=0.3)
+    bus_cm = connect(settings, Log(), name="stuck")  # type: ignore[arg-type]
+    bus = await bus_cm.__aenter__()
+    await bus.serve("test.stuck", Probe, handler)
+    await nc.publish("test.stuck", b"{}", reply=nc.new_inbox())
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.wait_for(bus_cm.__aexit__(None, None, None), 10)  # nats-py alone: 30 s
+    assert bus.nc.is_closed
+    [(_, said)] = [w for w in warnings if w[0] == "bus.drain_timeout"]
+    assert said == {"waited_s": 0.3, "busy": ["test.stuck"]}
