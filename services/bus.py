@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import msgspec
 import nats
 import nats.errors
-from nats.aio.client import Client, Server
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
@@ -35,9 +34,12 @@ from services.errors import (
 )
 from services.lifecycle import drain_subscription
 from services.micro import Endpoint
+from services.natsclient import Client
 from services.retry import Backoff, Retry
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.aio.client import Server
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
     from structlog.typing import FilteringBoundLogger
@@ -79,7 +81,7 @@ class Bus:
 
     def __init__(
         self,
-        nc: Client,
+        nc: NatsClient,
         log: FilteringBoundLogger,
         *,
         max_payload: int = 64 * 1024,

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import nats
-
 from services.config import load_bus, parse_servers
+from services.natsclient import Client
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from nats.aio.client import Client
 
 __all__ = ["connect"]
 
@@ -32,7 +29,7 @@ async def connect(
     """Connect to `url` (default: NATS_URL, then nats://127.0.0.1:4222).
 
     Raises `services.config.SettingsError` naming a malformed server URL, before any
-    attempt to connect; `options` go to `nats.connect` and override the defaults here.
+    attempt to connect; `options` go to nats-py's `Client.connect` and override the defaults here.
     """
     settings = load_bus(env)
     servers = parse_servers(url) if url is not None else settings.servers
@@ -45,4 +42,6 @@ async def connect(
         "ping_interval": settings.ping_interval_s,
         "max_outstanding_pings": settings.max_outstanding_pings,
     }
-    return await nats.connect(servers, **(defaults | options))
+    nc = Client()
+    await nc.connect(servers, **(defaults | options))
+    return nc
