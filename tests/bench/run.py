@@ -6,7 +6,7 @@ figure is a ratio against a baseline measured in the same run on the same machin
 because these machines are shared and noisy. The table, the machine it ran on, the raw
 data and the plots are written to --out (docs/bench by default), which the README shows.
 
-    python tests/bench/run.py [--quick] [--only resolve,sim] [--out docs/bench]
+    python tests/bench/run.py [--quick] [--only resolve,sim [--keep]] [--out docs/bench]
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class Results(msgspec.Struct, kw_only=True):
     seconds: float
     reports: list[Report]
     failed: list[str]
+    # with --keep: the benchmarks not rerun, each with the start of the run that measured it
+    kept: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def _version(args: list[str]) -> str:
@@ -118,6 +120,19 @@ def run_one(name: str, script: str, *, quick: bool) -> Report | None:
         return msgspec.json.decode(out.read_bytes(), type=Report)
 
 
+def _keep(saved: Path, fresh: list[Report], now: str) -> tuple[list[Report], dict[str, str]]:
+    """The last results with `fresh`'s benchmarks replaced, in the table's order; and which
+    were kept, with when each was measured (a rerun of a few must not pass for a full run)."""
+    if not saved.exists():
+        return fresh, {}
+    last = msgspec.json.decode(saved.read_bytes(), type=Results)
+    by_name = {r.bench: r for r in last.reports} | {r.bench: r for r in fresh}
+    rerun = {r.bench for r in fresh}
+    kept = {n: last.kept.get(n, last.machine.when) for n in by_name if n not in rerun}
+    order = {name: i for i, name in enumerate(BENCHES)}
+    return sorted(by_name.values(), key=lambda r: order.get(r.bench, len(order))), kept
+
+
 def _verdict(row: Row) -> str:
     if row.met is None:
         return ""
@@ -147,6 +162,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs of every benchmark")
     parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(BENCHES)}")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/bench")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --only: keep the other benchmarks' rows from --out's last results",
+    )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
         "--replot", action="store_true", help="only draw the plots again from --out's results"
@@ -170,12 +190,16 @@ def main() -> int:
             failed.append(name)
         else:
             reports.append(report)
+    kept: dict[str, str] = {}
+    if args.keep:
+        reports, kept = _keep(args.out / "results.json", reports, host.when)
     results = Results(
         machine=host,
         quick=args.quick,
         seconds=round(time.perf_counter() - t0, 1),
         reports=reports,
         failed=failed,
+        kept=kept,
     )
 
     lines = table(reports)
@@ -184,6 +208,9 @@ def main() -> int:
         f"Python {host.python}; {host.nats_server}; {host.influxd}; "
         f"{'quick' if args.quick else 'full'} run, {results.seconds:.0f} s"
     )
+    for when in sorted(set(kept.values())):
+        names = ", ".join(n for n, w in kept.items() if w == when)
+        about += f"; kept from the run of {when}: {names}"
     print("\n" + about)
     print("\n".join(lines))
     targets = [r for rep in reports for r in rep.rows if r.met is not None]
