@@ -29,6 +29,7 @@ from nats.js import api
 from schemas import subjects
 from schemas.balancer import OutlierState
 from services.lifecycle import Lifecycle
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["EMPTY", "OutlierWatch", "decode_state", "ejected", "next_end"]
 
 EMPTY = OutlierState()
+_RETRY_CAP_S = 10.0  # the longest wait between attempts while JetStream does not answer
 _decode = msgspec.json.Decoder(OutlierState).decode
 
 
@@ -67,8 +69,9 @@ class OutlierWatch(Lifecycle):
     `synced` is set once the states present at start have all been delivered (at once
     when the stream is empty or missing: then nothing is ejected). `prepare` runs before
     each attempt to subscribe (the balancer creates the stream there); a reader without
-    it (the gateway) waits for the balancer to create the stream, retrying every
-    `retry_s`. One bad entry is logged and skipped; the watch goes on.
+    it (the gateway) waits for the balancer to create the stream, looking again every
+    `retry_s`. While JetStream does not answer it retries by services/retry.py (from
+    `retry_s` up to 10 s). One bad entry is logged and skipped; the watch goes on.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class OutlierWatch(Lifecycle):
 
     async def _follow(self) -> None:
         missing = False
+        retry = Backoff(base_s=self.retry_s, cap_s=max(self.retry_s, _RETRY_CAP_S)).retry()
         while True:
             try:
                 if self.prepare is not None:
@@ -117,8 +121,8 @@ class OutlierWatch(Lifecycle):
                 await asyncio.sleep(self.retry_s)
                 continue
             except (nats.errors.Error, OSError) as exc:
-                self.log.warning("outlier.watch_failed", error=repr(exc))
-                await asyncio.sleep(self.retry_s)
+                self.log.warning("outlier.watch_failed", error=repr(exc), attempt=retry.attempts)
+                await retry.wait()
                 continue
             self.own(sub, drain=False)  # a JetStream consumer: only unsubscribed (see Bus.drain)
             self.following = True

@@ -132,6 +132,9 @@ async def test_ejected_instances_leave_dns_and_passing_and_a_late_gateway_knows(
         await fleet(bus, events, ids, metadata={"consul.tags": "blue"}, zone="z1")
         await started(gw, ids)
         assert await addresses(gw) == hosts(*ids)
+        # a bad entry in the stream (another writer's bug) is counted and skipped
+        await bus.nc.jetstream().publish(subjects.outlier_log("junk"), b"not json")
+        await until(lambda: gw.view.outliers.bad == 1, what="the bad entry counted")
         index, _ = await asyncio.to_thread(client(gw).health.service, SERVICE)
         # a blocking query parked on the service, as Prometheus' Consul discovery does
         parked = asyncio.ensure_future(
