@@ -113,6 +113,18 @@ async def sd_health(gw: Gateway) -> dict[str, str]:
     }
 
 
+async def left_out_of_dns(gw: Gateway) -> None:
+    """a is out of every record of every form (dnspython, dig); its own name answers."""
+    assert await addresses(gw) == hosts("b", "c", "d")
+    assert await srv_ports(gw) == [9002, 9003, 9004]
+    assert await dig(gw, f"{SERVICE}.service.baton", "A") == sorted(hosts("b", "c", "d"))
+    srv = await dig(gw, f"_{SERVICE}._tcp.service.baton", "SRV")
+    assert "9001" not in srv
+    assert "9002" in srv
+    assert await dig(gw, f"blue.{SERVICE}.service.z1.baton", "A") == sorted(hosts("b", "c", "d"))
+    assert await dig(gw, f"a.{SERVICE}.instance.baton", "A") == [HOSTS["a"]]
+
+
 @pytest.mark.skipif(DIG is None, reason="dig missing: `just dns-tools` installs bind9-dnsutils")
 @pytest.mark.usefixtures("governor")
 async def test_ejected_instances_leave_dns_and_passing_and_a_late_gateway_knows(
@@ -154,17 +166,7 @@ async def test_ejected_instances_leave_dns_and_passing_and_a_late_gateway_knows(
         assert ejected.reason in check["Output"]
         assert [c for c in by_id["b"]["Checks"] if c["Name"] == "baton:outlier"] == []
 
-        # every record of every form leaves it out; its own name still answers
-        assert await addresses(gw) == hosts("b", "c", "d")
-        assert await srv_ports(gw) == [9002, 9003, 9004]
-        assert await dig(gw, f"{SERVICE}.service.baton", "A") == sorted(hosts("b", "c", "d"))
-        srv = await dig(gw, f"_{SERVICE}._tcp.service.baton", "SRV")
-        assert "9001" not in srv
-        assert "9002" in srv
-        assert await dig(gw, f"blue.{SERVICE}.service.z1.baton", "A") == sorted(
-            hosts("b", "c", "d")
-        )
-        assert await dig(gw, f"a.{SERVICE}.instance.baton", "A") == [HOSTS["a"]]
+        await left_out_of_dns(gw)
         # Consul's clients: out of ?passing, still in the catalog (Consul's lists all)
         assert await passing_ids(gw) == ["b", "c", "d"]
         _, listed = await asyncio.to_thread(client(gw).catalog.service, SERVICE)
