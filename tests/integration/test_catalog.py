@@ -134,10 +134,9 @@ async def test_catalog_matches_what_the_workers_subscribe(
 
     # JetStream logs' readers are ordered consumers: they subscribe to a deliver inbox
     internal = (subjects.CONFIG_LOG, subjects.OUTLIER_LOG)
-    for ch in CHANNELS:
-        if ch.name in internal:
-            readers = {w for w in WORKERS if inboxes.get(w, set()) & deliveries[ch.name]}
-            assert readers == _named(ch), f"{ch.address}: receivers say {ch.receivers!r}"
+    for log in (c for c in CHANNELS if c.name in internal):
+        readers = {w for w in WORKERS if inboxes.get(w, set()) & deliveries[log.name]}
+        assert readers == _named(log), f"{log.address}: receivers say {log.receivers!r}"
     channels = [ch for ch in CHANNELS if ch.name not in internal]
     ids = {worker: _worker_id(seen.get(worker, set()), worker) for worker in WORKERS}
     for worker in WORKERS:
