@@ -321,10 +321,11 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         OutlierState,
         None,
         sender="balancer (JetStream stream BATON_OUTLIERS, compare-and-set)",
-        receivers="balancer (ordered consumers)",
+        receivers="balancer, gateway (ordered consumers)",
         op=PUBLISH,
-        summary="Internal: the ejection state of each service, one subject per service; "
-        "read it through balancer.v1.ejections.",
+        summary="Internal: the ejection state of each service, one subject per service "
+        "(the gateway leaves the instances it ejects out of DNS and ?passing); read it "
+        "through balancer.v1.ejections.",
     ),
     Channel(
         _each(subjects.PICKS),

@@ -5,8 +5,9 @@ stored in JetStream (stream BATON_OUTLIERS, one subject per service holding the 
 `OutlierState`) with compare-and-set on the subject's last sequence: of the replicas that
 decide the same ejection, one stores it and publishes the event; the others' writes fail,
 they read the state again and find it done. Every replica applies the stored state (an
-ordered consumer delivers each service's latest state at start, then every new one), so
-they agree on who is ejected; an ejection ends at its `until` on every replica alike.
+ordered consumer delivers each service's latest state at start, then every new one:
+services/view/ejections.py, the reader the gateway runs too), so they agree on who is
+ejected; an ejection ends at its `until` on every replica alike.
 The cap (max_ejected_percent) is checked inside the same compare-and-set, so two
 replicas ejecting two instances at once cannot pass it together.
 
@@ -33,11 +34,11 @@ from schemas.governor import OutlierConfig
 from services.balancer import outliers
 from services.jetstream import WRONG_LAST_SEQUENCE
 from services.lifecycle import Lifecycle
+from services.view.ejections import OutlierWatch, decode_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nats.aio.msg import Msg
     from structlog.typing import FilteringBoundLogger
 
     from services.balancer.pool import Pool
@@ -54,7 +55,6 @@ __all__ = ["Ejector", "ensure_outlier_stream"]
 _ATTEMPTS = 10  # compare-and-set rounds before a decision is given up (logged)
 _MAX_NAP_S = 1.0  # the sweep loop wakes at least this often (new services, config)
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(OutlierState).decode
 _EMPTY = OutlierState()
 _DEFAULTS = OutlierConfig()
 
@@ -105,7 +105,15 @@ class Ejector(Lifecycle):
         self.js = bus.nc.jetstream(timeout=timeout_s)
         self.states: dict[str, OutlierState] = {}
         self.seqs: dict[str, int] = {}
-        self.synced = asyncio.Event()
+        self.watch = OutlierWatch(
+            bus,
+            log,
+            self._take,
+            prepare=lambda: ensure_outlier_stream(bus, replicas=replicas),
+            timeout_s=timeout_s,
+            retry_s=retry_s,
+        )
+        self.synced = self.watch.synced
         self.published: list[OutlierEvent] = []  # by this replica (for tests and stats)
         self.lost = 0  # compare-and-set races lost to another replica
         self._swept: dict[str, int] = {}  # service -> index of the last interval swept
@@ -114,7 +122,7 @@ class Ejector(Lifecycle):
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        self.spawn(self._follow(), "outliers.watch")
+        await self.enter(self.watch)
         self.spawn(self._sweep_loop(), "outliers.sweep")
 
     async def stop(self) -> None:
@@ -324,7 +332,7 @@ class Ejector(Lifecycle):
         except nats.js.errors.NotFoundError:
             return
         if raw.data is not None and raw.seq is not None:
-            self._take(service, _decode(raw.data), raw.seq)
+            self._take(service, decode_state(raw.data), raw.seq)
 
     def _take(self, service: str, state: OutlierState, seq: int) -> None:
         if seq <= self.seqs.get(service, 0):
@@ -332,37 +340,6 @@ class Ejector(Lifecycle):
         self.states[service] = state
         self.seqs[service] = seq
         self.apply(service)
-
-    # -- following the stored state ------------------------------------------------------
-    async def _follow(self) -> None:
-        while True:
-            try:
-                await ensure_outlier_stream(self.bus, replicas=self.replicas)
-                info = await self.js.stream_info(subjects.OUTLIER_STREAM)
-                sub = await self.js.subscribe(
-                    subjects.every(subjects.OUTLIER_LOG),
-                    cb=self._on_msg,
-                    ordered_consumer=True,
-                    deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                    stream=subjects.OUTLIER_STREAM,
-                )
-            except (nats.errors.Error, OSError) as exc:
-                self.log.warning("outlier.watch_failed", error=repr(exc))
-                await asyncio.sleep(self.retry_s)
-                continue
-            self.own(sub, drain=False)  # a JetStream consumer: only unsubscribed (see Bus.drain)
-            if not info.state.messages:
-                self.synced.set()
-            return
-
-    async def _on_msg(self, msg: Msg) -> None:
-        try:
-            service = subjects.service_from(msg.subject, subjects.OUTLIER_LOG)
-            self._take(service, _decode(msg.data), msg.metadata.sequence.stream)
-        except Exception:  # one bad entry must not stop the watch
-            self.log.exception("outlier.state_failed", subject=msg.subject)
-        if msg.metadata.num_pending == 0:
-            self.synced.set()
 
     # -- the clock -----------------------------------------------------------------------
     async def _sweep_loop(self) -> None:

@@ -1,10 +1,11 @@
 """The gateway worker: DNS and HTTP discovery for clients without a NATS library.
 
 It talks to the other workers only over their subjects: it keeps its own view of the
-registry and the config log (services/view/, the code the balancer's sync runs too), and
-asks the balancer for picks. Listeners: DNS on UDP and TCP (services/gateway/dns/), HTTP
-(services/gateway/http/, an aiohttp application); a port of 0 leaves that one off.
-Several gateways may run at once: each has its own view, and they share nothing.
+registry, the config log and the balancers' ejections (services/view/, the code the
+balancer's sync and ejection watch run too), and asks the balancer for picks.
+Listeners: DNS on UDP and TCP (services/gateway/dns/), HTTP (services/gateway/http/, an
+aiohttp application); a port of 0 leaves that one off. Several gateways may run at once:
+each has its own view, and they share nothing.
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@ What the gateway answers from (DNS and HTTP). It is the `Fleet` that `RegistrySy
 (a snapshot, then events, as the balancer's pools are fed) plus the config log's latest
 entry per service (`ConfigWatch`). Instances are as the registry publishes them, so the
 operators' overrides (weight, drained, port, metadata) are already applied; slow start
-and panic follow services/view/rules.py, as the balancer's do.
+and panic follow services/view/rules.py, as the balancer's do. The balancers' ejections
+come from the records they store (services/view/ejections.py): an ejected instance takes
+no traffic here either, as if drained, until its ejection ends (at its `until`, even if
+the return is never stored); panic does not bring it back, as it does not in a pick.
 
 The change index (Consul's `X-Consul-Index`): starts at 1; every change that a reader
 could see (an instance added, removed, or changed in anything but its load and last
-heartbeat; a new config) takes the next value, as the global index and as its service's.
+heartbeat; a new config; an instance ejected or back) takes the next value, as the
+global index and as its service's.
 A re-applied snapshot that changes nothing moves nothing. `wait()` returns as soon as the
 index passes the caller's, so a blocking query answers within milliseconds of a change.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING
 from schemas.governor import ServiceConfig
 from services.configlog import ConfigWatch
 from services.lifecycle import Lifecycle
+from services.view.ejections import EMPTY, OutlierWatch, ejected, next_end
 from services.view.rules import in_panic, warm_weight
 from services.view.sync import RegistrySync
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 
     from structlog.typing import FilteringBoundLogger
 
+    from schemas.balancer import Ejection, OutlierState
     from schemas.governor import ConfigApplied
     from schemas.registry import Instance
     from services.bus import Bus
@@ -62,12 +69,19 @@ def _visible(i: Instance) -> tuple[object, ...]:
 
 @dataclass(slots=True)
 class ServiceState:
-    """One service: its instances by id, its config, the index of its last change."""
+    """One service: its instances by id, its config, the index of its last change, and
+    who of them the balancers ejected (in force now: RegistryView keeps it so)."""
 
     name: str
     config: ServiceConfig
     index: int
     instances: dict[str, Instance] = field(default_factory=dict)
+    ejected: frozenset[str] = frozenset()
+    outliers: OutlierState = EMPTY  # the stored ejection records
+
+    def ejection(self, instance_id: str) -> Ejection | None:
+        """Why and until when `instance_id` is ejected; None if it is not."""
+        return self.outliers.ejected.get(instance_id) if instance_id in self.ejected else None
 
     @property
     def panic(self) -> bool:
@@ -81,12 +95,17 @@ class ServiceState:
         return warm_weight(instance.weight, age, self.config.warmup_s)[0]
 
     def serving(self, zone: str = "") -> tuple[list[Instance], bool]:
-        """Who may take traffic (in `zone` only, if given), in instance-id order; panic."""
+        """Who may take traffic (in `zone` only, if given), in instance-id order; panic.
+
+        Not the ejected, even in panic: the balancer picks none of them either."""
         panic = self.panic
+        out = self.ejected
         found = [
             i
             for i in self.instances.values()
-            if eligible(i, panic=panic) and (not zone or i.zone == zone)
+            if eligible(i, panic=panic)
+            and i.instance_id not in out
+            and (not zone or i.zone == zone)
         ]
         found.sort(key=lambda i: i.instance_id)
         return found, panic
@@ -95,7 +114,7 @@ class ServiceState:
 class RegistryView(Lifecycle):
     """Every service as the registry and the config log describe it; see the module doc."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # its dependencies and clocks, passed in
         self,
         bus: Bus,
         log: FilteringBoundLogger,
@@ -105,9 +124,11 @@ class RegistryView(Lifecycle):
         config_wait_s: float = 5.0,
         name: str = "view",
         clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.log = log
         self.clock = clock
+        self.wallclock = wallclock  # ejections end at a Unix time the balancers stored
         self.config_wait_s = config_wait_s
         self.services: dict[str, ServiceState] = {}
         self.configs: dict[str, ServiceConfig] = {}
@@ -115,7 +136,11 @@ class RegistryView(Lifecycle):
         self.changed_at = clock()  # when the index last moved (monotonic)
         self._gone: dict[str, int] = {}  # service -> index of its removal
         self._moved = asyncio.Event()
+        self.outlier_states: dict[str, OutlierState] = {}
+        self._outlier_seqs: dict[str, int] = {}
+        self._ends = asyncio.Event()  # an ejection came: its end is one to wake for
         self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.outliers = OutlierWatch(bus, log, self._on_outliers, timeout_s=timeout_s)
         self.sync = RegistrySync(
             bus, self, log, timeout_s=timeout_s, resync_s=resync_s, name=f"{name}.sync"
         )
@@ -132,10 +157,18 @@ class RegistryView(Lifecycle):
 
     async def start(self) -> None:
         await self.enter(self.config)
-        try:  # strategies and thresholds apply from the first answer
-            await asyncio.wait_for(self.config.synced.wait(), self.config_wait_s)
-        except TimeoutError:
-            self.log.warning("view.config_not_loaded", waited_s=self.config_wait_s)
+        await self.enter(self.outliers)
+        # strategies, thresholds and the ejections in force apply from the first answer
+        deadline = self.clock() + self.config_wait_s
+        for event, synced in (
+            ("view.config_not_loaded", self.config.synced),
+            ("view.ejections_not_loaded", self.outliers.synced),
+        ):
+            try:
+                await asyncio.wait_for(synced.wait(), max(0.0, deadline - self.clock()))
+            except TimeoutError:
+                self.log.warning(event, waited_s=self.config_wait_s)
+        self.spawn(self._end_ejections(), "view.ejections")
         await self.enter(self.sync)
 
     # -- reading -------------------------------------------------------------------------
@@ -174,6 +207,7 @@ class RegistryView(Lifecycle):
             config = self.configs.get(service) or ServiceConfig(service=service)
             state = self.services[service] = ServiceState(service, config, self.index)
             self._gone.pop(service, None)
+            self._eject(state)  # no bump: adding its first instance bumps
         old = state.instances.get(instance.instance_id)
         state.instances[instance.instance_id] = instance
         if old is None or _visible(old) != _visible(instance):
@@ -196,7 +230,42 @@ class RegistryView(Lifecycle):
         state = self.services.get(entry.service)
         if state is not None:
             state.config = entry.config
+            self._eject(state)  # outlier ejection may have been switched on or off
             state.index = self._bump()
+
+    # -- ejections, as the balancers store them -----------------------------------------
+    def _on_outliers(self, service: str, outliers: OutlierState, seq: int) -> None:
+        if seq <= self._outlier_seqs.get(service, 0):
+            return  # delivered again (the ordered consumer restarted)
+        self._outlier_seqs[service] = seq
+        self.outlier_states[service] = outliers
+        state = self.services.get(service)
+        if state is not None and self._eject(state):
+            state.index = self._bump()
+        self._ends.set()
+
+    def _eject(self, state: ServiceState) -> bool:
+        """Bring `state.ejected` to the stored records as of now; True if it changed."""
+        state.outliers = self.outlier_states.get(state.name, EMPTY)
+        now = ejected(state.outliers, self.wallclock(), enabled=state.config.outlier.enabled)
+        if now == state.ejected:
+            return False
+        state.ejected = now
+        return True
+
+    async def _end_ejections(self) -> None:
+        """Each ejection ends at its `until`, whether or not its return is ever stored."""
+        while True:
+            now = self.wallclock()
+            for state in list(self.services.values()):
+                if state.ejected and self._eject(state):
+                    state.index = self._bump()
+            wake = min((next_end(s, now) for s in self.outlier_states.values()), default=math.inf)
+            self._ends.clear()
+            # asyncio.timeout, not wait_for: see RegistrySync._loop
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if wake == math.inf else max(0.001, wake - now)):
+                    await self._ends.wait()
 
     def _bump(self) -> int:
         self.index += 1

@@ -40,6 +40,7 @@ BENCHES = {
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",
+    "ejection_dns": "bench_ejection_dns.py",
     "http": "bench_http.py",
     "failing_e2e": "bench_failing_e2e.py",
 }

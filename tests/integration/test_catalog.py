@@ -4,7 +4,9 @@ Every worker runs on its own connection, named after it; the server's monitoring
 (`/connz?subs=detail`) lists each connection's subscriptions with their queue groups. So a
 subject a worker serves that the catalog lacks, a queue group renamed, or a receiver the
 catalog forgets fails here, without looking inside the workers. That includes the NATS
-services protocol (`$SRV.PING/INFO/STATS`, for all, the worker's name, its id).
+services protocol (`$SRV.PING/INFO/STATS`, for all, the worker's name, its id), and the
+readers of the JetStream logs: an ordered consumer's deliver subject is an inbox, so the
+stream's consumers say which inbox, and the connection subscribed to it says who reads.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from natsserver import NatsServer
+from waiting import until
 from workers import run_balancer, run_collector, run_gateway, run_governor, run_registry
 
 from schemas import subjects
@@ -27,6 +30,8 @@ from services.micro import worker_name
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from nats.js import JetStreamContext
 
     from schemas.catalog import Channel
 
@@ -42,11 +47,15 @@ def monitored_server(tmp_path: Path) -> Iterator[tuple[NatsServer, int]]:
     server.stop()
 
 
-def _subscriptions(port: int) -> dict[str, set[tuple[str, str]]]:
-    """Connection name -> {(subject, queue group)}, without inboxes and NATS's own."""
+def _connz(port: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/connz?subs=detail&limit=1024"
     with urllib.request.urlopen(url, timeout=5) as reply:  # our own server
         connz: dict[str, Any] = json.load(reply)
+    return connz
+
+
+def _subscriptions(connz: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
+    """Connection name -> {(subject, queue group)}, without inboxes and NATS's own."""
     out: dict[str, set[tuple[str, str]]] = {}
     for conn in connz["connections"]:
         subs = out.setdefault(conn.get("name", ""), set())
@@ -56,6 +65,30 @@ def _subscriptions(port: int) -> dict[str, set[tuple[str, str]]]:
             ):
                 subs.add((sub["subject"], sub.get("qgroup", "")))
     return out
+
+
+def _inboxes(connz: dict[str, Any]) -> dict[str, set[str]]:
+    """Connection name -> the inboxes it subscribes to (JetStream deliver subjects too)."""
+    return {
+        conn.get("name", ""): {
+            sub["subject"]
+            for sub in conn.get("subscriptions_list_detail", [])
+            if sub["subject"].startswith("_INBOX.")
+        }
+        for conn in connz["connections"]
+    }
+
+
+async def _deliveries(js: JetStreamContext) -> dict[str, set[str]]:
+    """Each JetStream log's subject prefix -> the deliver subjects of its consumers."""
+    streams = {
+        subjects.CONFIG_LOG: subjects.CONFIG_STREAM,
+        subjects.OUTLIER_LOG: subjects.OUTLIER_STREAM,
+    }
+    return {
+        log: {c.config.deliver_subject or "" for c in await js.consumers_info(stream)}
+        for log, stream in streams.items()
+    }
 
 
 def _worker_id(subs: set[tuple[str, str]], worker: str) -> str:
@@ -93,10 +126,17 @@ async def test_catalog_matches_what_the_workers_subscribe(
             run_gateway(server.url, dns_port=-1, http_port=-1)
         )
         await asyncio.wait_for(gateway.view.synced.wait(), 5)
-        seen = await asyncio.to_thread(_subscriptions, port)
+        await until(lambda: gateway.view.outliers.following, what="the gateway's ejection watch")
+        connz = await asyncio.to_thread(_connz, port)
+        deliveries = await _deliveries(balancer.bus.nc.jetstream())
+    seen = _subscriptions(connz)
+    inboxes = _inboxes(connz)
 
     # JetStream logs' readers are ordered consumers: they subscribe to a deliver inbox
     internal = (subjects.CONFIG_LOG, subjects.OUTLIER_LOG)
+    for log in (c for c in CHANNELS if c.name in internal):
+        readers = {w for w in WORKERS if inboxes.get(w, set()) & deliveries[log.name]}
+        assert readers == _named(log), f"{log.address}: receivers say {log.receivers!r}"
     channels = [ch for ch in CHANNELS if ch.name not in internal]
     ids = {worker: _worker_id(seen.get(worker, set()), worker) for worker in WORKERS}
     for worker in WORKERS:

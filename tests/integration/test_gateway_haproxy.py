@@ -3,7 +3,8 @@
 A `server-template` with the RFC 2782 name and a `resolvers` section pointing at the
 gateway routes real HTTP requests to real aiohttp backends that the SDK keeps registered
 (tests/bench/slow_backend.py, one process per group so one can be SIGKILLed). A drained
-instance and a killed one stop receiving requests; a new one starts receiving them.
+instance and a killed one stop receiving requests; a new one starts receiving them; so
+does one the balancer ejects as an outlier, until it returns.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from waiting import until
 from workers import run_gateway, run_governor
 
 from schemas import subjects
-from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
+from schemas.balancer import CallReport
+from schemas.governor import ConfigApplied, ConfigChange, OutlierPatch, OverridePatch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -166,3 +168,32 @@ async def test_haproxy_follows_drain_kill_and_new_instances(
 
         backends.start("d")
         await until(lambda: only({"a", "d"}), timeout=15)
+
+
+async def test_haproxy_stops_sending_to_an_ejected_instance_until_it_returns(
+    bus: Bus, haproxy: str, backends: Backends
+) -> None:
+    outlier = OutlierPatch(consecutive_failures=2, max_ejected_percent=50, base_ejection_s=60)
+    await bus.request(
+        subjects.change("web"), ConfigChange(actor="ann", outlier=outlier), ConfigApplied
+    )
+    backends.start("a,b")
+    backends.start("c")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+
+        async def only(expected: set[str]) -> bool:
+            return set(await served(http, haproxy, 3 * len(expected))) == expected
+
+        await until(lambda: only({"a", "b", "c"}), timeout=15)
+        # its callers report b's calls failing: the balancer ejects it, and the gateway's
+        # answers (every SRV record, not only the first) leave it out
+        for _ in range(2):
+            await bus.publish(
+                subjects.report("web"), CallReport(instance_id="b", latency_ms=1, ok=False)
+            )
+        await until(lambda: only({"a", "c"}), timeout=15)
+        assert "b" not in await served(http, haproxy, 20)
+
+        off = ConfigChange(actor="ann", outlier=OutlierPatch(enabled=False))
+        await bus.request(subjects.change("web"), off, ConfigApplied)
+        await until(lambda: only({"a", "b", "c"}), timeout=15)

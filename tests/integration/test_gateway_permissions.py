@@ -1,5 +1,5 @@
-"""The gateway under infra/nats-auth.conf: its own user's rights are enough for DNS and
-for HTTP writes, and NATS logs no violation for it."""
+"""The gateway under infra/nats-auth.conf: its own user's rights are enough for DNS, for
+HTTP writes and for following the ejections, and NATS logs no violation for it."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ async def test_gateway_runs_on_its_own_user(server: NatsServer) -> None:  # noqa
     ):
         await asyncio.wait_for(balancer.sync.synced.wait(), 5)
         await asyncio.wait_for(gw.view.synced.wait(), 5)
+        # it follows the balancers' ejections (BATON_OUTLIERS) on its own user's rights
+        await until(lambda: gw.view.outliers.following, what="the gateway's ejection watch")
         body = {
             "Name": "web",
             "ID": "web-1",

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from builders import instance
 
+from schemas.balancer import Ejection
 from services.errors import BadRequest
 from services.gateway.http.blocking import MAX_WAIT_S, block, blocking_params
 from services.gateway.http.consul_model import parse_registration, registration_for
@@ -132,6 +133,25 @@ def test_checks_follow_health_drain_and_status() -> None:
     assert aggregated(checks) == "maintenance"
     native = _inst()  # registered over NATS: its lease is its check
     assert [c["Status"] for c in checks_of(native, "web", "dc", 3)] == ["passing", "passing"]
+
+
+def test_an_ejected_instance_has_a_critical_outlier_check() -> None:
+    ejection = Ejection(
+        since=1_700_000_000.0, until=1_700_000_030.5, reason="consecutive_failures: 5", times=2
+    )
+    checks = checks_of(_inst(), "web", "dc", 3, ejection)
+    outlier = checks[-1]
+    assert outlier["CheckID"] == "baton:outlier:web-1"
+    assert outlier["Name"] == "baton:outlier"
+    assert outlier["Status"] == "critical"
+    assert outlier["Output"] == (
+        "ejected until 2023-11-14T22:13:50.500+00:00 (since 2023-11-14T22:13:20.000+00:00, "
+        "ejection 2 in a row): consecutive_failures: 5"
+    )
+    assert aggregated(checks) == "critical"  # so ?passing leaves it out
+    assert aggregated(checks_of(_inst(drained=True), "web", "dc", 3, ejection)) == "maintenance"
+    labels = target_group(_inst(), "web", aggregated(checks))["labels"]
+    assert labels["__meta_baton_health"] == "critical"
 
 
 def test_rendered_fields_prometheus_and_traefik_read() -> None:

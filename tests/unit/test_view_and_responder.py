@@ -19,12 +19,14 @@ import pytest
 from builders import instance
 from nats.aio.client import Client
 
-from schemas.governor import ConfigApplied, ServiceConfig
+from schemas.balancer import Ejection, OutlierState
+from schemas.governor import ConfigApplied, OutlierConfig, ServiceConfig
 from services import logs
 from services.bus import Bus
 from services.gateway.dns.names import instance_label
 from services.gateway.dns.responder import Responder
 from services.view import RegistryView
+from services.view.ejections import ejected, next_end
 from services.view.rules import WARMUP_STEPS, in_panic, warm_weight
 
 if TYPE_CHECKING:
@@ -33,8 +35,18 @@ if TYPE_CHECKING:
 LOG = logs.get_logger("test")
 
 
-def view(*, loaded: bool = True) -> RegistryView:
-    v = RegistryView(Bus(Client(), LOG), LOG)
+class Wall:
+    """A wall clock the test moves (ejections end at Unix times)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def view(*, loaded: bool = True, wall: Wall | None = None) -> RegistryView:
+    v = RegistryView(Bus(Client(), LOG), LOG, wallclock=wall or Wall())
     v.sync.snapshots = int(loaded)  # as the sync counts its first snapshot
     return v
 
@@ -61,7 +73,74 @@ def test_panic_at_or_below_the_threshold() -> None:
     assert not in_panic(0, 0, 0.5)
 
 
+def outliers(**until: float) -> OutlierState:
+    """A stored ejection state: instance id -> until (Unix seconds)."""
+    return OutlierState(
+        ejected={
+            iid: Ejection(since=t - 30, until=t, reason=f"{iid} failed", times=1)
+            for iid, t in until.items()
+        },
+        held={"held-by-the-cap": 999_999.0},
+    )
+
+
+def test_who_is_ejected_is_what_the_records_say_until_their_end() -> None:
+    state = outliers(a=100.0, b=200.0)
+    assert ejected(state, 99.0) == {"a", "b"}
+    assert ejected(state, 100.0) == {"b"}  # over at its until, returned or not
+    assert ejected(state, 150.0, enabled=False) == set()  # ejection off: everyone back
+    assert "held-by-the-cap" not in ejected(state, 0.0)  # the cap keeps it serving
+    assert next_end(state, 50.0) == 100.0
+    assert next_end(state, 100.0) == 200.0
+    assert next_end(state, 200.0) == float("inf")
+
+
 # -- the view ------------------------------------------------------------------------------
+async def test_ejections_leave_serving_move_the_index_and_end_on_time() -> None:
+    wall = Wall()
+    v = view(wall=wall)
+    for iid in ("a", "b", "c"):
+        v.upsert("api", instance(iid))
+    before = v.service_index("api")
+    v._on_outliers("api", outliers(b=wall.now + 30), seq=5)
+    state = v.services["api"]
+    assert [i.instance_id for i in state.serving()[0]] == ["a", "c"]
+    assert state.ejection("b") is not None
+    assert state.ejection("a") is None
+    assert v.service_index("api") > before  # blocking queries wake
+    moved = v.service_index("api")
+    v._on_outliers("api", outliers(b=wall.now + 90), seq=4)  # older than what it has
+    assert state.ejection("b").until == wall.now + 30  # type: ignore[union-attr]
+    v._on_outliers("other", outliers(x=wall.now + 30), seq=6)  # no such service yet
+    assert v.service_index("api") == moved
+    v.upsert("other", instance("x"))  # it arrives ejected
+    v.upsert("other", instance("y"))
+    assert [i.instance_id for i in v.services["other"].serving()[0]] == ["y"]
+    # in panic the unhealthy serve, the ejected still not (the balancer picks none either)
+    await configure(v, ServiceConfig(service="api", protect_threshold=0.9))
+    v.upsert("api", with_(instance("c"), healthy=False))
+    serving, panic = state.serving()
+    assert panic
+    assert [i.instance_id for i in serving] == ["a", "c"]
+    # switched off: everyone is back at once; on again: the record still holds
+    off = OutlierConfig(enabled=False)
+    await configure(v, ServiceConfig(service="api", protect_threshold=0.9, outlier=off))
+    assert [i.instance_id for i in state.serving()[0]] == ["a", "b", "c"]
+    await configure(v, ServiceConfig(service="api", protect_threshold=0.9))
+    assert state.ejection("b") is not None
+    # the ejection ends at its until though no return was ever stored
+    task = asyncio.create_task(v._end_ejections())
+    try:
+        at = v.service_index("api")
+        wall.now += 30
+        v._ends.set()  # the clock jumped: as the timer would wake at the until
+        await asyncio.wait_for(v.wait(at, 5, "api"), 5)
+        assert state.ejection("b") is None
+        assert [i.instance_id for i in state.serving()[0]] == ["a", "b", "c"]
+    finally:
+        task.cancel()
+
+
 async def test_index_moves_with_visible_changes_only() -> None:
     v = view()
     assert v.index == 1
@@ -160,6 +239,15 @@ async def test_pick_first_and_answers_follow_the_view(dns_view: Any) -> None:
     v.upsert("Web", with_(instance("a"), port=1, drained=True))
     reply = await ask(r, "web.service.baton", "SRV")
     assert [x.port for x in reply.answer[0]] == [2, 3, 4]
+    # ejected by the balancers: out of every record, as drained; its own name answers
+    v._on_outliers("Web", outliers(c=v.wallclock() + 30), seq=1)
+    reply = await ask(r, "web.service.baton", "SRV")
+    assert [x.port for x in reply.answer[0]] == [2, 4]
+    pick.first = "c"  # a balancer that has not seen the ejection yet: stable order
+    reply = await ask(r, "web.service.baton", "SRV")
+    assert [x.port for x in reply.answer[0]] == [2, 4]
+    reply = await ask(r, f"{instance_label('c')}.web.instance.baton", "SRV")
+    assert [x.port for x in reply.answer[0]] == [3]
 
 
 async def test_zone_filter_and_names_as_hosts(dns_view: Any) -> None:

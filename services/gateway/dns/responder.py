@@ -2,14 +2,17 @@
 
 - `<service>.service...` (and the RFC 2782, zone and tag forms, names.py): A/AAAA/ANY give
   the addresses, SRV the SRV records with the targets' addresses in the additional
-  section, of every instance that may take traffic (healthy, not drained, weight > 0),
-  the strategy's pick first (answers.py). Other types: NOERROR with no answer (NODATA).
+  section, of every instance that may take traffic (healthy, not drained, weight > 0,
+  not ejected by the balancers as an outlier), the strategy's pick first (answers.py).
+  Other types: NOERROR with no answer (NODATA).
 - `<instance>.<service>.instance...`: that instance's address (a CNAME when its host is
   a name), registered instances only, whatever their health.
 - Unknown names, and services with no instance taking traffic (in that zone): NXDOMAIN.
   Negative answers carry the zone's SOA. Names outside the domain: REFUSED.
 - Panic (the protection threshold, services/view/rules.py): as resolve does, unhealthy
   instances are answered too, so clients spread over all of them; logged `dns.panic`.
+  Ejected ones are not, in panic either (nor does resolve pick them); an outlier the
+  cap keeps serving is not ejected, so it is answered (services/view/ejections.py).
 - Malformed packets: FORMERR when the header can be read, else dropped; counted, logged.
 - Before the view has its first snapshot of the registry (the gateway just started):
   SERVFAIL, so resolvers and HAProxy keep what they had rather than act on NXDOMAIN.

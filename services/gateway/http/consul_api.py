@@ -211,11 +211,14 @@ class ConsulApi:
         index, wait = blocking_params(request.query)
         at = await block(self.view, index, wait, name, self.closing)
         passing = _flag(request.query, "passing")
+        state = self.view.service(name)
         body = []
         for inst in self._instances(request, name):
-            if passing and aggregated(checks_of(inst, name, self.datacenter, at)) != "passing":
+            ejection = state.ejection(inst.instance_id) if state is not None else None
+            checks = checks_of(inst, name, self.datacenter, at, ejection)
+            if passing and aggregated(checks) != "passing":
                 continue
-            body.append(health_entry(inst, name, self.datacenter, at))
+            body.append(health_entry(inst, name, self.datacenter, at, ejection))
         return json(body, headers=self._headers(at))
 
     async def status_leader(self, request: web.Request) -> web.Response:

@@ -2,7 +2,11 @@
 
     lease lapsed (unhealthy)            its service check critical ("TTL expired")
     drained by an operator              plus `_service_maintenance:<id>` critical
+    ejected by the balancers            plus `baton:outlier:<id>` critical (why, until when)
     otherwise                           its check's status (passing for NATS instances)
+
+So `?passing` leaves out drained and ejected instances, as DNS does; the catalog lists
+every registered one, whatever its checks (as Consul's catalog does).
 
 Baton has no nodes: each host is one, named by its address. The registration a gateway
 rebuilds from the listing (`from_instance`) is how any gateway changes a check's status.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from services.gateway.http.consul_model import (
@@ -25,10 +30,12 @@ from services.gateway.http.consul_model import (
 )
 
 if TYPE_CHECKING:
+    from schemas.balancer import Ejection
     from schemas.registry import Instance
     from services.gateway.http.consul_model import Status
 
 __all__ = [
+    "OUTLIER_CHECK",
     "aggregated",
     "catalog_entry",
     "check_id_of",
@@ -36,10 +43,12 @@ __all__ = [
     "from_instance",
     "health_entry",
     "node_of",
+    "outlier_check_id",
     "service_tags",
     "status_of",
 ]
 
+OUTLIER_CHECK: Final = "baton:outlier"  # the check's name; its id adds `:<instance id>`
 _NODE_NS: Final = uuid.UUID("6c0e2b58-4c1f-4d3a-9a5e-6b61746f6e00")
 # The order Consul ranks check statuses in when it sums them up (Prometheus does the same).
 _RANK: Final = {"maintenance": 3, "critical": 2, "warning": 1, "passing": 0}
@@ -147,9 +156,24 @@ def _service(inst: Instance, service: str, index: int) -> dict[str, Any]:
     }
 
 
-def checks_of(inst: Instance, service: str, datacenter: str, index: int) -> list[dict[str, Any]]:
+def outlier_check_id(instance_id: str) -> str:
+    return f"{OUTLIER_CHECK}:{instance_id}"
+
+
+def _when(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
+
+
+def checks_of(
+    inst: Instance,
+    service: str,
+    datacenter: str,
+    index: int,
+    ejection: Ejection | None = None,
+) -> list[dict[str, Any]]:
     """The node's serf check (always passing: the gateway answers), the instance's check,
-    and Consul's maintenance check when an operator drained it."""
+    Consul's maintenance check when an operator drained it, and a critical
+    `baton:outlier` check while the balancers have it ejected (`ejection`)."""
     node = inst.host
     status = status_of(inst)
     output = (
@@ -199,6 +223,25 @@ def checks_of(inst: Instance, service: str, datacenter: str, index: int) -> list
                 "Type": "maintenance",
             }
         )
+    if ejection is not None:
+        checks.append(
+            {
+                **common,
+                "CheckID": outlier_check_id(inst.instance_id),
+                "Name": OUTLIER_CHECK,
+                "Status": "critical",
+                "Notes": "ejected as an outlier by Baton's balancer (outlier ejection)",
+                "Output": (
+                    f"ejected until {_when(ejection.until)} "
+                    f"(since {_when(ejection.since)}, ejection {ejection.times} in a row): "
+                    f"{ejection.reason}"
+                ),
+                "ServiceID": inst.instance_id,
+                "ServiceName": service,
+                "ServiceTags": service_tags(inst),
+                "Type": "baton-outlier",
+            }
+        )
     del datacenter  # Consul's checks carry no datacenter; kept for a uniform signature
     return checks
 
@@ -217,12 +260,18 @@ def aggregated(checks: list[dict[str, Any]]) -> str:
     return worst
 
 
-def health_entry(inst: Instance, service: str, datacenter: str, index: int) -> dict[str, Any]:
+def health_entry(
+    inst: Instance,
+    service: str,
+    datacenter: str,
+    index: int,
+    ejection: Ejection | None = None,
+) -> dict[str, Any]:
     """One element of `/v1/health/service/<name>`."""
     return {
         "Node": node_of(inst, datacenter),
         "Service": _service(inst, service, index),
-        "Checks": checks_of(inst, service, datacenter, index),
+        "Checks": checks_of(inst, service, datacenter, index, ejection),
     }
 
 

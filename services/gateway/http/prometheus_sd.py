@@ -5,7 +5,8 @@ have HTTP discovery. Every instance is one target group, labelled as Consul disc
 labels its targets, with `__meta_baton_` in place of `__meta_consul_`:
 
     __meta_baton_service, __meta_baton_service_id, __meta_baton_zone, __meta_baton_version,
-    __meta_baton_health (passing, warning, critical or maintenance, as Consul sums checks),
+    __meta_baton_health (passing, warning, critical or maintenance, as Consul sums checks;
+        critical while the balancers have the instance ejected as an outlier),
     __meta_baton_tags (",a,b," as Consul's, so a regex `.*,a,.*` matches a tag),
     __meta_baton_metadata_<key> for each metadata key (characters outside [A-Za-z0-9_] as _)
 
@@ -67,7 +68,9 @@ class PrometheusSd:
             if wanted and name not in wanted:
                 continue
             for inst in sorted(state.instances.values(), key=lambda i: i.instance_id):
-                health = aggregated(checks_of(inst, name, self.datacenter, state.index))
+                ejection = state.ejection(inst.instance_id)
+                checks = checks_of(inst, name, self.datacenter, state.index, ejection)
+                health = aggregated(checks)
                 if passing and health != "passing":
                     continue
                 groups.append(target_group(inst, name, health))
