@@ -94,8 +94,7 @@ class Balancer(Lifecycle):
         self.pools: dict[str, Pool] = {}
         self.node = secrets.token_hex(4)  # prefixes this replica's pick tokens
         self._prefix = self.node + "."
-        # pick tokens node.1, node.2, ...: one C call each, where += and an f-string are two
-        self._tokens = map(f"{self._prefix}{{}}".format, itertools.count(1))
+        self._picks = itertools.count(1)  # pick tokens: node.1, node.2, ...
         # picks not yet reported, oldest first: when, token, member, one deque each. No
         # tuple a pick: each would count towards a garbage collection (one every 700
         # resolves), and a queue of some hundred thousand for it to walk.
@@ -200,7 +199,7 @@ class Balancer(Lifecycle):
             member, strategy, panic = pool.pick(req.strategy, req.key, req.zone, exclude, now)
         if not req.track:  # no report will close it: not in flight, no token
             return self.replies.endpoint(service, member, strategy, panic, "")
-        token = next(self._tokens)
+        token = f"{self._prefix}{next(self._picks)}"  # faster than += on an attribute
         member.picked(token, now)
         self._open_at.append(now)
         self._open_tokens.append(token)
