@@ -10,6 +10,7 @@ messages already received), leave the worker, drain the connection.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -77,6 +78,9 @@ def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: s
             loop.add_signal_handler(sig, stop.set)
         await serve(name, factory, settings=settings, bus_settings=bus_settings, log=log, stop=stop)
 
+    # What the imports built lives as long as the process: the collector need not walk it
+    # again (a full collection of those ~40k objects stalls every message for 7-10 ms).
+    gc.freeze()
     try:
         asyncio.run(run())
     except NotAuthorized as exc:

@@ -42,7 +42,7 @@ def test_reply_is_the_encoded_endpoint(metadata: dict[str, str], *, panic: bool)
     member = Member(instance("a", weight=30, zone="z1", metadata=metadata))
     cache = ReplyCache()
     for token in ("n1.1", "n1.2", "abcdef01.123456789"):
-        reply = cache.endpoint(member, "least_connections", panic=panic, pick=token)
+        reply = cache.endpoint("api", member, "least_connections", panic, token)
         assert reply == encoded(member, "least_connections", token, panic=panic)
         assert msgspec.json.decode(reply, type=Endpoint).pick == token
 
@@ -50,8 +50,8 @@ def test_reply_is_the_encoded_endpoint(metadata: dict[str, str], *, panic: bool)
 def test_strategies_are_kept_apart() -> None:
     member = Member(instance("a"))
     cache = ReplyCache()
-    rr = cache.endpoint(member, "round_robin", panic=False, pick="t")
-    lc = cache.endpoint(member, "least_connections", panic=False, pick="t")
+    rr = cache.endpoint("api", member, "round_robin", panic=False, pick="t")
+    lc = cache.endpoint("api", member, "least_connections", panic=False, pick="t")
     assert msgspec.json.decode(rr, type=Endpoint).strategy == "round_robin"
     assert msgspec.json.decode(lc, type=Endpoint).strategy == "least_connections"
 
@@ -59,10 +59,32 @@ def test_strategies_are_kept_apart() -> None:
 def test_a_changed_member_is_encoded_anew_once_forgotten() -> None:
     member = Member(instance("a", weight=10))
     cache = ReplyCache()
-    cache.endpoint(member, "weighted", panic=False, pick="t")
+    cache.endpoint("api", member, "weighted", panic=False, pick="t")
     member.update(instance("a", weight=70, metadata={"v": "2"}))
     cache.forget(member)
     reply = msgspec.json.decode(
-        cache.endpoint(member, "weighted", panic=False, pick="t"), type=Endpoint
+        cache.endpoint("api", member, "weighted", panic=False, pick="t"), type=Endpoint
     )
     assert (reply.weight, reply.metadata) == (70, {"v": "2"})
+
+
+def test_answers_are_counted_per_service_member_and_strategy_until_taken() -> None:
+    a, b = Member(instance("a")), Member(instance("b"))
+    cache = ReplyCache()
+    for member, strategy, panic in [
+        (a, "weighted", False),
+        (a, "weighted", True),  # panic or not, the same pick count
+        (a, "random", False),
+        (b, "weighted", False),
+    ]:
+        cache.endpoint("api", member, strategy, panic, "t")
+    cache.forget(a)  # a changed: its answers are encoded anew, what it was given still counts
+    cache.endpoint("api", a, "weighted", panic=False, pick="")
+    assert cache.take() == {
+        ("api", a, "weighted"): 3,
+        ("api", a, "random"): 1,
+        ("api", b, "weighted"): 1,
+    }
+    assert cache.take() == {}
+    cache.endpoint("api", b, "weighted", panic=False, pick="t")
+    assert cache.take() == {("api", b, "weighted"): 1}
