@@ -161,6 +161,55 @@ async def test_consecutive_failures_eject_until_the_time_is_over(
 
 
 @pytest.mark.usefixtures("governor")
+async def test_a_returned_instance_is_on_probation_until_a_call_succeeds(
+    bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
+) -> None:
+    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **FAST)
+    await fleet(bus, events, [balancer], ["a", "b", "c", "d"])
+    for iid in ("a", "b"):
+        await report(bus, iid, ok=False, times=3)
+        await outlier_events.wait("ejected", iid)
+    await outlier_events.wait("returned", "a")
+    await outlier_events.wait("returned", "b")
+
+    # "a" fails once after its return, before any success: ejected again at once, for the
+    # next multiple (0.6 s x 2)
+    await report(bus, "a", ok=False)
+    await until(lambda: len(outlier_events.of("ejected", "a")) == 2, what="a ejected again")
+    again = outlier_events.of("ejected", "a")[1]
+    assert again.reason == "probation: a call failed before any succeeded since it returned"
+    assert again.ejections == 2
+    assert (again.until - again.at).total_seconds() == pytest.approx(1.2, abs=0.01)
+
+    # "b" succeeds first: its probation is over, and only the third failure in a row
+    # ejects it (on probation the first would have, with the probation reason)
+    await report(bus, "b", ok=True)
+    await report(bus, "b", ok=False, times=3)
+    await until(lambda: len(outlier_events.of("ejected", "b")) == 2, what="b ejected again")
+    assert outlier_events.of("ejected", "b")[1].reason == (
+        "consecutive_failures: 3 failed calls in a row"
+    )
+
+
+@pytest.mark.usefixtures("governor")
+async def test_without_probation_a_returned_instance_needs_the_whole_row(
+    bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
+) -> None:
+    await configure(
+        bus, [balancer], consecutive_failures=3, max_ejected_percent=50, probation=False, **FAST
+    )
+    await fleet(bus, events, [balancer], ["a", "b", "c"])
+    await report(bus, "a", ok=False, times=3)
+    await outlier_events.wait("ejected", "a")
+    await outlier_events.wait("returned", "a")
+    await report(bus, "a", ok=False, times=3)  # ejected at the third, not the first
+    await until(lambda: len(outlier_events.of("ejected", "a")) == 2, what="a ejected again")
+    assert outlier_events.of("ejected", "a")[1].reason == (
+        "consecutive_failures: 3 failed calls in a row"
+    )
+
+
+@pytest.mark.usefixtures("governor")
 async def test_the_cap_keeps_the_rest_serving_and_says_so(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
 ) -> None:
@@ -235,6 +284,7 @@ async def test_out_of_range_settings_are_a_400_naming_the_field(bus: Bus) -> Non
         (b'{"actor":"x","outlier":{"interval_s":0}}', "interval_s must be"),
         (b'{"actor":"x","outlier":{"max_ejected_percent":200}}', "max_ejected_percent must"),
         (b'{"actor":"x","outlier":{"base_ejection_s":500}}', "max_ejection_s (300) must"),
+        (b'{"actor":"x","outlier":{"probation":"no"}}', "probation must be true or false"),
     ):
         reply = await bus.nc.request(subjects.change(SERVICE), raw, timeout=2)
         assert reply.headers is not None
@@ -367,7 +417,7 @@ async def test_cli_sets_outlier_fields_and_shows_them(nats_server: NatsServer) -
     code, _ = await baton(nats_server.url, "set", SERVICE, "outlier", "enabled=true")
     assert code == 0
     code, shown = await baton(nats_server.url, "config", SERVICE)
-    assert "on, 3 failures in a row, success rate, every 10 s" in shown  # 3 was kept
+    assert "on, 3 failures in a row, success rate, probation, every 10 s" in shown  # 3 was kept
     for bad in ("interval_s=0", "nonsense=1"):
         proc = await asyncio.create_subprocess_exec(
             BATON, "set", SERVICE, "outlier", bad, "--actor", "ann",
