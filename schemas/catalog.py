@@ -138,8 +138,8 @@ class Channel:
 
     @property
     def name(self) -> str:
-        """The address without its parameters: `registry.v1.register`."""
-        return _TOKEN.sub("", self.address).rstrip(".")
+        """The address up to its parameters: `registry.v1.register`."""
+        return self.address.split("{", 1)[0].rstrip(".")
 
     @property
     def id(self) -> str:
@@ -301,7 +301,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         _each(subjects.BALANCER_EVENTS),
         OutlierEvent,
         None,
-        sender="balancer (the replica that stored the decision)",
+        sender="balancer (the stream BATON_OUTLIERS, republishing the stored decision)",
         receivers="collector, anyone",
         op=PUBLISH,
         summary="Extension: an instance ejected as an outlier, or returned; once each.",
@@ -317,15 +317,28 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         summary="Extension: who is ejected now, the cap, and the outliers it kept serving.",
     ),
     Channel(
-        _each(subjects.OUTLIER_LOG),
+        _each(subjects.OUTLIER_LOG) + "." + subjects.OUTLIER_STATE,
         OutlierState,
         None,
         sender="balancer (JetStream stream BATON_OUTLIERS, compare-and-set)",
         receivers="balancer, gateway (ordered consumers)",
         op=PUBLISH,
-        summary="Internal: the ejection state of each service, one subject per service "
-        "(the gateway leaves the instances it ejects out of DNS and ?passing); read it "
-        "through balancer.v1.ejections.",
+        summary="Internal: a service's ejection state when a change makes no event (the "
+        "cap holding an outlier); the gateway leaves the instances ejected out of DNS and "
+        "?passing; read it through balancer.v1.ejections.",
+        key=f"{subjects.OUTLIER_LOG}.{subjects.OUTLIER_STATE}",
+    ),
+    Channel(
+        _each(subjects.OUTLIER_LOG) + "." + subjects.OUTLIER_EVENT,
+        OutlierEvent,
+        None,
+        sender="balancer (JetStream stream BATON_OUTLIERS, compare-and-set)",
+        receivers="balancer, gateway (ordered consumers)",
+        op=PUBLISH,
+        summary="Internal: an ejection or a return as stored, the service's OutlierState "
+        f"in header {subjects.OUTLIER_STATE_HEADER}; the stream republishes it to "
+        "balancer.v1.events.{service}, so storing it is publishing it.",
+        key=f"{subjects.OUTLIER_LOG}.{subjects.OUTLIER_EVENT}",
     ),
     Channel(
         _each(subjects.PICKS),

@@ -72,7 +72,7 @@ RULES: Final[dict[str, str]] = {
     "delete": "delete must be true or false",
     "warmup_s": "warmup_s must be a number of seconds 0..3600",
     "outlier": "outlier must be an object of enabled, consecutive_failures, interval_s, "
-    "base_ejection_s, max_ejection_s, max_ejected_percent, success_rate",
+    "base_ejection_s, max_ejection_s, max_ejected_percent, success_rate, probation",
     "enabled": "enabled must be true or false",
     "consecutive_failures": "consecutive_failures must be an integer 1..1000",
     "interval_s": "interval_s must be a number of seconds 0.05..3600",
@@ -82,6 +82,7 @@ RULES: Final[dict[str, str]] = {
     "max_ejected_percent": "max_ejected_percent must be a number 0..100 "
     "(at least one instance may always be ejected)",
     "success_rate": "success_rate must be true or false",
+    "probation": "probation must be true or false",
     "reports": "reports must be a list of at most 10000 call reports",
     "to_revision": "to_revision must be an integer >= 0: a revision listed by governor.v1.history",
     "since_revision": "since_revision must be an integer >= 0 (0 = from the oldest kept)",

@@ -74,6 +74,8 @@ class OutlierConfig(Struct, frozen=True, kw_only=True, gc=False):
     mean - 1.9 standard deviations, gets no picks for `base_ejection_s` x its ejections
     in a row (at most `max_ejection_s`; the count falls by one per healthy `interval_s`).
     At most `max_ejected_percent` of the instances are ejected at once, but at least one.
+    With `probation`, a returned instance whose call fails before one succeeds (calls
+    started since its return) is ejected again at once (Finagle's failure accrual).
     """
 
     enabled: bool = True
@@ -83,6 +85,7 @@ class OutlierConfig(Struct, frozen=True, kw_only=True, gc=False):
     max_ejection_s: EjectSeconds = 300.0
     max_ejected_percent: Percent = 10.0
     success_rate: bool = True
+    probation: bool = True  # a returned instance's first failure before a success re-ejects
 
 
 class OutlierPatch(Struct, frozen=True, kw_only=True, gc=False):
@@ -95,6 +98,7 @@ class OutlierPatch(Struct, frozen=True, kw_only=True, gc=False):
     max_ejection_s: EjectSeconds | UnsetType = UNSET
     max_ejected_percent: Percent | UnsetType = UNSET
     success_rate: bool | UnsetType = UNSET
+    probation: bool | UnsetType = UNSET
 
 
 class ServiceConfig(Struct, frozen=True, kw_only=True, gc=False):

@@ -113,9 +113,14 @@ PICKS: Final = "balancer.v1.picks"  # extension: per-interval pick counts
 REPORTS: Final = "balancer.v1.reports"  # extension: batched call reports
 BALANCER_EVENTS: Final = "balancer.v1.events"  # extension: ejections and returns
 EJECTIONS: Final = "balancer.v1.ejections"  # extension: who is ejected now
-# JetStream: the ejection state, one subject per service (internal)
+# JetStream: each service's ejection state, stored on `.state` when a change makes no
+# event and on `.event` (the event, the state in a header) when it does; the stream
+# republishes what it stored on `.event` to balancer.v1.events.{service} (internal)
 OUTLIER_STREAM: Final = "BATON_OUTLIERS"
 OUTLIER_LOG: Final = "baton.outliers.v1"
+OUTLIER_STATE: Final = "state"
+OUTLIER_EVENT: Final = "event"
+OUTLIER_STATE_HEADER: Final = "Baton-Outlier-State"
 
 
 # -- governor ----------------------------------------------------------------------------
@@ -206,5 +211,27 @@ def ejections(service: str) -> str:
     return _of(EJECTIONS, service)
 
 
-def outlier_log(service: str) -> str:
-    return _of(OUTLIER_LOG, service)
+def outlier_state(service: str) -> str:
+    return f"{_of(OUTLIER_LOG, service)}.{OUTLIER_STATE}"
+
+
+def outlier_event(service: str) -> str:
+    return f"{_of(OUTLIER_LOG, service)}.{OUTLIER_EVENT}"
+
+
+def outlier_records(service: str) -> str:
+    """Both of a service's subjects: what its compare-and-set is checked against."""
+    return f"{_of(OUTLIER_LOG, service)}.*"
+
+
+def outlier_republish() -> tuple[str, str]:
+    """The stream's republish: every stored event to balancer.v1.events.{service}."""
+    return f"{OUTLIER_LOG}.*.{OUTLIER_EVENT}", f"{BALANCER_EVENTS}.{{{{wildcard(1)}}}}"
+
+
+def outlier_record_of(subject: str) -> tuple[str, str]:
+    """(service, `state` or `event`) of a subject of the outlier stream."""
+    head, _, kind = subject.rpartition(".")
+    if kind not in (OUTLIER_STATE, OUTLIER_EVENT):
+        raise InvalidNameError(f"not an outlier record subject: {subject!r}")
+    return service_from(head, OUTLIER_LOG), kind

@@ -1,13 +1,18 @@
 """Outlier ejection across balancer replicas: decide, store once, apply everywhere.
 
 Every replica sees every call report, so each may find the same outlier. A decision is
-stored in JetStream (stream BATON_OUTLIERS, one subject per service holding the service's
-`OutlierState`) with compare-and-set on the subject's last sequence: of the replicas that
-decide the same ejection, one stores it and publishes the event; the others' writes fail,
-they read the state again and find it done. Every replica applies the stored state (an
-ordered consumer delivers each service's latest state at start, then every new one:
-services/view/ejections.py, the reader the gateway runs too), so they agree on who is
-ejected; an ejection ends at its `until` on every replica alike.
+stored in JetStream (stream BATON_OUTLIERS) with compare-and-set on the last sequence of
+the service's two subjects: a change that makes an event (an ejection, one return) is
+stored as the event itself on `baton.outliers.v1.{service}.event`, the service's new
+`OutlierState` in a header; one that makes none (the cap holding an outlier) as the state
+on `.state`. The stream republishes each stored event to balancer.v1.events.{service}, so
+storing it is publishing it: an event is on the wire exactly when it is stored, once,
+whoever stored it, and a crash after the store loses nothing. Of the replicas that decide
+the same ejection, one stores it; the others' writes fail (and are not republished), they
+read the state again and find it done. Every replica applies the stored state (an
+ordered consumer delivers each service's latest state at start, then every new one), so
+they agree on who is ejected (services/view/ejections.py, the reader the gateway runs
+too); an ejection ends at its `until` on every replica alike.
 The cap (max_ejected_percent) is checked inside the same compare-and-set, so two
 replicas ejecting two instances at once cannot pass it together.
 
@@ -34,7 +39,7 @@ from schemas.governor import OutlierConfig
 from services.balancer import outliers
 from services.jetstream import WRONG_LAST_SEQUENCE
 from services.lifecycle import Lifecycle
-from services.view.ejections import OutlierWatch, decode_state
+from services.view.ejections import OutlierWatch, state_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,10 +49,10 @@ if TYPE_CHECKING:
     from services.balancer.pool import Pool
     from services.bus import Bus
 
-    # A transition: (state now, wall clock) -> (the state to store, the events it makes),
-    # or None when there is nothing to store.
+    # A transition: (state now, wall clock) -> (the state to store, the event it makes
+    # if any), or None when there is nothing to store.
     Change: TypeAlias = Callable[
-        [OutlierState, float], tuple[OutlierState, list[OutlierEvent]] | None
+        [OutlierState, float], tuple[OutlierState, OutlierEvent | None] | None
     ]
 
 __all__ = ["Ejector", "ensure_outlier_stream"]
@@ -55,6 +60,7 @@ __all__ = ["Ejector", "ensure_outlier_stream"]
 _ATTEMPTS = 10  # compare-and-set rounds before a decision is given up (logged)
 _MAX_NAP_S = 1.0  # the sweep loop wakes at least this often (new services, config)
 _encode = msgspec.json.Encoder().encode
+_CAS_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"  # server 2.11+: a filter
 _EMPTY = OutlierState()
 _DEFAULTS = OutlierConfig()
 
@@ -65,18 +71,24 @@ class _Stale(Exception):  # a signal, not an error
 
 async def ensure_outlier_stream(bus: Bus, *, replicas: int) -> None:
     js = bus.nc.jetstream()
+    src, dest = subjects.outlier_republish()
     config = api.StreamConfig(
         name=subjects.OUTLIER_STREAM,
         subjects=[subjects.every(subjects.OUTLIER_LOG)],
         storage=api.StorageType.FILE,
         retention=api.RetentionPolicy.LIMITS,
-        max_msgs_per_subject=1,  # only the latest state of a service matters
+        max_msgs_per_subject=1,  # only the latest state (and event) of a service matters
         discard=api.DiscardPolicy.OLD,
         num_replicas=replicas,
         allow_direct=True,
+        republish=api.RePublish(src=src, dest=dest),  # storing an event publishes it
     )
-    with contextlib.suppress(nats.js.errors.BadRequestError):  # exists already
+    try:
         await js.add_stream(config)
+    except nats.js.errors.BadRequestError:  # exists: with the republish of this version?
+        info = await js.stream_info(subjects.OUTLIER_STREAM)
+        if info.config.republish is None:
+            await js.update_stream(config)
 
 
 class Ejector(Lifecycle):
@@ -188,7 +200,7 @@ class Ejector(Lifecycle):
     async def _eject(self, service: str, instance_id: str, reason: str) -> None:
         def change(
             state: OutlierState, now: float
-        ) -> tuple[OutlierState, list[OutlierEvent]] | None:
+        ) -> tuple[OutlierState, OutlierEvent | None] | None:
             pool = self.pools.get(service)
             if pool is None or instance_id not in pool.members or not pool.outlier.enabled:
                 return None
@@ -206,13 +218,13 @@ class Ejector(Lifecycle):
                 self.log.warning(
                     "outlier.capped", service=service, instance_id=instance_id, reason=reason
                 )
-                return out.state, []
+                return out.state, None
             e = out.ejection
             count = len(outliers.active(out.state, now))
             event = self._event(
                 "ejected", service, instance_id, e.until, reason, e.times, now, ejected=count
             )
-            return out.state, [event]
+            return out.state, event
 
         try:
             await self._commit(service, change)
@@ -229,32 +241,25 @@ class Ejector(Lifecycle):
             for iid, reason in outliers.success_rate_outliers(calls):
                 await self._eject(service, iid, reason)
 
-    def _returns(self, service: str) -> Change:
-        def change(
-            state: OutlierState, now: float
-        ) -> tuple[OutlierState, list[OutlierEvent]] | None:
+    def _return_one(self, service: str) -> Change:
+        """The first instance whose ejection is over returns (one event per stored record)."""
+
+        def change(state: OutlierState, now: float) -> tuple[OutlierState, OutlierEvent] | None:
             pool = self.pools.get(service)
             enabled = pool is not None and pool.outlier.enabled
             back = outliers.due(state, now) if enabled else sorted(state.ejected)
             if not back:
                 return None
+            iid = back[0]
             interval = (pool.outlier if pool else _DEFAULTS).interval_s
-            new = outliers.release(state, back, now=now, interval_s=interval)
+            new = outliers.release(state, [iid], now=now, interval_s=interval)
             why = "ejection time over" if enabled else "outlier ejection disabled"
-            events = [
-                self._event(
-                    "returned",
-                    service,
-                    iid,
-                    state.ejected[iid].until,
-                    why,
-                    state.ejected[iid].times,
-                    now,
-                    ejected=len(outliers.active(new, now)),
-                )
-                for iid in back
-            ]
-            return new, events
+            e = state.ejected[iid]
+            ejected = len(outliers.active(new, now))
+            event = self._event(
+                "returned", service, iid, e.until, why, e.times, now, ejected=ejected
+            )
+            return new, event
 
         return change
 
@@ -282,27 +287,27 @@ class Ejector(Lifecycle):
             node=self.node,
         )
 
-    async def _commit(self, service: str, change: Change) -> None:
-        """Store `change` over the latest state with compare-and-set; publish its events."""
+    async def _commit(self, service: str, change: Change) -> bool:
+        """Store `change` over the latest state with compare-and-set (its event, if any, is
+        published by the store); True if something was stored."""
         for _ in range(_ATTEMPTS):
             state = self.states.get(service, _EMPTY)
             seq = self.seqs.get(service, 0)
             made = change(state, self.wallclock())
             if made is None:
-                return
-            new, events = made
+                return False
+            new, event = made
             try:
-                seq = await self._store(service, new, seq)
+                seq = await self._store(service, new, event, seq)
             except _Stale:
                 self.lost += 1
                 await self._reload(service)
                 continue
             except (nats.errors.Error, OSError) as exc:
                 self.log.warning("outlier.store_failed", service=service, error=repr(exc))
-                return
+                return False
             self._take(service, new, seq)
-            for event in events:
-                await self.bus.publish(subjects.balancer_events(service), event)
+            if event is not None:
                 self.published.append(event)
                 self.log.info(
                     "outlier.ejected" if event.kind == "ejected" else "outlier.returned",
@@ -311,15 +316,24 @@ class Ejector(Lifecycle):
                     until=event.until.isoformat(),
                     reason=event.reason,
                 )
-            return
+            return True
         self.log.warning("outlier.contended", service=service)
+        return False
 
-    async def _store(self, service: str, state: OutlierState, after: int) -> int:
-        headers = {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(after)}
+    async def _store(
+        self, service: str, state: OutlierState, event: OutlierEvent | None, after: int
+    ) -> int:
+        headers = {
+            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(after),
+            _CAS_SUBJECT: subjects.outlier_records(service),
+        }
+        if event is None:
+            subject, payload = subjects.outlier_state(service), _encode(state)
+        else:  # the event itself; the stream republishes it to balancer.v1.events
+            subject, payload = subjects.outlier_event(service), _encode(event)
+            headers[subjects.OUTLIER_STATE_HEADER] = _encode(state).decode()
         try:
-            ack = await self.js.publish(
-                subjects.outlier_log(service), _encode(state), headers=headers
-            )
+            ack = await self.js.publish(subject, payload, headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise _Stale from None
@@ -328,11 +342,13 @@ class Ejector(Lifecycle):
 
     async def _reload(self, service: str) -> None:
         try:
-            raw = await self.js.get_last_msg(subjects.OUTLIER_STREAM, subjects.outlier_log(service))
+            raw = await self.js.get_last_msg(
+                subjects.OUTLIER_STREAM, subjects.outlier_records(service)
+            )
         except nats.js.errors.NotFoundError:
             return
-        if raw.data is not None and raw.seq is not None:
-            self._take(service, decode_state(raw.data), raw.seq)
+        if raw.seq is not None and raw.subject is not None:
+            self._take(service, state_of(raw.subject, raw.data, raw.headers)[1], raw.seq)
 
     def _take(self, service: str, state: OutlierState, seq: int) -> None:
         if seq <= self.seqs.get(service, 0):
@@ -360,7 +376,8 @@ class Ejector(Lifecycle):
                 if state.ejected:  # an ejection ends on time, on every replica alike
                     self.apply(service)
                     if not pool.outlier.enabled or outliers.due(state, now):
-                        await self._commit(service, self._returns(service))
+                        while await self._commit(service, self._return_one(service)):
+                            pass  # one stored record (one event) per return
                     ends = [e.until for e in state.ejected.values() if e.until > now]
                     wake = min(wake, *ends) if ends else wake
             self._wake.clear()

@@ -54,10 +54,12 @@ class Member:
         "healthy",
         "host",
         "id",
+        "judged_from",
         "metadata",
         "oks",
         "open",
         "port",
+        "probation",
         "recent",
         "sampled",
         "version",
@@ -77,11 +79,14 @@ class Member:
         self.cost_at = 0.0
         self.sampled = False
         self.watchers: list[Watcher] = []
-        # outlier ejection (outliers.py): failed calls in a row, calls in this interval
+        # outlier ejection (outliers.py): failed calls in a row, calls in this interval,
+        # probation since a return, and the start of the calls judged (since the last change)
         self.ejected = False
         self.failures = 0
         self.calls = 0
         self.oks = 0
+        self.probation = False
+        self.judged_from = -math.inf
         self.update(instance)
 
     def update(self, instance: Instance) -> None:

@@ -1,9 +1,16 @@
 """Outlier ejection (Envoy's outlier detection) as pure functions over a service's state.
 
-Two rules find an outlier among the calls the fleet reports:
+Two rules find an outlier among the calls the fleet reports, and a third judges one that
+has just returned:
 
-- Consecutive failures: `consecutive_failures` failed calls in a row (a success between
-  resets the count); checked on each report, ejected at once.
+- Consecutive failures: `consecutive_failures` failed calls in a row (in report order;
+  a success between resets the count); checked on each report, ejected at once.
+- Probation (Finagle's failure accrual: a revived host is probed, and one failure marks
+  it dead again): an instance that returns from an ejection is on probation until one of
+  its calls succeeds; with `probation`, a failure reported before that ejects it again at
+  once, for the next ejection in a row (so a longer one). Without it, a returned instance
+  that still fails half its calls costs another run of failures before five come in a
+  row. Calls started before its return (or its ejection) are not judged.
 - Success rate: at each sweep (every `interval_s`, on wall-clock boundaries, so every
   replica sweeps at the same moment), among the instances with at least
   `MIN_REQUESTS` calls in the interval, if there are at least `MIN_HOSTS` of them:
@@ -58,7 +65,9 @@ __all__ = [
     "held",
     "max_ejected",
     "next_sweep",
+    "probation_reason",
     "release",
+    "restart",
     "success_rate_outliers",
     "times_after",
 ]
@@ -102,23 +111,47 @@ def next_sweep(now: float, interval_s: float) -> float:
     return (math.floor(now / interval_s) + 1) * interval_s
 
 
-def counted(member: Member, *, ok: bool, config: OutlierConfig) -> bool:
-    """Count one reported call for both rules; True if it makes `member` an outlier by
-    consecutive failures. An ejected member's calls (those still in flight) count not,
-    nor do any while ejection is off: switched on, it judges only what follows."""
-    if member.ejected or not config.enabled:
-        return False
+def counted(member: Member, *, ok: bool, started: float, config: OutlierConfig) -> str | None:
+    """Count one reported call, which started at `started` (wall clock: report time -
+    latency), for the rules; the reason when it makes `member` an outlier, else None.
+
+    An ejected member's calls (those still in flight) count not, nor do those started
+    before its last ejection or return, nor any while ejection is off: switched on, it
+    judges only what follows (and no instance is on probation then)."""
+    if not config.enabled:
+        member.probation = False
+        return None
+    if member.ejected or started < member.judged_from:
+        return None
     member.calls += 1
     if ok:
         member.oks += 1
         member.failures = 0  # a success between failures resets the count
-        return False
+        member.probation = False  # served a call since its return: judged as any other
+        return None
     member.failures += 1
-    return member.failures >= config.consecutive_failures
+    if member.probation and config.probation:
+        return probation_reason()
+    if member.failures >= config.consecutive_failures:
+        return consecutive_reason(member.failures)
+    return None
+
+
+def restart(member: Member, now: float, *, returned: bool) -> None:
+    """A fresh start of `member`'s counts when it is ejected or returns at `now` (Envoy
+    resets on both): calls started before `now` are not judged, and one that `returned`
+    is on probation until a call of it succeeds."""
+    member.failures = member.calls = member.oks = 0
+    member.judged_from = now
+    member.probation = returned
 
 
 def consecutive_reason(failures: int) -> str:
     return f"consecutive_failures: {failures} failed calls in a row"
+
+
+def probation_reason() -> str:
+    return "probation: a call failed before any succeeded since it returned"
 
 
 def success_rate_outliers(

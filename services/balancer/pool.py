@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.balancer import DEFAULT_STRATEGY, STRATEGIES
 from schemas.governor import OutlierConfig
+from services.balancer import outliers
 from services.balancer.members import Member
 from services.balancer.ring import HashRing
 from services.balancer.strategies import Picker, make_picker
@@ -117,10 +118,11 @@ class Pool:
         if ejected == self.ejected:
             return False
         self.ejected = ejected
+        now = self.wallclock()
         for m in self.members.values():
             was, m.ejected = m.ejected, m.id in ejected
-            if was != m.ejected:  # a fresh start either way: Envoy resets on both
-                m.failures = m.calls = m.oks = 0
+            if was != m.ejected:  # a fresh start either way; a return starts probation
+                outliers.restart(m, now, returned=was)
         self._changed()
         return True
 

@@ -161,7 +161,7 @@ class Balancer(Lifecycle):
     def upsert(self, service: str, instance: Instance) -> None:
         pool = self.pools.get(service)
         if pool is None:
-            pool = self.pools[service] = Pool(service)
+            pool = self.pools[service] = Pool(service, wallclock=self.wallclock)
             config = self.configs.get(service)
             if config is not None:
                 pool.configure(config)
@@ -210,16 +210,16 @@ class Balancer(Lifecycle):
         pool = self.pools.get(service)
         member = pool.members.get(report.instance_id) if pool else None
         if pool is not None and member is not None:  # else it left meanwhile
-            self._learn(service, pool, member, report, self.clock())
+            self._learn(service, pool, member, report, self.clock(), self.wallclock())
 
     def _on_reports(self, service: str, batch: CallReports) -> None:
         pool = self.pools.get(service)
         members = pool.members if pool is not None else {}
-        now = self.clock()
+        now, wall = self.clock(), self.wallclock()
         for report in batch.reports:
             member = members.get(report.instance_id)
             if pool is not None and member is not None:
-                self._learn(service, pool, member, report, now)
+                self._learn(service, pool, member, report, now, wall)
             else:  # the instance left meanwhile, or the id was never valid: say which
                 self._unknown(service, report.instance_id)
 
@@ -239,8 +239,10 @@ class Balancer(Lifecycle):
         member: Member,
         report: CallReport | BatchedReport,
         now: float,
+        wall: float,
     ) -> None:
-        """What one call report teaches: latency, the end of its pick, outliers."""
+        """What one call report teaches: latency, the end of its pick, outliers (dated by
+        the wall clock ejections are stored in)."""
         latency = report.latency_ms
         if not report.ok:
             latency = max(latency, self.settings.failure_penalty_ms)
@@ -248,8 +250,10 @@ class Balancer(Lifecycle):
         pick = report.pick
         if not pick or pick.startswith(self._prefix):  # another replica's pick is its own
             member.closed(pick, finished=report.ok)
-        if outliers.counted(member, ok=report.ok, config=pool.outlier):
-            self.ejector.failing(service, member.id, outliers.consecutive_reason(member.failures))
+        started = wall - report.latency_ms / 1000
+        reason = outliers.counted(member, ok=report.ok, started=started, config=pool.outlier)
+        if reason is not None:
+            self.ejector.failing(service, member.id, reason)
 
     def _on_ejections(self, service: str, _: Empty) -> Ejections:
         return self.ejector.listing(service)

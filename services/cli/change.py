@@ -229,7 +229,8 @@ def warmup(seconds: float) -> None:
 @_who_options
 def outlier(pairs: dict[str, str]) -> None:
     """Outlier ejection: enabled, consecutive_failures, interval_s, base_ejection_s,
-    max_ejection_s, max_ejected_percent, success_rate; the fields not named keep theirs."""
+    max_ejection_s, max_ejected_percent, success_rate, probation; the fields not named
+    keep theirs."""
     known = OutlierPatch.__struct_fields__
     unknown = sorted(set(pairs) - set(known))
     if unknown:

@@ -236,8 +236,9 @@ def outlier(o: OutlierConfig) -> str:
     if not o.enabled:
         return "off"
     rate = "success rate" if o.success_rate else "no success rate"
+    probation = "probation" if o.probation else "no probation"
     return (
-        f"on, {o.consecutive_failures} failures in a row, {rate}, every "
+        f"on, {o.consecutive_failures} failures in a row, {rate}, {probation}, every "
         f"{_number(o.interval_s)} s; ejected {_number(o.base_ejection_s)} s x n up to "
         f"{_number(o.max_ejection_s)} s; at most {_number(o.max_ejected_percent)} %"
     )

@@ -1,11 +1,15 @@
 """The balancers' ejections, as every reader follows them: the stream BATON_OUTLIERS.
 
-The balancer replicas store each service's `OutlierState` in JetStream, one subject per
-service, with compare-and-set (services/balancer/ejector.py). A reader follows the
-stream with an ordered consumer that delivers the latest state of every service first,
-then each new one as it is stored: the balancer replicas apply it to their pools, the
-gateway leaves the ejected instances out of its answers. So a reader started late knows
-the ejections in force, and every reader judges from the same stored records:
+The balancer replicas store each service's `OutlierState` in JetStream with
+compare-and-set (services/balancer/ejector.py): a change that makes an event as that event
+on `baton.outliers.v1.{service}.event` with the state in its `Baton-Outlier-State` header,
+one that makes none as the state itself on `.state`; the newer of the two is the
+service's state. A reader follows the stream with an ordered consumer that delivers the
+latest records of every service first, then each new one as it is stored (a record older
+than one already applied is passed over by its stream sequence): the balancer replicas
+apply it to their pools, the gateway leaves the ejected instances out of its answers. So a
+reader started late knows the ejections in force, and every reader judges from the same
+stored records:
 
     ejected(now) = { id : state.ejected[id].until > now }   while outlier ejection is on
                  = {}                                        while it is off
@@ -39,15 +43,25 @@ if TYPE_CHECKING:
 
     from services.bus import Bus
 
-__all__ = ["EMPTY", "OutlierWatch", "decode_state", "ejected", "next_end"]
+__all__ = ["EMPTY", "OutlierWatch", "ejected", "next_end", "state_of"]
 
 EMPTY = OutlierState()
 _RETRY_CAP_S = 10.0  # the longest wait between attempts while JetStream does not answer
 _decode = msgspec.json.Decoder(OutlierState).decode
 
 
-def decode_state(data: bytes) -> OutlierState:
-    return _decode(data)
+def state_of(
+    subject: str, data: bytes | None, headers: dict[str, str] | None
+) -> tuple[str, OutlierState]:
+    """The service and state a record of the stream holds: a state, or an event with the
+    state in its header. Raises InvalidNameError or msgspec's errors for a bad record."""
+    service, kind = subjects.outlier_record_of(subject)
+    if kind == subjects.OUTLIER_STATE:
+        return service, _decode(data or b"")
+    raw = (headers or {}).get(subjects.OUTLIER_STATE_HEADER)
+    if raw is None:
+        raise ValueError(f"{subject}: an event without its {subjects.OUTLIER_STATE_HEADER}")
+    return service, _decode(raw)
 
 
 def ejected(state: OutlierState, now: float, *, enabled: bool = True) -> frozenset[str]:
@@ -132,8 +146,8 @@ class OutlierWatch(Lifecycle):
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
-            service = subjects.service_from(msg.subject, subjects.OUTLIER_LOG)
-            self.on_state(service, _decode(msg.data), msg.metadata.sequence.stream)
+            service, state = state_of(msg.subject, msg.data, msg.headers)
+            self.on_state(service, state, msg.metadata.sequence.stream)
             self.applied += 1
         except Exception:  # one bad entry must not stop the watch
             self.bad += 1

@@ -288,8 +288,8 @@ async def test_set_history_and_rollback(cli: Baton, bus: Bus, events: Events) ->
         "strategy": "least_connections",
         "protect_threshold": "0.5",
         "warmup_s": "0",
-        "outlier": "on, 5 failures in a row, success rate, every 10 s; ejected 30 s x n up to "
-        "300 s; at most 10 %",
+        "outlier": "on, 5 failures in a row, success rate, probation, every 10 s; ejected "
+        "30 s x n up to 300 s; at most 10 %",
     }
     assert config.rows[-3:] == [
         ["INSTANCE", "WEIGHT", "DRAINED", "PORT", "METADATA"],

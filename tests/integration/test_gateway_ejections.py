@@ -23,7 +23,7 @@ from workers import run_balancer, run_gateway
 
 from schemas import subjects
 from schemas.registry import Ack, Registration
-from services.view.ejections import decode_state
+from services.view.ejections import state_of
 
 consul = pytest.importorskip(
     "consul", reason="py-consul is in the dev extra: pip install -e .[dev]"
@@ -145,7 +145,7 @@ async def test_ejected_instances_leave_dns_and_passing_and_a_late_gateway_knows(
         await started(gw, ids)
         assert await addresses(gw) == hosts(*ids)
         # a bad entry in the stream (another writer's bug) is counted and skipped
-        await bus.nc.jetstream().publish(subjects.outlier_log("junk"), b"not json")
+        await bus.nc.jetstream().publish(subjects.outlier_state("junk"), b"not json")
         await until(lambda: gw.view.outliers.bad == 1, what="the bad entry counted")
         index, _ = await asyncio.to_thread(client(gw).health.service, SERVICE)
         # a blocking query parked on the service, as Prometheus' Consul discovery does
@@ -259,7 +259,7 @@ async def test_an_ejection_ends_at_its_until_with_no_balancer_left_to_store_it(
 async def stored(bus: Bus) -> OutlierState:
     """The service's ejection state as the balancers stored it last."""
     raw = await bus.nc.jetstream().get_last_msg(
-        subjects.OUTLIER_STREAM, subjects.outlier_log(SERVICE)
+        subjects.OUTLIER_STREAM, subjects.outlier_records(SERVICE)
     )
-    assert raw.data is not None
-    return decode_state(raw.data)
+    assert raw.subject is not None
+    return state_of(raw.subject, raw.data, raw.headers)[1]

@@ -12,11 +12,21 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 from conftest import Events, reg
+from nats.js import api
 from waiting import until
 from workers import run_balancer
 
 from schemas import subjects
-from schemas.balancer import CallReport, Ejections, Endpoint, OutlierEvent, ResolveRequest
+from schemas.balancer import (
+    CallReport,
+    Ejection,
+    Ejections,
+    Endpoint,
+    OutlierEvent,
+    OutlierState,
+    ResolveRequest,
+)
+from schemas.fields import from_timestamp
 from schemas.governor import (
     ConfigApplied,
     ConfigChange,
@@ -25,6 +35,7 @@ from schemas.governor import (
     ServiceConfig,
 )
 from schemas.registry import Ack, Empty
+from services.balancer.ejector import ensure_outlier_stream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -161,6 +172,55 @@ async def test_consecutive_failures_eject_until_the_time_is_over(
 
 
 @pytest.mark.usefixtures("governor")
+async def test_a_returned_instance_is_on_probation_until_a_call_succeeds(
+    bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
+) -> None:
+    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **FAST)
+    await fleet(bus, events, [balancer], ["a", "b", "c", "d"])
+    for iid in ("a", "b"):
+        await report(bus, iid, ok=False, times=3)
+        await outlier_events.wait("ejected", iid)
+    await outlier_events.wait("returned", "a")
+    await outlier_events.wait("returned", "b")
+
+    # "a" fails once after its return, before any success: ejected again at once, for the
+    # next multiple (0.6 s x 2)
+    await report(bus, "a", ok=False)
+    await until(lambda: len(outlier_events.of("ejected", "a")) == 2, what="a ejected again")
+    again = outlier_events.of("ejected", "a")[1]
+    assert again.reason == "probation: a call failed before any succeeded since it returned"
+    assert again.ejections == 2
+    assert (again.until - again.at).total_seconds() == pytest.approx(1.2, abs=0.01)
+
+    # "b" succeeds first: its probation is over, and only the third failure in a row
+    # ejects it (on probation the first would have, with the probation reason)
+    await report(bus, "b", ok=True)
+    await report(bus, "b", ok=False, times=3)
+    await until(lambda: len(outlier_events.of("ejected", "b")) == 2, what="b ejected again")
+    assert outlier_events.of("ejected", "b")[1].reason == (
+        "consecutive_failures: 3 failed calls in a row"
+    )
+
+
+@pytest.mark.usefixtures("governor")
+async def test_without_probation_a_returned_instance_needs_the_whole_row(
+    bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
+) -> None:
+    await configure(
+        bus, [balancer], consecutive_failures=3, max_ejected_percent=50, probation=False, **FAST
+    )
+    await fleet(bus, events, [balancer], ["a", "b", "c"])
+    await report(bus, "a", ok=False, times=3)
+    await outlier_events.wait("ejected", "a")
+    await outlier_events.wait("returned", "a")
+    await report(bus, "a", ok=False, times=3)  # ejected at the third, not the first
+    await until(lambda: len(outlier_events.of("ejected", "a")) == 2, what="a ejected again")
+    assert outlier_events.of("ejected", "a")[1].reason == (
+        "consecutive_failures: 3 failed calls in a row"
+    )
+
+
+@pytest.mark.usefixtures("governor")
 async def test_the_cap_keeps_the_rest_serving_and_says_so(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
 ) -> None:
@@ -235,6 +295,7 @@ async def test_out_of_range_settings_are_a_400_naming_the_field(bus: Bus) -> Non
         (b'{"actor":"x","outlier":{"interval_s":0}}', "interval_s must be"),
         (b'{"actor":"x","outlier":{"max_ejected_percent":200}}', "max_ejected_percent must"),
         (b'{"actor":"x","outlier":{"base_ejection_s":500}}', "max_ejection_s (300) must"),
+        (b'{"actor":"x","outlier":{"probation":"no"}}', "probation must be true or false"),
     ):
         reply = await bus.nc.request(subjects.change(SERVICE), raw, timeout=2)
         assert reply.headers is not None
@@ -279,6 +340,80 @@ async def test_two_replicas_agree_and_publish_each_event_once(
         assert sorted((e.kind, e.instance_id) for e in published) == [
             ("ejected", "a"), ("ejected", "b"), ("returned", "a"), ("returned", "b")
         ]  # fmt: skip
+
+
+class Raw:
+    """Every message on balancer.v1.events.>, as it came (headers too)."""
+
+    def __init__(self) -> None:
+        self.msgs: list[Any] = []
+
+    async def on_msg(self, msg: Any) -> None:
+        self.msgs.append(msg)
+
+
+@pytest.mark.usefixtures("governor")
+async def test_the_stored_event_is_the_published_event(
+    bus: Bus, events: Events, balancer: Any, nats_server: NatsServer
+) -> None:
+    raw = Raw()
+    sub = await bus.nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=raw.on_msg)
+    await bus.nc.flush()
+    js = bus.nc.jetstream()
+    try:
+        async with run_balancer(nats_server.url) as second:
+            await asyncio.wait_for(second.sync.synced.wait(), 5)
+            both = [balancer, second]
+            await configure(bus, both, consecutive_failures=3, max_ejected_percent=50, **FAST)
+            await fleet(bus, events, both, ["a", "b", "c"])
+            await report(bus, "a", ok=False, times=3)  # both replicas decide it
+            await until(lambda: len(raw.msgs) >= 2, what="the ejection and the return")
+            # what the stream holds is the very message subscribers got, once each
+            stored = await js.get_last_msg(subjects.OUTLIER_STREAM, subjects.outlier_event(SERVICE))
+            assert stored.data == raw.msgs[-1].data
+            assert stored.headers is not None
+            assert raw.msgs[-1].headers["Nats-Sequence"] == str(stored.seq)
+            got = [msgspec.json.decode(m.data, type=OutlierEvent) for m in raw.msgs]
+            assert [(e.kind, e.instance_id) for e in got] == [("ejected", "a"), ("returned", "a")]
+            published = [e for b in both for e in b.ejector.published]
+            assert sorted(e.kind for e in published) == ["ejected", "returned"]  # one each
+            # the record carries the state every replica applies
+            assert subjects.OUTLIER_STATE_HEADER in stored.headers
+            assert all(not b.pools[SERVICE].ejected for b in both)
+    finally:
+        await sub.unsubscribe()
+
+
+@pytest.mark.usefixtures("governor")
+async def test_an_event_stored_by_a_replica_that_dies_at_once_is_not_lost(
+    bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
+) -> None:
+    """A replica that stores an ejection and crashes before doing anything else: the
+    store is all it takes, the subscribers get the event and the replicas apply it."""
+    await long_ejections(bus, events, balancer, ["a", "b", "c"])
+    js = bus.nc.jetstream()
+    now = time.time()
+    state = OutlierState(
+        ejected={"b": Ejection(since=now, until=now + 30, reason="test: stored", times=1)}
+    )
+    event = OutlierEvent(
+        kind="ejected", service=SERVICE, instance_id="b", until=from_timestamp(now + 30),
+        reason="test: stored", at=from_timestamp(now), ejections=1, ejected=1, node="gone",
+    )  # fmt: skip
+    seq = balancer.ejector.seqs.get(SERVICE, 0)
+    await js.publish(
+        subjects.outlier_event(SERVICE),
+        msgspec.json.encode(event),
+        headers={
+            "Nats-Expected-Last-Subject-Sequence": str(seq),
+            "Nats-Expected-Last-Subject-Sequence-Subject": subjects.outlier_records(SERVICE),
+            subjects.OUTLIER_STATE_HEADER: msgspec.json.encode(state).decode(),
+        },
+    )  # exactly the balancer's write, and then nothing: no publish of the event
+    got = await outlier_events.wait("ejected", "b")
+    assert got == event
+    await until(lambda: balancer.pools[SERVICE].ejected == {"b"}, what="b applied")
+    assert balancer.ejector.published == []  # this replica published nothing
 
 
 @pytest.mark.usefixtures("governor")
@@ -367,7 +502,7 @@ async def test_cli_sets_outlier_fields_and_shows_them(nats_server: NatsServer) -
     code, _ = await baton(nats_server.url, "set", SERVICE, "outlier", "enabled=true")
     assert code == 0
     code, shown = await baton(nats_server.url, "config", SERVICE)
-    assert "on, 3 failures in a row, success rate, every 10 s" in shown  # 3 was kept
+    assert "on, 3 failures in a row, success rate, probation, every 10 s" in shown  # 3 was kept
     for bad in ("interval_s=0", "nonsense=1"):
         proc = await asyncio.create_subprocess_exec(
             BATON, "set", SERVICE, "outlier", bad, "--actor", "ann",
@@ -380,3 +515,18 @@ async def test_cli_sets_outlier_fields_and_shows_them(nats_server: NatsServer) -
         assert ("interval_s must be a number of seconds 0.05..3600" in said) or (
             "no outlier field nonsense" in said
         ), said
+
+
+async def test_a_stream_made_by_an_older_balancer_gets_the_republish(bus: Bus) -> None:
+    js = bus.nc.jetstream()
+    old = api.StreamConfig(
+        name=subjects.OUTLIER_STREAM,
+        subjects=[subjects.every(subjects.OUTLIER_LOG)],
+        max_msgs_per_subject=1,
+    )
+    await js.add_stream(old)
+    await ensure_outlier_stream(bus, replicas=1)
+    info = await js.stream_info(subjects.OUTLIER_STREAM)
+    assert info.config.republish is not None
+    assert (info.config.republish.src, info.config.republish.dest) == subjects.outlier_republish()
+    await ensure_outlier_stream(bus, replicas=1)  # and again: nothing to change

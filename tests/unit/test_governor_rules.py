@@ -107,7 +107,7 @@ def test_patch_defaults_are_unset_not_null() -> None:
 
 
 # -- outlier ejection settings ------------------------------------------------------------
-def test_outlier_defaults_are_envoys() -> None:
+def test_outlier_defaults_are_envoys_with_finagles_probation() -> None:
     cfg = ServiceConfig(service="api").outlier
     assert cfg == OutlierConfig(
         enabled=True,
@@ -117,7 +117,13 @@ def test_outlier_defaults_are_envoys() -> None:
         max_ejection_s=300,
         max_ejected_percent=10,
         success_rate=True,
+        probation=True,
     )
+
+
+def test_probation_can_be_switched_off_alone() -> None:
+    off = apply_change(base(), ConfigChange(actor="x", outlier=OutlierPatch(probation=False)), 5)
+    assert off.outlier == OutlierConfig(probation=False)
 
 
 def test_outlier_fields_left_out_keep_their_values() -> None:
@@ -154,6 +160,7 @@ def test_max_ejection_below_base_is_refused_naming_it() -> None:
         ("max_ejected_percent", 101),
         ("max_ejected_percent", -1),
         ("enabled", "yes"),
+        ("probation", 1),
     ],
 )
 def test_outlier_values_out_of_range_are_a_400_naming_them(field: str, value: object) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import random
+from typing import TYPE_CHECKING
+
 import pytest
 from builders import instance, pick, pool_of
 
 from schemas.balancer import OutlierState, Returned
 from schemas.governor import OutlierConfig
 from services.balancer import outliers
+from services.balancer.pool import Pool
 from services.errors import Unavailable
+
+if TYPE_CHECKING:
+    from services.balancer.members import Member
 
 CFG = OutlierConfig(interval_s=10, base_ejection_s=30, max_ejection_s=300)
 
@@ -196,14 +203,92 @@ def test_calls_count_only_while_ejection_is_on_and_the_member_serves() -> None:
     pool = pool_of(instance("a"))
     m = pool.members["a"]
     cfg = OutlierConfig(consecutive_failures=2)
-    assert not outliers.counted(m, ok=False, config=cfg)
-    assert outliers.counted(m, ok=False, config=cfg)  # the second in a row
+    assert outliers.counted(m, ok=False, started=1.0, config=cfg) is None
+    reason = outliers.counted(m, ok=False, started=2.0, config=cfg)  # the second in a row
+    assert reason == "consecutive_failures: 2 failed calls in a row"
     assert (m.failures, m.calls, m.oks) == (2, 2, 0)
-    assert not outliers.counted(m, ok=True, config=cfg)
+    assert outliers.counted(m, ok=True, started=3.0, config=cfg) is None
     assert (m.failures, m.calls, m.oks) == (0, 3, 1)  # a success resets the count
     off = OutlierConfig(enabled=False, consecutive_failures=1)
-    assert not outliers.counted(m, ok=False, config=off)
+    assert outliers.counted(m, ok=False, started=4.0, config=off) is None
     assert (m.failures, m.calls) == (0, 3)
     m.ejected = True
-    assert not outliers.counted(m, ok=False, config=cfg)
+    assert outliers.counted(m, ok=False, started=5.0, config=cfg) is None
     assert m.calls == 3
+
+
+# -- probation: a returned instance's first failure before a success ejects it again -------
+def returned(*, probation: bool = True) -> tuple[Pool, Member, OutlierConfig]:
+    """A pool whose "a" was ejected at 1000 and returned at 1030 (the pool's clock)."""
+    clock = [1000.0]
+    pool = Pool("orders", rng=random.Random(7), wallclock=lambda: clock[0])
+    for iid in ("a", "b", "c"):
+        pool.upsert(instance(iid))
+    pool.set_ejected(frozenset({"a"}), held=False)
+    clock[0] = 1030.0
+    pool.set_ejected(frozenset(), held=False)
+    return pool, pool.members["a"], OutlierConfig(probation=probation)
+
+
+def test_a_returned_instance_failing_before_any_success_is_ejected_at_once() -> None:
+    _, m, cfg = returned()
+    assert m.probation
+    reason = outliers.counted(m, ok=False, started=1030.5, config=cfg)
+    assert reason == "probation: a call failed before any succeeded since it returned"
+    assert m.failures == 1  # one failure, where five would be needed otherwise
+
+
+def test_a_returned_instance_that_succeeds_first_is_judged_as_any_other() -> None:
+    _, m, cfg = returned()
+    assert outliers.counted(m, ok=True, started=1030.5, config=cfg) is None
+    assert not m.probation
+    for n in range(4):
+        assert outliers.counted(m, ok=False, started=1031.0 + n, config=cfg) is None
+    reason = outliers.counted(m, ok=False, started=1035.0, config=cfg)
+    assert reason == "consecutive_failures: 5 failed calls in a row"
+
+
+def test_without_probation_a_returned_instance_needs_the_full_row() -> None:
+    _, m, cfg = returned(probation=False)
+    for n in range(4):
+        assert outliers.counted(m, ok=False, started=1031.0 + n, config=cfg) is None
+    assert outliers.counted(m, ok=False, started=1035.0, config=cfg) is not None
+
+
+def test_calls_started_before_the_return_are_not_judged() -> None:
+    _, m, cfg = returned()
+    # in flight since before the ejection ended (a 1 s timeout, reported at 1030.2)
+    assert outliers.counted(m, ok=False, started=1029.2, config=cfg) is None
+    assert (m.failures, m.calls, m.probation) == (0, 0, True)
+    # nor does an old success end the probation
+    assert outliers.counted(m, ok=True, started=1029.9, config=cfg) is None
+    assert m.probation
+    assert outliers.counted(m, ok=False, started=1030.1, config=cfg) is not None
+
+
+def test_switching_ejection_off_ends_every_probation() -> None:
+    _, m, cfg = returned()
+    off = OutlierConfig(enabled=False)
+    assert outliers.counted(m, ok=False, started=1031.0, config=off) is None
+    assert not m.probation
+    # switched on again, the returned instance is judged as any other
+    assert outliers.counted(m, ok=False, started=1032.0, config=cfg) is None
+
+
+def test_only_a_return_starts_probation() -> None:
+    pool, m, _ = returned()
+    assert not pool.members["b"].probation  # never ejected
+    pool.set_ejected(frozenset({"a"}), held=False)  # ejected again: its counts restart
+    assert not m.probation
+    assert m.judged_from == 1030.0
+
+
+def test_ejected_again_on_probation_lasts_the_next_multiple() -> None:
+    state = outliers.eject(None, "a", reason="r", now=1000.0, config=CFG, instances=10).state
+    assert state is not None
+    state = outliers.release(state, ["a"], now=1030.0, interval_s=10)
+    again = outliers.eject(
+        state, "a", reason=outliers.probation_reason(), now=1030.2, config=CFG, instances=10
+    )
+    assert again.ejection is not None
+    assert (again.ejection.times, again.ejection.until) == (2, 1030.2 + 60)
