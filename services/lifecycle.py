@@ -24,14 +24,26 @@ if TYPE_CHECKING:
 
     from nats.aio.subscription import Subscription
 
-__all__ = ["Lifecycle", "drain_subscription", "unsubscribe"]
+__all__ = ["Lifecycle", "cancel_and_wait", "drain_subscription", "unsubscribe"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+RECANCEL_S = 0.5  # a task still running this long after its cancel is cancelled again
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and return once it has ended, whatever it swallows.
+
+    Python 3.11's `asyncio.wait_for` loses a cancel that lands as the awaited call
+    finishes (it returns the result instead; mended in 3.12), so a loop can go round
+    once more and wait for its next round as if never cancelled: a worker's stop then
+    hangs. Cancelling again until the task is done ends it anyway.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_S)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
@@ -85,7 +97,7 @@ class Lifecycle:
     def spawn(self, loop: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run `loop` as a task, cancelled (and awaited) when this one closes."""
         task = asyncio.create_task(loop, name=name)
-        self._exits().push_async_callback(_cancel, task)
+        self._exits().push_async_callback(cancel_and_wait, task)
         return task
 
     def on_close(self, callback: Callable[[], Awaitable[object]]) -> None:

@@ -21,7 +21,6 @@ registration from the registry's listing (services/gateway/http/consul_model.py)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -31,6 +30,7 @@ from schemas.registry import Ack, Deregistration, Heartbeat
 from services.errors import BatonError, NotFound
 from services.gateway.http.consul_model import CHECK_KEY, DEFAULT_TTL_S, registration_for
 from services.gateway.http.consul_render import check_id_of, from_instance
+from services.lifecycle import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,9 +80,7 @@ class Agent:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     # -- finding -------------------------------------------------------------------------
     def service_of(self, service_id: str) -> ConsulService:
