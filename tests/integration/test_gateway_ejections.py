@@ -17,6 +17,7 @@ import aiohttp
 import dns.asyncresolver
 import dns.resolver
 import pytest
+from test_gateway_dns import resolver
 from test_outliers import SERVICE, configure, listing, outlier_events, report  # noqa: F401
 from waiting import until
 from workers import run_balancer, run_gateway
@@ -57,14 +58,6 @@ async def started(gw: Gateway, ids: list[str]) -> Gateway:
     await asyncio.wait_for(gw.view.synced.wait(), 5)
     await until(lambda: set(ids) <= gw.view.known().get(SERVICE, set()), what="the fleet")
     return gw
-
-
-def resolver(gw: Gateway) -> dns.asyncresolver.Resolver:
-    r = dns.asyncresolver.Resolver(configure=False)
-    r.nameservers = ["127.0.0.1"]
-    r.port = gw.dns_port
-    r.lifetime = 5
-    return r
 
 
 async def addresses(gw: Gateway, name: str = f"{SERVICE}.service.baton") -> set[str]:
