@@ -56,6 +56,19 @@ def monitored(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
+class WarningLog:
+    """A stand-in for the bus's logger that keeps only what a test reads: its warnings."""
+
+    def warning(self, event: str, **kw: Any) -> None:
+        pass
+
+    def info(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def debug(self, *_: Any, **__: Any) -> None:
+        pass
+
+
 def monitor_port(server: NatsServer) -> int:
     found = re.search(r"Starting http monitor on [\d.]+:(\d+)", server.log_path.read_text())
     assert found, "nats-server did not say where its monitoring listens"
@@ -253,13 +266,10 @@ async def test_the_first_connection_waits_by_the_policy_with_jitter(
         server.port = sock.getsockname()[1]
     tries: list[float] = []
 
-    class Log:
+    class Log(WarningLog):
         def warning(self, event: str, **_: Any) -> None:
             if event == "bus.connect_failed":
                 tries.append(asyncio.get_running_loop().time())
-
-        def info(self, *_: Any, **__: Any) -> None:
-            pass
 
     settings = BusSettings(url=server.url, reconnect_wait_s=0.05, reconnect_max_s=0.4)
 
@@ -292,15 +302,9 @@ async def test_a_stuck_handler_holds_a_stopping_worker_only_for_the_drain_timeou
     entered, forever = asyncio.Event(), asyncio.Event()
     warnings: list[tuple[str, dict[str, Any]]] = []
 
-    class Log:
+    class Log(WarningLog):
         def warning(self, event: str, **kw: Any) -> None:
             warnings.append((event, kw))
-
-        def info(self, *_: Any, **__: Any) -> None:
-            pass
-
-        def debug(self, *_: Any, **__: Any) -> None:
-            pass
 
     async def handler(_subject: str, _probe: Probe) -> None:
         entered.set()
