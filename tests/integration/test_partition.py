@@ -381,8 +381,19 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
         for entry in (first, *during):
             assert stored[entry.revision] == entry
         assert all(e.reason != "from the cut-off side" for e in history.entries), history
-        # a resolve on side B is answered again, by the balancer there, with the fleet
-        assert await on_node(n3, subjects.resolve("api"), Endpoint, ResolveRequest())
+        # a resolve on side B is answered again, by the balancer there, with the fleet (once
+        # its view has caught up with the healed registry: until then it says NotFound)
+        answers: list[Endpoint] = []
+
+        async def resolved_on_b() -> bool:
+            with contextlib.suppress(BatonError):
+                answers.append(
+                    await on_node(n3, subjects.resolve("api"), Endpoint, ResolveRequest())
+                )
+            return bool(answers)
+
+        await until(resolved_on_b, timeout=30)
+        assert answers[0]
 
         # wait two more leader leases, then read what every reader saw (before the fleet
         # deregisters on the way out, which would be real events)
