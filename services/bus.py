@@ -23,6 +23,7 @@ import nats.errors
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
+from services.endpoints import Endpoint
 from services.errors import (
     BadRequest,
     BatonError,
@@ -33,7 +34,6 @@ from services.errors import (
     error_for,
 )
 from services.lifecycle import drain_subscription
-from services.micro import Endpoint
 from services.natsclient import Client
 from services.retry import Backoff, Retry
 
