@@ -103,3 +103,12 @@ def test_cycles_finds_a_circle_and_only_the_circle() -> None:
 
 def test_no_module_of_services_or_schemas_imports_itself_back() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_the_contract_package_imports_nothing_from_services() -> None:
+    reach = {
+        name: sorted(t for t in targets if t.startswith("services"))
+        for name, targets in import_graph().items()
+        if name.startswith("schemas")
+    }
+    assert {name: found for name, found in reach.items() if found} == {}
