@@ -98,9 +98,9 @@ fmt:
 bench *args: influxd dns-tools wrk
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     "{{python}}" -m mypy tests/bench
-    "{{python}}" tests/bench/run.py {{args}}
+    PYTHONPATH=".:tests:tests/unit:tests/bench" "{{python}}" tests/bench/run.py {{args}}
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]
 check-dashboards:
-    "{{python}}" tests/check_dashboards.py
+    PYTHONPATH="tests:tests/integration" "{{python}}" tests/check_dashboards.py
