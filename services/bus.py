@@ -410,7 +410,7 @@ async def connect(
     up to NATS_RECONNECT_MAX_S), so a fleet that lost its server does not come back in
     lockstep.
     """
-    holder: list[Bus] = []
+    bus: Bus | None = None  # made once connected; the callbacks are given before that
     retry = reconnect_policy(settings).retry()
     reconnects = Reconnects(retry)
 
@@ -423,8 +423,8 @@ async def connect(
     async def on_reconnected() -> None:
         reconnects.reset()
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
-        if holder:
-            await holder[0].run_reconnect_hooks()
+        if bus is not None:
+            await bus.run_reconnect_hooks()
 
     async def on_error(exc: Exception) -> None:
         if isinstance(exc, nats.errors.DrainTimeoutError):  # say who held the exit up
@@ -446,7 +446,6 @@ async def connect(
     retry.reset()
     log.info("bus.connected", url=settings.url, name=name)
     bus = Bus(nc, log, max_payload=settings.max_payload)
-    holder.append(bus)
     try:
         yield bus
     finally:
