@@ -100,6 +100,11 @@ bench *args: influxd dns-tools wrk
     "{{python}}" -m mypy tests/bench
     PYTHONPATH=".:tests:tests/unit:tests/bench" "{{python}}" tests/bench/run.py {{args}}
 
+# the cluster and partition tests N times in a row, both cores kept busy; prints the pass count
+[group('check')]
+soak-clusters runs="20":
+    tests/soak_clusters.sh {{runs}}
+
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]
 check-dashboards:
