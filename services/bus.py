@@ -23,6 +23,7 @@ import nats.errors
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
+from services.endpoints import Endpoint
 from services.errors import (
     BadRequest,
     BatonError,
@@ -32,7 +33,6 @@ from services.errors import (
     Unavailable,
     error_for,
 )
-from services.micro import Endpoint
 from services.natsclient import Client, drain_subscription
 from services.retry import Backoff, Retry
 
@@ -435,7 +435,7 @@ async def connect(
     up to NATS_RECONNECT_MAX_S), so a fleet that lost its server does not come back in
     lockstep.
     """
-    holder: list[Bus] = []
+    bus: Bus | None = None  # made once connected; the callbacks are given before that
     retry = reconnect_policy(settings).retry()
     reconnects = Reconnects(retry)
 
@@ -448,8 +448,8 @@ async def connect(
     async def on_reconnected() -> None:
         reconnects.reset()
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
-        if holder:
-            await holder[0].run_reconnect_hooks()
+        if bus is not None:
+            await bus.run_reconnect_hooks()
 
     async def on_error(exc: Exception) -> None:
         if isinstance(exc, nats.errors.DrainTimeoutError):  # say who held the exit up
@@ -471,7 +471,6 @@ async def connect(
     retry.reset()
     log.info("bus.connected", url=settings.url, name=name)
     bus = Bus(nc, log, max_payload=settings.max_payload)
-    holder.append(bus)
     try:
         yield bus
     finally:
