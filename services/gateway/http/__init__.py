@@ -27,7 +27,6 @@ from aiohttp import web
 from services.errors import BatonError
 from services.gateway.http import unsupported
 from services.gateway.http.agent import Agent
-from services.gateway.http.asker import Asker
 from services.gateway.http.baton_api import BatonApi
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
 from services.gateway.http.openapi import document
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
+    from services.gateway.http.asker import Asker
     from services.gateway.settings import GatewaySettings
     from services.view import RegistryView
 
@@ -84,9 +84,18 @@ def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str
 
 
 def make_app(
-    bus: Bus, view: RegistryView, settings: GatewaySettings, log: FilteringBoundLogger
+    bus: Bus,
+    view: RegistryView,
+    settings: GatewaySettings,
+    log: FilteringBoundLogger,
+    *,
+    agent: Agent,
+    asker: Asker,
 ) -> web.Application:
-    """The HTTP app; raises StartupError for a bad GATEWAY_TOKENS file."""
+    """The HTTP app; raises StartupError for a bad GATEWAY_TOKENS file.
+
+    `agent` and `asker` are the worker's children, started and stopped with it: the app
+    only uses them (its own hooks start nothing)."""
     access = Access.from_file(Path(settings.tokens) if settings.tokens else None)
     if access.grants is None:
         (log.info if is_loopback(settings.bind) else log.warning)(
@@ -100,7 +109,6 @@ def make_app(
     timeout_s = settings.http_timeout_s
     errors: collections.Counter[tuple[str, int]] = collections.Counter()
     app = web.Application(middlewares=[_middleware(log, errors)], client_max_size=MAX_BODY)
-    agent = Agent(bus, view, log, timeout_s=timeout_s)
     app[ERRORS] = errors
     app[AGENT] = agent
     consul = ConsulApi(
@@ -112,25 +120,14 @@ def make_app(
         del request
         return json(spec)
 
-    asker = Asker(bus.nc)
     app.add_routes(BatonApi(bus, asker, access, timeout_s=timeout_s).routes())
     app.add_routes([web.get("/v1/openapi.json", openapi)])
     app.add_routes(consul.routes())
     app.add_routes(PrometheusSd(view, settings.datacenter).routes())
     app.add_routes(unsupported.routes())
 
-    async def on_startup(_: web.Application) -> None:
-        await asker.start()
-        agent.start()
-
     async def on_shutdown(_: web.Application) -> None:
         consul.closing.set()  # before aiohttp waits for handlers: blocking queries answer
 
-    async def on_cleanup(_: web.Application) -> None:
-        await agent.stop()
-        await asker.stop()
-
-    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
-    app.on_cleanup.append(on_cleanup)
     return app

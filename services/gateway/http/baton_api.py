@@ -27,10 +27,11 @@ from aiohttp import web
 
 from schemas import subjects
 from schemas.balancer import CallReport, ResolveRequest
-from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, explain
+from schemas.errors import explain
 from schemas.registry import Deregistration, Empty, Heartbeat, InstancesQuery, Registration
 from schemas.subjects import InvalidNameError, check_name
-from services.errors import BadRequest, error_for
+from services.bus import error_reply
+from services.errors import BadRequest
 from services.gateway.http.consul_api import token_of
 from services.gateway.http.replies import JSON
 
@@ -44,7 +45,6 @@ __all__ = ["BatonApi"]
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 _EMPTY: Final = b"{}"
-_error_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 _CHECKED_MAX: Final = 4096  # service names remembered as checked
@@ -101,15 +101,9 @@ class BatonApi:
     async def _ask(self, subject: str, payload: bytes) -> web.Response:
         """Request on `subject`; the reply's bytes as the body, or its error raised."""
         reply = await self.asker.ask(subject, payload, self.timeout_s)
-        headers = reply.headers
-        if headers and ERROR_CODE_HEADER in headers:
-            message = headers.get(ERROR_HEADER, "")
-            if not message:
-                try:
-                    message = str(_error_decoder.decode(reply.data).get("message", ""))
-                except msgspec.MsgspecError:
-                    message = f"error on {subject}"
-            raise error_for(int(headers[ERROR_CODE_HEADER]), message)
+        err = error_reply(reply.headers, reply.data, subject)  # the bus's one mapping
+        if err is not None:
+            raise err
         return web.Response(body=reply.data, content_type=JSON)
 
     async def _body(self, request: web.Request, kind: type[T]) -> tuple[bytes, T]:
@@ -147,7 +141,7 @@ class BatonApi:
         service = self._service(request)
         raw, _ = await self._body(request, CallReport)
         self._allow(request, "report", service)
-        await self.bus.nc.publish(subjects.report(service), raw or _EMPTY)
+        await self.bus.send(subjects.report(service), raw or _EMPTY)
         return web.Response(status=204)
 
     # -- registry ------------------------------------------------------------------------
