@@ -5,6 +5,8 @@
                      consul_render.py (Baton -> Consul) map the models (pure)
     agent.py         Consul agent writes carried out on the registry's subjects
     asker.py         requests on one reply subscription (the resolve path)
+    bodies.py        a body's encoding, size and depth, checked before any handler
+    params.py        every number, index, size, duration and flag of a query, parsed once
     blocking.py      Consul's blocking queries on the view's change index
     tokens.py        who may write (GATEWAY_TOKENS, or loopback peers only)
     unsupported.py   Consul APIs Baton lacks: 501 with a sentence
@@ -28,6 +30,7 @@ from services.errors import BatonError
 from services.gateway.http import unsupported
 from services.gateway.http.agent import Agent
 from services.gateway.http.baton_api import BatonApi
+from services.gateway.http.bodies import MAX_BODY, check_body
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
 from services.gateway.http.openapi import document
 from services.gateway.http.prometheus_sd import PrometheusSd
@@ -46,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AGENT", "ERRORS", "make_app"]
 
-MAX_BODY: Final = 64 * 1024  # as the bus's payload limit: nothing larger reaches a worker
 ERRORS: Final = web.AppKey("errors", collections.Counter[tuple[str, int]])
 AGENT: Final = web.AppKey("agent", Agent)
 
@@ -57,11 +59,15 @@ def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         try:
+            await check_body(request)  # encoding, size and depth, before any handler
             return await handler(request)
         except BatonError as exc:
             status, message = status_of(exc), exc.message
         except web.HTTPRequestEntityTooLarge:
             status, message = 413, f"the body is larger than {MAX_BODY} bytes"
+        except web.HTTPNotFound:  # outside /v1/ (the catch-all answers inside it)
+            status = 404
+            message = f"no route {request.method} {request.path}; see /v1/openapi.json"
         except web.HTTPException:
             raise  # aiohttp's own answers (405 and the like) keep their form
         except Exception as exc:  # a bug must not stop the worker; the client learns it

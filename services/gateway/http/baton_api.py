@@ -33,6 +33,7 @@ from schemas.subjects import InvalidNameError, check_name
 from services.bus import error_reply
 from services.errors import BadRequest
 from services.gateway.http.consul_api import token_of
+from services.gateway.http.params import flag, parse_size
 from services.gateway.http.replies import JSON
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ _EMPTY: Final = b"{}"
 
 
 _CHECKED_MAX: Final = 4096  # service names remembered as checked
+MAX_LIMIT: Final = 100_000  # the registry's own bound on a page (InstancesQuery.limit)
 
 
 def _convert(raw: dict[str, Any], kind: type[T]) -> T:
@@ -55,11 +57,6 @@ def _convert(raw: dict[str, Any], kind: type[T]) -> T:
         return msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise BadRequest(explain(exc, _encoder.encode(raw), kind.__name__)) from None
-
-
-def _int(query: Any, name: str) -> int | str:
-    value = query.get(name)
-    return int(value) if value is not None and value.isdigit() else value
 
 
 class BatonApi:
@@ -131,7 +128,7 @@ class BatonApi:
             if "exclude" in query:
                 raw["exclude"] = [i for v in query.getall("exclude") for i in v.split(",") if i]
             if "track" in query:
-                raw["track"] = query["track"].lower() not in ("false", "0", "no")
+                raw["track"] = flag(query, "track")
             payload = _encoder.encode(_convert(raw, ResolveRequest))
         else:
             payload = _EMPTY
@@ -169,7 +166,7 @@ class BatonApi:
         if "after" in request.query:
             raw["after"] = request.query["after"]
         if "limit" in request.query:
-            raw["limit"] = _int(request.query, "limit")
+            raw["limit"] = parse_size(request.query["limit"], "limit", maximum=MAX_LIMIT)
         query = _convert(raw, InstancesQuery)
         return await self._ask(subjects.instances(service), _encoder.encode(query))
 
