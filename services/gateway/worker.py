@@ -103,7 +103,8 @@ class Gateway(Lifecycle):
         agent = await self.enter(Agent(self.bus, self.view, self.log, timeout_s=timeout_s))
         asker = await self.enter(Asker(self.bus))
         app = make_app(self.bus, self.view, self.settings, self.log, agent=agent, asker=asker)
-        runner = web.AppRunner(app, access_log=None)
+        # bodies are decoded by the app (http/bodies.py), which answers a bad one itself
+        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await runner.setup()
         self._runner = runner
         self.on_close(self._stop_http)

@@ -29,6 +29,7 @@ from aiohttp import web
 from services.errors import BatonError
 from services.gateway.http import unsupported
 from services.gateway.http.agent import Agent
+from services.gateway.http.asker import Asker
 from services.gateway.http.baton_api import BatonApi
 from services.gateway.http.bodies import MAX_BODY, check_body
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
@@ -43,14 +44,14 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
-    from services.gateway.http.asker import Asker
     from services.gateway.settings import GatewaySettings
     from services.view import RegistryView
 
-__all__ = ["AGENT", "ERRORS", "make_app"]
+__all__ = ["AGENT", "ASKER", "ERRORS", "make_app"]
 
 ERRORS: Final = web.AppKey("errors", collections.Counter[tuple[str, int]])
 AGENT: Final = web.AppKey("agent", Agent)
+ASKER: Final = web.AppKey("asker", Asker)
 
 
 def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str, int]]) -> Any:
@@ -117,6 +118,7 @@ def make_app(
     app = web.Application(middlewares=[_middleware(log, errors)], client_max_size=MAX_BODY)
     app[ERRORS] = errors
     app[AGENT] = agent
+    app[ASKER] = asker
     consul = ConsulApi(
         view, agent, access, datacenter=settings.datacenter, node=socket.gethostname()
     )

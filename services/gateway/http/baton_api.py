@@ -32,6 +32,7 @@ from schemas.registry import Deregistration, Empty, Heartbeat, InstancesQuery, R
 from schemas.subjects import InvalidNameError, check_name
 from services.bus import error_reply
 from services.errors import BadRequest
+from services.gateway.http.bodies import body_of
 from services.gateway.http.consul_api import token_of
 from services.gateway.http.params import flag, parse_size
 from services.gateway.http.replies import JSON
@@ -104,7 +105,7 @@ class BatonApi:
         return web.Response(body=reply.data, content_type=JSON)
 
     async def _body(self, request: web.Request, kind: type[T]) -> tuple[bytes, T]:
-        raw = await request.read()
+        raw = body_of(request)
         decoder = self._decoders.get(kind)
         if decoder is None:
             decoder = self._decoders[kind] = msgspec.json.Decoder(kind)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from services.errors import BadRequest, Unavailable
 from services.gateway.http.blocking import block, blocking_params
-from services.gateway.http.bodies import decode_json
+from services.gateway.http.bodies import body_of, decode_json
 from services.gateway.http.consul_model import normalise, parse_registration, parse_status
 from services.gateway.http.consul_render import (
     aggregated,
@@ -230,7 +230,7 @@ class ConsulApi:
         self.access.check(token_of(request), request.remote, write, service)
 
     async def service_register(self, request: web.Request) -> web.Response:
-        body = decode_json(await request.read())
+        body = decode_json(body_of(request))
         svc = parse_registration(body, caller=request.remote or "127.0.0.1")
         self._allow(request, "register", svc.service)
         await self.agent.register(svc)
@@ -258,7 +258,7 @@ class ConsulApi:
         return await self._check(request, "critical", request.query.get("note", ""))
 
     async def check_update(self, request: web.Request) -> web.Response:
-        body = normalise(decode_json(await request.read()))
+        body = normalise(decode_json(body_of(request)))
         if body is None:
             body = {}
         if not isinstance(body, dict):
