@@ -237,6 +237,11 @@ class Bus:
                 return name, decode(data or b"{}")  # an empty payload reads as {}
             except msgspec.MsgspecError as exc:
                 raise BadRequest(explain(exc, data, what)) from None
+            except RecursionError:  # nested past the decoder's depth: hostile or broken
+                raise BadRequest(
+                    f"payload nests too deep to be a {what}; send it as the contract shows, "
+                    "a few levels of JSON"
+                ) from None
 
         return read
 

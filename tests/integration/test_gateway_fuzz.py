@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import gzip
 import re
+import socket
 import zlib
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
+import dns.message
+import dns.rcode
 import msgspec
+import nats.errors
 import pytest
 from hostile import (
     PROBE,
@@ -37,7 +41,9 @@ from hypothesis import strategies as st
 from natsserver import NatsServer
 from yarl import URL
 
-from schemas import subjects
+from schemas import catalog, subjects
+from schemas.balancer import Endpoint, ResolveRequest
+from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from schemas.examples import EXAMPLES
 from schemas.registry import Ack
 from services.gateway.http import ASKER
@@ -320,3 +326,162 @@ def _tasks(doors: Doors) -> set[Any]:
         return asyncio.all_tasks()
 
     return doors.run(tasks())
+
+
+# -- DNS over UDP and TCP -------------------------------------------------------------
+_RDTYPES: Final = ("A", "AAAA", "SRV", "TXT", "SOA", "NS", "PTR", "ANY", "AXFR", "CAA")
+
+
+def _query(draw: Any, domain: str) -> bytes:
+    """A query as a resolver sends it, then mutated at its bytes: header fields, counts,
+    the name's labels (lengths past 63, compression pointers), truncation, extra bytes."""
+    name = draw(
+        st.sampled_from(
+            (
+                f"{PROBE_SERVICE}.service.{domain}",
+                f"_{PROBE_SERVICE}._tcp.service.{domain}",
+                f"fz.service.{domain}",
+                f"z1.{PROBE_SERVICE}.service.{domain}",
+                domain,
+                "1.0.0.127.in-addr.arpa",
+                "example.org",
+            )
+        )
+    )
+    rdtype = draw(st.sampled_from(_RDTYPES) | st.integers(min_value=0, max_value=65535))
+    edns = draw(st.sampled_from((None, 0, 1)))
+    payload = draw(st.integers(min_value=0, max_value=65535))
+    query = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload)
+    wire = bytearray(query.to_wire())
+    kind = draw(st.sampled_from(("same", "header", "bytes", "label", "cut", "tail", "random")))
+    if kind == "header":
+        at = draw(st.integers(min_value=2, max_value=11))
+        wire[at] = draw(st.integers(min_value=0, max_value=255))
+    elif kind == "bytes":
+        for _ in range(draw(st.integers(min_value=1, max_value=8))):
+            at = draw(st.integers(min_value=0, max_value=len(wire) - 1))
+            wire[at] = draw(st.integers(min_value=0, max_value=255))
+    elif kind == "label":
+        label = draw(st.binary(min_size=1, max_size=80))
+        head = draw(st.sampled_from((len(label), 63, 64, 0xC0, 0xC0 | 12)))
+        wire[12:] = bytes([head]) + label + wire[12:]
+    elif kind == "cut":
+        del wire[draw(st.integers(min_value=0, max_value=len(wire) - 1)) :]
+    elif kind == "tail":
+        wire += draw(st.binary(min_size=1, max_size=600))
+    elif kind == "random":
+        wire = bytearray(draw(st.binary(max_size=600)))
+    return bytes(wire)
+
+
+def _probe_query(domain: str, qid: int) -> bytes:
+    query = dns.message.make_query(f"{PROBE_SERVICE}.service.{domain}", "A")
+    query.id = qid
+    return bytes(query.to_wire())
+
+
+def _judge_dns(reply: bytes, sent: bytes, probe_id: int) -> bool:
+    """Every reply is a well-formed message; True when it is the probe's, answered."""
+    msg = dns.message.from_wire(reply)
+    if msg.id != probe_id:
+        assert len(sent) >= 2
+        assert msg.id == int.from_bytes(sent[:2], "big")
+        return False
+    assert msg.rcode() == dns.rcode.NOERROR, msg
+    assert [r.address for r in msg.answer[0]] == [PROBE.host]
+    return True
+
+
+def _udp_exchange(sock: socket.socket, packet: bytes, domain: str, probe_id: int) -> None:
+    if packet:
+        sock.send(packet)
+    sock.send(_probe_query(domain, probe_id))
+    while not _judge_dns(sock.recv(65535), packet, probe_id):
+        pass
+
+
+def _tcp_exchange(port: int, packet: bytes, domain: str, probe_id: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        framed = len(packet).to_bytes(2, "big") + packet
+        sock.sendall(framed + len(_probe_query(domain, probe_id)).to_bytes(2, "big"))
+        sock.sendall(_probe_query(domain, probe_id))
+        stream = sock.makefile("rb")
+        while head := stream.read(2):
+            if _judge_dns(stream.read(int.from_bytes(head, "big")), packet, probe_id):
+                return
+    # the server closed a connection whose stream it could not read: a new one is served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        probe = _probe_query(domain, probe_id)
+        sock.sendall(len(probe).to_bytes(2, "big") + probe)
+        stream = sock.makefile("rb")
+        assert _judge_dns(stream.read(int.from_bytes(stream.read(2), "big")), b"", probe_id)
+
+
+def test_dns_over_udp_and_tcp_answers_hostile_packets_and_keeps_serving(doors: Doors) -> None:
+    gw = doors.gateway
+    domain = gw.settings.domain.rstrip(".")
+    before = rss_bytes()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(5)
+        udp.connect(("127.0.0.1", gw.dns_port))
+
+        @fuzzing(default_examples=150)
+        @given(data=st.data())
+        def one(data: st.DataObject) -> None:
+            packet = _query(data.draw, domain)
+            probe_id = data.draw(st.integers(min_value=0, max_value=65535), "probe id")
+            if len(packet) >= 2 and int.from_bytes(packet[:2], "big") == probe_id:
+                probe_id ^= 1
+            if data.draw(st.booleans(), "over TCP"):
+                _tcp_exchange(gw.dns_port, packet, domain, probe_id)
+            else:
+                _udp_exchange(udp, packet, domain, probe_id)
+
+        one()
+    assert gw.responder.counts["errors"] == 0  # no packet reached a bug
+    assert rss_bytes() - before < RSS_GROWTH
+    _still_serving(doors)
+
+
+# -- the NATS subjects behind the doors -----------------------------------------------
+_CHANNELS: Final = tuple(
+    c for c in catalog.CHANNELS if not c.address.startswith("$") and not c.by_worker
+)
+
+
+async def _on_nats(doors: Doors, subject: str, payload: bytes, *, ask: bool) -> Any:
+    assert doors.nc is not None
+    if not ask:
+        await doors.nc.publish(subject, payload)
+        return None
+    try:
+        return await doors.nc.request(subject, payload, timeout=10)
+    except nats.errors.NoRespondersError:
+        return None  # nothing serves it in this stack (a replica's subject)
+
+
+async def _probe_nats(doors: Doors) -> None:
+    gw = doors.gateway
+    reply = await gw.bus.request(subjects.resolve(PROBE_SERVICE), ResolveRequest(), Endpoint)
+    assert reply.instance_id == PROBE.instance_id
+
+
+def test_every_worker_subject_answers_hostile_payloads_with_a_sentence(doors: Doors) -> None:
+    assert len(_CHANNELS) >= 10
+
+    @fuzzing(default_examples=150)
+    @given(data=st.data())
+    def one(data: st.DataObject) -> None:
+        channel = data.draw(st.sampled_from(_CHANNELS), "channel")
+        subject = channel.address.replace("{service}", "fz")
+        payload = _mutate_body(data.draw, _example_body(channel.message.__name__))
+        ask = channel.op != catalog.PUBLISH and data.draw(st.booleans(), "ask")
+        reply = doors.run(_on_nats(doors, subject, payload, ask=ask))
+        headers = reply.headers if reply is not None else None
+        if headers and ERROR_CODE_HEADER in headers:
+            code = int(headers[ERROR_CODE_HEADER])
+            assert code < 500 or code in ALLOWED_5XX, (subject, payload[:200], headers)
+            assert is_sentence(headers.get(ERROR_HEADER, "")), headers
+        doors.run(_probe_nats(doors))
+
+    one()
