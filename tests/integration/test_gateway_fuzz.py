@@ -485,3 +485,70 @@ def test_every_worker_subject_answers_hostile_payloads_with_a_sentence(doors: Do
         doors.run(_probe_nats(doors))
 
     one()
+
+
+# -- every finding, kept ----------------------------------------------------------------
+_DEEP: Final = b'{"Name": "fz", "Port": 80, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+FINDINGS: Final = (
+    # (method, path, query, headers, body, status, words of the answer); each was a 500
+    # (or a bare word) before the fix named beside it
+    ("GET", "/v1/instances/fz", {"limit": "\u00b2"}, {}, b"", 400, "limit must be an integer"),
+    ("GET", "/v1/catalog/services", {"index": "\u00b2"}, {}, b"", 400, "index must be"),
+    ("GET", "/v1/catalog/services", {"index": "9" * 5000}, {}, b"", 400, "index must be"),
+    ("GET", "/v1/catalog/services", {"wait": "\u0661s"}, {}, b"", 400, "is not a duration"),
+    ("GET", "/v1/catalog/services", {"wait": "9" * 20 + "h"}, {}, b"", 400, "longest duration"),
+    (
+        "PUT",
+        "/v1/agent/service/register",
+        {},
+        {},
+        b'{"Name": "fz", "Port": 1e400}',
+        400,
+        "Request decode failed",
+    ),
+    ("PUT", "/v1/agent/service/register", {}, {}, _DEEP, 400, "nests deeper than 32"),
+    ("POST", "/v1/register/fz", {}, {}, _DEEP, 400, "nests deeper than 32"),
+    (
+        "POST",
+        "/v1/register/fz",
+        {},
+        {"Content-Encoding": "gzip"},
+        b"not gzip",
+        400,
+        "does not decode as gzip",
+    ),
+    (
+        "PUT",
+        "/v1/agent/check/update/x",
+        {},
+        {"Content-Encoding": "deflate"},
+        b"a" * 60_000,
+        400,
+        "does not decode as deflate",
+    ),
+    ("POST", "/v1/register/fz", {}, {"Content-Encoding": "br"}, b"{}", 415, "is not accepted"),
+    ("POST", "/v1/register/fz", {}, {"Content-Encoding": "compress"}, b"{}", 415, "not accepted"),
+    ("GET", "/nowhere", {}, {}, b"", 404, "no route GET /nowhere"),
+)
+
+
+@pytest.mark.parametrize(
+    "finding",
+    FINDINGS,
+    ids=[f"{f[0]} {f[1]} {sorted(f[2]) or sorted(f[3]) or len(f[4])}" for f in FINDINGS],
+)
+def test_each_finding_is_a_4xx_with_its_sentence(doors: Doors, finding: tuple[Any, ...]) -> None:
+    method, path, query, headers, body, status, says = finding
+    got, content_type, raw = doors.run(_call(doors, method, path, query, headers, body))
+    _judge(method, path, got, content_type, raw)
+    assert got == status, raw
+    assert says in raw.decode(), raw
+    doors.run(_probe(doors))
+
+
+def test_a_payload_nested_past_the_decoder_is_a_400_on_nats(doors: Doors) -> None:
+    payload = b'{"instance_id": "a", "host": "h", "port": 1, "x": ' + b"[" * 5000
+    payload += b"]" * 5000 + b"}"
+    reply = doors.run(_on_nats(doors, subjects.register("fz"), payload, ask=True))
+    assert reply.headers[ERROR_CODE_HEADER] == "400"
+    assert "nests too deep to be a Registration" in reply.headers[ERROR_HEADER]
