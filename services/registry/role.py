@@ -315,7 +315,7 @@ class Role:
         return None  # another try next round, within the window
 
     def lease_check(self, now: float) -> Stepped | None:
-        """Between writes: a holder whose last renewal is older than the window steps down."""
+        """Between writes: a leader whose last renewal is older than the window steps down."""
         if self.lease.revision is not None and not self.lease.connected(now):
             return self.step_down("no renewal within the lease")
         return None
