@@ -229,7 +229,8 @@ class Replica(Lifecycle):
                 subjects.REPLICA_LEADER, Empty(), ReplicaStatus, timeout=PING_S
             )
         except (NoResponders, RequestTimeout):
-            role.leader_silent(await self._live_followers())
+            role.leader_silent()
+            role.followers_found(await self._live_followers())
             return
         except BatonError:
             return

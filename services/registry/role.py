@@ -15,6 +15,8 @@ role says what it may do with what it hears. Five states, by what they mean:
   not run out), and the one with the smallest id among the live followers. It answers
   registrations and heartbeats from its own table, which is already whole, so answers
   resume within a ping, not a lease. It publishes nothing: events wait for the next leader.
+  Until its first presence call after the leader fell silent, each follower counts itself
+  first: for those 50 ms a few may answer, with the same `Ack` (the contract allows it).
 - `leading`: holds the leader lease and is in touch. It answers, lists, sweeps aloud and
   publishes every event. Without JetStream a replica runs `alone`: always leading.
 
@@ -25,7 +27,7 @@ that at most one replica holds the lease's speaking window at a time):
     lists(r, t)      <=>  linked(r) and caught_up(r) and (alone(r) or proved(r) > t - window)
     answers(r, t)    <=>  publishes(r, t)
                           or (lists(r, t) and no leader answered r's last ping
-                              and r = min(id of every live caught-up follower))
+                              and r = min(ids that answered r's last presence call))
 
 so `publishes` implies `answers` implies `lists`, and every change is published once: a
 change a non-publishing replica makes is held (outbox) until the leader's event covers it
@@ -246,11 +248,15 @@ class Role:
         self.adopt(epoch, seq)
         self.outbox.prune(now)
 
-    def leader_silent(self, live_followers: set[str]) -> None:
-        """No leader answered the ping; `live_followers` answered the presence call."""
+    def leader_silent(self) -> None:
+        """No leader answered the ping: a deputy answers from now on (the one in line
+        until the presence call says otherwise, `followers_found`)."""
         self.leader_answers = False
         self.leader = ""
-        self.first_in_line = min(live_followers | {self.id}) == self.id
+
+    def followers_found(self, live: set[str]) -> None:
+        """The live caught-up followers answered the presence call: is this one first?"""
+        self.first_in_line = min(live | {self.id}) == self.id
 
     def adopt(self, epoch: str, seq: int) -> None:
         if not epoch:

@@ -54,7 +54,7 @@ def following(replica_id: str = "b", *, link: Link | None = None) -> Role:
 
 def leading(replica_id: str = "b", *, link: Link | None = None) -> Role:
     r = following(replica_id, link=link)
-    r.leader_silent(set())
+    r.leader_silent()
     r.won(revision=7, sent=0.0)
     return r
 
@@ -101,11 +101,13 @@ def test_a_follower_answers_only_while_no_leader_does_and_its_id_is_the_smallest
     assert r.state(0.1) == "following"
     assert r.lists(0.1)
     assert not r.answers(0.1)
-    r.leader_silent({"c", "d"})  # the leader died; b is the smallest live follower
+    r.leader_silent()  # the leader died: answers resume at once
+    assert r.state(0.1) == "deputy"
+    r.followers_found({"c", "d"})  # b is the smallest live follower
     assert r.state(0.1) == "deputy"
     assert r.answers(0.1)
     assert r.leader == ""
-    r.leader_silent({"a2", "c"})  # a live follower with a smaller id answers instead
+    r.followers_found({"a2", "c"})  # a live follower with a smaller id answers instead
     assert r.state(0.1) == "following"
     r.leader_answered("c", "e1", 9, 0.1)
     assert r.state(0.1) == "following"
@@ -191,7 +193,8 @@ def _something_happens(r: Role, link: Link, rng: random.Random, now: float) -> N
         lambda: r.may_campaign() and r.won(rng.randrange(1, 99), now),
         lambda: _renewal(r, rng, now),
         lambda: _link(r, link, rng, now),
-        lambda: r.leader_silent(set(rng.sample(["a", "c", "d"], rng.randrange(3)))),
+        r.leader_silent,
+        lambda: r.followers_found(set(rng.sample(["a", "c", "d"], rng.randrange(3)))),
         lambda: r.leader_answered("a", "e1", rng.randrange(99), now),
         lambda: r.step_down("cut off"),
         lambda: r.lease_check(now),
@@ -226,7 +229,7 @@ def test_a_follower_holds_its_changes_and_a_new_leader_announces_them_first() ->
     first, second = Change("registered", a_lease("i-1")), Change("unhealthy", a_lease("i-2"))
     assert r.announce(first, 0.1) is None
     assert r.announce(second, 0.15) is None
-    r.leader_silent(set())
+    r.leader_silent()
     held = r.won(revision=3, sent=0.2)
     assert [c.lease.instance_id for c in held] == ["i-1", "i-2"]  # oldest first
     assert r.epoch == "e1"  # the fleet's epoch continues
@@ -262,7 +265,7 @@ def test_what_waits_for_a_proof_goes_to_the_outbox_when_leading_ends() -> None:
     r.renewal_failed(0.2, taken=True, error="")
     assert r.release(0.3) == []
     assert r.stopping(0.3) == []
-    r.leader_silent(set())
+    r.leader_silent()
     assert r.won(revision=9, sent=0.4) == [gone]  # announced by whoever leads next
 
 
@@ -278,7 +281,7 @@ def test_the_leaders_event_covers_a_followers_copy_and_carries_the_sequence() ->
     r.announce(Change("registered", a_lease("i-1")), 0.1)
     assert r.event_heard(event("registered", "i-1", seq=11), 0.2) == "i-1"
     assert r.seq == 11
-    r.leader_silent(set())
+    r.leader_silent()
     assert r.won(revision=2, sent=0.3) == []  # nothing left to announce twice
     assert r.event_heard(event("registered", "i-1", seq=12), 0.3) is None  # its own
 
