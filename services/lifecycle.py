@@ -105,10 +105,6 @@ class Offer:
         self._subscribe = subscribe
         self._subs: list[Subscription] = []
 
-    @property
-    def on(self) -> bool:
-        return len(self._subs) == len(self._subscribe)
-
     async def set(self, on: bool) -> None:
         if on:
             for subscribe in self._subscribe[len(self._subs) :]:
