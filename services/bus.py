@@ -103,9 +103,10 @@ class Bus:
             dec = self._decoders[kind] = msgspec.json.Decoder(kind)
         return dec
 
-    def is_connected(self) -> bool:
-        """Is the connection up right now? (nats-py buffers what is sent while it is not.)"""
-        return self.nc.is_connected
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up (False while reconnecting or closed)."""
+        return bool(self.nc.is_connected)
 
     async def publish(self, subject: str, msg: msgspec.Struct) -> None:
         await self.nc.publish(subject, _encoder.encode(msg))

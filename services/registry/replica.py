@@ -146,7 +146,7 @@ class Replica(Lifecycle):
         if lease is None:  # alone: nothing to write
             return
         sent = self.clock()
-        if not self.bus.is_connected():
+        if not self.bus.connected:
             self._cut(sent)
             return
         timeout = role.lease.write_timeout(sent)
@@ -218,7 +218,7 @@ class Replica(Lifecycle):
 
     async def _ping(self) -> None:
         role, now = self.role, self.clock()
-        if not self.bus.is_connected():
+        if not self.bus.connected:
             self._cut(now)
             return
         if role.lease.revision is not None:  # the leader: only its own lease to check

@@ -137,7 +137,7 @@ class Registry(Lifecycle):
             lease_s=settings.leader_lease_s,
             settle_s=settings.settle_s,
             started=clock(),
-            linked=bus.is_connected,
+            linked=lambda: bus.connected,
             mint=lambda: secrets.token_hex(6),
         )
         # listed (queue group `registry`) only while the role lists: caught up, in touch
