@@ -110,9 +110,14 @@ fmt:
 bench *args: influxd dns-tools wrk
     "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     "{{python}}" -m mypy tests/bench
-    "{{python}}" tests/bench/run.py {{args}}
+    PYTHONPATH=".:tests:tests/unit:tests/bench" "{{python}}" tests/bench/run.py {{args}}
+
+# the cluster and partition tests N times in a row, both cores kept busy; prints the pass count
+[group('check')]
+soak-clusters runs="20":
+    tests/soak_clusters.sh {{runs}}
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]
 check-dashboards:
-    "{{python}}" tests/check_dashboards.py
+    PYTHONPATH="tests:tests/integration" "{{python}}" tests/check_dashboards.py
