@@ -407,9 +407,12 @@ def _tcp_exchange(port: int, packet: bytes, domain: str, probe_id: int) -> None:
         sock.sendall(framed + len(_probe_query(domain, probe_id)).to_bytes(2, "big"))
         sock.sendall(_probe_query(domain, probe_id))
         stream = sock.makefile("rb")
-        while head := stream.read(2):
-            if _judge_dns(stream.read(int.from_bytes(head, "big")), packet, probe_id):
-                return
+        try:
+            while head := stream.read(2):
+                if _judge_dns(stream.read(int.from_bytes(head, "big")), packet, probe_id):
+                    return
+        except ConnectionResetError:  # closed with the probe unread: the kernel resets
+            pass
     # the server closed a connection whose stream it could not read: a new one is served
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         probe = _probe_query(domain, probe_id)
