@@ -46,7 +46,7 @@ from schemas.balancer import Endpoint, ResolveRequest
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from schemas.examples import EXAMPLES
 from schemas.registry import Ack
-from services.gateway.http import ASKER
+from services.gateway.http import ASKER, ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -310,6 +310,9 @@ def test_every_http_route_answers_hostile_requests_with_a_sentence(doors: Doors)
     one()
     _still_serving(doors)
     assert rss_bytes() - before < RSS_GROWTH
+    # errors are counted by route, not by path: a scanner's paths do not grow the table
+    canonical = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert {where for where, _ in app[ERRORS]} <= canonical | {"(no route)"}
 
 
 def _still_serving(doors: Doors) -> None:
