@@ -101,6 +101,7 @@ class Follower(Lifecycle):
         self.last_seq = 0  # the stream sequence of the last record delivered
         self.restarts = 0  # subscriptions made again after a reconnect
         self._restart = asyncio.Event()
+        self._one_at_a_time = asyncio.Lock()
 
     async def start(self) -> None:
         self.bus.reconnect_hooks.append(self._on_reconnect)
@@ -188,16 +189,19 @@ class Follower(Lifecycle):
 
     async def _on_msg(self, msg: Msg) -> None:
         record = from_delivered(msg)
-        if record.seq <= self.last_seq:
-            return  # delivered already (a consumer made again from an earlier record)
-        self.last_seq = record.seq
-        try:
-            done = self.on_record(record)
-            if inspect.isawaitable(done):
-                await done
-            self.applied += 1
-        except Exception:  # one bad record must not stop the follower
-            self.bad += 1
-            self.log.exception(self.events["entry_failed"], subject=record.subject)
+        # one record at a time: during a restart two subscriptions deliver at once, and a
+        # newer record must not be applied while an older one still is
+        async with self._one_at_a_time:
+            if record.seq <= self.last_seq:
+                return  # delivered already (a consumer made again from an earlier record)
+            self.last_seq = record.seq
+            try:
+                done = self.on_record(record)
+                if inspect.isawaitable(done):
+                    await done
+                self.applied += 1
+            except Exception:  # one bad record must not stop the follower
+                self.bad += 1
+                self.log.exception(self.events["entry_failed"], subject=record.subject)
         if record.pending == 0:
             self.caught_up.set()
