@@ -30,6 +30,7 @@ from schemas.governor import ServiceConfig
 from services.configlog import ConfigWatch
 from services.lifecycle import Lifecycle
 from services.view.ejections import EMPTY, OutlierWatch, ejected, next_end
+from services.view.eligibility import may_take_traffic
 from services.view.rules import in_panic, warm_weight
 from services.view.sync import RegistrySync
 
@@ -46,9 +47,15 @@ if TYPE_CHECKING:
 __all__ = ["RegistryView", "ServiceState", "eligible"]
 
 
-def eligible(instance: Instance, *, panic: bool = False) -> bool:
-    """May take traffic: healthy (or the service is in panic), not drained, weight > 0."""
-    return (instance.healthy or panic) and not instance.drained and instance.weight > 0
+def eligible(instance: Instance, *, panic: bool = False, ejected: bool = False) -> bool:
+    """May take traffic (services/view/eligibility.py) by the registry's marks."""
+    return may_take_traffic(
+        healthy=instance.healthy,
+        drained=instance.drained,
+        weight=instance.weight,
+        ejected=ejected,
+        panic=panic,
+    )
 
 
 def _visible(i: Instance) -> tuple[object, ...]:
@@ -103,8 +110,7 @@ class ServiceState:
         found = [
             i
             for i in self.instances.values()
-            if eligible(i, panic=panic)
-            and i.instance_id not in out
+            if eligible(i, panic=panic, ejected=i.instance_id in out)
             and (not zone or i.zone == zone)
         ]
         found.sort(key=lambda i: i.instance_id)
