@@ -96,7 +96,7 @@ class Ejector(Lifecycle):
     """Finds, stores and applies a balancer's ejections; `pools` is the worker's, the
     stored states are the read model's (`view`, which follows the stream)."""
 
-    def __init__(  # its dependencies, passed in
+    def __init__(
         self,
         bus: Bus,
         pools: dict[str, Pool],
