@@ -176,7 +176,7 @@ class RegistryView(Lifecycle):
         self.outlier_seqs: dict[str, int] = {}  # the stream sequence of each
         self._ends = asyncio.Event()  # an ejection came: its end is one to wake for
         self._listeners: list[Listener] = []
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.config = ConfigWatch(bus, log, self._on_config)
         # the balancer creates the ejection stream there; the gateway waits for it
         self.outliers = OutlierWatch(
             bus, log, self.take_outliers, prepare=prepare_outliers, timeout_s=timeout_s

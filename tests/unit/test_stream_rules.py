@@ -9,6 +9,7 @@ import pytest
 from nats.js import api
 
 from services import errors
+from services.governor.store import StaleWriteError
 from services.stream import LostRace, StreamSpec, lost_race
 from services.stream.spec import stream_spec
 from services.stream.writer import WRONG_LAST_SEQUENCE, unreachable
@@ -47,9 +48,10 @@ def test_both_codes_are_known() -> None:
     assert {10071, 10164} == WRONG_LAST_SEQUENCE
 
 
-def test_a_lost_race_is_a_conflict() -> None:
+def test_a_lost_race_is_a_conflict_and_the_governors_stale_write() -> None:
     assert issubclass(LostRace, errors.Conflict)
     assert LostRace().code == 409
+    assert StaleWriteError is LostRace
 
 
 def test_an_unreachable_store_says_which_and_what_to_check() -> None:
