@@ -8,7 +8,8 @@ rather than not at all; `caught_up` is set once every record that existed when i
 has been delivered (at once for an empty or missing stream).
 
 After every reconnect it subscribes again from the record after the last one delivered
-(the ephemeral consumer may have died with a server). nats-py's own reset of an ordered
+(the ephemeral consumer may have died with a server), and lets go of the old subscription
+once the new one is made. nats-py's own reset of an ordered
 consumer starts over from the stream's first record, so a record at or below the last
 one delivered is passed over: each reaches `on_record` once, in stream order. One record
 that `on_record` fails on is counted in `bad` and logged; the follower goes on.
@@ -121,13 +122,13 @@ class Follower(Lifecycle):
         try:
             while True:
                 self._restart.clear()
-                sub = await self._subscribe()
+                new = await self._subscribe()
+                if sub is not None:  # kept until now: JetStream may have been slow to answer
+                    await unsubscribe(sub)
+                    self.restarts += 1
+                    self.log.info(self.events["follow_restarted"], after_seq=self.last_seq)
+                sub = new
                 await self._restart.wait()
-                self.following = False
-                await unsubscribe(sub)
-                sub = None
-                self.restarts += 1
-                self.log.info(self.events["follow_restarted"], after_seq=self.last_seq)
         finally:  # a record cut short comes again on the next start
             self.following = False
             if sub is not None:
