@@ -13,6 +13,9 @@
     prometheus_sd.py Prometheus' HTTP discovery (for builds without Consul discovery)
     openapi.py       the OpenAPI document, served at /v1/openapi.json
 
+The operator console (services/gateway/console/) adds its page at /ui/ and its JSON
+under /v1/ui/.
+
 Every error is answered with its status and a sentence, counted and logged; no request
 can stop the worker.
 """
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from services.errors import BatonError
+from services.gateway import console
 from services.gateway.http import unsupported
 from services.gateway.http.agent import Agent
 from services.gateway.http.asker import Asker
@@ -133,10 +137,22 @@ def make_app(
     app.add_routes([web.get("/v1/openapi.json", openapi)])
     app.add_routes(consul.routes())
     app.add_routes(PrometheusSd(view, settings.datacenter).routes())
-    app.add_routes(unsupported.routes())
+    app.add_routes(
+        console.routes(
+            bus,
+            view,
+            asker,
+            access,
+            timeout_s=timeout_s,
+            closing=consul.closing,
+            grafana_url=settings.grafana_url,
+        )
+    )
+    app.add_routes(unsupported.routes())  # the catch-all of /v1/: last
 
     async def on_shutdown(_: web.Application) -> None:
-        consul.closing.set()  # before aiohttp waits for handlers: blocking queries answer
+        # before aiohttp waits for handlers: blocking queries answer, event streams end
+        consul.closing.set()
 
     app.on_shutdown.append(on_shutdown)
     return app

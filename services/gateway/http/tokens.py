@@ -1,15 +1,18 @@
 """Who may write over HTTP: the GATEWAY_TOKENS file, and the loopback rule without it.
 
-The file holds one token a line, then its role, then the services it may write:
+The file holds one token a line, then its role, then the services it may write, then
+(optionally) the token's name, which the console records as the actor of its changes:
 
-    # token                            role     services
+    # token                            role     services        name
     9f2c61d0e4b84d6a8f7f3b5e2a1c0d9e   service  web,web-canary
     3b7d5e9a1f2c4e6b8d0a2c4e6f8a0b2c   client   web,api
-    7e1a3c5e7f9b1d3f5a7c9e1b3d5f7a9c   admin    *
+    7e1a3c5e7f9b1d3f5a7c9e1b3d5f7a9c   admin    *               alice
+    5c8e0a2c4e6f8a0b2c3b7d5e9a1f2c4e   reader   *               dashboards
 
     service   registers, heartbeats, deregisters and reports (Consul agent writes too)
     client    reports calls only (POST /v1/report): a caller of the service
-    admin     every write; its services must be `*`
+    admin     every write, and the console's config changes; its services must be `*`
+    reader    no write at all: a console that sees everything and changes nothing
 
 A token is at least 16 characters of A-Z a-z 0-9 _ - . ~ + / =. Reads need no token: the
 gateway serves what NATS already shows every client of the registry.
@@ -35,15 +38,17 @@ if TYPE_CHECKING:
 
 __all__ = ["ALL", "Access", "Grant", "Role", "Write", "is_loopback", "parse_tokens"]
 
-Role = Literal["service", "client", "admin"]
-Write = Literal["register", "report"]  # what a write does: a registry write, or a report
+Role = Literal["service", "client", "admin", "reader"]
+# what a write does: a registry write, a report, or a config change (the console's)
+Write = Literal["register", "report", "configure"]
 ROLES: Final = get_args(Role)
 ALL: Final = "*"
 _TOKEN: Final = re.compile(r"[A-Za-z0-9_.~+/=-]{16,256}")
 _MAY: Final[dict[str, frozenset[str]]] = {
     "service": frozenset({"register", "report"}),
     "client": frozenset({"report"}),
-    "admin": frozenset({"register", "report"}),
+    "admin": frozenset({"register", "report", "configure"}),
+    "reader": frozenset(),
 }
 
 
@@ -51,6 +56,11 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     services: frozenset[str]  # {"*"} = all
     line: int
+    name: str = ""  # the 4th field: who the console records as the actor
+
+    @property
+    def actor(self) -> str:
+        return self.name or f"GATEWAY_TOKENS line {self.line} ({self.role})"
 
     def allows(self, write: Write, service: str) -> bool:
         return write in _MAY[self.role] and (ALL in self.services or service in self.services)
@@ -62,7 +72,7 @@ def _digest(token: str) -> bytes:
 
 
 def _fields(fields: list[str], where: str) -> tuple[str, Role, frozenset[str]]:
-    token, role, services_field = fields
+    token, role, services_field = fields[:3]
     if not _TOKEN.fullmatch(token):
         raise StartupError(
             f"{where}: a token must be 16 to 256 characters of A-Z a-z 0-9 _ . ~ + / = - "
@@ -92,16 +102,17 @@ def parse_tokens(text: str, source: str = "GATEWAY_TOKENS") -> dict[bytes, Grant
             continue
         where = f"{source} line {number}"
         fields = line.split()
-        if len(fields) != 3:
+        if len(fields) not in (3, 4):
             raise StartupError(
-                f"{where}: expected 3 fields `token role services`, got {len(fields)}; "
-                "e.g. `9f2c61d0e4b84d6a8f7f3b5e2a1c0d9e service web,web-canary`"
+                f"{where}: expected 3 fields `token role services` (and a name), got "
+                f"{len(fields)}; e.g. `9f2c61d0e4b84d6a8f7f3b5e2a1c0d9e service web,web-canary`"
             )
         token, role, services = _fields(fields, where)
         key = _digest(token)
         if key in grants:
             raise StartupError(f"{where}: the token of line {grants[key].line} again")
-        grants[key] = Grant(role=role, services=services, line=number)
+        name = fields[3] if len(fields) == 4 else ""
+        grants[key] = Grant(role=role, services=services, line=number, name=name)
     if not grants:
         raise StartupError(f"{source} holds no token; list at least one, or unset it")
     return grants
@@ -134,11 +145,14 @@ class Access:
             raise StartupError(f"GATEWAY_TOKENS={path}: cannot read it ({exc.strerror})") from None
         return cls(parse_tokens(text, f"GATEWAY_TOKENS={path}"))
 
-    def check(self, token: str | None, peer: str | None, write: Write, service: str) -> None:
-        """Raise Forbidden with the reason, unless this write may go ahead."""
+    def check(
+        self, token: str | None, peer: str | None, write: Write, service: str
+    ) -> Grant | None:
+        """Raise Forbidden with the reason, unless this write may go ahead; the token's
+        grant (None: a loopback peer of a gateway without tokens)."""
         if self.grants is None:
             if is_loopback(peer):
-                return
+                return None
             raise Forbidden(
                 f"writes over HTTP are taken only from loopback without GATEWAY_TOKENS "
                 f"(this request came from {peer}); give the gateway a token file"
@@ -151,7 +165,15 @@ class Access:
         if grant is None:
             raise Forbidden("the token is not in GATEWAY_TOKENS")
         if not grant.allows(write, service):
-            what = "register or deregister" if write == "register" else "report on"
+            what = _WHAT[write]
             raise Forbidden(
                 f"the token of line {grant.line} ({grant.role}) may not {what} service {service!r}"
             )
+        return grant
+
+
+_WHAT: Final[dict[str, str]] = {
+    "register": "register or deregister",
+    "report": "report on",
+    "configure": "change the config of",
+}

@@ -1,0 +1,229 @@
+"""The operator console in Debian's Chromium: a real gateway before real workers, a real
+browser, the page's own clicks; what the page shows is checked against NATS.
+
+Screenshots of each page go to `BATON_CONSOLE_SHOTS` when it is set (`just console-shots`
+writes docs/console/), else to the test's own folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+from browser import CHROMEDRIVER, Browser, browser
+from httpgateway import Http, stack
+from waiting import until
+
+from schemas import subjects
+from schemas.governor import ConfigApplied, ConfigChange, ServiceConfig
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from nats.aio.client import Client
+    from natsserver import NatsServer
+
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMEDRIVER).exists(),
+        reason="chromium-driver missing: `just chromium` installs Debian's",
+    ),
+    pytest.mark.timeout(120),
+]
+
+ADMIN = "console-admin-token-0123"
+READER = "console-reader-token-0123"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def _instance(instance_id: str, port: int, **fields: Any) -> dict[str, Any]:
+    return {"instance_id": instance_id, "host": "127.0.0.1", "port": port, "zone": "z1", **fields}
+
+
+async def _register(http: Http, service: str, body: dict[str, Any], **kw: Any) -> None:
+    status, reply, _ = await http.call("POST", f"/v1/register/{service}", body, **kw)
+    assert status == 200, reply
+
+
+async def _in_view(http: Http, service: str, instance_id: str) -> None:
+    def seen() -> bool:
+        state = http.gateway.view.service(service)
+        return state is not None and instance_id in state.instances
+
+    await until(seen, timeout=10)
+
+
+@pytest.fixture
+async def http(nats_server: NatsServer) -> AsyncIterator[Http]:
+    async with stack(nats_server.url, dns_port=-1) as client:
+        yield client
+
+
+@pytest.fixture
+def page(http: Http) -> Iterator[Browser]:
+    with browser(http.base) as b:
+        yield b
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    return Path(os.environ.get("BATON_CONSOLE_SHOTS") or tmp_path)
+
+
+async def test_the_page_is_served_with_a_policy_against_foreign_and_inline_scripts(
+    http: Http,
+) -> None:
+    status, body, headers = await http.call("GET", "/", allow_redirects=False)
+    assert (status, headers["Location"]) == (302, "/ui/")
+    status, body, headers = await http.call("GET", "/ui/")
+    assert status == 200
+    assert '<script type="module" src="/ui/console.js">' in body
+    policy = headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy
+    assert "unsafe-inline" not in policy
+    assert "http" not in body.replace("http-equiv", "")  # nothing fetched from elsewhere
+    status, body, _ = await http.call("GET", "/ui/../pyproject.toml")
+    assert status == 404
+    status, body, _ = await http.call("GET", "/ui/nothing.js")
+    assert (status, body["message"]) == (404, "the console has no file 'nothing.js'; its page is /ui/")
+
+
+async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns_critical_live(
+    http: Http, page: Browser, shots: Path
+) -> None:
+    await _register(http, "orders", _instance("orders-1", 8001, ttl_s=1, version="1.4.2"))
+
+    async def beat() -> None:
+        while True:
+            await http.call("POST", "/v1/heartbeat/orders", {"instance_id": "orders-1"})
+            await asyncio.sleep(0.2)  # a heartbeat's period, not a wait for a condition
+
+    beating = asyncio.create_task(beat())
+    try:
+        await page.open("/")
+        await page.text("#services tr[data-service=orders]", "orders")
+        await page.screenshot(shots / "overview.png")
+        await page.go("#/service/orders")
+        await page.text("tr[data-instance=orders-1] .state", "passing")
+        await page.js("window.sameDocument = true")
+    finally:
+        beating.cancel()
+    # no reload: the same document learns it from the event stream
+    await page.text("tr[data-instance=orders-1] .state", "critical")
+    await page.text("tr[data-instance=orders-1] .why", "no heartbeat")
+    assert await page.js("return window.sameDocument") is True
+    await page.screenshot(shots / "service-critical.png")
+
+
+async def test_drain_from_the_page_is_seen_by_a_nats_resolve(
+    http: Http, page: Browser, nc: Client, shots: Path
+) -> None:
+    for n in (1, 2):
+        await _register(http, "web", _instance(f"web-{n}", 8000 + n, ttl_s=30))
+    await _in_view(http, "web", "web-2")
+    await page.open("/#/service/web")
+    await page.click("tr[data-instance=web-1] button.drain")
+    await page.text("#message", "Done.")
+    await page.text("tr[data-instance=web-1] .state", "drained")
+
+    async def web_1_gets_nothing() -> bool:
+        for _ in range(10):
+            reply = await nc.request(subjects.resolve("web"), b"{}", timeout=2)
+            if msgspec.json.decode(reply.data)["instance_id"] == "web-1":
+                return False
+        return True
+
+    await until(web_1_gets_nothing, timeout=10)
+    await page.screenshot(shots / "service.png")
+    await page.click("tr[data-instance=web-1] button.undrain")
+    await page.text("tr[data-instance=web-1] .state", "passing")
+    # deregistration asks first, then the registry forgets the instance
+    await page.click("tr[data-instance=web-2] button.deregister")
+    await page.click("tr[data-instance=web-2] button.confirm")
+    await until(lambda: "web-2" not in http.gateway.view.service("web").instances, timeout=10)
+    await page.text("#instances", "web-1")
+
+
+async def _change(nc: Client, service: str, **fields: Any) -> ConfigApplied:
+    change = ConfigChange(actor="test", reason="by the test", **fields)
+    reply = await nc.request(subjects.change(service), msgspec.json.encode(change), timeout=5)
+    return msgspec.json.decode(reply.data, type=ConfigApplied)
+
+
+async def test_rollback_from_the_history_page_restores_the_previous_revision(
+    http: Http, page: Browser, nc: Client, shots: Path
+) -> None:
+    await _register(http, "pay", _instance("pay-1", 8101, ttl_s=30))
+    await _in_view(http, "pay", "pay-1")
+    first = await _change(nc, "pay", strategy="round_robin")
+    second = await _change(nc, "pay", strategy="least_loaded")
+    await page.open("/#/history/pay")
+    await page.text(f"tr[data-revision='{second.revision}']", "least_loaded")
+    await page.screenshot(shots / "history.png")
+    await page.click(f"tr[data-revision='{first.revision}'] button.rollback")
+    await page.text("#message", "Done.")
+
+    async def restored() -> str | None:
+        reply = await nc.request(subjects.config("pay"), b"{}", timeout=5)
+        config = msgspec.json.decode(reply.data, type=ServiceConfig)
+        return config.strategy if config.revision > second.revision else None
+
+    assert await until(restored, timeout=10) == "round_robin"
+    await page.text("#history", f"rollback to r{first.revision}")  # live, without a reload
+
+
+async def test_markup_in_metadata_is_shown_as_text_and_runs_nothing(
+    http: Http, page: Browser
+) -> None:
+    await _register(http, "xss", _instance("xss-1", 8201, metadata={"note": XSS}, version=XSS))
+    await _in_view(http, "xss", "xss-1")
+    await page.open("/#/service/xss")
+    await page.text("tr[data-instance=xss-1]", f"note={XSS}")
+    assert await page.js("return document.querySelectorAll('main img').length") == 0
+    assert not await page.alert_open()
+
+
+async def test_workers_page_lists_every_replica(http: Http, page: Browser, shots: Path) -> None:
+    await page.open("/#/workers")
+    for worker in ("baton-registry", "baton-governor", "baton-balancer", "baton-gateway"):
+        await page.text("#workers", worker)
+    await page.screenshot(shots / "workers.png")
+
+
+@pytest.fixture
+async def guarded(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Http]:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ADMIN} admin * alice\n{READER} reader *\n")
+    async with stack(nats_server.url, dns_port=-1, tokens=str(tokens)) as client:
+        yield client
+
+
+async def test_a_read_only_token_sees_everything_and_changes_nothing(
+    guarded: Http, nc: Client
+) -> None:
+    await _register(
+        guarded, "api", _instance("api-1", 8301, ttl_s=30), headers={"X-Consul-Token": ADMIN}
+    )
+    await _in_view(guarded, "api", "api-1")
+    with browser(guarded.base) as page:
+        await page.open("/#/service/api")
+        await page.click("tr[data-instance=api-1] button.drain")  # no token yet
+        await page.text("#message", "Refused (403): this write needs a token")
+        await page.type("#token", READER)
+        await page.click("#token-form button")
+        await page.click("tr[data-instance=api-1] button.drain")
+        await page.text("#message", "(reader) may not change the config of service 'api'")
+        await page.text("tr[data-instance=api-1] .state", "passing")
+        await page.type("#token", ADMIN)
+        await page.click("#token-form button")
+        await page.click("tr[data-instance=api-1] button.drain")
+        await page.text("tr[data-instance=api-1] .state", "drained")
+    reply = await nc.request(subjects.config("api"), b"{}", timeout=5)
+    config = msgspec.json.decode(reply.data, type=ServiceConfig)
+    assert config.instances["api-1"].drained is True
+    reply = await nc.request(subjects.history("api"), b"{}", timeout=5)
+    assert msgspec.json.decode(reply.data)["entries"][-1]["actor"] == "alice"
