@@ -89,7 +89,8 @@ async def test_the_page_is_served_with_a_policy_against_foreign_and_inline_scrip
     status, body, _ = await http.call("GET", "/ui/../pyproject.toml")
     assert status == 404
     status, body, _ = await http.call("GET", "/ui/nothing.js")
-    assert (status, body["message"]) == (404, "the console has no file 'nothing.js'; its page is /ui/")
+    assert status == 404
+    assert body["message"] == "the console has no file 'nothing.js'; its page is /ui/"
 
 
 async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns_critical_live(
@@ -160,9 +161,9 @@ async def test_rollback_from_the_history_page_restores_the_previous_revision(
     await _register(http, "pay", _instance("pay-1", 8101, ttl_s=30))
     await _in_view(http, "pay", "pay-1")
     first = await _change(nc, "pay", strategy="round_robin")
-    second = await _change(nc, "pay", strategy="least_loaded")
+    second = await _change(nc, "pay", strategy="least_connections")
     await page.open("/#/history/pay")
-    await page.text(f"tr[data-revision='{second.revision}']", "least_loaded")
+    await page.text(f"tr[data-revision='{second.revision}']", "least_connections")
     await page.screenshot(shots / "history.png")
     await page.click(f"tr[data-revision='{first.revision}'] button.rollback")
     await page.text("#message", "Done.")
