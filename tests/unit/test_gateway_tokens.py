@@ -44,7 +44,7 @@ def test_readers_write_nothing_and_names_are_the_actors() -> None:
     access = Access(parse_tokens(f"{FILE}{reader} reader *\n{named} admin * alice\n"))
     for write in ("register", "report", "configure"):
         with pytest.raises(Forbidden, match=r"\(reader\) may not"):
-            access.check(reader, "127.0.0.1", write, "web")  # type: ignore[arg-type]
+            access.check(reader, "127.0.0.1", write, "web")
     with pytest.raises(Forbidden, match=r"\(service\) may not change the config of service 'web'"):
         access.check(WEB, "10.0.0.1", "configure", "web")
     grant = access.check(named, "10.0.0.1", "configure", "web")

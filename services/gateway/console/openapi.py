@@ -17,7 +17,7 @@ _ERROR: Final = {
     "description": "the sentence of what was wrong ({code, message})",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}},
 }
-_TOKEN: Final = [{"consulToken": []}, {"bearer": []}]
+_TOKEN: Final[list[dict[str, list[str]]]] = [{"consulToken": []}, {"bearer": []}]
 
 
 def _query(name: str, description: str) -> dict[str, Any]:
