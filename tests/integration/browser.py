@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from selenium import webdriver
@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from waiting import until
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 __all__ = ["CHROMEDRIVER", "Browser", "browser"]
@@ -28,17 +28,23 @@ CHROMEDRIVER: Final = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WAIT_S: Final = 15.0  # a bound for a hung page, not a measure: conditions are awaited
 
 
-@contextmanager
-def browser(base: str) -> Iterator[Browser]:
+def _start() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(arg)
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@asynccontextmanager
+async def browser(base: str) -> AsyncIterator[Browser]:
+    """A browser on `base`, started and stopped in a thread: the stack's loop runs on
+    (a blocked loop would miss the registry's lease renewals)."""
+    driver = await asyncio.to_thread(_start)
     try:
         yield Browser(driver, base)
     finally:
-        driver.quit()
+        await asyncio.to_thread(driver.quit)
 
 
 class Browser:

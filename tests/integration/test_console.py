@@ -22,7 +22,7 @@ from schemas import subjects
 from schemas.governor import ConfigApplied, ConfigChange, ServiceConfig
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
 
     from nats.aio.client import Client
     from natsserver import NatsServer
@@ -64,8 +64,8 @@ async def http(nats_server: NatsServer) -> AsyncIterator[Http]:
 
 
 @pytest.fixture
-def page(http: Http) -> Iterator[Browser]:
-    with browser(http.base) as b:
+async def page(http: Http) -> AsyncIterator[Browser]:
+    async with browser(http.base) as b:
         yield b
 
 
@@ -210,7 +210,7 @@ async def test_a_read_only_token_sees_everything_and_changes_nothing(
         guarded, "api", _instance("api-1", 8301, ttl_s=30), headers={"X-Consul-Token": ADMIN}
     )
     await _in_view(guarded, "api", "api-1")
-    with browser(guarded.base) as page:
+    async with browser(guarded.base) as page:
         await page.open("/#/service/api")
         await page.click("tr[data-instance=api-1] button.drain")  # no token yet
         await page.text("#message", "Refused (403): this write needs a token")

@@ -21,6 +21,7 @@ FILES: Final = {
     "index.html": "text/html",
     "console.css": "text/css",
     "console.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
 }
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "

@@ -119,7 +119,7 @@ function instanceRow(service, i) {
     " ", weight,
     el("button", { className: "set-weight", text: "set weight", on: { click: () => change(service, { instance_id: i.instance_id, weight: Number(weight.value) }) } }),
     " ",
-    el("button", { className: "deregister", text: "deregister", on: { click: (e) => confirmDeregister(e.target, service, i.instance_id) } }));
+    ...deregisterControls(service, i.instance_id));
   const meta = Object.entries(i.metadata).map(([k, v]) => el("div", { className: "meta", text: `${k}=${v}` }));
   return el("tr", { dataset: { instance: i.instance_id } },
     el("td", { text: i.instance_id }),
@@ -133,13 +133,19 @@ function instanceRow(service, i) {
     actions);
 }
 
-function confirmDeregister(button, service, instanceId) {
-  const cell = button.parentElement;
-  cell.replaceChildren(
+// The instance whose deregistration waits for a yes: kept here, so a live redraw keeps asking.
+let confirming = null;
+
+function deregisterControls(service, instanceId) {
+  if (!confirming || confirming.service !== service || confirming.instance !== instanceId) {
+    return [el("button", { className: "deregister", text: "deregister", on: { click: () => { confirming = { service, instance: instanceId }; render(); } } })];
+  }
+  return [
     el("span", { text: `Deregister ${instanceId}? ` }),
-    el("button", { className: "confirm", text: "yes, deregister", on: { click: async () => { await write(`/v1/ui/services/${encodeURIComponent(service)}/deregister`, { instance_id: instanceId }); render(); } } }),
+    el("button", { className: "confirm", text: "yes, deregister", on: { click: async () => { confirming = null; await write(`/v1/ui/services/${encodeURIComponent(service)}/deregister`, { instance_id: instanceId }); render(); } } }),
     " ",
-    el("button", { className: "cancel", text: "cancel", on: { click: () => render() } }));
+    el("button", { className: "cancel", text: "cancel", on: { click: () => { confirming = null; render(); } } }),
+  ];
 }
 
 async function change(service, body) {
@@ -268,6 +274,6 @@ document.getElementById("token-form").addEventListener("submit", (e) => {
   say(tokenInput.value ? "Token kept for this tab." : "Token forgotten.", true);
 });
 tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
-window.addEventListener("hashchange", () => { say(""); render(); });
+window.addEventListener("hashchange", () => { say(""); confirming = null; render(); });
 listen();
 render();
