@@ -95,12 +95,16 @@ class Browser:
         await until(lambda: asyncio.to_thread(press), WAIT_S, interval=0.05, what=f"click {css}")
 
     async def type(self, css: str, text: str) -> None:
-        def put() -> None:
-            field = self.driver.find_element(By.CSS_SELECTOR, css)
-            field.clear()
-            field.send_keys(text)
+        def put() -> bool:
+            try:
+                field = self.driver.find_element(By.CSS_SELECTOR, css)
+                field.clear()
+                field.send_keys(text)
+            except WebDriverException:  # redrawn under us: the page types into the new one
+                return False
+            return True
 
-        await asyncio.to_thread(put)
+        await until(lambda: asyncio.to_thread(put), WAIT_S, interval=0.05, what=f"type {css}")
 
     async def alert_open(self) -> bool:
         def check() -> bool:

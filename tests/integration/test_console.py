@@ -16,10 +16,11 @@ import msgspec
 import pytest
 from browser import CHROMEDRIVER, Browser, browser
 from httpgateway import Http, stack
+from tcpproxy import TcpProxy
 from waiting import until
 
 from schemas import subjects
-from schemas.governor import ConfigApplied, ConfigChange, ServiceConfig
+from schemas.governor import ConfigApplied, ConfigChange, OverridePatch, ServiceConfig
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -142,11 +143,44 @@ async def test_drain_from_the_page_is_seen_by_a_nats_resolve(
     await page.screenshot(shots / "service.png")
     await page.click("tr[data-instance=web-1] button.undrain")
     await page.text("tr[data-instance=web-1] .state", "passing")
+    # a weight and a strategy, each one revision of the governor
+    await page.type("tr[data-instance=web-1] input.weight", "7")
+    await page.click("tr[data-instance=web-1] button.set-weight")
+    await page.text("tr[data-instance=web-1]", "7 (set by config)")
+    await page.js("document.getElementById('strategy').value = 'round_robin'")
+    await page.click("#set-strategy")
+    config = await until(lambda: _strategy(nc, "web", "round_robin"), timeout=10)
+    assert config.instances["web-1"].weight == 7
     # deregistration asks first, then the registry forgets the instance
     await page.click("tr[data-instance=web-2] button.deregister")
     await page.click("tr[data-instance=web-2] button.confirm")
     await until(lambda: "web-2" not in http.gateway.view.service("web").instances, timeout=10)
     await page.text("#instances", "web-1")
+
+
+async def test_a_dropped_stream_says_so_and_resyncs_by_itself(http: Http, nc: Client) -> None:
+    await _register(http, "cart", _instance("cart-1", 8401, ttl_s=30))
+    await _in_view(http, "cart", "cart-1")
+    proxy = TcpProxy(int(http.base.rsplit(":", 1)[1]))
+    await proxy.start()
+    async with browser(f"http://127.0.0.1:{proxy.port}") as page:
+        await page.open("/#/service/cart")
+        await page.text("tr[data-instance=cart-1] .state", "passing")
+        await proxy.cut()
+        await page.text("#status", "away")
+        # changed while the page cannot hear of it
+        await _change(nc, "cart", instances={"cart-1": OverridePatch(drained=True)})
+        await until(lambda: http.gateway.view.service("cart").instances["cart-1"].drained)
+        await proxy.start()
+        await page.live()
+        await page.text("tr[data-instance=cart-1] .state", "drained")
+    await proxy.cut()
+
+
+async def _strategy(nc: Client, service: str, strategy: str) -> ServiceConfig | None:
+    reply = await nc.request(subjects.config(service), b"{}", timeout=5)
+    config = msgspec.json.decode(reply.data, type=ServiceConfig)
+    return config if config.strategy == strategy else None
 
 
 async def _change(nc: Client, service: str, **fields: Any) -> ConfigApplied:

@@ -44,6 +44,7 @@ PAGE: Final = 50  # services on one overview page unless `limit` says otherwise
 MAX_PAGE: Final = 1000
 QUEUE: Final = 256  # changes held for one slow browser before it is told to resync
 KEEPALIVE_S: Final = 15.0
+RETRY_MS: Final = 500
 WORKERS_WAIT_S: Final = 0.3  # replies to $SRV.STATS come within a round trip, or never
 _history = msgspec.json.Decoder(ConfigHistory).decode
 DASHBOARD: Final = "baton-service"  # grafana/dashboards/service.json
@@ -181,7 +182,9 @@ class ConsoleApi:
         unsubscribe = self.view.subscribe(tell)
         closing = asyncio.ensure_future(self.closing.wait())
         try:
-            await response.write(f"event: hello\ndata: {self.view.index}\n\n".encode())
+            # retry: a browser reconnects within a second of a drop (not its default 3 s)
+            hello = f"retry: {RETRY_MS}\nevent: hello\ndata: {self.view.index}\n\n"
+            await response.write(hello.encode())
             while not self.closing.is_set():
                 getting = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait(

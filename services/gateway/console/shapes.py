@@ -65,7 +65,8 @@ def instance_row(service: ServiceState, instance: Instance, now: float) -> dict[
         "address": f"{instance.host}:{instance.port}",
         "zone": instance.zone,
         "version": instance.version,
-        "weight": service.weight(instance, now),  # in effect: overrides applied, warmed up
+        "weight": service.weight(instance, now),  # in effect: warming up, maybe
+        # the registry's (the registration's, or the config's override of it)
         "registered_weight": instance.weight,
         "override": msgspec.to_builtins(override) if override is not None else None,
         "state": state,

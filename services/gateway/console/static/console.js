@@ -110,6 +110,13 @@ async function overview() {
   ];
 }
 
+function weightText(i) {
+  const notes = [];
+  if (i.override && i.override.weight !== undefined && i.override.weight !== null) notes.push("set by config");
+  if (i.weight !== i.registered_weight) notes.push(`warming up to ${i.registered_weight}`);
+  return notes.length ? `${i.weight} (${notes.join("; ")})` : String(i.weight);
+}
+
 function instanceRow(service, i) {
   const weight = el("input", { className: "weight", type: "number", value: String(i.registered_weight), name: "weight" });
   const actions = el("td", { className: "actions" },
@@ -126,7 +133,7 @@ function instanceRow(service, i) {
     el("td", { text: i.address }),
     el("td", { text: i.zone }),
     el("td", { text: i.version }),
-    el("td", { text: i.weight === i.registered_weight ? String(i.weight) : `${i.weight} (registered ${i.registered_weight})` }),
+    el("td", { text: weightText(i) }),
     stateCell(i.state, i.why),
     el("td", { text: `${i.inflight}${i.latency_ms === null ? "" : ` / ${i.latency_ms} ms`}` }),
     el("td", {}, ...meta),
