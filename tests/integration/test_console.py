@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from aiohttp import web
 from browser import CHROMEDRIVER, Browser, browser
 from httpgateway import Http, stack
+from netns import NetnsPair, netns_unavailable
 from tcpproxy import TcpProxy
 from waiting import until
 
@@ -262,3 +265,39 @@ async def test_a_read_only_token_sees_everything_and_changes_nothing(
     assert config.instances["api-1"].drained is True
     reply = await nc.request(subjects.history("api"), b"{}", timeout=5)
     assert msgspec.json.decode(reply.data)["entries"][-1]["actor"] == "alice"
+
+
+_NO_NETNS = netns_unavailable()
+
+
+@pytest.mark.skipif(bool(_NO_NETNS), reason=_NO_NETNS or "ip netns works")
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_without_tokens_a_write_from_another_host_is_refused(http: Http) -> None:
+    """The gateway also listens in a network namespace; curl writes from the other side of
+    a veth, so the write comes from an address that is not loopback."""
+    await _register(http, "edge", _instance("edge-1", 8501, ttl_s=30))
+    pair = NetnsPair.create()
+    try:
+        with pair.entered("a"):
+            site = web.TCPSite(http.gateway._runner, pair.addr_a, 0)
+            await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        base = f"http://{pair.addr_a}:{port}/v1/ui/services/edge"
+        for action, body in (
+            ("change", '{"instance_id": "edge-1", "drained": true}'),
+            ("rollback", '{"to_revision": 1}'),
+            ("deregister", '{"instance_id": "edge-1"}'),
+        ):
+            curl = await asyncio.create_subprocess_exec(
+                *pair.prefix("b"), "curl", "-sS", "-X", "POST", "-d", body, f"{base}/{action}",
+                "-H", "Content-Type: application/json", stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await curl.communicate()
+            reply = msgspec.json.decode(out)
+            assert reply["code"] == 403, reply
+            assert f"(this request came from {pair.addr_b})" in reply["message"]
+        await site.stop()
+    finally:
+        pair.destroy()
+    state = http.gateway.view.service("edge")
+    assert not state.instances["edge-1"].drained  # nothing was changed
