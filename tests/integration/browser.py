@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 from waiting import until
 
 if TYPE_CHECKING:
@@ -105,6 +106,18 @@ class Browser:
             return True
 
         await until(lambda: asyncio.to_thread(put), WAIT_S, interval=0.05, what=f"type {css}")
+
+    async def choose(self, css: str, value: str) -> None:
+        """Choose `value` in the <select> under `css`, as a person does."""
+
+        def pick() -> bool:
+            try:
+                Select(self.driver.find_element(By.CSS_SELECTOR, css)).select_by_value(value)
+            except WebDriverException:  # redrawn under us: choose in the new one
+                return False
+            return True
+
+        await until(lambda: asyncio.to_thread(pick), WAIT_S, interval=0.05, what=f"choose {css}")
 
     async def alert_open(self) -> bool:
         def check() -> bool:

@@ -101,6 +101,8 @@ async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns
     http: Http, page: Browser, shots: Path
 ) -> None:
     await _register(http, "orders", _instance("orders-1", 8001, ttl_s=1, version="1.4.2"))
+    for n, zone in ((1, "z1"), (2, "z2"), (3, "z2")):  # a fleet for the screenshot
+        await _register(http, "search", _instance(f"search-{n}", 8010 + n, ttl_s=30, zone=zone))
 
     async def beat() -> None:
         while True:
@@ -111,6 +113,7 @@ async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns
     try:
         await page.open("/")
         await page.text("#services tr[data-service=orders]", "orders")
+        await page.text("#services tr[data-service=search]", "search")
         await page.screenshot(shots / "overview.png")
         await page.go("#/service/orders")
         await page.text("tr[data-instance=orders-1] .state", "passing")
@@ -150,7 +153,7 @@ async def test_drain_from_the_page_is_seen_by_a_nats_resolve(
     await page.type("tr[data-instance=web-1] input.weight", "7")
     await page.click("tr[data-instance=web-1] button.set-weight")
     await page.text("tr[data-instance=web-1]", "7 (set by config)")
-    await page.js("document.getElementById('strategy').value = 'round_robin'")
+    await page.choose("#strategy", "round_robin")
     await page.click("#set-strategy")
     config = await until(lambda: _strategy(nc, "web", "round_robin"), timeout=10)
     assert config.instances["web-1"].weight == 7

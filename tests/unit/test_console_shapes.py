@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.balancer import Ejection, OutlierState
+from schemas.balancer import DEFAULT_STRATEGY, Ejection, OutlierState
 from schemas.governor import ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import Instance
 from services.gateway.console.shapes import diff, history_rows, matches, service_row, state_of
@@ -90,12 +90,14 @@ def test_history_is_newest_first_with_what_each_revision_changed() -> None:
         )
 
     rows = history_rows(
-        [entry(2, "random", instances={"a": InstanceOverride(weight=5)}), entry(1, "weighted")]
+        [entry(2, "random", instances={"a": InstanceOverride(weight=5)}), entry(1, "round_robin")]
     )
     assert [r["revision"] for r in rows] == [2, 1]
     assert rows[0]["changes"] == [
         {"setting": "instances.a.weight", "before": None, "after": 5},
-        {"setting": "strategy", "before": "weighted", "after": "random"},
+        {"setting": "strategy", "before": "round_robin", "after": "random"},
     ]
-    assert {"setting": "strategy", "before": None, "after": "weighted"} in rows[1]["changes"]
+    assert rows[1]["changes"] == [  # the first one against the defaults
+        {"setting": "strategy", "before": DEFAULT_STRATEGY, "after": "round_robin"}
+    ]
     assert diff({"a": 1}, {"a": 1}) == []

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
+from schemas.governor import ServiceConfig
+
 if TYPE_CHECKING:
     from schemas.governor import ConfigApplied
     from schemas.registry import Instance
@@ -132,10 +134,13 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str,
 
 
 def history_rows(entries: list[ConfigApplied]) -> list[dict[str, Any]]:
-    """Every revision, newest first, with who, why, when and its diff against the one before."""
+    """Every revision, newest first, with who, why, when and its diff against the one before
+    (the first one's against the defaults)."""
     rows: list[dict[str, Any]] = []
     before: dict[str, Any] | None = None
     for entry in sorted(entries, key=lambda e: e.revision):
+        if before is None:  # the first against the defaults: what the operators changed
+            before = msgspec.to_builtins(ServiceConfig(service=entry.service))
         config = msgspec.to_builtins(entry.config)
         rows.append(
             {

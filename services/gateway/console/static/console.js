@@ -117,14 +117,26 @@ function weightText(i) {
   return notes.length ? `${i.weight} (${notes.join("; ")})` : String(i.weight);
 }
 
+// What the operator typed or chose and has not sent: a live redraw keeps it.
+const drafts = new Map();
+
+function drafted(key, value) {
+  return drafts.has(key) ? drafts.get(key) : value;
+}
+
 function instanceRow(service, i) {
-  const weight = el("input", { className: "weight", type: "number", value: String(i.registered_weight), name: "weight" });
+  const weightKey = `${service}/${i.instance_id}/weight`;
+  const weight = el("input", {
+    className: "weight", type: "number", name: "weight",
+    value: drafted(weightKey, String(i.registered_weight)),
+    on: { input: (e) => drafts.set(weightKey, e.target.value) },
+  });
   const actions = el("td", { className: "actions" },
     i.state === "drained" && i.override && i.override.drained
       ? el("button", { className: "undrain", text: "undrain", on: { click: () => change(service, { instance_id: i.instance_id, drained: false }) } })
       : el("button", { className: "drain", text: "drain", on: { click: () => change(service, { instance_id: i.instance_id, drained: true }) } }),
     " ", weight,
-    el("button", { className: "set-weight", text: "set weight", on: { click: () => change(service, { instance_id: i.instance_id, weight: Number(weight.value) }) } }),
+    el("button", { className: "set-weight", text: "set weight", on: { click: () => change(service, { instance_id: i.instance_id, weight: Number(weight.value) }, weightKey) } }),
     " ",
     ...deregisterControls(service, i.instance_id));
   const meta = Object.entries(i.metadata).map(([k, v]) => el("div", { className: "meta", text: `${k}=${v}` }));
@@ -155,18 +167,21 @@ function deregisterControls(service, instanceId) {
   ];
 }
 
-async function change(service, body) {
-  await write(`/v1/ui/services/${encodeURIComponent(service)}/change`, body);
+async function change(service, body, draft = "") {
+  if (await write(`/v1/ui/services/${encodeURIComponent(service)}/change`, body)) drafts.delete(draft);
   render();
 }
 
 async function serviceView(name) {
   const s = await read(`/v1/ui/services/${encodeURIComponent(name)}`);
-  const strategy = el("select", { id: "strategy" }, ...s.strategies.map((n) => {
-    const option = el("option", { value: n, text: n });
-    option.selected = n === s.strategy;
-    return option;
-  }));
+  const strategyKey = `${s.service}/strategy`;
+  const chosen = drafted(strategyKey, s.strategy);
+  const strategy = el("select", { id: "strategy", on: { change: (e) => drafts.set(strategyKey, e.target.value) } },
+    ...s.strategies.map((n) => {
+      const option = el("option", { value: n, text: n });
+      option.selected = n === chosen;
+      return option;
+    }));
   return [
     el("h2", {}, "Service ", el("span", { id: "service-name", text: s.service })),
     el("p", {},
@@ -176,7 +191,7 @@ async function serviceView(name) {
       s.grafana ? " · " : null,
       s.grafana ? el("a", { href: s.grafana, text: "Grafana", rel: "noreferrer" }) : null),
     el("p", {}, "Strategy ", strategy, " ",
-      el("button", { id: "set-strategy", text: "change strategy", on: { click: () => change(s.service, { strategy: strategy.value }) } })),
+      el("button", { id: "set-strategy", text: "change strategy", on: { click: () => change(s.service, { strategy: strategy.value }, strategyKey) } })),
     table(["instance", "address", "zone", "version", "weight", "state", "in flight / latency", "metadata", ""],
       s.instances.map((i) => instanceRow(s.service, i)), "instances"),
     el("h3", { text: "Config" }),
@@ -236,8 +251,9 @@ function render() {
   rendering = rendering.then(async () => {
     try {
       const nodes = await route()();
-      const focused = document.activeElement && main.contains(document.activeElement) && document.activeElement.tagName === "INPUT";
-      if (focused) return; // someone is typing: the next change redraws
+      const active = document.activeElement;
+      const focused = active && main.contains(active) && (active.tagName === "INPUT" || active.tagName === "SELECT");
+      if (focused) return; // someone is typing or choosing: the next change redraws
       main.replaceChildren(...nodes);
       main.dataset.rendered = String(Date.now());
     } catch (err) {
@@ -281,6 +297,6 @@ document.getElementById("token-form").addEventListener("submit", (e) => {
   say(tokenInput.value ? "Token kept for this tab." : "Token forgotten.", true);
 });
 tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
-window.addEventListener("hashchange", () => { say(""); confirming = null; render(); });
+window.addEventListener("hashchange", () => { say(""); confirming = null; drafts.clear(); render(); });
 listen();
 render();
