@@ -232,6 +232,7 @@ async def test_workers_page_lists_every_replica(http: Http, page: Browser, shots
     await page.open("/#/workers")
     for worker in ("baton-registry", "baton-governor", "baton-balancer", "baton-gateway"):
         await page.text("#workers", worker)
+    await page.text("#leader", "The registry replica ")
     await page.screenshot(shots / "workers.png")
 
 

@@ -26,9 +26,10 @@ from schemas import subjects
 from schemas.balancer import STRATEGIES
 from schemas.governor import ConfigHistory
 from schemas.micro import Stats
+from schemas.registry import ServiceList
 from schemas.subjects import InvalidNameError, check_name
 from services.bus import error_reply
-from services.errors import BadRequest, NotFound
+from services.errors import BadRequest, BatonError, NotFound
 from services.gateway.console import shapes
 from services.gateway.http.params import parse_size
 from services.gateway.http.replies import json
@@ -47,6 +48,7 @@ KEEPALIVE_S: Final = 15.0
 RETRY_MS: Final = 500
 WORKERS_WAIT_S: Final = 0.3  # replies to $SRV.STATS come within a round trip, or never
 _history = msgspec.json.Decoder(ConfigHistory).decode
+_services = msgspec.json.Decoder(ServiceList).decode
 DASHBOARD: Final = "baton-service"  # grafana/dashboards/service.json
 _EVENT_STREAM: Final = "text/event-stream"
 
@@ -156,7 +158,15 @@ class ConsoleApi:
             (msgspec.to_builtins(s) for s in replicas if s.name.startswith("baton-")),
             key=lambda r: (r["name"], r["id"]),
         )
-        return json({"workers": rows})
+        return json({"workers": rows, "registry_leader": await self._leader()})
+
+    async def _leader(self) -> str:
+        """The registry replica that leads, as a replica tells it ("" if none answers)."""
+        with contextlib.suppress(BatonError):
+            reply = await self.asker.ask(subjects.SERVICES, b"{}", self.timeout_s)
+            if error_reply(reply.headers, reply.data, subjects.SERVICES) is None:
+                return _services(reply.data).leader
+        return ""
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """One stream per browser: `change` events, `resync` when it fell behind."""

@@ -233,6 +233,7 @@ async function workersView() {
   });
   return [
     el("h2", { text: "Workers" }),
+    el("p", { id: "leader", text: w.registry_leader ? `The registry replica ${w.registry_leader} leads.` : "No registry replica says which one leads." }),
     table(["worker", "id", "version", "started", "endpoints", "requests", "errors"], rows, "workers"),
   ];
 }
