@@ -30,6 +30,18 @@ test *args: influxd dns-tools prometheus node-clients
     "{{just_executable()}}" types
     "{{python}}" -m pytest -q {{args}}
 
+# the fuzz suite of the gateway's doors, long: `examples` a door under a random seed it
+# prints first (`just fuzz 2000 <seed>` replays a run); `just test` runs it small and fixed
+[group('check')]
+fuzz examples="2000" seed="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    seed="{{seed}}"
+    seed="${seed:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+    echo "fuzz seed: $seed (replay: just fuzz {{examples}} $seed)"
+    BATON_FUZZ_SEED="$seed" BATON_FUZZ_EXAMPLES="{{examples}}" \
+        "{{python}}" -m pytest -q --timeout=0 tests/integration/test_gateway_fuzz.py
+
 # mypy --strict over the code, then the tests (the integration tests in a run of their
 # own: they have a conftest of their own)
 [group('check')]

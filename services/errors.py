@@ -5,12 +5,15 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
 
     BatonError                  500  a bug, or an error with no better code
     ├── BadRequest              400  bad input: the message says what and how to fix it
-    │   └── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── DurationError            (gateway.http.params, also ValueError) not a Go duration
+    │   └── UnsupportedEncoding 415  (gateway.http.bodies) a body in an encoding not decoded
     ├── Forbidden               403  not allowed
     ├── NotFound                404  unknown service or instance
     │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease
     ├── Conflict                409  revision conflict
-    │   └── StaleWriteError          (governor.store) a concurrent change was stored first
+    │   └── LostRace                 (services.stream) another writer stored first (the
+    │                                governor's StaleWriteError: a concurrent change)
     ├── Unavailable             503  no instance can take the request
     │   ├── NoResponders             (client side) no worker serves that subject right now
     │   └── WriteError               (collector.writer) InfluxDB did not take a batch
