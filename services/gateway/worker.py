@@ -22,6 +22,7 @@ from services.gateway.dns import DnsServer, Responder
 from services.gateway.http import make_app
 from services.gateway.http.agent import Agent
 from services.gateway.http.asker import Asker
+from services.gateway.http.runner import AppRunner
 from services.gateway.settings import GatewaySettings
 from services.lifecycle import Lifecycle
 from services.view import RegistryView
@@ -103,8 +104,7 @@ class Gateway(Lifecycle):
         agent = await self.enter(Agent(self.bus, self.view, self.log, timeout_s=timeout_s))
         asker = await self.enter(Asker(self.bus))
         app = make_app(self.bus, self.view, self.settings, self.log, agent=agent, asker=asker)
-        # bodies are decoded by the app (http/bodies.py), which answers a bad one itself
-        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+        runner = AppRunner(app)
         await runner.setup()
         self._runner = runner
         self.on_close(self._stop_http)

@@ -11,6 +11,7 @@
     tokens.py        who may write (GATEWAY_TOKENS, or loopback peers only)
     unsupported.py   Consul APIs Baton lacks: 501 with a sentence
     prometheus_sd.py Prometheus' HTTP discovery (for builds without Consul discovery)
+    runner.py        the aiohttp runner: unreadable requests answered with a sentence too
     openapi.py       the OpenAPI document, served at /v1/openapi.json
 
 Every error is answered with its status and a sentence, counted and logged; no request
