@@ -11,6 +11,7 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
     │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease
     ├── Conflict                409  revision conflict
     │   └── StaleWriteError          (governor.store) a concurrent change was stored first
+    ├── TooLarge                413  a value over its limit (a key's value over 512 KiB)
     ├── Unavailable             503  no instance can take the request
     │   ├── NoResponders             (client side) no worker serves that subject right now
     │   └── WriteError               (collector.writer) InfluxDB did not take a batch
@@ -43,6 +44,7 @@ __all__ = [
     "RequestTimeout",
     "StartupError",
     "StopRequested",
+    "TooLarge",
     "Unavailable",
     "error_for",
 ]
@@ -70,6 +72,10 @@ class NotFound(BatonError):
 
 class Conflict(BatonError):
     code = 409
+
+
+class TooLarge(BatonError):
+    code = 413
 
 
 class Unavailable(BatonError):
@@ -104,7 +110,7 @@ class StopRequested(BatonError):
 
 
 _BY_CODE: dict[int, type[BatonError]] = {
-    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, Unavailable)
+    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, TooLarge, Unavailable)
 }
 
 
