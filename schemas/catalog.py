@@ -489,7 +489,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         KvRecord,
         None,
         sender="kv (the stream BATON_KV, republishing each record it stores)",
-        receivers="watchers: SDK and CLI watches, Consul blocking queries over HTTP, anyone",
+        receivers="gateway (Consul's blocking queries), the SDK's and CLI's watches, anyone",
         op=PUBLISH,
         summary="Extension: every stored change of the key, within milliseconds; header "
         "Nats-Sequence is its modify index. Watch a prefix with a wildcard.",

@@ -86,6 +86,7 @@ class KvEntries(Struct, frozen=True, kw_only=True, gc=False):
     key or prefix, or the store's index when nothing is there."""
 
     index: Index
+    store_index: Index = 0  # the store's newest change anywhere
     entries: list[KvEntry] = []
     keys: list[str] = []
 

@@ -136,13 +136,16 @@ class KvWorker(Lifecycle):
             check_key(key)
             found = index.get(key)
             return KvEntries(
-                index=index.index_of(key, recurse=False), entries=[found] if found else []
+                index=index.index_of(key, recurse=False),
+                store_index=index.index,
+                entries=[found] if found else [],
             )
         check_prefix(key)
         at = index.index_of(key, recurse=True)
         if query.keys:
             names = (entry.key for entry in index.scan(key))
-            return KvEntries(index=at, keys=fold_keys(names, key, query.separator))
+            keys = fold_keys(names, key, query.separator)
+            return KvEntries(index=at, store_index=index.index, keys=keys)
         entries = list(index.scan(key))
         size = sum(len(entry.value) for entry in entries) * 4 // 3
         if size > REPLY_BYTES:
@@ -150,7 +153,7 @@ class KvWorker(Lifecycle):
                 f"the values under {key!r} are {size} bytes in base64, more than one reply "
                 f"holds ({REPLY_BYTES}); list the keys (keys: true) and read them one by one"
             )
-        return KvEntries(index=at, entries=entries)
+        return KvEntries(index=at, store_index=index.index, entries=entries)
 
     async def _on_history(self, subject: str, query: KvHistoryQuery) -> KvHistory:
         key = check_key(_key(subject, subjects.KV_HISTORY))

@@ -3,6 +3,7 @@
     baton_api.py     the NATS contract over HTTP (resolve, report, register, ...)
     consul_api.py    Consul's paths and shapes; consul_model.py (Consul -> Baton) and
                      consul_render.py (Baton -> Consul) map the models (pure)
+    consul_kv.py     Consul's /v1/kv, carried out by the config center (services/kv)
     agent.py         Consul agent writes carried out on the registry's subjects
     asker.py         requests on one reply subscription (the resolve path)
     blocking.py      Consul's blocking queries on the view's change index
@@ -30,6 +31,7 @@ from services.gateway.http.agent import Agent
 from services.gateway.http.asker import Asker
 from services.gateway.http.baton_api import BatonApi
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
+from services.gateway.http.consul_kv import ConsulKv
 from services.gateway.http.openapi import document
 from services.gateway.http.prometheus_sd import PrometheusSd
 from services.gateway.http.replies import consul_error, error, json, status_of
@@ -44,11 +46,12 @@ if TYPE_CHECKING:
     from services.gateway.settings import GatewaySettings
     from services.view import RegistryView
 
-__all__ = ["AGENT", "ERRORS", "make_app"]
+__all__ = ["AGENT", "ERRORS", "KV", "make_app"]
 
 MAX_BODY: Final = 64 * 1024  # as the bus's payload limit: nothing larger reaches a worker
 ERRORS: Final = web.AppKey("errors", collections.Counter[tuple[str, int]])
 AGENT: Final = web.AppKey("agent", Agent)
+KV: Final = web.AppKey("kv", ConsulKv)
 
 
 def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str, int]]) -> Any:
@@ -76,7 +79,7 @@ def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str
             status=status,
             reason=message,
         )
-        if request.path.startswith(PREFIXES):
+        if request.path.startswith((*PREFIXES, "/v1/kv/")):
             return consul_error(status, message)
         return error(status, message)
 
@@ -116,11 +119,17 @@ def make_app(
     app.add_routes(BatonApi(bus, asker, access, timeout_s=timeout_s).routes())
     app.add_routes([web.get("/v1/openapi.json", openapi)])
     app.add_routes(consul.routes())
+    kv = ConsulKv(
+        bus, access, datacenter=settings.datacenter, timeout_s=timeout_s, closing=consul.closing
+    )
+    app[KV] = kv
+    app.add_routes(kv.routes())
     app.add_routes(PrometheusSd(view, settings.datacenter).routes())
     app.add_routes(unsupported.routes())
 
     async def on_startup(_: web.Application) -> None:
         await asker.start()
+        await kv.start()
         agent.start()
 
     async def on_shutdown(_: web.Application) -> None:
