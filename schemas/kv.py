@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 from schemas.fields import Actor, Reason
 
 __all__ = [
+    "MAX_RECORD",
     "MAX_VALUE",
     "KvDelete",
     "KvEntries",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 MAX_VALUE: Final = 512 * 1024  # Consul's limit on one value
+# a record is a 512 KiB value in base64 (4/3) plus its key and audit fields: under the
+# 1 MiB max_payload of nats-server, which is also what the stream takes (no limit of its own)
+MAX_RECORD: Final = 1024 * 1024
 Flags = Annotated[int, Meta(ge=0)]  # Consul: a uint64; checked by the worker
 Index = Annotated[int, Meta(ge=0)]
 Separator = Annotated[str, Meta(max_length=64)]

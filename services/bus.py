@@ -32,19 +32,19 @@ from services.errors import (
     Unavailable,
     error_for,
 )
-from services.lifecycle import drain_subscription
 from services.micro import Endpoint
-from services.natsclient import Client
+from services.natsclient import Client, drain_subscription
 from services.retry import Backoff, Retry
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.aio.client import Server
     from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
+    from nats.js import JetStreamContext
     from structlog.typing import FilteringBoundLogger
 
     from services.config import BusSettings
+    from services.natsclient import Subscription
 
 __all__ = [
     "Bus",
@@ -96,6 +96,20 @@ class Bus:
         self._subs: list[Subscription] = []
         # one per serve/listen, with its counts: what `$SRV.INFO`/`$SRV.STATS` report
         self.endpoints: list[Endpoint] = []
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up (False while reconnecting or closed)."""
+        return bool(self.nc.is_connected)
+
+    def known_servers(self) -> int:
+        """How many servers this connection knows (given, or announced by the cluster)."""
+        return len({(url.hostname, url.port) for url in self.nc.servers})
+
+    def jetstream(self, *, timeout_s: float) -> JetStreamContext:
+        """A JetStream context on this connection, for services/stream only: workers use
+        that package's follower, writer and lease, never JetStream directly."""
+        return self.nc.jetstream(timeout=timeout_s)
 
     def decoder(self, kind: type[T]) -> msgspec.json.Decoder[T]:
         dec = self._decoders.get(kind)
@@ -277,6 +291,17 @@ class Bus:
         at most DRAIN_S, all subscriptions at once)."""
         subs, self._subs = self._subs, []
         await asyncio.gather(*(drain_subscription(sub) for sub in subs))
+
+    async def respond(self, subject: str, make: Callable[[], msgspec.Struct]) -> Subscription:
+        """Answer every request on `subject` with `make()`, outside the endpoints (a
+        protocol's replies, such as `$SRV.PING`, are not one of the worker's services).
+        A publish without a reply subject is ignored. Not queued: every process answers."""
+
+        async def on_msg(msg: Msg) -> None:
+            if msg.reply:
+                await self._send(msg.reply, _encoder.encode(make()), None)
+
+        return await self.nc.subscribe(subject, cb=on_msg)  # its caller lets go of it
 
     async def run_reconnect_hooks(self) -> None:
         for hook in list(self.reconnect_hooks):

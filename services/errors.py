@@ -10,7 +10,8 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
     ├── NotFound                404  unknown service or instance
     │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease
     ├── Conflict                409  revision conflict
-    │   └── StaleWriteError          (governor.store) a concurrent change was stored first
+    │   └── LostRace                 (services.stream) another writer stored first (the
+    │                                governor's StaleWriteError: a concurrent change)
     ├── TooLarge                413  a value over its limit (a key's value over 512 KiB)
     ├── Unavailable             503  no instance can take the request
     │   ├── NoResponders             (client side) no worker serves that subject right now

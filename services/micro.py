@@ -20,24 +20,20 @@ from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
-import msgspec
-import nats.errors
-from nats.nuid import NUID
-
 from schemas import subjects
 from schemas.micro import EndpointInfo, EndpointStats, Info, Ping, Stats
+from services.natsclient import unique_id, unsubscribe
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
 
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
+    import msgspec
 
     from services.bus import Bus
+    from services.natsclient import Subscription
 
 __all__ = ["Endpoint", "Service", "announce", "package_version", "worker_name"]
 
-_encoder = msgspec.json.Encoder()
 _UNKNOWN_VERSION = "0.0.0"  # run from a source tree that was never installed
 
 
@@ -123,7 +119,7 @@ class Service:
         wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.name = subjects.check_name(name, "worker name")
-        self.id = worker_id or NUID().next().decode()
+        self.id = worker_id or unique_id()
         self.version = version
         self.description = description
         self.metadata = dict(metadata or {})
@@ -185,31 +181,15 @@ async def announce(
         "INFO": service.info,
         "STATS": service.stats,
     }
-    nc = bus.nc
     subs: list[Subscription] = []
-
-    def responder(make: Callable[[], msgspec.Struct]) -> Callable[[Msg], Awaitable[None]]:
-        async def on_msg(msg: Msg) -> None:
-            if not msg.reply:
-                return  # a publish, not a question
-            try:
-                await nc.publish(msg.reply, _encoder.encode(make()))
-            except nats.errors.Error as exc:
-                bus.log.warning("micro.reply_failed", subject=msg.subject, error=repr(exc))
-
-        return on_msg
-
     try:
         for verb, make in build.items():
             for subject in subjects.srv_levels(verb, service.name, service.id):
                 # one at a time: a start that fails half-way unsubscribes what it took
-                subs.append(await nc.subscribe(subject, cb=responder(make)))  # noqa: PERF401
+                subs.append(await bus.respond(subject, make))  # noqa: PERF401
         await bus.confirm()
         bus.log.info("micro.announced", name=service.name, id=service.id)
         yield service
     finally:
-        for sub in subs:
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error as exc:  # closed already: nothing left to answer on
-                bus.log.debug("micro.unsubscribe_failed", subject=sub.subject, error=repr(exc))
+        for sub in subs:  # closed already: nothing left to answer on, nothing raised
+            await unsubscribe(sub)

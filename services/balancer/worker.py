@@ -103,7 +103,7 @@ class Balancer(Lifecycle):
         self._open_members: collections.deque[Member] = collections.deque()
         self.replies = ReplyCache()  # also counts the picks, for the collector
         self.configs: dict[str, ServiceConfig] = {}
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.config = ConfigWatch(bus, log, self._on_config)
         self.ejector = Ejector(
             bus,
             self.pools,

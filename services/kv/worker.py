@@ -19,6 +19,7 @@ from msgspec import Meta, Struct
 from schemas import subjects
 from schemas.fields import utcnow
 from schemas.kv import (
+    MAX_RECORD,
     MAX_VALUE,
     KvDelete,
     KvEntries,
@@ -34,7 +35,7 @@ from schemas.kv import (
 from services.errors import BadRequest, TooLarge, Unavailable
 from services.kv.index import KeyIndex, entry_of, fold_keys
 from services.kv.keys import check_key, check_prefix
-from services.kv.log import MAX_RECORD, KvLog, LostRaceError
+from services.kv.log import KvLog, LostRace
 from services.lifecycle import Lifecycle
 from services.retry import Backoff
 
@@ -91,7 +92,7 @@ class KvWorker(Lifecycle):
         self.log = log
         self.index = KeyIndex()
         self.store = KvLog(
-            bus.nc,
+            bus,
             log,
             self.index.apply,
             history=settings.history,
@@ -250,7 +251,7 @@ class KvWorker(Lifecycle):
             )
             try:
                 stored = await self.store.append(record, seq)
-            except LostRaceError:
+            except LostRace:
                 last, seq = await self.store.last(key)
                 held = entry_of(last, seq) if last is not None and last.op != "delete" else None
                 continue

@@ -147,7 +147,7 @@ class Registry(Lifecycle):
         self.started = clock()
         self.configs: dict[str, ServiceConfig] = {}
         self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.config = ConfigWatch(bus, log, self._on_config)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:

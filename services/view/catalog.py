@@ -139,7 +139,7 @@ class RegistryView(Lifecycle):
         self.outlier_states: dict[str, OutlierState] = {}
         self._outlier_seqs: dict[str, int] = {}
         self._ends = asyncio.Event()  # an ejection came: its end is one to wake for
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.config = ConfigWatch(bus, log, self._on_config)
         self.outliers = OutlierWatch(bus, log, self._on_outliers, timeout_s=timeout_s)
         self.sync = RegistrySync(
             bus, self, log, timeout_s=timeout_s, resync_s=resync_s, name=f"{name}.sync"

@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from schemas import subjects
-from schemas.kv import MAX_VALUE, KvDelete, KvEntries, KvEntry, KvPut, KvQuery, KvRecord, KvWritten
+from schemas.kv import (
+    MAX_RECORD,
+    MAX_VALUE,
+    KvDelete,
+    KvEntries,
+    KvEntry,
+    KvPut,
+    KvQuery,
+    KvRecord,
+    KvWritten,
+)
 from services.errors import BadRequest, TooLarge
 from services.gateway.http.blocking import blocking_params, jittered
 from services.gateway.http.consul_api import token_of
 from services.gateway.http.replies import json
-from services.kv.log import MAX_RECORD
 
 if TYPE_CHECKING:
     from services.bus import Bus
