@@ -14,6 +14,7 @@ from schemas.kv import (
     MAX_VALUE,
     KvDelete,
     KvEntries,
+    KvEntry,
     KvHistory,
     KvHistoryQuery,
     KvPut,
@@ -23,10 +24,12 @@ from schemas.kv import (
     KvWritten,
 )
 from services.errors import BadRequest, TooLarge
+from services.sdk import KvClient
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from nats.aio.client import Client
     from natsserver import NatsServer
 
     from services.bus import Bus
@@ -200,3 +203,53 @@ async def test_a_change_is_pushed_to_a_prefix_watcher(kv: Any, bus: Bus) -> None
     assert int(msg.headers["Nats-Sequence"]) == written.entry.modify_index
     assert subjects.kv_key_from(msg.subject, subjects.KV_CHANGES) == "watched/x.y"
     await sub.unsubscribe()
+
+
+# -- the SDK ----------------------------------------------------------------------------------
+async def test_the_sdk_reads_writes_and_rolls_back(kv: Any, nc: Client) -> None:
+    client = KvClient(nc, actor="deployer")
+    written = await client.put("web/timeout", "1s", reason="start")
+    assert written.ok
+    assert written.entry is not None
+    assert not (await client.put("web/timeout", b"2s", cas=0)).ok
+    await client.put("web/timeout", b"2s")
+    entry = await client.get("web/timeout")
+    assert entry is not None
+    assert (entry.value, entry.actor) == (b"2s", "deployer")
+    assert await client.get("web/absent") is None
+    back = await client.rollback("web/timeout", written.entry.modify_index, reason="undo")
+    assert back.entry is not None
+    assert back.entry.value == b"1s"
+    assert [r.reason for r in await client.history("web/timeout")] == ["start", "", "undo"]
+    assert await client.keys("web/") == ["web/timeout"]
+    assert (await client.delete("web/", recurse=True)).deleted == 1
+    with pytest.raises(BadRequest, match="starts with /"):
+        await client.get("/x")
+
+
+async def test_an_sdk_watch_is_pushed_each_change_under_its_prefix(kv: Any, nc: Client) -> None:
+    client = KvClient(nc)
+    await client.put("app/a", b"0")
+    async with client.watch("app/", current=True) as changes:
+        seen = aiter(changes)
+        first = await asyncio.wait_for(anext(seen), 5)
+        assert (first.key, first.value) == ("app/a", b"0")
+        await client.put("apple", b"not under app/")
+        await client.put("app/b", b"1")
+        await client.delete("app/a")
+        got = [await asyncio.wait_for(anext(seen), 5) for _ in range(2)]
+    assert [(e.key, e.op, e.value) for e in got] == [
+        ("app/b", "put", b"1"),
+        ("app/a", "delete", b""),
+    ]
+    assert got[0].modify_index > first.modify_index
+
+
+async def test_an_sdk_watch_with_a_callback(kv: Any, nc: Client) -> None:
+    client = KvClient(nc)
+    seen: asyncio.Queue[KvEntry] = asyncio.Queue()
+    async with client.watch("cb/", seen.put):
+        await client.put("cb/x", b"1")
+        await client.put("cb/y", b"2")
+        got = [await asyncio.wait_for(seen.get(), 5) for _ in range(2)]
+    assert [(e.key, e.value) for e in got] == [("cb/x", b"1"), ("cb/y", b"2")]
