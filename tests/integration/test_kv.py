@@ -253,3 +253,36 @@ async def test_an_sdk_watch_with_a_callback(kv: Any, nc: Client) -> None:
         await client.put("cb/y", b"2")
         got = [await asyncio.wait_for(seen.get(), 5) for _ in range(2)]
     assert [(e.key, e.value) for e in got] == [("cb/x", b"1"), ("cb/y", b"2")]
+
+
+# -- the command line -------------------------------------------------------------------------
+async def test_baton_kv_commands(kv: Any, nats_server: NatsServer) -> None:
+    from test_cli import ACTOR, baton, started  # noqa: PLC0415  # the CLI runner lives there
+
+    url = nats_server.url
+    async with started(url, "kv", "watch", "cfg/", "--count", "2") as watcher:
+        assert watcher.stderr is not None
+        await asyncio.wait_for(watcher.stderr.readline(), 15)  # "watching ...": subscribed
+        put = await baton(url, "kv", "put", "cfg/db.url", "postgres://a", "--reason", "first")
+        assert put.code == 0, put.err
+        first = int(put.out.split()[-1])
+        assert (await baton(url, "kv", "put", "cfg/db.url", "postgres://b")).code == 0
+        out, _ = await asyncio.wait_for(watcher.communicate(), 15)
+    assert [line.split("\t")[0] for line in out.decode().splitlines()] == ["cfg/db.url"] * 2
+    got = await baton(url, "kv", "get", "cfg/db.url")
+    assert (got.code, got.out) == (0, "postgres://b")
+    refused = await baton(url, "kv", "put", "cfg/db.url", "x", "--cas", "0")
+    assert (refused.code, "was not stored" in refused.err) == (1, True)
+    listed = await baton(url, "kv", "ls", "cfg/")
+    assert [row[0] for row in listed.rows] == ["cfg/db.url"]
+    back = await baton(url, "kv", "rollback", "cfg/db.url", str(first), "--reason", "undo")
+    assert back.code == 0, back.err
+    assert (await baton(url, "kv", "get", "cfg/db.url")).out == "postgres://a"
+    history = await baton(url, "kv", "history", "cfg/db.url")
+    ops = [line.split("\t")[1:4:2] for line in history.out.splitlines()]
+    assert [op for op, _ in ops] == ["put", "put", f"rollback (from {first})"]
+    assert {who for _, who in ops} == {ACTOR}
+    deleted = await baton(url, "kv", "del", "cfg/", "--recurse")
+    assert deleted.out.startswith("deleted 1 key(s)")
+    missing = await baton(url, "kv", "get", "cfg/db.url")
+    assert (missing.code, "no key" in missing.err) == (1, True)
