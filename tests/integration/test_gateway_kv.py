@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from httpgateway import Http, stack
+from test_gateway_node_consul import node_consul  # a fixture: npm's consul, installed once
 from waiting import until
 from workers import run_kv
 
@@ -158,3 +161,42 @@ async def test_py_consul_get_put_cas_delete_and_blocking(http: Http) -> None:
     assert await asyncio.to_thread(client.kv.delete, "svc/", recurse=True) is True
     _, data = await asyncio.to_thread(client.kv.get, "svc/web/timeout")
     assert data is None
+
+
+# -- node-consul, a real client ---------------------------------------------------------------
+NODE_SCRIPT = Path(__file__).parent / "node" / "consul_kv_watch.js"
+
+
+async def _value(lines: asyncio.StreamReader, want: str, timeout: float = 15) -> int:
+    """The X-Consul-Index of the first line of the watcher that shows `want`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await lines.readline()
+            assert line, "the node process ended"
+            seen = json.loads(line)
+            assert "error" not in seen, seen["error"]
+            if seen["value"] == want:
+                return int(seen["index"])
+
+
+async def test_node_consul_watches_a_key(http: Http, node_consul: Path) -> None:  # noqa: F811
+    await _put(http, "app/feature", b"off")
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_SCRIPT),
+        str(http.gateway.http_port),
+        "app/feature",
+        stdout=asyncio.subprocess.PIPE,
+        env={"NODE_PATH": str(node_consul), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.stdout is not None
+    try:
+        first = await _value(proc.stdout, "off")
+        await _until_parked(http, 1)  # its blocking query is waiting
+        await _put(http, "app/other", b"not this key")
+        await _put(http, "app/feature", b"on")
+        second = await _value(proc.stdout, "on")
+        assert second > first
+    finally:
+        proc.kill()
+        await proc.wait()
