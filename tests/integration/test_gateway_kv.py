@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from httpgateway import Http, stack
-from test_gateway_node_consul import node_consul  # a fixture: npm's consul, installed once
+from test_gateway_node_consul import node_consul  # noqa: F401  # a fixture: npm consul
 from waiting import until
 from workers import run_kv
 
