@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from services.errors import BadRequest
+from schemas.error_root import BadRequest
 
 __all__ = [
     "NAME_RULE",

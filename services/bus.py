@@ -23,6 +23,7 @@ import nats.errors
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
+from services.endpoints import Endpoint
 from services.errors import (
     BadRequest,
     BatonError,
@@ -32,7 +33,6 @@ from services.errors import (
     Unavailable,
     error_for,
 )
-from services.micro import Endpoint
 from services.natsclient import Client, drain_subscription
 from services.retry import Backoff, Retry
 
@@ -119,6 +119,28 @@ class Bus:
 
     async def publish(self, subject: str, msg: msgspec.Struct) -> None:
         await self.nc.publish(subject, _encoder.encode(msg))
+
+    # -- bytes as they are, for relays (the gateway passes HTTP bodies through) ----------
+    async def send(self, subject: str, payload: bytes, *, reply: str = "") -> None:
+        """Publish `payload` as it is (a relay checked it already); raise Unavailable
+        if the connection cannot take it (closed, or its reconnect buffer full)."""
+        try:
+            await self.nc.publish(subject, payload, reply=reply)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot send on {subject}: {exc}") from None
+
+    def new_inbox(self) -> str:
+        """A subject no other client uses: the prefix of replies to `send(reply=...)`."""
+        return str(self.nc.new_inbox())
+
+    async def subscribe(
+        self, subject: str, on_msg: Callable[[Msg], Awaitable[None]]
+    ) -> Subscription:
+        """A plain subscription (replies to a relay's requests), confirmed live; the
+        caller owns it (`Lifecycle.own`). Requests to serve go through `serve`."""
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        await self.confirm()
+        return sub
 
     async def request(
         self,
@@ -231,6 +253,11 @@ class Bus:
                 return name, decode(data or b"{}")  # an empty payload reads as {}
             except msgspec.MsgspecError as exc:
                 raise BadRequest(explain(exc, data, what)) from None
+            except RecursionError:  # nested past the decoder's depth: hostile or broken
+                raise BadRequest(
+                    f"payload nests too deep to be a {what}; send it as the contract shows, "
+                    "a few levels of JSON"
+                ) from None
 
         return read
 
@@ -437,7 +464,7 @@ async def connect(
     up to NATS_RECONNECT_MAX_S), so a fleet that lost its server does not come back in
     lockstep.
     """
-    holder: list[Bus] = []
+    bus: Bus | None = None  # made once connected; the callbacks are given before that
     retry = reconnect_policy(settings).retry()
     reconnects = Reconnects(retry)
 
@@ -450,8 +477,8 @@ async def connect(
     async def on_reconnected() -> None:
         reconnects.reset()
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
-        if holder:
-            await holder[0].run_reconnect_hooks()
+        if bus is not None:
+            await bus.run_reconnect_hooks()
 
     async def on_error(exc: Exception) -> None:
         if isinstance(exc, nats.errors.DrainTimeoutError):  # say who held the exit up
@@ -473,7 +500,6 @@ async def connect(
     retry.reset()
     log.info("bus.connected", url=settings.url, name=name)
     bus = Bus(nc, log, max_payload=settings.max_payload)
-    holder.append(bus)
     try:
         yield bus
     finally:

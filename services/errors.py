@@ -5,7 +5,9 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
 
     BatonError                  500  a bug, or an error with no better code
     ├── BadRequest              400  bad input: the message says what and how to fix it
-    │   └── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── DurationError            (gateway.http.params, also ValueError) not a Go duration
+    │   └── UnsupportedEncoding 415  (gateway.http.bodies) a body in an encoding not decoded
     ├── Forbidden               403  not allowed
     ├── NotFound                404  unknown service or instance
     │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease
@@ -24,7 +26,9 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
     │   └── NotAuthorized       403  NATS refused the credentials in NATS_URL
     └── StopRequested                (the stack) SIGINT/SIGTERM while it was still starting
 
-Workers raise these in handlers; the bus turns them into error replies. The SDK turns
+`BatonError` and `BadRequest` are defined in `schemas.error_root`, the contract's own package
+(it stands alone: a bad name is refused there, as a BadRequest), and are the same classes
+here. Workers raise these in handlers; the bus turns them into error replies. The SDK turns
 error replies back into the same classes, so callers catch one tree on both sides.
 Python's own TypeError/ValueError for an API called wrongly (a programmer's bug, never
 input) stay as they are.
@@ -32,7 +36,7 @@ input) stay as they are.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from schemas.error_root import BadRequest, BatonError
 
 __all__ = [
     "BadRequest",
@@ -49,18 +53,6 @@ __all__ = [
     "Unavailable",
     "error_for",
 ]
-
-
-class BatonError(Exception):
-    code: ClassVar[int] = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(BatonError):
-    code = 400
 
 
 class Forbidden(BatonError):

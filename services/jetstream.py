@@ -1,13 +1,12 @@
-"""JetStream facts every worker that writes with compare-and-set needs.
+"""Moved to services/stream/writer.py, which maps every "lost the race" answer in one place
+(`lost_race`, `LostRace`).
 
-A write carrying `Nats-Expected-Last-Subject-Sequence` (or a KV `update(last=)` or
-`create()`) that finds another write there first is refused with 10071, which names the
-sequence; a clustered stream's leader may answer 10164 ("wrong last sequence", no number)
-instead. Both mean: another writer won the race, read again and retry.
+Only services/registry/replica.py still reads the codes from here, until it moves onto
+services/stream; then this module goes.
 """
 
 from __future__ import annotations
 
-__all__ = ["WRONG_LAST_SEQUENCE"]
+from services.stream.writer import WRONG_LAST_SEQUENCE
 
-WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+__all__ = ["WRONG_LAST_SEQUENCE"]

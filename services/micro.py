@@ -21,7 +21,7 @@ from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
 from schemas import subjects
-from schemas.micro import EndpointInfo, EndpointStats, Info, Ping, Stats
+from schemas.micro import Info, Ping, Stats
 from services.natsclient import unique_id, unsubscribe
 
 if TYPE_CHECKING:
@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     import msgspec
 
     from services.bus import Bus
+    from services.endpoints import Endpoint
     from services.natsclient import Subscription
 
-__all__ = ["Endpoint", "Service", "announce", "package_version", "worker_name"]
+__all__ = ["Service", "announce", "package_version", "worker_name"]
 
 _UNKNOWN_VERSION = "0.0.0"  # run from a source tree that was never installed
 
@@ -48,56 +49,6 @@ def package_version() -> str:
 def worker_name(worker: str) -> str:
     """The ADR-32 name of a worker: `registry` -> `baton-registry`."""
     return subjects.check_name(f"baton-{worker}", "worker name")
-
-
-class Endpoint:
-    """One subscription's counts, fed by the bus on every message it takes."""
-
-    __slots__ = (
-        "last_error",
-        "metadata",
-        "name",
-        "num_errors",
-        "num_requests",
-        "processing_time",
-        "queue_group",
-        "subject",
-    )
-
-    def __init__(self, subject: str, queue_group: str, metadata: dict[str, str]) -> None:
-        self.name = subjects.endpoint_name(subject)
-        self.subject = subject
-        self.queue_group = queue_group
-        self.metadata = metadata
-        self.num_requests = 0
-        self.num_errors = 0
-        self.last_error = ""
-        self.processing_time = 0  # ns
-
-    def failed(self, code: int, message: str) -> None:
-        self.num_errors += 1
-        self.last_error = f"{code}:{message}"
-
-    def info(self) -> EndpointInfo:
-        return EndpointInfo(
-            name=self.name,
-            subject=self.subject,
-            queue_group=self.queue_group,
-            metadata=self.metadata,
-        )
-
-    def stats(self) -> EndpointStats:
-        n = self.num_requests
-        return EndpointStats(
-            name=self.name,
-            subject=self.subject,
-            queue_group=self.queue_group,
-            num_requests=n,
-            num_errors=self.num_errors,
-            last_error=self.last_error,
-            processing_time=self.processing_time,
-            average_processing_time=self.processing_time // n if n else 0,
-        )
 
 
 def _iso(at: float) -> str:

@@ -23,7 +23,7 @@ from schemas import subjects
 from schemas.registry import Empty, InstanceEvent, InstanceList, ServiceList
 from services.errors import BatonError, NotFound
 from services.lifecycle import Lifecycle
-from services.registry.pages import pages
+from services.pages import pages
 from services.retry import Backoff
 
 if TYPE_CHECKING:

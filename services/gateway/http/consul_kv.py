@@ -29,8 +29,11 @@ from schemas.kv import (
 )
 from services.errors import BadRequest, TooLarge
 from services.gateway.http.blocking import blocking_params, jittered
+from services.gateway.http.bodies import UnsupportedEncoding
 from services.gateway.http.consul_api import token_of
+from services.gateway.http.params import flag, parse_index, parse_uint
 from services.gateway.http.replies import json
+from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from services.bus import Bus
@@ -39,24 +42,21 @@ if TYPE_CHECKING:
 __all__ = ["ConsulKv", "KvWaiters"]
 
 READ_CHUNK: Final = 64 * 1024
-_FALSE: Final = frozenset({"false", "0", "no"})
 _LOCKS: Final = (
     "Baton has no sessions or locks: ?acquire and ?release are not supported; use ?cas "
     "(compare-and-set on ModifyIndex) to write a key only if it has not changed"
 )
 
 
-def _flag(query: Any, name: str) -> bool:
-    return name in query and query[name].lower() not in _FALSE
+def _cas(query: Any) -> int | None:
+    raw = query.get("cas")
+    return None if raw is None else parse_index(raw, "cas")
 
 
-def _number(query: Any, name: str, what: str) -> int | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise BadRequest(f"{name} {raw!r} must be a whole number ({what})")
-    return int(raw)
+def _flags(query: Any) -> int:
+    raw = query.get("flags")
+    means = "a uint64 stored with the value"
+    return 0 if raw is None else parse_uint(raw, "flags", maximum=2**64 - 1, means=means)
 
 
 def consul_entry(entry: KvEntry) -> dict[str, Any]:
@@ -74,11 +74,25 @@ def consul_entry(entry: KvEntry) -> dict[str, Any]:
     return pair
 
 
-class KvWaiters:
-    """Parked blocking queries, woken by a change to their key or under their prefix."""
+class KvWaiters(Lifecycle):
+    """Parked blocking queries, woken by a change to their key or under their prefix.
 
-    def __init__(self) -> None:
+    A child of the gateway worker: it follows every change the store republishes
+    (`kv.v1.changes.>`) from its start to its close.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self._parked: set[tuple[str, bool, asyncio.Future[None]]] = set()
+
+    async def start(self) -> None:
+        await self.owned(self.bus.serve)(
+            subjects.every(subjects.KV_CHANGES),
+            KvRecord,
+            self.on_change,
+            answer=False,
+            max_payload=MAX_RECORD,
+        )
 
     def on_change(self, subject: str, record: KvRecord) -> None:
         del subject
@@ -102,15 +116,22 @@ class KvWaiters:
 
 
 class ConsulKv:
-    def __init__(
-        self, bus: Bus, access: Access, *, datacenter: str, timeout_s: float, closing: asyncio.Event
+    def __init__(  # its dependencies, passed in
+        self,
+        bus: Bus,
+        waiters: KvWaiters,
+        access: Access,
+        *,
+        datacenter: str,
+        timeout_s: float,
+        closing: asyncio.Event,
     ) -> None:
         self.bus = bus
+        self.waiters = waiters
         self.access = access
         self.datacenter = datacenter
         self.timeout_s = timeout_s
         self.closing = closing
-        self.waiters = KvWaiters()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -118,16 +139,6 @@ class ConsulKv:
             web.put("/v1/kv/{key:.*}", self.put),
             web.delete("/v1/kv/{key:.*}", self.delete),
         ]
-
-    async def start(self) -> None:
-        """Follow every change the store republishes (the blocking queries' wake-ups)."""
-        await self.bus.serve(
-            subjects.every(subjects.KV_CHANGES),
-            KvRecord,
-            self.waiters.on_change,
-            answer=False,
-            max_payload=MAX_RECORD,
-        )
 
     # -- rules ------------------------------------------------------------------------------
     def _headers(self, index: int) -> dict[str, str]:
@@ -159,7 +170,7 @@ class ConsulKv:
         key = self._rules(request)
         query = request.query
         keys = "keys" in query
-        recurse = keys or _flag(query, "recurse")
+        recurse = keys or flag(query, "recurse")
         self.access.check_kv(token_of(request), request.remote, "read", key, recurse=recurse)
         asked = KvQuery(recurse=recurse, keys=keys, separator=query.get("separator", ""))
         index, wait_s = blocking_params(query)
@@ -169,7 +180,7 @@ class ConsulKv:
             return web.Response(status=404, headers=headers)
         if keys:
             return json(found.keys, headers=headers)
-        if _flag(query, "raw") and not recurse:
+        if flag(query, "raw") and not recurse:
             return web.Response(
                 body=found.entries[0].value,
                 headers=headers,
@@ -203,7 +214,14 @@ class ConsulKv:
 
     # -- PUT and DELETE --------------------------------------------------------------------
     async def _body(self, request: web.Request) -> bytes:
-        """The raw body, at most 512 KiB: read here, past the app's 64 KiB limit."""
+        """The raw body as sent, at most 512 KiB: read here, past the app's 64 KiB limit
+        (http/bodies.py leaves /v1/kv/ alone: a value is bytes, not JSON)."""
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedEncoding(
+                f"Content-Encoding {encoding[:40]!r} is not taken for a value: a key holds "
+                "the bytes sent; send them without Content-Encoding"
+            )
         if request.content_length is not None and request.content_length > MAX_VALUE:
             raise _too_large(request.content_length)
         body = bytearray()
@@ -216,8 +234,7 @@ class ConsulKv:
     async def put(self, request: web.Request) -> web.Response:
         key = self._rules(request)
         self.access.check_kv(token_of(request), request.remote, "write", key, recurse=False)
-        flags = _number(request.query, "flags", "a uint64 stored with the value") or 0
-        cas = _number(request.query, "cas", "the ModifyIndex to compare with; 0: create only")
+        flags, cas = _flags(request.query), _cas(request.query)
         value = await self._body(request)
         actor, reason = self._actor(request)
         put = KvPut(value=value, flags=flags, cas=cas, actor=actor, reason=reason)
@@ -227,10 +244,10 @@ class ConsulKv:
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._rules(request)
-        recurse = _flag(request.query, "recurse")
+        recurse = flag(request.query, "recurse")
         token = token_of(request)
         self.access.check_kv(token, request.remote, "write", key, recurse=recurse)
-        cas = _number(request.query, "cas", "the ModifyIndex to compare with")
+        cas = _cas(request.query)
         actor, reason = self._actor(request)
         delete = KvDelete(recurse=recurse, cas=cas, actor=actor, reason=reason)
         subject = subjects.kv_subject(subjects.KV_DELETE, key)
