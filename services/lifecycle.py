@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeAlias, TypeVar
 
 from services.natsclient import drain_subscription, unsubscribe
 
@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 
     from services.natsclient import Subscription
 
-__all__ = ["Lifecycle", "cancel_and_wait", "drain_subscription", "unsubscribe"]
+__all__ = [
+    "Lifecycle",
+    "Offer",
+    "Subscribe",
+    "cancel_and_wait",
+    "drain_subscription",
+    "unsubscribe",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -46,6 +53,32 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         await asyncio.wait({task}, timeout=RECANCEL_S)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+# one subscription, made when called (say `functools.partial(bus.serve, ...)`)
+Subscribe: TypeAlias = "Callable[[], Awaitable[Subscription]]"
+
+
+class Offer:
+    """Subscriptions a worker holds only while a condition does (what a role serves).
+
+    `set(True)` makes those missing, one at a time and in order (one that fails leaves the
+    earlier ones, and the next `set(True)` makes the rest); `set(False)` drops them all, so
+    a request finds a worker that can answer it, or no responders at once.
+    """
+
+    def __init__(self, *subscribe: Subscribe) -> None:
+        self._subscribe = subscribe
+        self._subs: list[Subscription] = []
+
+    async def set(self, on: bool) -> None:
+        if on:
+            for subscribe in self._subscribe[len(self._subs) :]:
+                self._subs.append(await subscribe())
+            return
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await unsubscribe(sub)
 
 
 class Lifecycle:

@@ -8,14 +8,16 @@
     LostRace      every "another writer stored first" answer, mapped in one place
     replay        a bounded read of a subject's stored records, oldest first
     StreamSpec    a stream as a worker needs it; `ensure_stream` creates or updates it
-
-(A lease over a KV bucket joins them here, from the registry.)
+    Lease         a lease on one key of a KV bucket (max_age = the lease): claim, renew,
+                  release, presence keys beside it; every answer mapped to written,
+                  refused (another writer won) or unreachable
 
 With services/bus.py, this package is the only worker code that touches the NATS
 client: the bus hands it a JetStream context (`Bus.jetstream`), and workers hold a Bus.
 """
 
 from services.stream.follower import Follower
+from services.stream.lease import Lease, Renewal
 from services.stream.record import Record
 from services.stream.replay import replay
 from services.stream.spec import StreamSpec, cluster_replicas, ensure_stream, never
@@ -23,8 +25,10 @@ from services.stream.writer import LostRace, Writer, lost_race
 
 __all__ = [
     "Follower",
+    "Lease",
     "LostRace",
     "Record",
+    "Renewal",
     "StreamSpec",
     "Writer",
     "cluster_replicas",
