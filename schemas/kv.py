@@ -28,6 +28,7 @@ __all__ = [
     "KvRecord",
     "KvRollback",
     "KvWritten",
+    "entry_of",
 ]
 
 MAX_VALUE: Final = 512 * 1024  # Consul's limit on one value
@@ -143,3 +144,19 @@ class KvRollback(Struct, frozen=True, kw_only=True, gc=False):
     cas: Index | None = None
     actor: Actor
     reason: Reason = ""
+
+
+def entry_of(record: KvRecord, seq: int) -> KvEntry:
+    """A stored record (at stream sequence `seq`) as the entry it made the key."""
+    return KvEntry(
+        key=record.key,
+        value=record.value,
+        flags=record.flags,
+        create_index=record.create_index or seq,
+        modify_index=seq,
+        op=record.op,
+        actor=record.actor,
+        reason=record.reason,
+        at=record.at,
+        restored=record.restored,
+    )

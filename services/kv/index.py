@@ -11,28 +11,12 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING
 
-from schemas.kv import KvEntry, KvRecord
+from schemas.kv import KvEntry, KvRecord, entry_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["KeyIndex", "entry_of", "fold_keys"]
-
-
-def entry_of(record: KvRecord, seq: int) -> KvEntry:
-    """A stored record as a key's entry at index `seq`."""
-    return KvEntry(
-        key=record.key,
-        value=record.value,
-        flags=record.flags,
-        create_index=record.create_index or seq,
-        modify_index=seq,
-        op=record.op,
-        actor=record.actor,
-        reason=record.reason,
-        at=record.at,
-        restored=record.restored,
-    )
+__all__ = ["KeyIndex", "fold_keys"]
 
 
 def fold_keys(keys: Iterator[str], prefix: str, separator: str) -> list[str]:

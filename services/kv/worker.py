@@ -31,9 +31,10 @@ from schemas.kv import (
     KvRecord,
     KvRollback,
     KvWritten,
+    entry_of,
 )
 from services.errors import BadRequest, TooLarge, Unavailable
-from services.kv.index import KeyIndex, entry_of, fold_keys
+from services.kv.index import KeyIndex, fold_keys
 from services.kv.keys import check_key, check_prefix
 from services.kv.log import KvLog, LostRace
 from services.lifecycle import Lifecycle

