@@ -8,7 +8,8 @@ rather than not at all; `caught_up` is set once every record that existed when i
 has been delivered (at once for an empty or missing stream).
 
 After every reconnect it subscribes again from the record after the last one delivered
-(the ephemeral consumer may have died with a server). nats-py's own reset of an ordered
+(the ephemeral consumer may have died with a server), and lets go of the old subscription
+once the new one is made. nats-py's own reset of an ordered
 consumer starts over from the stream's first record, so a record at or below the last
 one delivered is passed over: each reaches `on_record` once, in stream order. One record
 that `on_record` fails on is counted in `bad` and logged; the follower goes on.
@@ -100,6 +101,7 @@ class Follower(Lifecycle):
         self.last_seq = 0  # the stream sequence of the last record delivered
         self.restarts = 0  # subscriptions made again after a reconnect
         self._restart = asyncio.Event()
+        self._one_at_a_time = asyncio.Lock()
 
     async def start(self) -> None:
         self.bus.reconnect_hooks.append(self._on_reconnect)
@@ -121,13 +123,13 @@ class Follower(Lifecycle):
         try:
             while True:
                 self._restart.clear()
-                sub = await self._subscribe()
+                new = await self._subscribe()
+                if sub is not None:  # kept until now: JetStream may have been slow to answer
+                    await unsubscribe(sub)
+                    self.restarts += 1
+                    self.log.info(self.events["follow_restarted"], after_seq=self.last_seq)
+                sub = new
                 await self._restart.wait()
-                self.following = False
-                await unsubscribe(sub)
-                sub = None
-                self.restarts += 1
-                self.log.info(self.events["follow_restarted"], after_seq=self.last_seq)
         finally:  # a record cut short comes again on the next start
             self.following = False
             if sub is not None:
@@ -187,16 +189,19 @@ class Follower(Lifecycle):
 
     async def _on_msg(self, msg: Msg) -> None:
         record = from_delivered(msg)
-        if record.seq <= self.last_seq:
-            return  # delivered already (a consumer made again from an earlier record)
-        self.last_seq = record.seq
-        try:
-            done = self.on_record(record)
-            if inspect.isawaitable(done):
-                await done
-            self.applied += 1
-        except Exception:  # one bad record must not stop the follower
-            self.bad += 1
-            self.log.exception(self.events["entry_failed"], subject=record.subject)
+        # one record at a time: during a restart two subscriptions deliver at once, and a
+        # newer record must not be applied while an older one still is
+        async with self._one_at_a_time:
+            if record.seq <= self.last_seq:
+                return  # delivered already (a consumer made again from an earlier record)
+            self.last_seq = record.seq
+            try:
+                done = self.on_record(record)
+                if inspect.isawaitable(done):
+                    await done
+                self.applied += 1
+            except Exception:  # one bad record must not stop the follower
+                self.bad += 1
+                self.log.exception(self.events["entry_failed"], subject=record.subject)
         if record.pending == 0:
             self.caught_up.set()

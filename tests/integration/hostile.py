@@ -208,8 +208,7 @@ class Doors:
 
     async def _hold(self) -> None:
         self._stop = asyncio.Event()
-        settings = {"dns_port": -1, "http_timeout_s": 10.0}
-        async with stack(self.url, **settings) as http:
+        async with stack(self.url, dns_port=-1, http_timeout_s=10.0) as http:
             # a connection each: a request the gateway refuses mid-body may close its own
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:

@@ -16,11 +16,6 @@ SERVICES = Path(__file__).resolve().parents[2] / "services"
 ALLOWED = {"bus.py", "natsclient.py"}
 ALLOWED_PACKAGES = {"stream", "sdk", "cli", "demo", "stack"}
 
-# Not moved onto services/stream yet: each belongs to another branch of issue 15 (the
-# registry's role to `registry-role`, the gateway to `fuzz`). Remove an entry once its
-# module passes; the last test here says when.
-TEMPORARY: set[str] = set()  # none left: the registry and the gateway have moved
-
 
 def violations(path: Path) -> list[str]:
     """Where `path` imports nats-py or uses an attribute named `nc`, as `line: what`."""
@@ -58,15 +53,9 @@ def test_the_rule_sees_what_it_must(tmp_path: Path) -> None:
     assert violations(sample) == ["1: import nats", "2: import nats.js", "5: .nc"]
 
 
-@pytest.mark.parametrize("module", [m for m in bound_modules() if m not in TEMPORARY])
+@pytest.mark.parametrize("module", bound_modules())
 def test_no_worker_or_shared_module_touches_nats_py(module: str) -> None:
     assert violations(SERVICES / module) == [], (
         f"services/{module} touches the NATS client: use the Bus (services/bus.py) or "
         "services/stream (follower, writer, replay) instead"
     )
-
-
-@pytest.mark.parametrize("module", sorted(TEMPORARY))
-def test_each_temporary_exception_is_still_needed(module: str) -> None:
-    assert (SERVICES / module).exists(), f"services/{module} is gone: drop it from TEMPORARY"
-    assert violations(SERVICES / module), f"services/{module} passes now: drop it from TEMPORARY"

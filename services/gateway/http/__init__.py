@@ -80,7 +80,8 @@ def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str
             log.exception("http.handler_failed", path=request.path)
             status, message = 500, f"internal error: {exc!r}"
         route = request.match_info.route.resource
-        errors[(route.canonical if route else request.path, status)] += 1
+        # by route, not by path: a scanner's paths must not grow the table
+        errors[(route.canonical if route else "(no route)", status)] += 1
         (log.error if status >= 500 else log.warning)(
             "http.request_rejected",
             method=request.method,

@@ -48,6 +48,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "the write needs a token that names this service (GATEWAY_TOKENS)",
         404: "unknown service or instance",
         409: "conflict",
+        413: "the body is over 64 KiB (as sent, or once decoded)",
+        415: "a Content-Encoding other than identity, gzip or deflate",
         501: "a Consul API that Baton does not have",
         503: "no instance can take the request, or no worker serves the subject",
         504: "the worker behind this route did not answer in time",
@@ -84,7 +86,7 @@ def _baton() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(_ref(reply), "the registry's reply"),
-                    **_errors(400, 403, 404, 503, 504),
+                    **_errors(400, 403, 404, 413, 415, 503, 504),
                 },
             }
         }
@@ -135,7 +137,10 @@ def _baton() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _ref("CallReport")}},
                 },
-                "responses": {"204": {"description": "published"}, **_errors(400, 403)},
+                "responses": {
+                    "204": {"description": "published"},
+                    **_errors(400, 403, 413, 415),
+                },
             }
         },
         "/v1/register/{service}": write(
@@ -272,6 +277,8 @@ def _consul() -> dict[str, Any]:
                 "400": {"description": "bad request (a plain-text sentence)"},
                 "403": {"description": "no token, or one that does not name the service"},
                 "404": {"description": "unknown service or check ID"},
+                "413": {"description": "the body is over 64 KiB (as sent, or once decoded)"},
+                "415": {"description": "a Content-Encoding other than identity, gzip, deflate"},
             },
         }
         if body is not None:
