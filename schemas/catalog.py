@@ -177,7 +177,7 @@ PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
     "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
-    "baton-governor, baton-collector, baton-gateway).",
+    "baton-governor, baton-kv, baton-collector, baton-gateway).",
     "key": "A config center key: its `/`-separated segments, one token each; bytes other "
     "than A-Z a-z 0-9 _ - are written %XX (uppercase hex), an empty segment is `%`: "
     "`config/app.yml` is `config.app%2Eyml`, `traefik/` is `traefik.%`. A permission on "
