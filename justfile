@@ -7,7 +7,7 @@ python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { 
 default:
     @{{just_executable()}} --list
 
-# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, gateway, collector; Ctrl-C stops it
+# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, kv, gateway, collector; Ctrl-C stops it
 [group('run')]
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}

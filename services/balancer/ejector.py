@@ -9,10 +9,10 @@ on `.state`. The stream republishes each stored event to balancer.v1.events.{ser
 storing it is publishing it: an event is on the wire exactly when it is stored, once,
 whoever stored it, and a crash after the store loses nothing. Of the replicas that decide
 the same ejection, one stores it; the others' writes fail (and are not republished), they
-read the state again and find it done. Every replica applies the stored state (an
-ordered consumer delivers each service's latest state at start, then every new one), so
-they agree on who is ejected (services/view/ejections.py, the reader the gateway runs
-too); an ejection ends at its `until` on every replica alike.
+read the state again and find it done. Every replica applies the stored state as its
+read model (services/view/) follows the stream, as the gateway's does (an ordered
+consumer delivers each service's latest state at start, then every new one), so they
+agree on who is ejected; an ejection ends at its `until` on every replica alike.
 The cap (max_ejected_percent) is checked inside the same compare-and-set, so two
 replicas ejecting two instances at once cannot pass it together.
 
@@ -37,7 +37,7 @@ from services.balancer import outliers
 from services.errors import Unavailable
 from services.lifecycle import Lifecycle
 from services.stream import LostRace, StreamSpec, Writer, ensure_stream
-from services.view.ejections import OutlierWatch, state_of
+from services.view.ejections import state_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from services.balancer.pool import Pool
     from services.bus import Bus
     from services.stream import StreamSpec as Existing
+    from services.view import RegistryView
 
     # A transition: (state now, wall clock) -> (the state to store, the event it makes
     # if any), or None when there is nothing to store.
@@ -79,42 +80,33 @@ async def ensure_outlier_stream(bus: Bus, *, replicas: int) -> None:
 
 
 class Ejector(Lifecycle):
-    """Finds, stores and applies a balancer's ejections; `pools` is the worker's."""
+    """Finds, stores and applies a balancer's ejections; `pools` is the worker's, the
+    stored states are the read model's (`view`, which follows the stream)."""
 
-    def __init__(  # noqa: PLR0913  # its dependencies, passed in
+    def __init__(
         self,
         bus: Bus,
         pools: dict[str, Pool],
+        view: RegistryView,
         log: FilteringBoundLogger,
         *,
         node: str,
         wallclock: Callable[[], float],
         timeout_s: float = 2.0,
-        replicas: int = 1,
-        retry_s: float = 1.0,
     ) -> None:
         self.bus = bus
         self.pools = pools
+        self.view = view
         self.log = log
         self.node = node
         self.wallclock = wallclock
         self.timeout_s = timeout_s
-        self.replicas = replicas
-        self.retry_s = retry_s
         self.writer = Writer(
             bus, stream=subjects.OUTLIER_STREAM, what="the ejection log", timeout_s=timeout_s
         )
-        self.states: dict[str, OutlierState] = {}
-        self.seqs: dict[str, int] = {}
-        self.watch = OutlierWatch(
-            bus,
-            log,
-            self._take,
-            prepare=lambda: ensure_outlier_stream(bus, replicas=replicas),
-            timeout_s=timeout_s,
-            retry_s=retry_s,
-        )
-        self.synced = self.watch.synced
+        self.states = view.outlier_states  # service -> the latest stored state
+        self.seqs = view.outlier_seqs  # service -> its stream sequence
+        self.synced = view.outliers.synced
         self.published: list[OutlierEvent] = []  # by this replica (for tests and stats)
         self.lost = 0  # compare-and-set races lost to another replica
         self._swept: dict[str, int] = {}  # service -> index of the last interval swept
@@ -123,7 +115,6 @@ class Ejector(Lifecycle):
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        await self.enter(self.watch)
         self.spawn(self._sweep_loop(), "outliers.sweep")
 
     async def stop(self) -> None:
@@ -295,7 +286,7 @@ class Ejector(Lifecycle):
             except Unavailable as exc:
                 self.log.warning("outlier.store_failed", service=service, error=exc.message)
                 return False
-            self._take(service, new, seq)
+            self.view.take_outliers(service, new, seq)  # applied here as the model tells it
             if event is not None:
                 self.published.append(event)
                 self.log.info(
@@ -325,14 +316,8 @@ class Ejector(Lifecycle):
     async def _reload(self, service: str) -> None:
         last = await self.writer.last(subjects.outlier_records(service))
         if last is not None:
-            self._take(service, state_of(last.subject, last.data, last.headers)[1], last.seq)
-
-    def _take(self, service: str, state: OutlierState, seq: int) -> None:
-        if seq <= self.seqs.get(service, 0):
-            return  # older than what this replica has (its own write, seen again)
-        self.states[service] = state
-        self.seqs[service] = seq
-        self.apply(service)
+            state = state_of(last.subject, last.data, last.headers)[1]
+            self.view.take_outliers(service, state, last.seq)
 
     # -- the clock -----------------------------------------------------------------------
     async def _sweep_loop(self) -> None:

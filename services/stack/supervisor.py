@@ -108,7 +108,8 @@ class Supervisor:
                     os.kill(child.pid, signal.SIGKILL)
                     killed.append(child.name)
         name = signal.Signals(signum).name
-        self.say(f"second {name}: forced stop, killed {', '.join(killed) or 'nothing'}")
+        with contextlib.suppress(RuntimeError):  # a print it interrupted: the exit matters more
+            self.say(f"second {name}: forced stop, killed {', '.join(killed) or 'nothing'}")
         # unwinds the main thread (its finally blocks give the terminal back) to exit
         raise SystemExit(128 + signum)
 

@@ -39,6 +39,7 @@ BENCHES = {
     "cluster_failover": "bench_cluster_failover.py",
     "config": "bench_config.py",
     "history": "bench_history.py",
+    "kv": "bench_kv.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",

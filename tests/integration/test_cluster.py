@@ -307,10 +307,18 @@ async def test_balancer_replicas_share_resolves_across_node_loss(
         assert before[bal_a.node] > 0
         assert before[bal_b.node] > 0
 
+        moved = asyncio.Event()
+
+        async def on_moved() -> None:
+            moved.set()
+
+        # Reconnect hooks run once the new node has answered the PING sent after the
+        # replayed subscriptions, so it serves them (`is_connected` turns true before).
+        bal_a.bus.reconnect_hooks.append(on_moved)
         a.kill()
         during = await shares(60)  # raced with the node's death: none may fail
         assert sum(during.values()) == 60
-        await until(lambda: bal_a.bus.nc.is_connected, timeout=10)
+        await asyncio.wait_for(moved.wait(), 10)
         await until(bal_a.sync.synced.is_set, timeout=10)
         no_responders = client.retried["no_responders"]  # 0 or more, from the race above
         after = await shares(60)

@@ -9,15 +9,21 @@ is under way (and stuck), then sends the second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from subprocesses import reaped
 from waiting import until
 
 if TYPE_CHECKING:
+    from asyncio.subprocess import Process
+    from collections.abc import AsyncIterator, Callable
+
+    from nats.aio.client import Client
     from natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,9 +86,11 @@ finally:
 """
 
 
-async def start(path: Path, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+@contextlib.asynccontextmanager
+async def running(path: Path, *args: str, env: dict[str, str]) -> AsyncIterator[Process]:
+    """`python *args` with its output in `path`; killed if it still runs at the end."""
     with path.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *args,
             cwd=ROOT,
@@ -90,6 +98,21 @@ async def start(path: Path, *args: str, env: dict[str, str]) -> asyncio.subproce
             stdout=out,
             stderr=out,
         )
+    async with reaped(proc):
+        yield proc
+
+
+async def stop_twice(
+    proc: Process, out: Path, stopping: str, between: Callable[[], None] = lambda: None
+) -> tuple[int, str]:
+    """SIGTERM, await the line that says the stop is under way, SIGTERM again: the exit
+    code and the whole output."""
+    proc.send_signal(signal.SIGTERM)
+    await until(lambda: said(out, stopping), timeout=10)
+    between()
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(proc.wait(), EXIT_S)
+    return code, await asyncio.to_thread(out.read_text)
 
 
 def said(path: Path, text: str) -> bool:
@@ -106,31 +129,16 @@ def gone(pid: int) -> bool:
 
 
 async def test_a_second_sigterm_ends_a_worker_stuck_in_its_drain(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, nc: Client, tmp_path: Path
 ) -> None:
     out = tmp_path / "worker.log"
     env = {"NATS_URL": nats_server.url, "NATS_DRAIN_TIMEOUT_S": "600", "LOG_LEVEL": "INFO"}
-    proc = await start(out, "-c", STUCK_WORKER, env=env)
-    try:
+    async with running(out, "-c", STUCK_WORKER, env=env) as proc:
         await until(lambda: said(out, "worker.started"), timeout=30)
-        import nats  # noqa: PLC0415  # a plain client, to send the request the handler holds
-
-        nc = await nats.connect(nats_server.url)
-        try:
-            await nc.publish("test.stuck", b"{}", reply=nc.new_inbox())
-            await nc.flush()
-            await until(lambda: said(out, "probe.taken"), timeout=10)
-            proc.send_signal(signal.SIGTERM)
-            await until(lambda: said(out, "worker.stopping"), timeout=10)
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), EXIT_S)
-        finally:
-            await nc.close()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.read_text()
+        await nc.publish("test.stuck", b"{}", reply=nc.new_inbox())  # held by the handler
+        await nc.flush()
+        await until(lambda: said(out, "probe.taken"), timeout=10)
+        code, text = await stop_twice(proc, out, "worker.stopping")
     assert code == 128 + signal.SIGTERM, text
     assert "worker.forced_exit" in text
     assert "worker.stopped" not in text  # the drain never finished: the exit was forced
@@ -140,20 +148,15 @@ async def test_a_second_sigterm_makes_the_supervisor_kill_a_child_that_ignores_i
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "supervisor.log"
-    proc = await start(out, "-c", SUPERVISOR, str(tmp_path / "logs"), STUBBORN_CHILD, env={})
-    try:
+    args = ("-c", SUPERVISOR, str(tmp_path / "logs"), STUBBORN_CHILD)
+    async with running(out, *args, env={}) as proc:
         await until(lambda: said(out, "stack: up;"), timeout=30)
         child_pid = int(out.read_text().split("stubborn is pid ", 1)[1].split()[0])
-        proc.send_signal(signal.SIGTERM)
-        await until(lambda: said(out, "stack: stopping"), timeout=10)
-        assert not gone(child_pid)  # it ignored the SIGTERM the orderly stop sent it
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), EXIT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.read_text()
+
+        def still_running() -> None:  # it ignored the SIGTERM of the orderly stop
+            assert not gone(child_pid)
+
+        code, text = await stop_twice(proc, out, "stack: stopping", still_running)
     assert code == 128 + signal.SIGTERM, text
     assert "stack: second SIGTERM: forced stop, killed stubborn" in text
     await until(lambda: gone(child_pid), timeout=10)

@@ -51,6 +51,17 @@ def writer(bus: Bus) -> Writer:
     return Writer(bus, stream=STREAM, what="the test log", timeout_s=5.0)
 
 
+async def filled(bus: Bus, subject: str, bodies: list[bytes]) -> tuple[Writer, int]:
+    """The test stream made, with `bodies` appended to `subject` in order: a writer on it,
+    and the last one's sequence."""
+    await ensure_stream(bus, SPEC)
+    w = writer(bus)
+    seq = 0
+    for body in bodies:
+        seq = await w.append(subject, body, after=seq)
+    return w, seq
+
+
 class Seen:
     """What a follower delivered, awaitable."""
 
@@ -76,11 +87,8 @@ async def test_a_follower_catches_up_with_the_latest_of_each_subject_then_follow
     nats_server: NatsServer,
 ) -> None:
     async with bus_on(nats_server.url) as bus:
-        await ensure_stream(bus, SPEC)
-        w = writer(bus)
-        seq = 0
-        for n in range(3):  # three records of a, one of b: a's last and b's are latest
-            seq = await w.append("test.log.a", b"a%d" % n, after=seq)
+        # three records of a, one of b: a's last and b's are the latest
+        w, seq = await filled(bus, "test.log.a", [b"a0", b"a1", b"a2"])
         await w.append("test.log.b", b"b0", after=0)
         seen = Seen()
         async with follower(bus, seen) as f:
@@ -94,11 +102,7 @@ async def test_a_follower_catches_up_with_the_latest_of_each_subject_then_follow
 
 async def test_a_follower_from_the_first_record_delivers_every_one(nats_server: NatsServer) -> None:
     async with bus_on(nats_server.url) as bus:
-        await ensure_stream(bus, SPEC)
-        w = writer(bus)
-        seq = 0
-        for n in range(5):
-            seq = await w.append("test.log.a", b"%d" % n, after=seq)
+        await filled(bus, "test.log.a", [b"0", b"1", b"2", b"3", b"4"])
         seen = Seen()
         async with follower(bus, seen, last_per_subject=False) as f:
             await asyncio.wait_for(f.caught_up.wait(), 5)
@@ -208,11 +212,7 @@ async def test_without_jetstream_a_write_is_unavailable_and_says_why(tmp_path: P
 
 async def test_a_replay_reads_what_was_stored_when_it_began(nats_server: NatsServer) -> None:
     async with bus_on(nats_server.url) as bus:
-        await ensure_stream(bus, SPEC)
-        w = writer(bus)
-        seq = 0
-        for n in range(4):
-            seq = await w.append("test.log.a", b"%d" % n, after=seq)
+        w, _ = await filled(bus, "test.log.a", [b"0", b"1", b"2", b"3"])
         got: list[bytes] = []
         await replay(w, "test.log.a", lambda r: got.append(r.data), idle_s=5)
         assert got == [b"0", b"1", b"2", b"3"]

@@ -1,5 +1,5 @@
 """services/stream's pure parts: which JetStream answers are a lost race, what a stream
-the server has is as a spec, and what an unreachable store says."""
+the server has is as a spec, what an unreachable store says, and where a follower starts."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import nats.js.errors
 import pytest
 from nats.js import api
 
-from services import errors
+from services import errors, logs
+from services.bus import Bus
 from services.governor.store import StaleWriteError
-from services.stream import LostRace, StreamSpec, lost_race
+from services.natsclient import Client
+from services.stream import Follower, LostRace, StreamSpec, lost_race
 from services.stream.spec import stream_spec
 from services.stream.writer import WRONG_LAST_SEQUENCE, unreachable
 
@@ -78,3 +80,37 @@ def test_a_stream_the_server_has_reads_back_as_its_spec() -> None:
     )
     plain = stream_spec(api.StreamConfig(name="P", subjects=["p.>"]))
     assert (plain.republish, plain.replicas, plain.per_subject) == (None, 1, -1)
+
+
+def follower(*, last_per_subject: bool = True) -> Follower:
+    """A follower on a client never connected: only its choice of start is used."""
+    bus = Bus(Client(), logs.get_logger("test"))
+    return Follower(
+        bus, bus.log, lambda _: None, stream="S", subject="s.>", noun="test",
+        last_per_subject=last_per_subject,
+    )  # fmt: skip
+
+
+def test_a_follower_starts_at_the_latest_of_each_subject_or_at_the_first() -> None:
+    assert follower()._start_at(9).deliver_policy == api.DeliverPolicy.LAST_PER_SUBJECT
+    first = follower(last_per_subject=False)._start_at(9)
+    assert first.deliver_policy == api.DeliverPolicy.ALL
+
+
+def test_a_restarted_follower_goes_on_after_the_last_record_delivered() -> None:
+    f = follower()
+    f.last_seq = 5
+    config = f._start_at(9)
+    assert (config.deliver_policy, config.opt_start_seq) == (
+        api.DeliverPolicy.BY_START_SEQUENCE,
+        6,
+    )
+    assert f._start_at(5).opt_start_seq == 6  # nothing new yet: from the next one on
+
+
+def test_a_follower_whose_stream_was_made_again_starts_over() -> None:
+    f = follower()
+    f.last_seq = 5
+    config = f._start_at(2)  # the stream ends before what was delivered: not the same one
+    assert config.deliver_policy == api.DeliverPolicy.LAST_PER_SUBJECT
+    assert f.last_seq == 0
