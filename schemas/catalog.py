@@ -54,6 +54,7 @@ from schemas.balancer import (
     PickCounts,
     ResolveRequest,
 )
+from schemas.checks import CheckResult, ProberPresence
 from schemas.governor import (
     ConfigApplied,
     ConfigChange,
@@ -434,6 +435,26 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             (".{name}", "every process of that kind"),
             (".{name}.{id}", "that one process"),
         )
+    ),
+    # -- prober (extension): active health checks -----------------------------------------
+    Channel(
+        _each(subjects.PROBER_RESULTS),
+        CheckResult,
+        None,
+        sender="prober (the replica that owns the check)",
+        receivers="prober (every replica follows them), anyone",
+        op=PUBLISH,
+        summary="Extension: every run of an active health check, with its status and output.",
+    ),
+    Channel(
+        subjects.PROBER_PRESENCE,
+        ProberPresence,
+        None,
+        sender="prober (every replica)",
+        receivers="prober (every replica)",
+        op=PUBLISH,
+        summary="Extension: each prober replica's heartbeat; the live replicas split the "
+        "checks among them by consistent hashing.",
     ),
     # -- later extensions go here -----------------------------------------------------------
 )

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
+from schemas.checks import Checks
 from schemas.fields import (
     Count,
     Host,
@@ -69,6 +70,8 @@ class Registration(Struct, frozen=True, kw_only=True, gc=False):
     metadata: Metadata = field(default_factory=dict)
     ttl_s: TtlSeconds = 15.0
     service: ServiceName | None = None  # optional; must equal the subject's service
+    # extension: active health checks the prober runs (schemas/checks.py)
+    checks: Checks = field(default_factory=list)
 
 
 class Heartbeat(Struct, frozen=True, kw_only=True, gc=False):
