@@ -148,7 +148,7 @@ class Channel:
         return self.key or self.name
 
 
-WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway")
+WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway", "prober")
 
 # The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
 # services/errors.py maps them; any other code reads as a plain error with that code.
@@ -166,7 +166,7 @@ PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
     "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
-    "baton-governor, baton-collector, baton-gateway).",
+    "baton-governor, baton-collector, baton-gateway, baton-prober).",
     "id": "One worker process's NATS micro id: a NUID (22 characters of 0-9 A-Z a-z), "
     "new at every start.",
 }
@@ -233,7 +233,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         InstanceEvent,
         None,
         sender="registry (the leading replica)",
-        receivers="balancer, collector, gateway, registry (its replicas follow them), anyone",
+        receivers="balancer, collector, gateway, prober, registry (its replicas follow them), "
+        "anyone",
         op=PUBLISH,
         summary="Every change of an instance's state, numbered per fleet epoch.",
     ),
@@ -418,7 +419,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             Empty,
             reply,
             sender="anyone (baton status, the nats CLI, any ADR-32 client)",
-            receivers="every worker: registry, balancer, governor, collector, gateway "
+            receivers="every worker: registry, balancer, governor, collector, gateway, prober "
             "(each replica answers)",
             op=REQUEST,
             key=f"SRV.{verb}{suffix.replace('{', '').replace('}', '')}",

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
-from schemas.checks import Checks
+from schemas.checks import CheckDefinition, Checks
 from schemas.fields import (
     Count,
     Host,
@@ -114,6 +114,7 @@ class Instance(Struct, frozen=True, kw_only=True, gc=False):
     cpu: float | None = None
     mem: float | None = None
     latency_ms: float | None = None
+    checks: list[CheckDefinition] = field(default_factory=list)  # extension: what it registered
 
 
 class InstanceList(Struct, frozen=True, kw_only=True, gc=False):
@@ -195,6 +196,7 @@ class LeaseRecord(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     # the change the sender holds unannounced for this instance (no leader has spoken
     # since): the replica that copies it must announce it too, if it wins the lease
     held: EventKind | None = None
+    checks: list[CheckDefinition] = field(default_factory=list)  # extension
 
 
 class ReplicaSnapshot(Struct, frozen=True, kw_only=True, gc=False):

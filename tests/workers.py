@@ -15,13 +15,21 @@ from services.collector import Collector, CollectorSettings
 from services.config import BusSettings
 from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
+from services.prober import Prober, ProberSettings
 from services.registry import Registry, RegistrySettings
 from services.runner import describe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["run_balancer", "run_collector", "run_gateway", "run_governor", "run_registry"]
+__all__ = [
+    "run_balancer",
+    "run_collector",
+    "run_gateway",
+    "run_governor",
+    "run_prober",
+    "run_registry",
+]
 
 FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 
@@ -78,3 +86,10 @@ def run_gateway(url: str, **settings: Any) -> Any:
     settings.setdefault("http_port", 0)
     settings.setdefault("config_wait_s", 2.0)
     return _run(url, "gateway", Gateway, GatewaySettings(**settings))
+
+
+def run_prober(url: str, **settings: Any) -> Any:
+    """A prober replica; announces itself often, so tests see replicas come and go fast."""
+    settings.setdefault("heartbeat_s", 0.1)
+    settings.setdefault("resync_s", 60.0)
+    return _run(url, "prober", Prober, ProberSettings(**settings))

@@ -37,6 +37,7 @@ class Lease:
     """One registered instance: its registration, its lease and its last reported load."""
 
     __slots__ = (
+        "checks",
         "cpu",
         "gen",
         "healthy",
@@ -80,6 +81,7 @@ class Lease:
         self.version = intern(reg.version)
         self.metadata = alike.metadata(reg.metadata)
         self.ttl = alike.ttl(reg.ttl_s)
+        self.checks = reg.checks  # active health checks the prober runs (validated)
 
     def same_as(self, reg: Registration) -> bool:
         return (
@@ -90,6 +92,7 @@ class Lease:
             and self.version == reg.version
             and self.metadata == reg.metadata
             and self.ttl == reg.ttl_s
+            and self.checks == reg.checks
         )
 
     def touch(self, mono: float, wall: float) -> None:

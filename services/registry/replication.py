@@ -192,6 +192,7 @@ def apply_event(
             version=instance.version,
             metadata=instance.metadata,
             ttl_s=instance.ttl_s,
+            checks=instance.checks,
         )
         table.register(service, reg, mono, wall)
         return
@@ -221,6 +222,7 @@ def record_of(lease: Lease, mono: float, held: EventKind | None = None) -> Lease
         mem=lease.mem,
         latency_ms=lease.latency_ms,
         held=held,
+        checks=lease.checks,
     )
 
 
@@ -290,6 +292,7 @@ def _take(table: LeaseTable, rec: LeaseRecord, mono: float) -> int:
         version=rec.version,
         metadata=rec.metadata,
         ttl_s=rec.ttl_s,
+        checks=rec.checks,
     )
     lease = table.adopt(
         rec.service,

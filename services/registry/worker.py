@@ -17,9 +17,11 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Annotated, get_args
 
+import msgspec
 from msgspec import Meta, Struct
 
 from schemas import subjects
+from schemas.checks import validate_checks
 from schemas.fields import from_timestamp, utcnow
 from schemas.governor import ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import (
@@ -70,6 +72,9 @@ class RegistrySettings(Struct, frozen=True, kw_only=True):
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # replicas: the leader lease (the KV bucket's max_age; the bucket's creator sets it)
     leader_lease_s: Annotated[float, Meta(ge=1, le=60)] = 4.0
+    # let a registration's health checks probe any host, not only the instance's own
+    # (set it with PROBER_ALLOW_ANY_TARGET on the prober: docs/prober.md)
+    allow_any_target: bool = False
 
 
 _LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}
@@ -100,6 +105,7 @@ def _instance(lease: Lease, override: InstanceOverride = _NO_OVERRIDE) -> Instan
         cpu=lease.cpu,
         mem=lease.mem,
         latency_ms=lease.latency_ms,
+        checks=lease.checks,
     )
 
 
@@ -231,6 +237,16 @@ class Registry(Lifecycle):
             if not answer:
                 return None
             _check_service(service, reg.service)
+        if reg.checks:
+            try:
+                checks = validate_checks(
+                    reg.checks, reg.host, allow_any_target=self.settings.allow_any_target
+                )
+            except BadRequest:
+                if not answer:
+                    return None
+                raise
+            reg = msgspec.structs.replace(reg, checks=checks)
         change = self.table.register(service, reg, self.clock(), self.wallclock())
         self.replica.heard(service, reg.instance_id)
         if change:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from natsserver import NatsServer
 from waiting import until
-from workers import run_balancer, run_collector, run_gateway, run_governor, run_registry
+from workers import (
+    run_balancer,
+    run_collector,
+    run_gateway,
+    run_governor,
+    run_prober,
+    run_registry,
+)
 
 from schemas import subjects
 from schemas.catalog import CHANNELS, PUBLISH, WORKERS
@@ -127,6 +134,8 @@ async def test_catalog_matches_what_the_workers_subscribe(
         )
         await asyncio.wait_for(gateway.view.synced.wait(), 5)
         await until(lambda: gateway.view.outliers.following, what="the gateway's ejection watch")
+        prober = await stack.enter_async_context(run_prober(server.url))
+        await asyncio.wait_for(prober.sync.synced.wait(), 5)
         connz = await asyncio.to_thread(_connz, port)
         deliveries = await _deliveries(balancer.bus.nc.jetstream())
     seen = _subscriptions(connz)
