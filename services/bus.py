@@ -103,6 +103,10 @@ class Bus:
             dec = self._decoders[kind] = msgspec.json.Decoder(kind)
         return dec
 
+    def is_connected(self) -> bool:
+        """Is the connection up right now? (nats-py buffers what is sent while it is not.)"""
+        return self.nc.is_connected
+
     async def publish(self, subject: str, msg: msgspec.Struct) -> None:
         await self.nc.publish(subject, _encoder.encode(msg))
 
@@ -123,6 +127,38 @@ class Bus:
         if err is not None:
             raise err
         return self.decoder(reply_type).decode(reply.data)
+
+    async def gather(
+        self, subject: str, msg: msgspec.Struct, reply_type: type[R], *, within: float
+    ) -> list[R]:
+        """Send a request that many may answer; every reply that arrives within `within`.
+
+        A scatter: each live responder counts, so the caller waits the whole `within`
+        (replies come within a round trip, or never). Error and undecodable replies are
+        skipped. Raises Unavailable if the request cannot be sent.
+        """
+        decode = self.decoder(reply_type).decode
+        replies: list[R] = []
+
+        async def on_reply(reply: Msg) -> None:
+            if error_reply(reply.headers, reply.data, subject) is None:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    replies.append(decode(reply.data))
+
+        inbox = self.nc.new_inbox()
+        try:
+            sub = await self.nc.subscribe(inbox, cb=on_reply)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot gather replies on {subject}: {exc}") from None
+        try:
+            await self.nc.publish(subject, _encoder.encode(msg), reply=inbox)
+            await asyncio.sleep(within)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot gather replies on {subject}: {exc}") from None
+        finally:  # also when cancelled (a stop): no inbox left subscribed
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return replies
 
     async def serve(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeAlias, TypeVar
 
 import nats.errors
 
@@ -24,7 +24,14 @@ if TYPE_CHECKING:
 
     from nats.aio.subscription import Subscription
 
-__all__ = ["Lifecycle", "cancel_and_wait", "drain_subscription", "unsubscribe"]
+__all__ = [
+    "Lifecycle",
+    "Offer",
+    "Subscribe",
+    "cancel_and_wait",
+    "drain_subscription",
+    "unsubscribe",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,6 +87,36 @@ async def unsubscribe(sub: Subscription) -> None:
         await sub.unsubscribe()
         if conn.is_connected:
             await conn.flush(timeout=DRAIN_S)
+
+
+# one subscription, made when called (say `functools.partial(bus.serve, ...)`)
+Subscribe: TypeAlias = "Callable[[], Awaitable[Subscription]]"
+
+
+class Offer:
+    """Subscriptions a worker holds only while a condition does (what a role serves).
+
+    `set(True)` makes those missing, one at a time and in order (one that fails leaves the
+    earlier ones, and the next `set(True)` makes the rest); `set(False)` drops them all, so
+    a request finds a worker that can answer it, or no responders at once.
+    """
+
+    def __init__(self, *subscribe: Subscribe) -> None:
+        self._subscribe = subscribe
+        self._subs: list[Subscription] = []
+
+    @property
+    def on(self) -> bool:
+        return len(self._subs) == len(self._subscribe)
+
+    async def set(self, on: bool) -> None:
+        if on:
+            for subscribe in self._subscribe[len(self._subs) :]:
+                self._subs.append(await subscribe())
+            return
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await unsubscribe(sub)
 
 
 class Lifecycle:

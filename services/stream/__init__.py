@@ -1,0 +1,1 @@
+"""JetStream patterns every worker shares: here, the lease on a KV key (lease.py)."""
