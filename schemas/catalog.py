@@ -443,7 +443,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         CheckResult,
         None,
         sender="prober (the replica that owns the check)",
-        receivers="prober (every replica follows them), anyone",
+        receivers="registry (every replica combines them into health), prober (every "
+        "replica follows them), anyone",
         op=PUBLISH,
         summary="Extension: every run of an active health check, with its status and output.",
     ),

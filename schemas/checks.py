@@ -31,6 +31,7 @@ __all__ = [
     "CheckDefinition",
     "CheckKind",
     "CheckResult",
+    "CheckState",
     "CheckStatus",
     "ProberPresence",
     "check_host",
@@ -94,6 +95,15 @@ class CheckResult(Struct, frozen=True, kw_only=True, gc=False):
     duration_ms: float = 0.0
     previous: CheckStatus | None = None  # the status before this run; differs: a transition
     prober: str = ""  # the replica that ran it
+
+
+class CheckState(Struct, frozen=True, kw_only=True, gc=False):
+    """A check's status as the registry holds it, in `Instance.check_states`."""
+
+    check_id: str
+    status: CheckStatus
+    output: str = ""
+    updated_at: datetime | None = None  # the result that set it; null: the initial status
 
 
 class ProberPresence(Struct, frozen=True, kw_only=True, gc=False):

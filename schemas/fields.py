@@ -86,6 +86,7 @@ RULES: Final[dict[str, str]] = {
     "reports": "reports must be a list of at most 10000 call reports",
     "to_revision": "to_revision must be an integer >= 0: a revision listed by governor.v1.history",
     "since_revision": "since_revision must be an integer >= 0 (0 = from the oldest kept)",
+    "warning_weight": "warning_weight must be an integer 0..10000, or null for the weight",
     "checks": "checks must be a list of at most 32 check objects (docs/prober.md)",
     "check_id": f"check_id must be {NAME_RULE}, unique within the instance",
     "kind": "kind must be one of http, tcp, grpc, ttl (script checks are refused: running "

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
-from schemas.checks import CheckDefinition, Checks
+from schemas.checks import CheckDefinition, Checks, CheckState, CheckStatus
 from schemas.fields import (
     Count,
     Host,
@@ -72,6 +72,9 @@ class Registration(Struct, frozen=True, kw_only=True, gc=False):
     service: ServiceName | None = None  # optional; must equal the subject's service
     # extension: active health checks the prober runs (schemas/checks.py)
     checks: Checks = field(default_factory=list)
+    # extension: the weight while its checks say warning (Consul's Weights.Warning);
+    # null: its weight
+    warning_weight: Weight | None = None
 
 
 class Heartbeat(Struct, frozen=True, kw_only=True, gc=False):
@@ -115,6 +118,9 @@ class Instance(Struct, frozen=True, kw_only=True, gc=False):
     mem: float | None = None
     latency_ms: float | None = None
     checks: list[CheckDefinition] = field(default_factory=list)  # extension: what it registered
+    # extensions: the worst of its lease and its checks, and each check's status
+    health: CheckStatus = "passing"
+    check_states: list[CheckState] = field(default_factory=list)
 
 
 class InstanceList(Struct, frozen=True, kw_only=True, gc=False):
@@ -197,6 +203,7 @@ class LeaseRecord(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     # since): the replica that copies it must announce it too, if it wins the lease
     held: EventKind | None = None
     checks: list[CheckDefinition] = field(default_factory=list)  # extension
+    warning_weight: int | None = None  # extension
 
 
 class ReplicaSnapshot(Struct, frozen=True, kw_only=True, gc=False):

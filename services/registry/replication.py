@@ -193,7 +193,7 @@ def apply_event(
             metadata=instance.metadata,
             ttl_s=instance.ttl_s,
             checks=instance.checks,
-        )
+        )  # its warning_weight is not in the event: the registration brings it
         table.register(service, reg, mono, wall)
         return
     if event.kind == "unhealthy":
@@ -223,6 +223,7 @@ def record_of(lease: Lease, mono: float, held: EventKind | None = None) -> Lease
         latency_ms=lease.latency_ms,
         held=held,
         checks=lease.checks,
+        warning_weight=lease.warning_weight,
     )
 
 
@@ -293,6 +294,7 @@ def _take(table: LeaseTable, rec: LeaseRecord, mono: float) -> int:
         metadata=rec.metadata,
         ttl_s=rec.ttl_s,
         checks=rec.checks,
+        warning_weight=rec.warning_weight,
     )
     lease = table.adopt(
         rec.service,

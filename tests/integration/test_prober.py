@@ -20,9 +20,10 @@ from waiting import until
 from workers import run_prober
 
 from schemas import subjects
+from schemas.balancer import Endpoint, ResolveRequest
 from schemas.checks import CheckDefinition, CheckResult
-from schemas.registry import Ack, Registration
-from services.errors import BadRequest
+from schemas.registry import Ack, Empty, Instance, InstanceList, Registration
+from services.errors import BadRequest, BatonError, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -69,7 +70,7 @@ async def results(nc: Client) -> AsyncIterator[Results]:
 
 
 @pytest.fixture
-async def prober(nats_server: NatsServer) -> AsyncIterator[Any]:
+async def prober(nats_server: NatsServer, registry: Any) -> AsyncIterator[Any]:
     async with run_prober(nats_server.url) as worker:
         await asyncio.wait_for(worker.sync.synced.wait(), 5)
         yield worker
@@ -108,9 +109,30 @@ def check(check_id: str, kind: str, target: str, **fields: Any) -> CheckDefiniti
     )
 
 
-async def register(bus: Bus, port: int, *checks: CheckDefinition, iid: str = "web-1") -> Ack:
-    reg = Registration(instance_id=iid, host="127.0.0.1", port=port, checks=list(checks))
+async def register(
+    bus: Bus, port: int, *checks: CheckDefinition, iid: str = "web-1", **fields: Any
+) -> Ack:
+    reg = Registration(instance_id=iid, host="127.0.0.1", port=port, checks=list(checks), **fields)
     return await bus.request(subjects.register("web"), reg, Ack)
+
+
+async def listed(bus: Bus, iid: str) -> Instance | None:
+    try:
+        found = await bus.request(subjects.instances("web"), Empty(), InstanceList)
+    except NotFound:
+        return None
+    return next((i for i in found.instances if i.instance_id == iid), None)
+
+
+async def resolved(bus: Bus, times: int = 12) -> set[str]:
+    picks: set[str] = set()
+    for _ in range(times):
+        try:
+            pick = await bus.request(subjects.resolve("web"), ResolveRequest(), Endpoint)
+        except BatonError:
+            continue  # none eligible now
+        picks.add(pick.instance_id)
+    return picks
 
 
 async def test_an_http_check_follows_the_service_with_consul_semantics(
@@ -202,22 +224,28 @@ async def test_hostile_targets_cost_bounded_time_and_memory_and_stall_nothing(
         await register(
             bus,
             port,
-            check("huge", "http", f"{base}/huge"),
-            check("loop", "http", f"{base}/loop"),
+            check("huge", "http", f"{base}/huge", interval_s=1.0),
+            check("loop", "http", f"{base}/loop", interval_s=1.0),
             check("slow", "http", f"{base}/slow", interval_s=0.5, timeout_s=0.3),
             check("ok", "http", f"{base}/ok"),
         )
-        big = await results.status("huge", "passing")
-        assert len(big.output.encode()) <= 4096
-        looped = await results.status("loop", "critical")
-        assert "redirects" in looped.output
-        timed_out = await results.status("slow", "critical")
-        assert "timed out" in timed_out.output
-        # while the slow one hangs, the fast one goes on at its interval
-        before = len(results.of("ok"))
-        await until(lambda: len(results.of("ok")) >= before + 5, what="the ok check keeps running")
-        assert results.last("ok") is not None
-        hang.set()
+        try:
+            await _hostile(results)
+        finally:
+            hang.set()
+
+
+async def _hostile(results: Results) -> None:
+    big = await results.status("huge", "passing")
+    assert len(big.output.encode()) <= 4096
+    looped = await results.status("loop", "critical")
+    assert "redirects" in looped.output
+    timed_out = await results.status("slow", "critical")
+    assert "timed out" in timed_out.output
+    # while the slow one hangs, the fast one goes on at its interval
+    before = len(results.of("ok"))
+    await until(lambda: len(results.of("ok")) >= before + 5, what="the ok check keeps running")
+    assert results.last("ok") is not None
 
 
 async def test_bad_checks_are_refused_naming_the_field(bus: Bus) -> None:
@@ -271,3 +299,76 @@ async def test_replicas_share_the_checks_and_take_over_a_dead_one(
             10,
             what="the survivors run every check, the dead one's too",
         )
+
+
+@pytest.mark.usefixtures("prober")
+async def test_health_combines_checks_critical_leaves_every_answer_warning_stays(
+    bus: Bus, balancer: Any, results: Results
+) -> None:
+    target = Target()
+    app = web.Application()
+    app.router.add_get("/health", target.health)
+    async with serve_http(app) as port:
+        url = f"http://127.0.0.1:{port}/health"
+        # web-1 has only an HTTP check: no ttl, no heartbeats; web-2 a plain lease
+        await register(
+            bus, port, check("http", "http", url, success_before_passing=2), warning_weight=7
+        )
+        await register(bus, port + 1, iid="web-2")
+        first = await listed(bus, "web-1")
+        assert first is not None
+        assert first.health == "critical"  # as Consul: critical until its checks pass
+        await until(lambda: resolved(bus), what="web-2 resolves")
+        assert "web-1" not in await resolved(bus)
+
+        async def in_rotation() -> bool:
+            return "web-1" in await resolved(bus)
+
+        await until(in_rotation, 10, what="web-1 in rotation once its check passes")
+        passing = await listed(bus, "web-1")
+        assert passing is not None
+        assert (passing.health, passing.healthy, passing.weight) == ("passing", True, 100)
+        [state] = passing.check_states
+        assert (state.check_id, state.status) == ("http", "passing")
+
+        target.code = 429
+        await results.status("http", "warning")
+
+        async def warned() -> Instance | None:
+            found = await listed(bus, "web-1")
+            return found if found is not None and found.health == "warning" else None
+
+        warning = await until(warned, what="web-1 warning")
+        assert (warning.healthy, warning.weight) == (True, 7)  # in rotation, warning weight
+
+        target.code = 503
+        await results.status("http", "critical")
+
+        async def out_of_rotation() -> bool:
+            return "web-1" not in await resolved(bus, 20)
+
+        await until(out_of_rotation, 10, what="web-1 out of every resolve")
+        critical = await listed(bus, "web-1")
+        assert critical is not None
+        assert not critical.healthy
+        assert "503" in critical.check_states[0].output
+
+        target.code = 200
+        await until(in_rotation, 10, what="web-1 back after two successes")
+
+
+@pytest.mark.usefixtures("prober")
+async def test_an_instance_critical_for_deregister_critical_after_is_removed(bus: Bus) -> None:
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()  # nothing listens there now: the check fails
+    await register(
+        bus, port, check("tcp", "tcp", f"127.0.0.1:{port}", deregister_critical_after_s=0.3)
+    )
+    assert await listed(bus, "web-1") is not None
+
+    async def gone() -> bool:
+        return await listed(bus, "web-1") is None
+
+    await until(gone, 10, what="web-1 deregistered")
