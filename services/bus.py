@@ -110,6 +110,28 @@ class Bus:
     async def publish(self, subject: str, msg: msgspec.Struct) -> None:
         await self.nc.publish(subject, _encoder.encode(msg))
 
+    # -- bytes as they are, for relays (the gateway passes HTTP bodies through) ----------
+    async def send(self, subject: str, payload: bytes, *, reply: str = "") -> None:
+        """Publish `payload` as it is (a relay checked it already); raise Unavailable
+        if the connection cannot take it (closed, or its reconnect buffer full)."""
+        try:
+            await self.nc.publish(subject, payload, reply=reply)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot send on {subject}: {exc}") from None
+
+    def new_inbox(self) -> str:
+        """A subject no other client uses: the prefix of replies to `send(reply=...)`."""
+        return str(self.nc.new_inbox())
+
+    async def subscribe(
+        self, subject: str, on_msg: Callable[[Msg], Awaitable[None]]
+    ) -> Subscription:
+        """A plain subscription (replies to a relay's requests), confirmed live; the
+        caller owns it (`Lifecycle.own`). Requests to serve go through `serve`."""
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        await self.confirm()
+        return sub
+
     async def request(
         self,
         subject: str,
@@ -251,6 +273,11 @@ class Bus:
                 return name, decode(data or b"{}")  # an empty payload reads as {}
             except msgspec.MsgspecError as exc:
                 raise BadRequest(explain(exc, data, what)) from None
+            except RecursionError:  # nested past the decoder's depth: hostile or broken
+                raise BadRequest(
+                    f"payload nests too deep to be a {what}; send it as the contract shows, "
+                    "a few levels of JSON"
+                ) from None
 
         return read
 

@@ -5,7 +5,9 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
 
     BatonError                  500  a bug, or an error with no better code
     ├── BadRequest              400  bad input: the message says what and how to fix it
-    │   └── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── DurationError            (gateway.http.params, also ValueError) not a Go duration
+    │   └── UnsupportedEncoding 415  (gateway.http.bodies) a body in an encoding not decoded
     ├── Forbidden               403  not allowed
     ├── NotFound                404  unknown service or instance
     │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease

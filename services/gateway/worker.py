@@ -20,6 +20,8 @@ from schemas.balancer import Endpoint, ResolveRequest
 from services.errors import BatonError, StartupError
 from services.gateway.dns import DnsServer, Responder
 from services.gateway.http import make_app
+from services.gateway.http.agent import Agent
+from services.gateway.http.asker import Asker
 from services.gateway.settings import GatewaySettings
 from services.lifecycle import Lifecycle
 from services.view import RegistryView
@@ -96,8 +98,13 @@ class Gateway(Lifecycle):
         return endpoint.instance_id
 
     async def _start_http(self) -> None:
-        app = make_app(self.bus, self.view, self.settings, self.log)
-        runner = web.AppRunner(app, access_log=None)
+        # children of this worker: left after the HTTP listener (newest first) has drained
+        timeout_s = self.settings.http_timeout_s
+        agent = await self.enter(Agent(self.bus, self.view, self.log, timeout_s=timeout_s))
+        asker = await self.enter(Asker(self.bus))
+        app = make_app(self.bus, self.view, self.settings, self.log, agent=agent, asker=asker)
+        # bodies are decoded by the app (http/bodies.py), which answers a bad one itself
+        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await runner.setup()
         self._runner = runner
         self.on_close(self._stop_http)
@@ -113,8 +120,8 @@ class Gateway(Lifecycle):
         self.http_port = sockets[0][1] if sockets else self.settings.http_port
 
     async def _stop_http(self) -> None:
-        """aiohttp's cleanup: the listener closed, handlers drained, the app's own hooks
-        (its inbox, its agent) stopped."""
+        """aiohttp's cleanup: the listener closed, handlers drained (the agent and the
+        asker are left next, by the exit stack)."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

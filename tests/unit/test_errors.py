@@ -18,6 +18,8 @@ from services import errors
 from services.bus import error_reply, refused, rejection, request_failure
 from services.collector.writer import RetryableWriteError, SetupError, WriteError
 from services.config import SettingsError
+from services.gateway.http.bodies import UnsupportedEncoding
+from services.gateway.http.params import DurationError
 from services.governor.store import StaleWriteError
 from services.registry.leases import UnknownInstanceError
 from services.stack import supervisor
@@ -31,6 +33,8 @@ SUBJECT = "registry.v1.instances.api"
     [
         (errors.BadRequest, errors.BatonError, 400),
         (InvalidNameError, errors.BadRequest, 400),
+        (DurationError, errors.BadRequest, 400),
+        (UnsupportedEncoding, errors.BadRequest, 415),
         (errors.Forbidden, errors.BatonError, 403),
         (errors.NotFound, errors.BatonError, 404),
         (UnknownInstanceError, errors.NotFound, 404),
