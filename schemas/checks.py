@@ -22,7 +22,6 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-from schemas.fields import NAME_PATTERN
 from services.errors import BadRequest
 
 __all__ = [
@@ -47,7 +46,8 @@ OUTPUT_LIMIT: Final = 4096  # bytes of a body or error kept with a result, as Co
 _RANK: Final[dict[str, int]] = {"passing": 0, "warning": 1, "critical": 2}
 HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-CheckId = Annotated[str, Meta(pattern=NAME_PATTERN)]
+# Consul-style ids (`service:web-1:2`, `db.tcp`) fit: a check id is never a subject token
+CheckId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}\Z")]
 Interval = Annotated[float, Meta(ge=0.05, le=3600)]
 Timeout = Annotated[float, Meta(gt=0, le=3600)]
 Threshold = Annotated[int, Meta(ge=0, le=1000)]

@@ -88,7 +88,8 @@ RULES: Final[dict[str, str]] = {
     "since_revision": "since_revision must be an integer >= 0 (0 = from the oldest kept)",
     "warning_weight": "warning_weight must be an integer 0..10000, or null for the weight",
     "checks": "checks must be a list of at most 32 check objects (docs/prober.md)",
-    "check_id": f"check_id must be {NAME_RULE}, unique within the instance",
+    "check_id": "check_id must be 1 to 128 characters of A-Z a-z 0-9 _ . : -, unique within "
+    "the instance",
     "kind": "kind must be one of http, tcp, grpc, ttl (script checks are refused: running "
     "a command a registration names is remote code execution)",
     "target": "target must be a string of at most 2048 characters: a URL (http), host:port "

@@ -1,0 +1,183 @@
+"""Real Consul clients' active checks against the gateway: py-consul (PyPI, not ours)
+registers HTTP, TCP and gRPC checks and external services; Baton's prober runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from httpgateway import stack
+from test_prober import Target, serve_http
+from waiting import until
+from workers import run_prober
+
+consul = pytest.importorskip("consul", reason="py-consul is in the dev extra")
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from httpgateway import Http
+    from natsserver import NatsServer
+
+
+@contextlib.asynccontextmanager
+async def baton(url: str) -> AsyncIterator[tuple[Http, Any]]:
+    async with stack(url) as http, run_prober(url) as prober:
+        await asyncio.wait_for(prober.sync.synced.wait(), 5)
+        yield http, consul.Consul(host="127.0.0.1", port=http.gateway.http_port)
+
+
+async def passing_ids(client: Any, service: str) -> list[str]:
+    _, nodes = await asyncio.to_thread(client.health.service, service, passing=True)
+    return sorted(n["Service"]["ID"] for n in nodes)
+
+
+async def checks_of(client: Any, service: str) -> dict[str, dict[str, Any]]:
+    _, checks = await asyncio.to_thread(client.health.checks, service)
+    return {c["CheckID"]: c for c in checks}
+
+
+async def test_py_consul_http_check_follows_the_service(nats_server: NatsServer) -> None:
+    target = Target()
+    app = web.Application()
+    app.router.add_get("/actuator/health", target.health)
+    async with baton(nats_server.url) as (http, client), serve_http(app) as port:
+        url = f"http://127.0.0.1:{port}/actuator/health"
+        registered = await asyncio.to_thread(
+            client.agent.service.register,
+            "web",
+            service_id="web-1",
+            address="127.0.0.1",
+            port=port,
+            check=consul.Check.http(url, "200ms", timeout="1s"),
+        )
+        assert registered is True
+
+        async def listed() -> bool:
+            return await passing_ids(client, "web") == ["web-1"]
+
+        await until(listed, 10, what="web-1 passing")
+        check = (await checks_of(client, "web"))["service:web-1"]
+        assert (check["Status"], check["Type"]) == ("passing", "http")
+        assert "200" in check["Output"]
+        _, agent_checks, _ = await http.call("GET", "/v1/agent/checks")
+        assert agent_checks["service:web-1"]["Status"] == "passing"
+
+        # a blocking query parked on the index wakes on the check's transition
+        index, _ = await asyncio.to_thread(client.health.service, "web", passing=True)
+        woken = asyncio.create_task(
+            asyncio.to_thread(client.health.service, "web", index=index, wait="30s", passing=True)
+        )
+        target.code = 503
+        new_index, nodes = await asyncio.wait_for(woken, 20)
+        assert int(new_index) > int(index)
+        assert nodes == []
+
+        async def critical() -> dict[str, Any] | None:
+            found = (await checks_of(client, "web")).get("service:web-1")
+            return found if found is not None and found["Status"] == "critical" else None
+
+        failed = await until(critical, 10, what="critical shown")
+        assert "503" in failed["Output"]
+        _, in_state = await asyncio.to_thread(client.health.state, "critical")
+        assert "service:web-1" in {c["CheckID"] for c in in_state}
+        target.code = 200
+        await until(listed, 10, what="web-1 back")
+
+
+async def test_py_consul_tcp_and_grpc_checks(nats_server: NatsServer) -> None:
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    tcp_port = server.sockets[0].getsockname()[1]
+    grpc_server = grpc.aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, grpc_server)
+    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
+    await grpc_server.start()
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        async with baton(nats_server.url) as (_http, client):
+            await asyncio.to_thread(
+                client.agent.service.register,
+                "db",
+                service_id="db-1",
+                address="127.0.0.1",
+                port=tcp_port,
+                check=consul.Check.tcp("127.0.0.1", tcp_port, "200ms", timeout="1s"),
+            )
+            await asyncio.to_thread(
+                client.agent.service.register,
+                "orders",
+                service_id="orders-1",
+                address="127.0.0.1",
+                port=grpc_port,
+                check=consul.Check.grpc(f"127.0.0.1:{grpc_port}", "200ms", timeout="1s"),
+            )
+
+            async def both() -> bool:
+                db, orders = await passing_ids(client, "db"), await passing_ids(client, "orders")
+                return db == ["db-1"] and orders == ["orders-1"]
+
+            await until(both, 10, what="db and orders passing")
+            await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+            async def orders_out() -> bool:
+                return await passing_ids(client, "orders") == []
+
+            await until(orders_out, 10, what="orders out once NOT_SERVING")
+            grpc_check = (await checks_of(client, "orders"))["service:orders-1"]
+            assert "NOT_SERVING" in grpc_check["Output"]
+            await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+            async def orders_back() -> bool:
+                return await passing_ids(client, "orders") == ["orders-1"]
+
+            await until(orders_back, 10, what="orders back once SERVING")
+    finally:
+        server.close()
+        await grpc_server.stop(None)
+
+
+async def test_an_external_service_registered_in_the_catalog_is_probed(
+    nats_server: NatsServer,
+) -> None:
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with baton(nats_server.url) as (_http, client):
+            done = await asyncio.to_thread(
+                client.catalog.register,
+                "legacy-db-node",
+                "127.0.0.1",
+                service={"Service": "legacy", "ID": "legacy-1", "Port": port},
+                check={
+                    "CheckID": "legacy-tcp",
+                    "Name": "legacy tcp",
+                    "ServiceID": "legacy-1",
+                    "Definition": {"TCP": f"127.0.0.1:{port}", "Interval": "200ms"},
+                },
+                node_meta={"external-node": "true"},
+            )
+            assert done is True
+
+            async def passing() -> bool:
+                return await passing_ids(client, "legacy") == ["legacy-1"]
+
+            await until(passing, 10, what="the external service passing")
+            assert (await checks_of(client, "legacy"))["legacy-tcp"]["Type"] == "tcp"
+            gone = await asyncio.to_thread(
+                client.catalog.deregister, "legacy-db-node", service_id="legacy-1"
+            )
+            assert gone is True
+
+            async def removed() -> bool:
+                _, nodes = await asyncio.to_thread(client.health.service, "legacy")
+                return nodes == []
+
+            await until(removed, 10, what="the external service removed")
+    finally:
+        server.close()
