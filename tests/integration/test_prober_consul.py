@@ -176,7 +176,7 @@ async def test_an_external_service_registered_in_the_catalog_is_probed(
 
             async def removed() -> bool:
                 _, nodes = await asyncio.to_thread(client.health.service, "legacy")
-                return nodes == []
+                return not nodes
 
             await until(removed, 10, what="the external service removed")
     finally:
