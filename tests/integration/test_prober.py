@@ -372,3 +372,28 @@ async def test_an_instance_critical_for_deregister_critical_after_is_removed(bus
         return await listed(bus, "web-1") is None
 
     await until(gone, 10, what="web-1 deregistered")
+
+
+async def test_operators_see_each_check_in_baton(
+    bus: Bus, prober: Any, results: Results, cli: Any
+) -> None:
+    target = Target()
+    app = web.Application()
+    app.router.add_get("/health", target.health)
+    async with serve_http(app) as port:
+        url = f"http://127.0.0.1:{port}/health"
+        await register(bus, port, check("http", "http", url))
+        await results.status("http", "passing")
+
+        async def shown() -> Instance | None:
+            found = await listed(bus, "web-1")
+            return found if found is not None and found.health == "passing" else None
+
+        await until(shown, what="the registry holds the passing status")
+        checks, instances = await cli("checks", "web"), await cli("instances", "web")
+    assert (checks.code, checks.err) == (0, "")
+    header, row = (line.split() for line in checks.out.splitlines())
+    assert header == ["INSTANCE", "CHECK", "KIND", "TARGET", "EVERY", "STATUS", "UPDATED", "OUTPUT"]
+    assert row[:6] == ["web-1", "http", "http", url, "0.1s", "passing"]
+    assert "200" in checks.out
+    assert instances.out.splitlines()[1].endswith("passing (1/1 passing)")
