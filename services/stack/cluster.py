@@ -2,7 +2,7 @@
 
 `just cluster` (up) and `just demo --cluster` (demo). Three nats-servers routed to one
 another on loopback, one JetStream store each (ROOT/.baton/cluster/nK/), then two
-replicas of every worker (registry, balancer, governor, gateway, collector when an
+replicas of every worker (registry, balancer, governor, gateway, prober, collector when an
 InfluxDB is there), each given every node's URL in NATS_URL and ready once it answers
 `$SRV.PING` for itself (services/stack/ready.py), and the config log on 3 replicas. Each
 gateway replica listens on ports of its own: --dns-port and --gateway-port are the
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Chaos", "node_conf", "run"]
 
-_WORKERS = ("registry", "balancer", "governor", "gateway")
+_WORKERS = ("registry", "balancer", "governor", "gateway", "prober")
 _NODES = 3
 
 
