@@ -444,7 +444,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         None,
         sender="prober (the replica that owns the check)",
         receivers="registry (every replica combines them into health), prober (every "
-        "replica follows them), anyone",
+        "replica follows them), collector, anyone",
         op=PUBLISH,
         summary="Extension: every run of an active health check, with its status and output.",
     ),
