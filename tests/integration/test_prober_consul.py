@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+import dns.asyncquery
+import dns.message
 import grpc
+import msgspec
 import pytest
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +19,11 @@ from test_prober import Target, serve_http
 from waiting import until
 from workers import run_prober
 
+from schemas import subjects
+from schemas.balancer import Endpoint, ResolveRequest
+from schemas.checks import CheckDefinition
+from schemas.registry import Ack, Registration
+
 consul = pytest.importorskip("consul", reason="py-consul is in the dev extra")
 
 if TYPE_CHECKING:
@@ -23,6 +31,8 @@ if TYPE_CHECKING:
 
     from httpgateway import Http
     from natsserver import NatsServer
+
+    from services.bus import Bus
 
 
 @contextlib.asynccontextmanager
@@ -181,3 +191,63 @@ async def test_an_external_service_registered_in_the_catalog_is_probed(
             await until(removed, 10, what="the external service removed")
     finally:
         server.close()
+
+
+async def _srv_ports(gw: Any, name: str) -> set[int]:
+    query = dns.message.make_query(name, "SRV")
+    answer = await dns.asyncquery.udp(query, "127.0.0.1", port=gw.dns_port, timeout=5)
+    return {record.port for rrset in answer.answer for record in rrset}
+
+
+async def test_a_503_leaves_resolve_dns_and_passing_and_returns_after_successes(
+    nats_server: NatsServer, bus: Bus
+) -> None:
+    target = Target()
+    app = web.Application()
+    app.router.add_get("/health", target.health)
+    async with (
+        stack(nats_server.url, dns_port=-1) as http,
+        run_prober(nats_server.url) as prober,
+        serve_http(app) as port,
+    ):
+        await asyncio.wait_for(prober.sync.synced.wait(), 5)
+        client = consul.Consul(host="127.0.0.1", port=http.gateway.http_port)
+        url = f"http://127.0.0.1:{port}/health"
+        http_check = msgspec.convert(
+            {
+                "check_id": "health",
+                "kind": "http",
+                "target": url,
+                "interval_s": 0.2,
+                "success_before_passing": 2,
+            },
+            CheckDefinition,
+        )
+        web1 = Registration(instance_id="web-1", host="127.0.0.1", port=port, checks=[http_check])
+        web2 = Registration(instance_id="web-2", host="127.0.0.1", port=port + 1, ttl_s=3600)
+        for registration in (web1, web2):
+            await bus.request(subjects.register("web"), registration, Ack)
+
+        async def where() -> tuple[bool, bool, bool]:
+            picks = set()
+            for _ in range(12):
+                picks.add(
+                    (await bus.request(subjects.resolve("web"), ResolveRequest(), Endpoint)).port
+                )
+            in_dns = port in await _srv_ports(http.gateway, "web.service.baton")
+            in_consul = "web-1" in await passing_ids(client, "web")
+            return port in picks, in_dns, in_consul
+
+        async def everywhere() -> bool:
+            return await where() == (True, True, True)
+
+        async def nowhere() -> bool:
+            return await where() == (False, False, False)
+
+        await until(everywhere, 10, what="web-1 in resolve, DNS and ?passing")
+        target.code = 503
+        await until(nowhere, 10, what="web-1 out of resolve, DNS and ?passing")
+        hits = target.hits
+        target.code = 200
+        await until(everywhere, 10, what="web-1 back everywhere")
+        assert target.hits - hits >= 2  # two successes before passing
