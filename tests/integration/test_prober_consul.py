@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dns.asyncquery
@@ -15,6 +17,7 @@ import pytest
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from httpgateway import stack
+from test_gateway_node_consul import node_consul
 from test_prober import Target, serve_http
 from waiting import until
 from workers import run_prober
@@ -25,6 +28,7 @@ from schemas.checks import CheckDefinition
 from schemas.registry import Ack, Registration
 
 consul = pytest.importorskip("consul", reason="py-consul is in the dev extra")
+__all__ = ["node_consul"]  # the fixture that installs npm `consul`, shared with its test
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -251,3 +255,45 @@ async def test_a_503_leaves_resolve_dns_and_passing_and_returns_after_successes(
         target.code = 200
         await until(everywhere, 10, what="web-1 back everywhere")
         assert target.hits - hits >= 2  # two successes before passing
+
+
+async def _line(lines: asyncio.StreamReader, want: Any) -> dict[str, Any]:
+    """The first JSON line from the node script for which `want` holds."""
+    async with asyncio.timeout(20):
+        while True:
+            line = await lines.readline()
+            assert line, "the node process ended"
+            seen: dict[str, Any] = json.loads(line)
+            assert "error" not in seen, seen["error"]
+            if want(seen):
+                return seen
+
+
+async def test_node_consul_registers_an_http_check(
+    nats_server: NatsServer, node_consul: Path
+) -> None:
+    target = Target()
+    app = web.Application()
+    app.router.add_get("/health", target.health)
+    async with baton(nats_server.url) as (http, _client), serve_http(app) as port:
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(Path(__file__).parent / "node" / "consul_http_check.js"),
+            str(http.gateway.http_port),
+            "web",
+            "web-node",
+            str(port),
+            f"http://127.0.0.1:{port}/health",
+            stdout=asyncio.subprocess.PIPE,
+            env={"NODE_PATH": str(node_consul), "PATH": "/usr/bin:/bin"},
+        )
+        assert proc.stdout is not None
+        try:
+            await _line(proc.stdout, lambda seen: seen.get("passing") == ["web-node"])
+            target.code = 503
+            await _line(proc.stdout, lambda seen: seen.get("passing") == [])
+            target.code = 200
+            await _line(proc.stdout, lambda seen: seen.get("passing") == ["web-node"])
+        finally:
+            proc.kill()
+            await proc.wait()
