@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
     from schemas.checks import CheckDefinition, CheckResult, CheckStatus
 
-__all__ = ["CheckTable", "needs_heartbeats"]
+__all__ = ["OUTPUT_KEPT", "CheckTable", "needs_heartbeats"]
+
+# Characters of a result's output the registry keeps (the result itself carries 4 KiB):
+# a page of 500 instances must stay well under NATS's 1 MiB payload.
+OUTPUT_KEPT = 512
 
 
 def needs_heartbeats(checks: list[CheckDefinition]) -> bool:
@@ -82,7 +86,7 @@ class CheckTable:
         if check is None:
             return False  # an instance or check this registry does not hold (any more)
         changed = check.status != result.status
-        check.output = result.output
+        check.output = result.output[:OUTPUT_KEPT]
         check.updated_at = result.at
         if changed:
             check.status = result.status

@@ -101,6 +101,29 @@ async def serve_http(app: web.Application) -> AsyncIterator[int]:
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def serve_target(target: Target, path: str = "/health") -> AsyncIterator[int]:
+    """`target` answering GET `path` on a port of its own; yields the port."""
+    app = web.Application()
+    app.router.add_get(path, target.health)
+    async with serve_http(app) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def grpc_health() -> AsyncIterator[tuple[health.aio.HealthServicer, int]]:
+    """A real grpcio server with grpcio-health-checking's servicer; yields it and its port."""
+    server = grpc.aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield servicer, port
+    finally:
+        await server.stop(None)
+
+
 def check(check_id: str, kind: str, target: str, **fields: Any) -> CheckDefinition:
     fields.setdefault("interval_s", 0.1)
     fields.setdefault("timeout_s", 1.0)
@@ -139,9 +162,7 @@ async def test_an_http_check_follows_the_service_with_consul_semantics(
     bus: Bus, prober: Any, results: Results
 ) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_route("*", "/health", target.health)
-    async with serve_http(app) as port:
+    async with serve_target(target) as port:
         url = f"http://127.0.0.1:{port}/health"
         await register(bus, port, check("http", "http", url, success_before_passing=2))
         first = await results.status("http", "passing")
@@ -163,12 +184,19 @@ async def test_an_http_check_follows_the_service_with_consul_semantics(
 async def test_tcp_and_grpc_checks(bus: Bus, prober: Any, results: Results) -> None:
     server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
     tcp_port = server.sockets[0].getsockname()[1]
-    grpc_server = grpc.aio.server()
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, grpc_server)
-    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
-    await grpc_server.start()
-    await servicer.set("orders.Orders", health_pb2.HealthCheckResponse.SERVING)
+    async with grpc_health() as (servicer, grpc_port):
+        await servicer.set("orders.Orders", health_pb2.HealthCheckResponse.SERVING)
+        await _tcp_and_grpc(bus, results, server, tcp_port, servicer, grpc_port)
+
+
+async def _tcp_and_grpc(
+    bus: Bus,
+    results: Results,
+    server: asyncio.Server,
+    tcp_port: int,
+    servicer: health.aio.HealthServicer,
+    grpc_port: int,
+) -> None:
     try:
         await register(
             bus,
@@ -189,7 +217,6 @@ async def test_tcp_and_grpc_checks(bus: Bus, prober: Any, results: Results) -> N
         assert "tcp 127.0.0.1" in refused.output
     finally:
         server.close()
-        await grpc_server.stop(None)
 
 
 async def test_hostile_targets_cost_bounded_time_and_memory_and_stall_nothing(
@@ -265,10 +292,8 @@ async def test_replicas_share_the_checks_and_take_over_a_dead_one(
     bus: Bus, nats_server: NatsServer, results: Results
 ) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_get("/health", target.health)
     async with contextlib.AsyncExitStack() as stack:
-        port = await stack.enter_async_context(serve_http(app))
+        port = await stack.enter_async_context(serve_target(target))
         replicas = [await stack.enter_async_context(run_prober(nats_server.url)) for _ in range(3)]
         await until(lambda: all(len(r.replicas.live) == 3 for r in replicas), what="3 live")
         url = f"http://127.0.0.1:{port}/health"
@@ -306,9 +331,7 @@ async def test_health_combines_checks_critical_leaves_every_answer_warning_stays
     bus: Bus, balancer: Any, results: Results
 ) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_get("/health", target.health)
-    async with serve_http(app) as port:
+    async with serve_target(target) as port:
         url = f"http://127.0.0.1:{port}/health"
         # web-1 has only an HTTP check: no ttl, no heartbeats; web-2 a plain lease
         await register(
@@ -378,9 +401,7 @@ async def test_operators_see_each_check_in_baton(
     bus: Bus, prober: Any, results: Results, cli: Any
 ) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_get("/health", target.health)
-    async with serve_http(app) as port:
+    async with serve_target(target) as port:
         url = f"http://127.0.0.1:{port}/health"
         await register(bus, port, check("http", "http", url))
         await results.status("http", "passing")

@@ -11,14 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import dns.asyncquery
 import dns.message
-import grpc
 import msgspec
 import pytest
-from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from httpgateway import stack
 from test_gateway_node_consul import node_consul
-from test_prober import Target, serve_http
+from test_prober import Target, grpc_health, serve_target
 from waiting import until
 from workers import run_prober
 
@@ -58,10 +56,9 @@ async def checks_of(client: Any, service: str) -> dict[str, dict[str, Any]]:
 
 async def test_py_consul_http_check_follows_the_service(nats_server: NatsServer) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_get("/actuator/health", target.health)
-    async with baton(nats_server.url) as (http, client), serve_http(app) as port:
-        url = f"http://127.0.0.1:{port}/actuator/health"
+    path = "/actuator/health"  # Spring Boot's, as Spring Cloud Consul registers it
+    async with baton(nats_server.url) as (http, client), serve_target(target, path) as port:
+        url = f"http://127.0.0.1:{port}{path}"
         registered = await asyncio.to_thread(
             client.agent.service.register,
             "web",
@@ -107,14 +104,9 @@ async def test_py_consul_http_check_follows_the_service(nats_server: NatsServer)
 async def test_py_consul_tcp_and_grpc_checks(nats_server: NatsServer) -> None:
     server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
     tcp_port = server.sockets[0].getsockname()[1]
-    grpc_server = grpc.aio.server()
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, grpc_server)
-    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
-    await grpc_server.start()
-    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     try:
-        async with baton(nats_server.url) as (_http, client):
+        async with grpc_health() as (servicer, grpc_port), baton(nats_server.url) as (_, client):
+            await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
             await asyncio.to_thread(
                 client.agent.service.register,
                 "db",
@@ -153,7 +145,6 @@ async def test_py_consul_tcp_and_grpc_checks(nats_server: NatsServer) -> None:
             await until(orders_back, 10, what="orders back once SERVING")
     finally:
         server.close()
-        await grpc_server.stop(None)
 
 
 async def test_an_external_service_registered_in_the_catalog_is_probed(
@@ -207,12 +198,10 @@ async def test_a_503_leaves_resolve_dns_and_passing_and_returns_after_successes(
     nats_server: NatsServer, bus: Bus
 ) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_get("/health", target.health)
     async with (
         stack(nats_server.url, dns_port=-1) as http,
         run_prober(nats_server.url) as prober,
-        serve_http(app) as port,
+        serve_target(target) as port,
     ):
         await asyncio.wait_for(prober.sync.synced.wait(), 5)
         client = consul.Consul(host="127.0.0.1", port=http.gateway.http_port)
@@ -273,9 +262,7 @@ async def test_node_consul_registers_an_http_check(
     nats_server: NatsServer, node_consul: Path
 ) -> None:
     target = Target()
-    app = web.Application()
-    app.router.add_get("/health", target.health)
-    async with baton(nats_server.url) as (http, _client), serve_http(app) as port:
+    async with baton(nats_server.url) as (http, _client), serve_target(target) as port:
         proc = await asyncio.create_subprocess_exec(
             "node",
             str(Path(__file__).parent / "node" / "consul_http_check.js"),
