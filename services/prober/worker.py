@@ -273,8 +273,11 @@ class Prober(Lifecycle):
             self._log_transition(entry, previous, status, outcome.output)
         try:
             await self.bus.publish(subjects.check_results(entry.service), result)
-        except Exception as exc:  # noqa: BLE001  # a lost result is retried by the next run
-            self.log.warning("check.publish_failed", check=key, error=repr(exc))
+        except nats.errors.Error as exc:  # the next run publishes again
+            stopping = self.bus.nc.is_draining or self.bus.nc.is_closed
+            (self.log.debug if stopping else self.log.warning)(
+                "check.publish_failed", check=key, error=repr(exc)
+            )
 
     def _log_transition(
         self, entry: Entry, previous: CheckStatus, status: CheckStatus, output: str

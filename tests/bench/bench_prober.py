@@ -6,7 +6,7 @@ own processes on one nats-server.
 - throughput: HTTP checks per second one prober process completes, against a bare
   aiohttp client loop (its own process, 64 requests in flight, a new connection per
   request as the prober's keep-alive-off probes) hitting the same target.
-- lateness: 10,000 HTTP checks at a 10 s interval on one prober: how late each run
+- lateness: 10,000 HTTP checks (2,000 with --quick) at a 10 s interval on one prober: how late each run
   starts against its slot (p50/p99), the prober's CPU and memory.
 - detection: a target turning 503 -> the first resolve without the instance, p50/p99,
   against the bound interval + timeout + 1 s.
@@ -121,11 +121,12 @@ async def register(
         async with gate:
             for _ in range(50):  # the registry may still be starting
                 try:
-                    await nc.request(subjects.register(service), msgspec.json.encode(reg), 2)
+                    await nc.request(subjects.register(service), msgspec.json.encode(reg), 5)
                 except nats.errors.Error:
                     await asyncio.sleep(0.1)
                 else:
                     return
+            raise RuntimeError(f"the registry never acknowledged {reg.instance_id}")
 
     await asyncio.gather(*(one(i) for i in range(count)))  # each acknowledged: all held
 
@@ -182,7 +183,9 @@ async def bare_loop(url: str, seconds: float) -> None:
 
 
 async def throughput(args: argparse.Namespace) -> tuple[float, float]:
-    with stack(["registry"]) as (server, port, _probers):
+    # as many checks in flight as the bare loop has requests: the same work, side by side
+    env = {"PROBER_CONCURRENCY": str(CONCURRENCY)}
+    with stack(["registry"], prober_env=env) as (server, port, _probers):
         url = f"http://127.0.0.1:{port}/h/bare"
         proc = await asyncio.create_subprocess_exec(  # this script, as the baseline's process
             sys.executable,
@@ -210,12 +213,16 @@ async def throughput(args: argparse.Namespace) -> tuple[float, float]:
 
 # -- lateness ----------------------------------------------------------------------------
 async def lateness(args: argparse.Namespace) -> tuple[list[float], float, float, int]:
-    with stack(["registry"]) as (server, port, probers):
+    env = {"PROBER_REGISTRY_TIMEOUT_S": "10"}  # pages of a big fleet on a busy machine
+    with stack(["registry"], prober_env=env) as (server, port, probers):
         nc = await nats.connect(server.url)
         results = await follow(nc)
         await register(nc, "late", args.late_checks, port, interval=10.0, timeout=2.0)
         pid = probers[0].pid
-        await asyncio.sleep(10.0)  # one interval to settle: every check had its first run
+        async with asyncio.timeout(120):  # every check has had its first run
+            while len({r.instance_id for _, r in results.seen}) < args.late_checks:  # noqa: ASYNC110  # another process
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(10.0)  # and one more interval: the first runs' burst is over
         mark, cpu0, t0 = results.count(), cpu_s(pid), time.monotonic()
         await asyncio.sleep(10.0 * args.late_intervals)
         cpu = (cpu_s(pid) - cpu0) / (time.monotonic() - t0)
@@ -393,4 +400,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.quick:
         args.window, args.load_checks, args.late_intervals, args.flips = 5.0, 2000, 1, 8
+        args.late_checks = 2000
     asyncio.run(main(args))
