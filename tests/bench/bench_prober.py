@@ -6,8 +6,8 @@ own processes on one nats-server.
 - throughput: HTTP checks per second one prober process completes, against a bare
   aiohttp client loop (its own process, 64 requests in flight, a new connection per
   request as the prober's keep-alive-off probes) hitting the same target.
-- lateness: 10,000 HTTP checks (2,000 with --quick) at a 10 s interval on one prober: how late each run
-  starts against its slot (p50/p99), the prober's CPU and memory.
+- lateness: 10,000 HTTP checks (2,000 with --quick) at a 10 s interval on one prober:
+  how late each run starts against its slot (p50/p99), the prober's CPU and memory.
 - detection: a target turning 503 -> the first resolve without the instance, p50/p99,
   against the bound interval + timeout + 1 s.
 - replicas: three probers share 300 checks at 1 s; one is SIGKILLed: the longest gap
