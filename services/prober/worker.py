@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
-import nats.errors
+import msgspec
 from msgspec import Meta, Struct
-from nats.nuid import NUID
 
 from schemas import subjects
 from schemas.checks import CheckDefinition, CheckResult, ProberPresence, validate_checks
 from schemas.fields import utcnow
-from services.errors import BadRequest
+from services.errors import BadRequest, BatonError
 from services.lifecycle import Lifecycle, cancel_and_wait
 from services.prober.ownership import Replicas
 from services.prober.probes import Outcome, Probes
@@ -75,6 +75,9 @@ class Entry:
     refusal: str = ""  # the safety rule refuses its target: critical, with this output
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def check_key(service: str, instance_id: str, check_id: str) -> str:
     return f"{service}/{instance_id}/{check_id}"
 
@@ -94,7 +97,7 @@ class Prober(Lifecycle):
         self.log = log
         self.clock = clock
         self.wallclock = wallclock
-        self.replica = NUID().next().decode()
+        self.replica = secrets.token_hex(8)
         dead_after = settings.dead_after_s or 3 * settings.heartbeat_s
         self.replicas = Replicas(self.replica, dead_after)
         self.entries: dict[str, Entry] = {}
@@ -134,25 +137,25 @@ class Prober(Lifecycle):
 
     async def _leave(self) -> None:
         """Tell the others at once: they take this replica's checks from their next slot."""
-        if self.bus.nc.is_connected:
+        if self.bus.connected:
             presence = ProberPresence(
                 replica=self.replica, heartbeat_s=self.settings.heartbeat_s, leaving=True
             )
-            await self.bus.publish(subjects.PROBER_PRESENCE, presence)
+            await self.bus.send(subjects.PROBER_PRESENCE, _encode(presence))
             await self.bus.confirm()
 
     # -- the live replicas ---------------------------------------------------------------
     async def _announce(self) -> None:
         presence = ProberPresence(replica=self.replica, heartbeat_s=self.settings.heartbeat_s)
-        await self.bus.publish(subjects.PROBER_PRESENCE, presence)
+        await self.bus.send(subjects.PROBER_PRESENCE, _encode(presence))
 
     async def _presence_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await self._announce()
-            except nats.errors.Error as exc:  # the others keep us only while we are heard
-                self.log.warning("prober.announce_failed", error=repr(exc))
+            except BatonError as exc:  # the others keep us only while we are heard
+                self.log.warning("prober.announce_failed", error=exc.message)
             for gone in self.replicas.expire(self.clock()):
                 self.log.info("prober.replica_gone", replica=gone, live=self.replicas.live)
 
@@ -272,11 +275,10 @@ class Prober(Lifecycle):
         if status != previous:
             self._log_transition(entry, previous, status, outcome.output)
         try:
-            await self.bus.publish(subjects.check_results(entry.service), result)
-        except nats.errors.Error as exc:  # the next run publishes again
-            stopping = self.bus.nc.is_draining or self.bus.nc.is_closed
-            (self.log.debug if stopping else self.log.warning)(
-                "check.publish_failed", check=key, error=repr(exc)
+            await self.bus.send(subjects.check_results(entry.service), _encode(result))
+        except BatonError as exc:  # the next run publishes again; quiet while stopping
+            (self.log.warning if self.bus.connected else self.log.debug)(
+                "check.publish_failed", check=key, error=exc.message
             )
 
     def _log_transition(

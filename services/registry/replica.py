@@ -76,7 +76,7 @@ class Replica(Lifecycle):
         self.clock = clock
         self.wallclock = wallclock
         self._publish = publish
-        self._lease: Lease | None = None
+        self._kv_lease: Lease | None = None
         self._leader_offer = Offer(
             functools.partial(bus.serve, subjects.REPLICA_LEADER, Empty, self._on_ping)
         )
@@ -93,14 +93,14 @@ class Replica(Lifecycle):
         await serve(subjects.REPLICA_PRESENCE, Empty, self._on_presence)
         self.on_close(self._withdraw)  # after the loops below, which offer and withdraw
         role = self.role
-        self._lease = await Lease.open(
+        self._kv_lease = await Lease.open(
             self.bus, subjects.REGISTRY_BUCKET, subjects.LEADER_KEY, role.lease.lease_s, self.log
         )
-        if self._lease is None:
+        if self._kv_lease is None:
             role.run_alone()
             self.log.warning("registry.standalone", reason="JetStream is not enabled")
         else:
-            role.adopt_lease(self._lease.ttl)
+            role.adopt_lease(self._kv_lease.ttl)
             await self._catch_up()
             try:
                 await self._ping()  # is somebody leading already?
@@ -115,9 +115,9 @@ class Replica(Lifecycle):
     async def stop(self) -> None:
         """Hand the lease over at once rather than let it expire."""
         revision = self.role.lease.revision
-        if self._lease is not None and revision is not None:
-            await self._lease.release(revision, 1.0)
-            self.role.lease.lost()
+        if self._kv_lease is not None and revision is not None:
+            await self._kv_lease.release(revision, 1.0)
+            self.role.step_down("stopped")
 
     async def _withdraw(self) -> None:
         await self._leader_offer.set(False)
@@ -142,11 +142,11 @@ class Replica(Lifecycle):
 
     async def _write(self) -> None:
         """This round's write: a renewal, or presence and (maybe) a campaign."""
-        lease, role = self._lease, self.role
-        if lease is None:  # alone: nothing to write
+        lease, role = self._kv_lease, self.role
+        if lease is None:  # alone: nothing to write (the KV lease; role.lease is its clock)
             return
         sent = self.clock()
-        if not self.bus.is_connected():
+        if not self.bus.connected:
             self._cut(sent)
             return
         timeout = role.lease.write_timeout(sent)
@@ -198,8 +198,8 @@ class Replica(Lifecycle):
         await self._stepped(role.step_down("cut off"))
         self.table.credit(gap, self.clock())
         resign = role.take_resign()
-        if self._lease is not None and resign is not None:  # only if it is still ours
-            await self._lease.release(resign, role.lease.interval)
+        if self._kv_lease is not None and resign is not None:  # only if it is still ours
+            await self._kv_lease.release(resign, role.lease.interval)
         await self._offer()
         await self._catch_up()
 
@@ -218,7 +218,7 @@ class Replica(Lifecycle):
 
     async def _ping(self) -> None:
         role, now = self.role, self.clock()
-        if not self.bus.is_connected():
+        if not self.bus.connected:
             self._cut(now)
             return
         if role.lease.revision is not None:  # the leader: only its own lease to check

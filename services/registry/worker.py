@@ -155,7 +155,7 @@ class Registry(Lifecycle):
             lease_s=settings.leader_lease_s,
             settle_s=settings.settle_s,
             started=clock(),
-            linked=bus.is_connected,
+            linked=lambda: bus.connected,
             mint=lambda: secrets.token_hex(6),
         )
         # listed (queue group `registry`) only while the role lists: caught up, in touch
@@ -183,7 +183,7 @@ class Registry(Lifecycle):
         self.configs: dict[str, ServiceConfig] = {}
         self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
         self.checks = CheckTable()  # the prober's results, combined into health
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.config = ConfigWatch(bus, log, self._on_config)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:

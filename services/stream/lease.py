@@ -23,8 +23,8 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from services.jetstream import WRONG_LAST_SEQUENCE
 from services.retry import Backoff
+from services.stream.writer import lost_race
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -50,13 +50,6 @@ class Renewal(NamedTuple):
     error: str = ""  # unreachable: what failed
 
 
-def _lost_race(exc: BaseException) -> bool:
-    """Did a compare-and-set fail because another writer got there first?"""
-    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
-        return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in WRONG_LAST_SEQUENCE
-
-
 class Lease:
     """The lease key `key` of one bucket (`ttl` its length), and the writes on it."""
 
@@ -74,7 +67,7 @@ class Lease:
         Other failures (a cluster still electing its JetStream leader) are retried: a
         caller without the bucket cannot share anything.
         """
-        js = bus.nc.jetstream(timeout=2.0)
+        js = bus.jetstream(timeout_s=2.0)
         retry = _OPEN_RETRY.retry()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _NO_JETSTREAM_S
@@ -106,7 +99,7 @@ class Lease:
         except nats.js.errors.KeyWrongLastSequenceError:
             return None  # somebody holds it (nats-py has already ruled out a deleted key)
         except nats.js.errors.APIError as exc:
-            if not _lost_race(exc):
+            if not lost_race(exc):
                 return None
             return await self._win_deleted(value, timeout)
         except _UNREACHABLE:
@@ -116,7 +109,7 @@ class Lease:
         try:
             new = await asyncio.wait_for(self._kv.update(self.key, value, last=revision), timeout)
         except _UNREACHABLE as exc:
-            return Renewal(None, refused=_lost_race(exc), error=repr(exc))
+            return Renewal(None, refused=lost_race(exc), error=repr(exc))
         return Renewal(new)
 
     async def release(self, revision: int, timeout: float) -> None:

@@ -42,7 +42,7 @@ from services.view.rules import in_panic, warm_weight
 from services.view.sync import RegistrySync
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from structlog.typing import FilteringBoundLogger
 
@@ -160,6 +160,7 @@ class RegistryView(Lifecycle):
         name: str = "view",
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        prepare_outliers: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.log = log
         self.clock = clock
@@ -171,12 +172,15 @@ class RegistryView(Lifecycle):
         self.changed_at = clock()  # when the index last moved (monotonic)
         self._gone: dict[str, int] = {}  # service -> index of its removal
         self._moved = asyncio.Event()
-        self.outlier_states: dict[str, OutlierState] = {}
-        self._outlier_seqs: dict[str, int] = {}
+        self.outlier_states: dict[str, OutlierState] = {}  # as stored, by service
+        self.outlier_seqs: dict[str, int] = {}  # the stream sequence of each
         self._ends = asyncio.Event()  # an ejection came: its end is one to wake for
         self._listeners: list[Listener] = []
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
-        self.outliers = OutlierWatch(bus, log, self._on_outliers, timeout_s=timeout_s)
+        self.config = ConfigWatch(bus, log, self._on_config)
+        # the balancer creates the ejection stream there; the gateway waits for it
+        self.outliers = OutlierWatch(
+            bus, log, self.take_outliers, prepare=prepare_outliers, timeout_s=timeout_s
+        )
         self.sync = RegistrySync(
             bus, self, log, timeout_s=timeout_s, resync_s=resync_s, name=f"{name}.sync"
         )
@@ -287,10 +291,12 @@ class RegistryView(Lifecycle):
         self._tell("config", entry.service)
 
     # -- ejections, as the balancers store them -----------------------------------------
-    def _on_outliers(self, service: str, outliers: OutlierState, seq: int) -> None:
-        if seq <= self._outlier_seqs.get(service, 0):
-            return  # delivered again (the ordered consumer restarted)
-        self._outlier_seqs[service] = seq
+    def take_outliers(self, service: str, outliers: OutlierState, seq: int) -> None:
+        """A stored ejection record of `service` at stream sequence `seq`, as the watch
+        delivers it or as a balancer stored it itself; older than the one held: ignored."""
+        if seq <= self.outlier_seqs.get(service, 0):
+            return  # delivered again (the ordered consumer restarted), or a replica's own
+        self.outlier_seqs[service] = seq
         self.outlier_states[service] = outliers
         state = self.services.get(service)
         if state is not None and self._eject(state):

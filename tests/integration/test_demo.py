@@ -325,7 +325,7 @@ def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_pa
     proc = stack_process("up", *FREE)
     text = read_until(proc, "Ctrl-C stops everything")
     children = pids(text)
-    workers = {"registry", "balancer", "governor", "gateway", "prober", "collector"}
+    workers = {"registry", "balancer", "governor", "kv", "gateway", "prober", "collector"}
     assert set(children) == {"nats-server", "influxd", *workers}, text
     assert (tmp_path / ".baton" / "nats" / "jetstream").is_dir()  # the store is under root
     # Each worker was ready once it answered $SRV.PING for itself: its pid, its id.

@@ -46,7 +46,7 @@ from schemas.balancer import Endpoint, ResolveRequest
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from schemas.examples import EXAMPLES
 from schemas.registry import Ack
-from services.gateway.http import ASKER
+from services.gateway.http import ASKER, ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -163,7 +163,8 @@ def _mutate_body(draw: Any, body: Any) -> bytes:
     kind = draw(st.sampled_from(sorted(_BODY_MUTATIONS)))
     if kind in _FIELD_MUTATIONS and not fields:
         kind = "same"
-    return _BODY_MUTATIONS[kind](draw, fields, body)
+    mutated: bytes = _BODY_MUTATIONS[kind](draw, fields, body)
+    return mutated
 
 
 def _a_field(draw: Any, fields: dict[str, Any]) -> str:
@@ -309,6 +310,9 @@ def test_every_http_route_answers_hostile_requests_with_a_sentence(doors: Doors)
     one()
     _still_serving(doors)
     assert rss_bytes() - before < RSS_GROWTH
+    # errors are counted by route, not by path: a scanner's paths do not grow the table
+    canonical = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert {where for where, _ in app[ERRORS]} <= canonical | {"(no route)"}
 
 
 def _still_serving(doors: Doors) -> None:
@@ -326,6 +330,109 @@ def _tasks(doors: Doors) -> set[Any]:
         return asyncio.all_tasks()
 
     return doors.run(tasks())
+
+
+# -- HTTP below the routes: request lines and headers as bytes --------------------------
+_TARGETS: Final = (
+    f"/v1/resolve/{PROBE_SERVICE}",
+    "/v1/catalog/services?index=1&wait=5ms",
+    "/v1/agent/service/register",
+    "*",
+    "http://other/v1/agent/self",
+    "/%",
+    "/v1/../../etc/passwd",
+    "/v1/resolve/a%00b",
+)
+_HEADERS: Final = (
+    b"Content-Length: 5",
+    b"Content-Length: -1",
+    b"Content-Length: 99999999999999999999",
+    b"Content-Length: 1e3",
+    b"Content-Length: 2\r\nContent-Length: 3",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip, chunked",
+    b"Transfer-Encoding: identity",
+    b"Content-Encoding: gzip",
+    b"Content-Type: application/json; charset=utf-\xff",
+    b"Host:",
+    b"X-Consul-Token: \x00\x01",
+    b"No-Colon-Here",
+    b" folded: continuation",
+    b"X-Long: " + b"a" * 9000,
+    b"Expect: 100-continue",
+    b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket",
+)
+
+
+def _raw_request(draw: Any) -> bytes:
+    """A request as bytes, mutated below aiohttp's parser: method, target, version,
+    header lines (Content-Length, Transfer-Encoding, folding, NULs, lengths), body."""
+    method = draw(
+        st.sampled_from((b"GET", b"PUT", b"POST", b"HEAD", b"get", b"G\x00T"))
+        | st.binary(min_size=1, max_size=12)
+    )
+    target = draw(st.sampled_from(_TARGETS) | hostile_text).encode("utf-8", "surrogatepass")
+    version = draw(st.sampled_from((b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9.9", b"")))
+    lines = [b" ".join(p for p in (method, target, version) if p), b"Host: 127.0.0.1"]
+    lines += draw(st.lists(st.sampled_from(_HEADERS) | st.binary(max_size=60), max_size=4))
+    lines.append(b"Connection: close")
+    body: bytes = draw(st.sampled_from((b"", b"{}", b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n")))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+_STATUS_LINE: Final = re.compile(rb"HTTP/\d\.\d (\d{3}) [^\r\n]*\r\n")
+
+
+def _raw_exchange(
+    port: int, request: bytes, *, half_close: bool = True
+) -> tuple[int, bytes] | None:
+    """Send `request`, then close our side: the answer must be a well-formed response
+    without a 5xx but 501/503 and with a sentence, or (for bytes aiohttp's parser could
+    not frame) no answer at all; never a hang or a dead listener. (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(request)
+            if half_close:  # else the request's `Connection: close` ends it
+                sock.shutdown(socket.SHUT_WR)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        except (BrokenPipeError, ConnectionResetError):
+            return None  # refused before it was all sent, or reset with our bytes unread
+    if not answer:
+        return None
+    status_line = _STATUS_LINE.match(answer)
+    assert status_line is not None, answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    fields = dict(
+        line.decode("latin-1").split(":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
+    )
+    content_type = {k.lower(): v.strip() for k, v in fields.items()}.get("content-type", "")
+    method = request.split(b" ", 1)[0].decode("latin-1")
+    _judge(method, "(raw)", int(status_line[1]), content_type.split(";")[0], body)
+    return int(status_line[1]), body
+
+
+def test_http_below_the_routes_answers_malformed_requests(doors: Doors) -> None:
+    assert doors.http is not None
+    port = doors.gateway.http_port
+
+    @fuzzing(default_examples=100)
+    @given(data=st.data())
+    def one(data: st.DataObject) -> None:
+        _raw_exchange(port, _raw_request(data.draw))
+        doors.run(_probe(doors))
+
+    one()
+    _still_serving(doors)
+
+
+def test_an_unreadable_request_line_is_a_400_with_a_sentence(doors: Doors) -> None:
+    # aiohttp's parser answered this with the body "*" alone (services/gateway/http/runner.py)
+    request = b"GET * HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    answer = _raw_exchange(doors.gateway.http_port, request, half_close=False)
+    assert answer is not None
+    status, body = answer
+    assert status == 400
+    assert body.startswith(b"the request could not be read as HTTP/1.1 (*)")
 
 
 # -- DNS over UDP and TCP -------------------------------------------------------------
@@ -406,9 +513,12 @@ def _tcp_exchange(port: int, packet: bytes, domain: str, probe_id: int) -> None:
         sock.sendall(framed + len(_probe_query(domain, probe_id)).to_bytes(2, "big"))
         sock.sendall(_probe_query(domain, probe_id))
         stream = sock.makefile("rb")
-        while head := stream.read(2):
-            if _judge_dns(stream.read(int.from_bytes(head, "big")), packet, probe_id):
-                return
+        try:
+            while head := stream.read(2):
+                if _judge_dns(stream.read(int.from_bytes(head, "big")), packet, probe_id):
+                    return
+        except ConnectionResetError:  # closed with the probe unread: the kernel resets
+            pass
     # the server closed a connection whose stream it could not read: a new one is served
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         probe = _probe_query(domain, probe_id)
@@ -485,3 +595,71 @@ def test_every_worker_subject_answers_hostile_payloads_with_a_sentence(doors: Do
         doors.run(_probe_nats(doors))
 
     one()
+
+
+# -- every finding, kept ----------------------------------------------------------------
+_DEEP: Final = b'{"Name": "fz", "Port": 80, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+Finding = tuple[str, str, dict[str, str], dict[str, str], bytes, int, str]
+FINDINGS: Final[tuple[Finding, ...]] = (
+    # (method, path, query, headers, body, status, words of the answer); each was a 500,
+    # a bare word, or a value taken for another, before this branch
+    ("GET", "/v1/instances/fz", {"limit": "\u00b2"}, {}, b"", 400, "limit must be an integer"),
+    ("GET", "/v1/catalog/services", {"index": "\u00b2"}, {}, b"", 400, "index must be"),
+    ("GET", "/v1/catalog/services", {"index": "9" * 5000}, {}, b"", 400, "index must be"),
+    ("GET", "/v1/catalog/services", {"wait": "\u0661s"}, {}, b"", 400, "is not a duration"),
+    ("GET", "/v1/catalog/services", {"wait": "9" * 20 + "h"}, {}, b"", 400, "longest duration"),
+    (
+        "PUT",
+        "/v1/agent/service/register",
+        {},
+        {},
+        b'{"Name": "fz", "Port": 1e400}',
+        400,
+        "Request decode failed",
+    ),
+    ("PUT", "/v1/agent/service/register", {}, {}, _DEEP, 400, "nests deeper than 32"),
+    ("POST", "/v1/register/fz", {}, {}, _DEEP, 400, "nests deeper than 32"),
+    (
+        "POST",
+        "/v1/register/fz",
+        {},
+        {"Content-Encoding": "gzip"},
+        b"not gzip",
+        400,
+        "does not decode as gzip",
+    ),
+    (
+        "PUT",
+        "/v1/agent/check/update/x",
+        {},
+        {"Content-Encoding": "deflate"},
+        b"a" * 60_000,
+        400,
+        "does not decode as deflate",
+    ),
+    ("POST", "/v1/register/fz", {}, {"Content-Encoding": "br"}, b"{}", 415, "is not accepted"),
+    ("POST", "/v1/register/fz", {}, {"Content-Encoding": "compress"}, b"{}", 415, "not accepted"),
+    ("GET", "/nowhere", {}, {}, b"", 404, "no route GET /nowhere"),
+)
+
+
+@pytest.mark.parametrize(
+    "finding",
+    FINDINGS,
+    ids=[f"{f[0]} {f[1]} {sorted(f[2]) or sorted(f[3]) or len(f[4])}" for f in FINDINGS],
+)
+def test_each_finding_is_a_4xx_with_its_sentence(doors: Doors, finding: Finding) -> None:
+    method, path, query, headers, body, status, says = finding
+    got, content_type, raw = doors.run(_call(doors, method, path, query, headers, body))
+    _judge(method, path, got, content_type, raw)
+    assert got == status, raw
+    assert says in raw.decode(), raw
+    doors.run(_probe(doors))
+
+
+def test_a_payload_nested_past_the_decoder_is_a_400_on_nats(doors: Doors) -> None:
+    payload = b'{"instance_id": "a", "host": "h", "port": 1, "x": ' + b"[" * 5000
+    payload += b"]" * 5000 + b"}"
+    reply = doors.run(_on_nats(doors, subjects.register("fz"), payload, ask=True))
+    assert reply.headers[ERROR_CODE_HEADER] == "400"
+    assert "nests too deep to be a Registration" in reply.headers[ERROR_HEADER]

@@ -28,7 +28,7 @@ async def test_subscribers_hear_every_visible_change_in_order_with_its_index() -
     v.upsert("api", with_(a, inflight=3, last_seen=a.last_seen + timedelta(seconds=1)))
     v.upsert("api", with_(a, drained=True))
     await configure(v, ServiceConfig(service="api", strategy="round_robin"))
-    v._on_outliers("api", outliers(a=wall.now + 30), seq=1)
+    v.take_outliers("api", outliers(a=wall.now + 30), seq=1)
     v.remove("api", "a")
     assert [(c.kind, c.service, c.instance_id) for c in heard] == [
         ("instance", "api", "a"),  # its load and heartbeat time moved nothing: not told
@@ -52,7 +52,7 @@ async def test_a_record_that_ejects_no_one_is_told_without_moving_the_index() ->
     heard: list[Change] = []
     v.subscribe(heard.append)
     at = v.index
-    v._on_outliers("api", outliers(), seq=1)  # only the cap holding an outlier
+    v.take_outliers("api", outliers(), seq=1)  # only the cap holding an outlier
     assert [(c.kind, c.index) for c in heard] == [("ejections", at)]
     assert v.index == at
 
