@@ -112,6 +112,13 @@ class EtcdSystem:
         lease = await self.client.lease(LONG_TTL_S)
         await self.client.put(key(service, iid), f"127.0.0.1:{port}".encode(), lease=lease)
 
+    async def granted_ttl(self, ttl_s: int) -> int:
+        """The TTL etcd grants when asked for `ttl_s` (it raises it to its floor)."""
+        lease = await self.client.lease(ttl_s)
+        granted = int(await lease.granted_ttl())
+        await lease.revoke()
+        return granted
+
     async def watch(self, service: str, on_change: Callable[[str, bool, float], None]) -> None:
         prefix = f"/services/{service}/".encode()
         events = await self.watcher.watch_prefix(prefix)
@@ -179,7 +186,7 @@ class ZkSystem:
         del port  # the name is the address in Dubbo; here the id stands for it
         self._next = (self._next + 1) % len(self.sessions)
         zk = self.sessions[self._next]
-        await settled(zk.create_async(zk_path(service, iid), b"", ephemeral=True))
+        await settled(zk.create_async(zk_path(service, iid), b"", ephemeral=True, makepath=True))
 
     async def ensure(self, service: str) -> None:
         await asyncio.to_thread(self.sessions[0].ensure_path, zk_path(service))

@@ -13,7 +13,7 @@ import math
 import msgspec
 from harness import Row, figure
 
-__all__ = ["BATON", "Figure", "markdown", "ratio", "rows"]
+__all__ = ["BATON", "Figure", "advantage", "markdown", "ratio", "rows", "splice"]
 
 BATON = "Baton"
 
@@ -103,3 +103,25 @@ def markdown(lines: list[Figure], systems: list[str]) -> list[str]:
         cells.append("" if ok is None else ("met" if ok else "MISSED"))
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def advantage(line: Figure) -> float | None:
+    """How far Baton is ahead of the best peer, > 1 ahead and < 1 behind, whichever way
+    the line counts: best/Baton for times and sizes, Baton/best for rates."""
+    r = ratio(line)
+    if r is None or r == 0:
+        return None
+    return r if line.higher_is_better else 1 / r
+
+
+BEGIN, END = "<!-- peers table: tests/bench/run.py writes it -->", "<!-- end of the peers table -->"
+
+
+def splice(text: str, table: list[str]) -> str:
+    """`text` with what lies between the markers replaced by `table` (the rest of the
+    page, written by hand, kept); the markers and the table appended if missing."""
+    block = "\n".join([BEGIN, *table, END])
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return text.rstrip("\n") + "\n\n" + block + "\n"
+    return text[:start] + block + text[end + len(END) :]
