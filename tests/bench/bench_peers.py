@@ -440,7 +440,10 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=200.0, help="balancing, requests/s")
     parser.add_argument("--phase-s", type=float, default=30.0, help="balancing, per system")
     parser.add_argument(
-        "--systems", type=lambda s: s.split(","), default=["Baton", "etcd", "ZooKeeper"]
+        "--systems",
+        type=lambda s: [n for n in s.split(",") if n],
+        default=["Baton", "etcd", "ZooKeeper"],
+        help="registries to compare (an empty list: balancing only)",
     )
     ns = parser.parse_args()
     if ns.quick:

@@ -153,7 +153,8 @@ def zookeeper() -> Iterator[Server]:
 def _zk_ready(port: int) -> Callable[[], bool]:
     def ready() -> bool:
         try:
-            return four_letters(port, b"ruok") == b"imok"
+            # `ruok` says imok before the server serves; `mntr` says when it does
+            return b"zk_server_state" in four_letters(port, b"mntr")
         except OSError:
             return False
 

@@ -190,7 +190,7 @@ def peers(data: dict[str, Any]) -> Figure:
     values = [a for _, a in shown]
     colors = ["tab:green" if a >= 1 else "tab:red" for a in values]
     y = range(len(shown))
-    ax.barh(list(y), values, color=colors)
+    ax.barh(list(y), [v - 1 for v in values], left=1, color=colors)  # from even, either way
     for i, v in enumerate(values):
         ax.annotate(f"{v:.2f}x", (v, i), xytext=(3, 0), textcoords="offset points", va="center")
     ax.axvline(1.0, color="black", linewidth=0.8)
