@@ -26,7 +26,7 @@ from bench_slow_e2e import (
     summary,
     wait_for_fleet,
 )
-from harness import processes, worker
+from harness import pct, processes, worker
 
 from services.sdk import BalancerClient
 
@@ -112,7 +112,8 @@ async def balancing(args: argparse.Namespace) -> dict[str, Any]:
                             s = summary(got)
                             print(
                                 f"   balancing, {name}: p99 {s['p99_ms']:.1f} ms, "
-                                f"success {s['success_pct']:.2f} %",
+                                f"success {s['success_pct']:.2f} %, the open loop's lag p99 "
+                                f"{pct([o.lag for o in got], 0.99):.1f} ms",
                                 flush=True,
                             )
         finally:

@@ -187,7 +187,7 @@ def envoy(backends: list[tuple[str, int]], timeout_ms: float) -> Iterator[Server
     """Envoy 1.40 in front of `backends` (host, port): one HTTP listener, one static
     cluster with LEAST_REQUEST (its defaults: two choices, active requests), the route's
     timeout what the clients allow. Nothing else is set: no retries, no outlier
-    detection, as Envoy ships."""
+    detection, a worker thread a core, as Envoy ships."""
     work = Path(tempfile.mkdtemp(prefix="baton-envoy-"))
     port, admin = free_port(), free_port()
     endpoints = "\n".join(
@@ -236,8 +236,6 @@ static_resources:
         envoy_binary(),
         "-c",
         str(work / "envoy.yaml"),
-        "--concurrency",
-        "1",  # one worker thread: the other core is the clients' and backends'
         "--log-level",
         "warn",
         "--base-id",
