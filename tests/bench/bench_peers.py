@@ -15,9 +15,12 @@ is used). One system runs at a time, on servers of its own started for it.
 4. Discovery reads: 64 concurrent clients asking for an endpoint of a 100-instance
    service (Baton: the SDK's resolve; etcd: a range read of the prefix and a pick;
    ZooKeeper: the children and a pick): requests/s and p99.
-5. Memory: server-side bytes per registered instance, the slope of resident memory
-   from the count after the storm to `--memory` instances (services of 100 each).
-   Baton: the registry's RSS plus nats-server's; etcd: etcd's; ZooKeeper: the JVM's.
+5. Memory: server-side bytes per registered instance, the slope of what the server
+   holds from the count after the storms to `--memory` instances (services of 100).
+   Baton: the registry's RSS plus nats-server's; etcd: etcd's RSS; ZooKeeper: the JVM's
+   live heap after a full collection (`jcmd GC.run`, then `GC.heap_info`): the JVM's RSS
+   moves in steps of heap it commits, collected or not, so it says little per instance;
+   the live heap is the least ZooKeeper needs, which favours it.
 6. Balancing: bench_slow_e2e.py's fleet (six aiohttp backends, one 20x slower for the
    middle third), an open loop through Baton's SDK with least_response_time and through
    Envoy's LEAST_REQUEST (Envoy's defaults; the route's timeout is the clients').
@@ -35,6 +38,7 @@ import random
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -153,19 +157,27 @@ def service_of(iid: str) -> str:
     return f"m{int(iid[1:]) // 100}"
 
 
-async def memory(system: System, pids: list[int], held: int, upto: int) -> dict[str, float]:
-    """RSS slope over the instances registered from `held` to `upto`, in services of 100."""
+def resident(pids: list[int]) -> Callable[[], int]:
+    """What a server holds, as the RSS of its processes."""
+    return lambda: sum(rss(p) for p in pids)
+
+
+async def memory(
+    system: System, weigh: Callable[[], int], held: int, upto: int
+) -> dict[str, float]:
+    """The slope of what the server holds over the instances registered from `held` to
+    `upto`, in services of 100."""
     await asyncio.sleep(1)  # let the storm's buffers go before the first reading
-    before = sum(rss(p) for p in pids)
+    before = await asyncio.to_thread(weigh)
     ids = [f"m{i}" for i in range(upto - held)]
     await in_window(ids, WINDOW, lambda iid: system.register(service_of(iid), iid, PORT))
     await asyncio.sleep(1)
-    after = sum(rss(p) for p in pids)
+    after = await asyncio.to_thread(weigh)
     return {
         "from": held,
         "to": upto,
-        "rss_before": before,
-        "rss_after": after,
+        "bytes_before": before,
+        "bytes_after": after,
         "b_per_instance": (after - before) / (upto - held),
     }
 
@@ -177,13 +189,13 @@ class Contender:
         self,
         system: System,
         spawn: Callable[[str], subprocess.Popen[bytes]],
-        pids: list[int],
+        weigh: Callable[[], int],
         floor_s: float,
     ) -> None:
         self.name = system.name
         self.system = system
         self.spawn = spawn
-        self.pids = pids
+        self.weigh = weigh
         self.floor_s = floor_s
         self.held = 0  # instances registered so far
         self.results: dict[str, Any] = {
@@ -233,7 +245,7 @@ async def compare(contenders: list[Contender], args: argparse.Namespace) -> None
                 flush=True,
             )
     for c in contenders:
-        mem = await memory(c.system, c.pids, c.held, max(args.memory, c.held + 1))
+        mem = await memory(c.system, c.weigh, c.held, max(args.memory, c.held + 1))
         c.results["memory"] = mem
         print(
             f"   {c.name}: {mem['b_per_instance']:,.0f} B an instance "
@@ -292,14 +304,14 @@ async def registries(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 lambda iid: [*backend, "--service", f"fail-{iid}", "--ids", iid],
                 worker_env(server.url),
             )
-            contenders.append(Contender(baton, spawn, pids, FLOOR_S["Baton"]))
+            contenders.append(Contender(baton, spawn, resident(pids), FLOOR_S["Baton"]))
         if "etcd" in args.systems:
             etcd_server = stack.enter_context(peer_servers.etcd())
             etcd = EtcdSystem(etcd_server.port)
             stack.push_async_callback(etcd.close)
             FLOOR_S["etcd"] = float(await etcd.granted_ttl(1))
             spawn = peer_spawner("etcd", etcd_server.port, FLOOR_S["etcd"])
-            contenders.append(Contender(etcd, spawn, [etcd_server.pid], FLOOR_S["etcd"]))
+            contenders.append(Contender(etcd, spawn, resident([etcd_server.pid]), FLOOR_S["etcd"]))
         if "ZooKeeper" in args.systems:
             zk_server = stack.enter_context(peer_servers.zookeeper())
             zk = ZkSystem(zk_server.port)
@@ -307,7 +319,9 @@ async def registries(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             stack.push_async_callback(zk.close)
             ttl = FLOOR_S["ZooKeeper"]
             spawn = peer_spawner("zookeeper", zk_server.port, ttl)
-            contenders.append(Contender(zk, spawn, [zk_server.pid], ttl))
+            contenders.append(
+                Contender(zk, spawn, partial(peer_servers.live_heap, zk_server.pid), ttl)
+            )
         await compare(contenders, args)
         return {c.name: c.results for c in contenders}
 
@@ -316,83 +330,55 @@ def lines(
     results: dict[str, dict[str, Any]], bal: dict[str, Any], args: argparse.Namespace
 ) -> list[peer_table.Figure]:
     """The table's lines from what each system measured."""
-    registries = ("Baton", "etcd", "ZooKeeper")
-    Figure = peer_table.Figure  # noqa: N806
-
-    def each(get: Callable[[dict[str, Any]], float]) -> dict[str, float]:
-        return {name: get(results[name]) for name in registries if name in results}
-
-    floors = ", ".join(f"{n} {FLOOR_S[n]:g} s" for n in registries)
-    return [
-        Figure(
-            measure=f"storm: registrations/s, {args.storm:,} at once (best round)",
-            unit="reg/s",
-            higher_is_better=True,
-            values=each(lambda r: max(x["rate"] for x in r["storms"])),
-        ),
-        Figure(
-            measure=f"storm: until a watcher has seen all {args.storm:,}",
-            unit="s",
-            higher_is_better=False,
-            values=each(lambda r: min(x["watched_s"] for x in r["storms"])),
-        ),
-        Figure(
-            measure="propagation p50, registration -> watcher",
-            unit="ms",
-            higher_is_better=False,
-            values=each(lambda r: pct(r["propagation_s"], 0.5)),
-        ),
-        Figure(
-            measure="propagation p99, registration -> watcher",
-            unit="ms",
-            higher_is_better=False,
-            values=each(lambda r: pct(r["propagation_s"], 0.99)),
-        ),
-        Figure(
-            measure="failure detection p50, SIGKILL -> watcher",
-            unit="s",
-            higher_is_better=False,
-            values=each(lambda r: pct(r["failure_s"], 0.5) / 1000),
-            note=f"floors: {floors}",
-        ),
-        Figure(
-            measure="failure detection max, SIGKILL -> watcher",
-            unit="s",
-            higher_is_better=False,
-            values=each(lambda r: pct(r["failure_s"], 1.0) / 1000),
-        ),
-        Figure(
-            measure=f"discovery reads/s, {READERS} clients, {READ_INSTANCES} instances, best round",
-            unit="req/s",
-            higher_is_better=True,
-            values=each(lambda r: max(x["rate"] for x in r["reads"])),
-        ),
-        Figure(
-            measure=f"discovery read p99, {READERS} clients",
-            unit="ms",
-            higher_is_better=False,
-            values=each(lambda r: min(x["p99_ms"] for x in r["reads"])),
-        ),
-        Figure(
-            measure=f"server memory per instance, slope to {args.memory:,}",
-            unit="B",
-            higher_is_better=False,
-            values=each(lambda r: r["memory"]["b_per_instance"]),
-        ),
-        Figure(
-            measure="balancing p99, one backend 20x slower a third of the time",
-            unit="ms",
-            higher_is_better=False,
-            values={n: s["p99_ms"] for n, s in bal.items()},
-            note="Baton least_response_time, Envoy LEAST_REQUEST",
-        ),
-        Figure(
-            measure="balancing success",
-            unit="%",
-            higher_is_better=True,
-            values={n: s["success_pct"] for n, s in bal.items()},
-        ),
+    floors = ", ".join(f"{n} {FLOOR_S[n]:g} s" for n in results)
+    storm, reads = f"{args.storm:,}", f"{READERS} clients, {READ_INSTANCES} instances"
+    # (measure, unit, more is better, figure of one registry's results, note)
+    measures: list[tuple[str, str, bool, Callable[[dict[str, Any]], float], str]] = [
+        (f"storm: registrations/s, {storm} at once", "reg/s", True,
+         lambda r: max(x["rate"] for x in r["storms"]), "best round"),
+        (f"storm: until a watcher has seen all {storm}", "s", False,
+         lambda r: min(x["watched_s"] for x in r["storms"]), "best round"),
+        ("propagation p50, registration -> watcher", "ms", False,
+         lambda r: pct(r["propagation_s"], 0.5), ""),
+        ("propagation p99, registration -> watcher", "ms", False,
+         lambda r: pct(r["propagation_s"], 0.99), ""),
+        ("failure detection p50, SIGKILL -> watcher", "s", False,
+         lambda r: pct(r["failure_s"], 0.5) / 1000, f"floors: {floors}"),
+        ("failure detection max, SIGKILL -> watcher", "s", False,
+         lambda r: pct(r["failure_s"], 1.0) / 1000, ""),
+        (f"discovery reads/s, {reads}", "req/s", True,
+         lambda r: max(x["rate"] for x in r["reads"]), "best round"),
+        (f"discovery read p99, {reads}", "ms", False,
+         lambda r: min(x["p99_ms"] for x in r["reads"]), "best round"),
+        (f"server memory per instance, slope to {args.memory:,}", "B", False,
+         lambda r: r["memory"]["b_per_instance"], ""),
+    ]  # fmt: skip
+    out = [
+        peer_table.Figure(
+            measure=measure,
+            unit=unit,
+            higher_is_better=higher,
+            values={name: get(r) for name, r in results.items()},
+            note=note,
+        )
+        for measure, unit, higher, get, note in measures
     ]
+    slow = "one backend 20x slower a third of the time"
+    strategies = "Baton least_response_time, Envoy LEAST_REQUEST"
+    for key, measure, unit, higher, note in (
+        ("p99_ms", f"balancing p99, {slow}", "ms", False, f"{strategies}; least lagged round"),
+        ("success_pct", "balancing success", "%", True, ""),
+    ):
+        out.append(
+            peer_table.Figure(
+                measure=measure,
+                unit=unit,
+                higher_is_better=higher,
+                values={name: s[key] for name, s in bal.items()},
+                note=note,
+            )
+        )
+    return out
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ Each server runs with its documented defaults, except where a line says why.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["ETCD", "ZOOKEEPER", "Server", "envoy", "etcd", "free_port", "zookeeper"]
+__all__ = [
+    "ETCD",
+    "ZOOKEEPER",
+    "Server",
+    "envoy",
+    "etcd",
+    "free_port",
+    "live_heap",
+    "zookeeper",
+]
 
 ETCD = "/usr/bin/etcd"
 ZOOKEEPER = "/usr/share/java/zookeeper.jar"
@@ -169,6 +179,28 @@ def four_letters(port: int, word: bytes) -> bytes:
         while chunk := s.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def jcmd() -> str:
+    """The JDK's jcmd (Debian's openjdk-17-jdk-headless; `just peers` installs it)."""
+    found = shutil.which("jcmd") or "/usr/lib/jvm/default-java/bin/jcmd"
+    if not Path(found).exists():
+        msg = "jcmd not found: apt-get install openjdk-17-jdk-headless (`just peers`)"
+        raise RuntimeError(msg)
+    return found
+
+
+def live_heap(pid: int) -> int:
+    """Bytes a JVM's heap holds after a full collection: its live objects."""
+    subprocess.run([jcmd(), str(pid), "GC.run"], capture_output=True, check=True, timeout=60)  # noqa: S603
+    out = subprocess.run(  # noqa: S603
+        [jcmd(), str(pid), "GC.heap_info"], capture_output=True, check=True, timeout=60, text=True
+    ).stdout
+    found = re.search(r"used (\d+)K", out)
+    if found is None:
+        msg = f"no heap use in jcmd's answer: {out[:500]}"
+        raise RuntimeError(msg)
+    return int(found.group(1)) * 1024
 
 
 def envoy_binary() -> str:
