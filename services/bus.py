@@ -23,6 +23,7 @@ import nats.errors
 
 from schemas import subjects
 from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorReply, explain
+from services.endpoints import Endpoint
 from services.errors import (
     BadRequest,
     BatonError,
@@ -32,19 +33,18 @@ from services.errors import (
     Unavailable,
     error_for,
 )
-from services.lifecycle import drain_subscription
-from services.micro import Endpoint
-from services.natsclient import Client
+from services.natsclient import Client, drain_subscription
 from services.retry import Backoff, Retry
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.aio.client import Server
     from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
+    from nats.js import JetStreamContext
     from structlog.typing import FilteringBoundLogger
 
     from services.config import BusSettings
+    from services.natsclient import Subscription
 
 __all__ = [
     "Bus",
@@ -97,6 +97,20 @@ class Bus:
         # one per serve/listen, with its counts: what `$SRV.INFO`/`$SRV.STATS` report
         self.endpoints: list[Endpoint] = []
 
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up (False while reconnecting or closed)."""
+        return bool(self.nc.is_connected)
+
+    def known_servers(self) -> int:
+        """How many servers this connection knows (given, or announced by the cluster)."""
+        return len({(url.hostname, url.port) for url in self.nc.servers})
+
+    def jetstream(self, *, timeout_s: float) -> JetStreamContext:
+        """A JetStream context on this connection, for services/stream only: workers use
+        that package's follower, writer and lease, never JetStream directly."""
+        return self.nc.jetstream(timeout=timeout_s)
+
     def decoder(self, kind: type[T]) -> msgspec.json.Decoder[T]:
         dec = self._decoders.get(kind)
         if dec is None:
@@ -105,6 +119,28 @@ class Bus:
 
     async def publish(self, subject: str, msg: msgspec.Struct) -> None:
         await self.nc.publish(subject, _encoder.encode(msg))
+
+    # -- bytes as they are, for relays (the gateway passes HTTP bodies through) ----------
+    async def send(self, subject: str, payload: bytes, *, reply: str = "") -> None:
+        """Publish `payload` as it is (a relay checked it already); raise Unavailable
+        if the connection cannot take it (closed, or its reconnect buffer full)."""
+        try:
+            await self.nc.publish(subject, payload, reply=reply)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot send on {subject}: {exc}") from None
+
+    def new_inbox(self) -> str:
+        """A subject no other client uses: the prefix of replies to `send(reply=...)`."""
+        return str(self.nc.new_inbox())
+
+    async def subscribe(
+        self, subject: str, on_msg: Callable[[Msg], Awaitable[None]]
+    ) -> Subscription:
+        """A plain subscription (replies to a relay's requests), confirmed live; the
+        caller owns it (`Lifecycle.own`). Requests to serve go through `serve`."""
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        await self.confirm()
+        return sub
 
     async def request(
         self,
@@ -124,6 +160,38 @@ class Bus:
             raise err
         return self.decoder(reply_type).decode(reply.data)
 
+    async def gather(
+        self, subject: str, msg: msgspec.Struct, reply_type: type[R], *, within: float
+    ) -> list[R]:
+        """Send a request that many may answer; every reply that arrives within `within`.
+
+        A scatter: each live responder counts, so the caller waits the whole `within`
+        (replies come within a round trip, or never). Error and undecodable replies are
+        skipped. Raises Unavailable if the request cannot be sent.
+        """
+        decode = self.decoder(reply_type).decode
+        replies: list[R] = []
+
+        async def on_reply(reply: Msg) -> None:
+            if error_reply(reply.headers, reply.data, subject) is None:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    replies.append(decode(reply.data))
+
+        inbox = self.nc.new_inbox()
+        try:
+            sub = await self.nc.subscribe(inbox, cb=on_reply)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot gather replies on {subject}: {exc}") from None
+        try:
+            await self.nc.publish(subject, _encoder.encode(msg), reply=inbox)
+            await asyncio.sleep(within)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot gather replies on {subject}: {exc}") from None
+        finally:  # also when cancelled (a stop): no inbox left subscribed
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return replies
+
     async def serve(
         self,
         subject: str,
@@ -133,6 +201,7 @@ class Bus:
         queue: str = "",
         answer: bool = True,
         per_service: bool = False,
+        max_payload: int | None = None,
     ) -> Subscription:
         """Decode each message on `subject` as `kind` and pass it to `handler`.
 
@@ -142,8 +211,9 @@ class Bus:
         The handler's returned Struct (or bytes) is the reply, when the message asked.
         Errors become the contract's error reply, or a counted log line for a publish.
         `answer=False` only listens: another worker owns the replies on that subject.
+        `max_payload` raises the bus's limit for this subject (the config center's values).
         """
-        read = self._reader(subject, kind, per_service=per_service)
+        read = self._reader(subject, kind, per_service=per_service, limit=max_payload)
         if per_service:
             subject = subjects.every(subject)
         publish = self.nc.publish
@@ -186,7 +256,7 @@ class Bus:
         return endpoint
 
     def _reader(
-        self, subject: str, kind: type[T], *, per_service: bool
+        self, subject: str, kind: type[T], *, per_service: bool, limit: int | None = None
     ) -> Callable[[Msg], tuple[str, T]]:
         """What a message says: (service name or subject, payload decoded as `kind`).
 
@@ -196,7 +266,7 @@ class Bus:
         decode = self.decoder(kind).decode
         what = kind.__name__
         names: dict[str, str] = {}  # subject -> its checked service name
-        limit = self.max_payload
+        limit = limit or self.max_payload
 
         def read(msg: Msg) -> tuple[str, T]:
             name = msg.subject
@@ -215,6 +285,11 @@ class Bus:
                 return name, decode(data or b"{}")  # an empty payload reads as {}
             except msgspec.MsgspecError as exc:
                 raise BadRequest(explain(exc, data, what)) from None
+            except RecursionError:  # nested past the decoder's depth: hostile or broken
+                raise BadRequest(
+                    f"payload nests too deep to be a {what}; send it as the contract shows, "
+                    "a few levels of JSON"
+                ) from None
 
         return read
 
@@ -275,6 +350,17 @@ class Bus:
         at most DRAIN_S, all subscriptions at once)."""
         subs, self._subs = self._subs, []
         await asyncio.gather(*(drain_subscription(sub) for sub in subs))
+
+    async def respond(self, subject: str, make: Callable[[], msgspec.Struct]) -> Subscription:
+        """Answer every request on `subject` with `make()`, outside the endpoints (a
+        protocol's replies, such as `$SRV.PING`, are not one of the worker's services).
+        A publish without a reply subject is ignored. Not queued: every process answers."""
+
+        async def on_msg(msg: Msg) -> None:
+            if msg.reply:
+                await self._send(msg.reply, _encoder.encode(make()), None)
+
+        return await self.nc.subscribe(subject, cb=on_msg)  # its caller lets go of it
 
     async def run_reconnect_hooks(self) -> None:
         for hook in list(self.reconnect_hooks):
@@ -410,7 +496,7 @@ async def connect(
     up to NATS_RECONNECT_MAX_S), so a fleet that lost its server does not come back in
     lockstep.
     """
-    holder: list[Bus] = []
+    bus: Bus | None = None  # made once connected; the callbacks are given before that
     retry = reconnect_policy(settings).retry()
     reconnects = Reconnects(retry)
 
@@ -423,8 +509,8 @@ async def connect(
     async def on_reconnected() -> None:
         reconnects.reset()
         log.info("bus.reconnected", url=str(nc.connected_url.geturl() if nc.connected_url else ""))
-        if holder:
-            await holder[0].run_reconnect_hooks()
+        if bus is not None:
+            await bus.run_reconnect_hooks()
 
     async def on_error(exc: Exception) -> None:
         if isinstance(exc, nats.errors.DrainTimeoutError):  # say who held the exit up
@@ -446,7 +532,6 @@ async def connect(
     retry.reset()
     log.info("bus.connected", url=settings.url, name=name)
     bus = Bus(nc, log, max_payload=settings.max_payload)
-    holder.append(bus)
     try:
         yield bus
     finally:

@@ -5,12 +5,16 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
 
     BatonError                  500  a bug, or an error with no better code
     ├── BadRequest              400  bad input: the message says what and how to fix it
-    │   └── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── InvalidNameError         (schemas.subjects, also ValueError) a name breaks the rule
+    │   ├── DurationError            (gateway.http.params, also ValueError) not a Go duration
+    │   └── UnsupportedEncoding 415  (gateway.http.bodies) a body in an encoding not decoded
     ├── Forbidden               403  not allowed
     ├── NotFound                404  unknown service or instance
     │   └── UnknownInstanceError     (registry.leases, also KeyError) no such lease
     ├── Conflict                409  revision conflict
-    │   └── StaleWriteError          (governor.store) a concurrent change was stored first
+    │   └── LostRace                 (services.stream) another writer stored first (the
+    │                                governor's StaleWriteError: a concurrent change)
+    ├── TooLarge                413  a value over its limit (a key's value over 512 KiB)
     ├── Unavailable             503  no instance can take the request
     │   ├── NoResponders             (client side) no worker serves that subject right now
     │   └── WriteError               (collector.writer) InfluxDB did not take a batch
@@ -22,7 +26,9 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
     │   └── NotAuthorized       403  NATS refused the credentials in NATS_URL
     └── StopRequested                (the stack) SIGINT/SIGTERM while it was still starting
 
-Workers raise these in handlers; the bus turns them into error replies. The SDK turns
+`BatonError` and `BadRequest` are defined in `schemas.error_root`, the contract's own package
+(it stands alone: a bad name is refused there, as a BadRequest), and are the same classes
+here. Workers raise these in handlers; the bus turns them into error replies. The SDK turns
 error replies back into the same classes, so callers catch one tree on both sides.
 Python's own TypeError/ValueError for an API called wrongly (a programmer's bug, never
 input) stay as they are.
@@ -30,7 +36,7 @@ input) stay as they are.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from schemas.error_root import BadRequest, BatonError
 
 __all__ = [
     "BadRequest",
@@ -43,21 +49,10 @@ __all__ = [
     "RequestTimeout",
     "StartupError",
     "StopRequested",
+    "TooLarge",
     "Unavailable",
     "error_for",
 ]
-
-
-class BatonError(Exception):
-    code: ClassVar[int] = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(BatonError):
-    code = 400
 
 
 class Forbidden(BatonError):
@@ -70,6 +65,10 @@ class NotFound(BatonError):
 
 class Conflict(BatonError):
     code = 409
+
+
+class TooLarge(BatonError):
+    code = 413
 
 
 class Unavailable(BatonError):
@@ -104,7 +103,7 @@ class StopRequested(BatonError):
 
 
 _BY_CODE: dict[int, type[BatonError]] = {
-    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, Unavailable)
+    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, TooLarge, Unavailable)
 }
 
 

@@ -13,18 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeAlias, TypeVar
 
-import nats.errors
+from services.natsclient import drain_subscription, unsubscribe
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from contextlib import AbstractAsyncContextManager
     from typing import Any
 
-    from nats.aio.subscription import Subscription
+    from services.natsclient import Subscription
 
-__all__ = ["Lifecycle", "cancel_and_wait", "drain_subscription", "unsubscribe"]
+__all__ = [
+    "Lifecycle",
+    "Offer",
+    "Subscribe",
+    "cancel_and_wait",
+    "drain_subscription",
+    "unsubscribe",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,38 +55,30 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         await task
 
 
-DRAIN_S = 5.0  # a drain that has not finished by then (a stuck handler) is cut short
+# one subscription, made when called (say `functools.partial(bus.serve, ...)`)
+Subscribe: TypeAlias = "Callable[[], Awaitable[Subscription]]"
 
 
-async def drain_subscription(sub: Subscription) -> None:
-    """Stop `sub` taking messages, finishing those already received (at most DRAIN_S).
+class Offer:
+    """Subscriptions a worker holds only while a condition does (what a role serves).
 
-    A drain, not an unsubscribe: what the server sent before it took the UNSUB is still
-    handled (a request in flight is answered). Drained already or the connection closed:
-    either way the server has no interest left. While reconnecting nothing more can
-    arrive, so it is only dropped: a drain then waits on a flush that a reconnect in the
-    meantime never answers (nats-py forgets the PONGs it awaited).
+    `set(True)` makes those missing, one at a time and in order (one that fails leaves the
+    earlier ones, and the next `set(True)` makes the rest); `set(False)` drops them all, so
+    a request finds a worker that can answer it, or no responders at once.
     """
-    if not sub._conn.is_connected:  # noqa: SLF001  # nats-py keeps its connection there
-        await unsubscribe(sub)
-        return
-    try:
-        async with asyncio.timeout(DRAIN_S):
-            await sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
-    except nats.errors.Error:
-        pass
-    except TimeoutError:
-        await unsubscribe(sub)
 
+    def __init__(self, *subscribe: Subscribe) -> None:
+        self._subscribe = subscribe
+        self._subs: list[Subscription] = []
 
-async def unsubscribe(sub: Subscription) -> None:
-    """Drop `sub` now; once this returns the server has let go."""
-    # nats-py only queues the UNSUB: flush it
-    conn = sub._conn  # noqa: SLF001  # nats-py keeps its connection there
-    with contextlib.suppress(nats.errors.Error, TimeoutError):
-        await sub.unsubscribe()
-        if conn.is_connected:
-            await conn.flush(timeout=DRAIN_S)
+    async def set(self, on: bool) -> None:
+        if on:
+            for subscribe in self._subscribe[len(self._subs) :]:
+                self._subs.append(await subscribe())
+            return
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await unsubscribe(sub)
 
 
 class Lifecycle:

@@ -6,8 +6,8 @@ int attributes and two `perf_counter_ns` calls: nothing measurable on resolve's 
 the worker's name and for its id, from those counts, as nats-py's `nats.micro` does, so
 `nats micro ls`/`info`/`stats`, any ADR-32 client and `baton status` see every replica.
 
-Names: `baton-<worker>` (baton-registry, baton-balancer, baton-governor, baton-collector,
-baton-gateway); ids: a NUID per process; version: the installed package's.
+Names: `baton-<worker>` (baton-registry, baton-balancer, baton-governor, baton-kv,
+baton-collector, baton-gateway); ids: a NUID per process; version: the installed package's.
 """
 
 from __future__ import annotations
@@ -20,24 +20,21 @@ from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
-import msgspec
-import nats.errors
-from nats.nuid import NUID
-
 from schemas import subjects
-from schemas.micro import EndpointInfo, EndpointStats, Info, Ping, Stats
+from schemas.micro import Info, Ping, Stats
+from services.natsclient import unique_id, unsubscribe
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Callable
 
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
+    import msgspec
 
     from services.bus import Bus
+    from services.endpoints import Endpoint
+    from services.natsclient import Subscription
 
-__all__ = ["Endpoint", "Service", "announce", "package_version", "worker_name"]
+__all__ = ["Service", "announce", "package_version", "worker_name"]
 
-_encoder = msgspec.json.Encoder()
 _UNKNOWN_VERSION = "0.0.0"  # run from a source tree that was never installed
 
 
@@ -52,56 +49,6 @@ def package_version() -> str:
 def worker_name(worker: str) -> str:
     """The ADR-32 name of a worker: `registry` -> `baton-registry`."""
     return subjects.check_name(f"baton-{worker}", "worker name")
-
-
-class Endpoint:
-    """One subscription's counts, fed by the bus on every message it takes."""
-
-    __slots__ = (
-        "last_error",
-        "metadata",
-        "name",
-        "num_errors",
-        "num_requests",
-        "processing_time",
-        "queue_group",
-        "subject",
-    )
-
-    def __init__(self, subject: str, queue_group: str, metadata: dict[str, str]) -> None:
-        self.name = subjects.endpoint_name(subject)
-        self.subject = subject
-        self.queue_group = queue_group
-        self.metadata = metadata
-        self.num_requests = 0
-        self.num_errors = 0
-        self.last_error = ""
-        self.processing_time = 0  # ns
-
-    def failed(self, code: int, message: str) -> None:
-        self.num_errors += 1
-        self.last_error = f"{code}:{message}"
-
-    def info(self) -> EndpointInfo:
-        return EndpointInfo(
-            name=self.name,
-            subject=self.subject,
-            queue_group=self.queue_group,
-            metadata=self.metadata,
-        )
-
-    def stats(self) -> EndpointStats:
-        n = self.num_requests
-        return EndpointStats(
-            name=self.name,
-            subject=self.subject,
-            queue_group=self.queue_group,
-            num_requests=n,
-            num_errors=self.num_errors,
-            last_error=self.last_error,
-            processing_time=self.processing_time,
-            average_processing_time=self.processing_time // n if n else 0,
-        )
 
 
 def _iso(at: float) -> str:
@@ -123,7 +70,7 @@ class Service:
         wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.name = subjects.check_name(name, "worker name")
-        self.id = worker_id or NUID().next().decode()
+        self.id = worker_id or unique_id()
         self.version = version
         self.description = description
         self.metadata = dict(metadata or {})
@@ -185,31 +132,15 @@ async def announce(
         "INFO": service.info,
         "STATS": service.stats,
     }
-    nc = bus.nc
     subs: list[Subscription] = []
-
-    def responder(make: Callable[[], msgspec.Struct]) -> Callable[[Msg], Awaitable[None]]:
-        async def on_msg(msg: Msg) -> None:
-            if not msg.reply:
-                return  # a publish, not a question
-            try:
-                await nc.publish(msg.reply, _encoder.encode(make()))
-            except nats.errors.Error as exc:
-                bus.log.warning("micro.reply_failed", subject=msg.subject, error=repr(exc))
-
-        return on_msg
-
     try:
         for verb, make in build.items():
             for subject in subjects.srv_levels(verb, service.name, service.id):
                 # one at a time: a start that fails half-way unsubscribes what it took
-                subs.append(await nc.subscribe(subject, cb=responder(make)))  # noqa: PERF401
+                subs.append(await bus.respond(subject, make))  # noqa: PERF401
         await bus.confirm()
         bus.log.info("micro.announced", name=service.name, id=service.id)
         yield service
     finally:
-        for sub in subs:
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error as exc:  # closed already: nothing left to answer on
-                bus.log.debug("micro.unsubscribe_failed", subject=sub.subject, error=repr(exc))
+        for sub in subs:  # closed already: nothing left to answer on, nothing raised
+            await unsubscribe(sub)

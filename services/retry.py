@@ -1,8 +1,9 @@
 """The one retry policy: exponential backoff with decorrelated jitter, capped.
 
 Every reconnect and retry loop in Baton waits by it (the first NATS connection and nats-py's
-own reconnects, the config watch, the governor's store, the balancer's snapshots, the
-collector's set-up and writes, the SDK's registration). Without jitter a fleet restarted
+own reconnects, every JetStream follower (services/stream: the config and ejection watches),
+the governor's store, the balancer's snapshots, the collector's set-up and writes, the
+SDK's registration and its resolves that found no balancer). Without jitter a fleet restarted
 together retries in lockstep, and every retry lands on the recovering server at once.
 
     d(1) = uniform(base, 3 * base)      capped: d(n) = min(cap, d(n))

@@ -5,11 +5,16 @@ subscribes and starts its loops, leaving it stops them. The runner owns the orde
 connect, enter, announce it on `$SRV.PING/INFO/STATS` (services/micro.py: from here on
 it is ready), wait for SIGINT/SIGTERM, stop announcing, drain subscriptions (finishing
 messages already received), leave the worker, drain the connection.
+
+A second SIGINT/SIGTERM during that stop forces the exit at once, as uvicorn's does: the
+process logs `worker.forced_exit` and ends with 128 + the signal's number (130 for
+Ctrl-C, 143 for SIGTERM), whatever the drain was still waiting for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -26,7 +31,7 @@ from services.bus import Bus, connect
 from services.config import BusSettings, SettingsError, load, load_bus
 from services.errors import NotAuthorized, StartupError
 
-__all__ = ["WorkerFactory", "describe", "main", "serve"]
+__all__ = ["WorkerFactory", "describe", "main", "serve", "stop_on_signals"]
 
 S = TypeVar("S", bound=Struct)
 WorkerFactory = Callable[[Bus, S, FilteringBoundLogger], AbstractAsyncContextManager[Any]]
@@ -53,6 +58,29 @@ async def serve(
     log.info("worker.stopped")
 
 
+def stop_on_signals(stop: asyncio.Event, log: FilteringBoundLogger) -> None:
+    """SIGINT/SIGTERM set `stop` (a graceful drain); a second one ends the process now.
+
+    The exit is `os._exit`: a drain stuck on a handler (or on a server that went away)
+    could swallow a cancel and hold `asyncio.run`'s own clean-up too.
+    """
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("worker.stop_requested", signal=sig.name)
+            stop.set()
+            return
+        log.warning("worker.forced_exit", signal=sig.name, exit_code=128 + sig.value)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(128 + sig.value)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
 def describe(factory: object) -> str:
     """The first line of the worker's module docstring: its `$SRV.INFO` description."""
     module = sys.modules.get(getattr(factory, "__module__", ""), None)
@@ -73,9 +101,7 @@ def main(name: str, factory: WorkerFactory[S], settings_type: type[S], prefix: s
 
     async def run() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop, log)
         await serve(name, factory, settings=settings, bus_settings=bus_settings, log=log, stop=stop)
 
     # What the imports built lives as long as the process: the collector need not walk it

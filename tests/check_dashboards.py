@@ -1,6 +1,7 @@
 """Run every query of every dashboard against a live InfluxDB, as Grafana would.
 
-    INFLUX_URL=http://127.0.0.1:8086 python tests/check_dashboards.py   (or: just check-dashboards)
+    INFLUX_URL=http://127.0.0.1:8086 just check-dashboards
+    (by hand: PYTHONPATH=tests:tests/integration python tests/check_dashboards.py)
 
 Variables are set to "All". Prints one line per query (rows returned, or the error) and
 exits 1 if any query fails or returns nothing: with the demo running for a minute or two,
@@ -14,9 +15,7 @@ import os
 import sys
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 from test_dashboards import ALL_QUERIES, SCENARIOS, render
 
 

@@ -1,18 +1,9 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "integration"))
-sys.path.insert(0, str(Path(__file__).parent / "unit"))
-sys.path.insert(0, str(Path(__file__).parent / "bench"))  # the balancing simulation
-
-from typing import TYPE_CHECKING
-
 from natscluster import NatsCluster
 from natsserver import NatsServer
 
@@ -20,6 +11,7 @@ from services import logs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
     from nats.aio.client import Client
 

@@ -15,13 +15,21 @@ from services.collector import Collector, CollectorSettings
 from services.config import BusSettings
 from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
+from services.kv import KvSettings, KvWorker
 from services.registry import Registry, RegistrySettings
 from services.runner import describe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["run_balancer", "run_collector", "run_gateway", "run_governor", "run_registry"]
+__all__ = [
+    "run_balancer",
+    "run_collector",
+    "run_gateway",
+    "run_governor",
+    "run_kv",
+    "run_registry",
+]
 
 FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 
@@ -64,6 +72,10 @@ def run_balancer(url: str, settings: BalancerSettings | None = None) -> Any:
 
 def run_governor(url: str, settings: GovernorSettings | None = None) -> Any:
     return _run(url, "governor", Governor, settings or GovernorSettings(retry_s=0.1))
+
+
+def run_kv(url: str, settings: KvSettings | None = None) -> Any:
+    return _run(url, "kv", KvWorker, settings or KvSettings(retry_s=0.1))
 
 
 def run_collector(url: str, influx_url: str, **settings: Any) -> Any:

@@ -9,10 +9,10 @@ on `.state`. The stream republishes each stored event to balancer.v1.events.{ser
 storing it is publishing it: an event is on the wire exactly when it is stored, once,
 whoever stored it, and a crash after the store loses nothing. Of the replicas that decide
 the same ejection, one stores it; the others' writes fail (and are not republished), they
-read the state again and find it done. Every replica applies the stored state (an
-ordered consumer delivers each service's latest state at start, then every new one), so
-they agree on who is ejected (services/view/ejections.py, the reader the gateway runs
-too); an ejection ends at its `until` on every replica alike.
+read the state again and find it done. Every replica applies the stored state as its
+read model (services/view/) follows the stream, as the gateway's does (an ordered
+consumer delivers each service's latest state at start, then every new one), so they
+agree on who is ejected; an ejection ends at its `until` on every replica alike.
 The cap (max_ejected_percent) is checked inside the same compare-and-set, so two
 replicas ejecting two instances at once cannot pass it together.
 
@@ -28,18 +28,16 @@ import math
 from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.js import api
 
 from schemas import subjects
 from schemas.balancer import Ejected, Ejections, OutlierEvent, OutlierState
 from schemas.fields import from_timestamp
 from schemas.governor import OutlierConfig
 from services.balancer import outliers
-from services.jetstream import WRONG_LAST_SEQUENCE
+from services.errors import Unavailable
 from services.lifecycle import Lifecycle
-from services.view.ejections import OutlierWatch, state_of
+from services.stream import LostRace, StreamSpec, Writer, ensure_stream
+from services.view.ejections import state_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,6 +46,8 @@ if TYPE_CHECKING:
 
     from services.balancer.pool import Pool
     from services.bus import Bus
+    from services.stream import StreamSpec as Existing
+    from services.view import RegistryView
 
     # A transition: (state now, wall clock) -> (the state to store, the event it makes
     # if any), or None when there is nothing to store.
@@ -60,72 +60,53 @@ __all__ = ["Ejector", "ensure_outlier_stream"]
 _ATTEMPTS = 10  # compare-and-set rounds before a decision is given up (logged)
 _MAX_NAP_S = 1.0  # the sweep loop wakes at least this often (new services, config)
 _encode = msgspec.json.Encoder().encode
-_CAS_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"  # server 2.11+: a filter
 _EMPTY = OutlierState()
 _DEFAULTS = OutlierConfig()
 
 
-class _Stale(Exception):  # a signal, not an error
-    """Another replica stored a state since the one this change was built on."""
+def _without_republish(existing: Existing) -> bool:
+    return existing.republish is None  # made by a version before the republish
 
 
 async def ensure_outlier_stream(bus: Bus, *, replicas: int) -> None:
-    js = bus.nc.jetstream()
-    src, dest = subjects.outlier_republish()
-    config = api.StreamConfig(
+    spec = StreamSpec(
         name=subjects.OUTLIER_STREAM,
-        subjects=[subjects.every(subjects.OUTLIER_LOG)],
-        storage=api.StorageType.FILE,
-        retention=api.RetentionPolicy.LIMITS,
-        max_msgs_per_subject=1,  # only the latest state (and event) of a service matters
-        discard=api.DiscardPolicy.OLD,
-        num_replicas=replicas,
-        allow_direct=True,
-        republish=api.RePublish(src=src, dest=dest),  # storing an event publishes it
+        subjects=(subjects.every(subjects.OUTLIER_LOG),),
+        per_subject=1,  # only the latest state (and event) of a service matters
+        replicas=replicas,
+        republish=subjects.outlier_republish(),  # storing an event publishes it
     )
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:  # exists: with the republish of this version?
-        info = await js.stream_info(subjects.OUTLIER_STREAM)
-        if info.config.republish is None:
-            await js.update_stream(config)
+    await ensure_stream(bus, spec, outdated=_without_republish)
 
 
 class Ejector(Lifecycle):
-    """Finds, stores and applies a balancer's ejections; `pools` is the worker's."""
+    """Finds, stores and applies a balancer's ejections; `pools` is the worker's, the
+    stored states are the read model's (`view`, which follows the stream)."""
 
-    def __init__(  # noqa: PLR0913  # its dependencies, passed in
+    def __init__(
         self,
         bus: Bus,
         pools: dict[str, Pool],
+        view: RegistryView,
         log: FilteringBoundLogger,
         *,
         node: str,
         wallclock: Callable[[], float],
         timeout_s: float = 2.0,
-        replicas: int = 1,
-        retry_s: float = 1.0,
     ) -> None:
         self.bus = bus
         self.pools = pools
+        self.view = view
         self.log = log
         self.node = node
         self.wallclock = wallclock
         self.timeout_s = timeout_s
-        self.replicas = replicas
-        self.retry_s = retry_s
-        self.js = bus.nc.jetstream(timeout=timeout_s)
-        self.states: dict[str, OutlierState] = {}
-        self.seqs: dict[str, int] = {}
-        self.watch = OutlierWatch(
-            bus,
-            log,
-            self._take,
-            prepare=lambda: ensure_outlier_stream(bus, replicas=replicas),
-            timeout_s=timeout_s,
-            retry_s=retry_s,
+        self.writer = Writer(
+            bus, stream=subjects.OUTLIER_STREAM, what="the ejection log", timeout_s=timeout_s
         )
-        self.synced = self.watch.synced
+        self.states = view.outlier_states  # service -> the latest stored state
+        self.seqs = view.outlier_seqs  # service -> its stream sequence
+        self.synced = view.outliers.synced
         self.published: list[OutlierEvent] = []  # by this replica (for tests and stats)
         self.lost = 0  # compare-and-set races lost to another replica
         self._swept: dict[str, int] = {}  # service -> index of the last interval swept
@@ -134,7 +115,6 @@ class Ejector(Lifecycle):
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        await self.enter(self.watch)
         self.spawn(self._sweep_loop(), "outliers.sweep")
 
     async def stop(self) -> None:
@@ -299,14 +279,14 @@ class Ejector(Lifecycle):
             new, event = made
             try:
                 seq = await self._store(service, new, event, seq)
-            except _Stale:
+            except LostRace:
                 self.lost += 1
                 await self._reload(service)
                 continue
-            except (nats.errors.Error, OSError) as exc:
-                self.log.warning("outlier.store_failed", service=service, error=repr(exc))
+            except Unavailable as exc:
+                self.log.warning("outlier.store_failed", service=service, error=exc.message)
                 return False
-            self._take(service, new, seq)
+            self.view.take_outliers(service, new, seq)  # applied here as the model tells it
             if event is not None:
                 self.published.append(event)
                 self.log.info(
@@ -323,39 +303,21 @@ class Ejector(Lifecycle):
     async def _store(
         self, service: str, state: OutlierState, event: OutlierEvent | None, after: int
     ) -> int:
-        headers = {
-            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(after),
-            _CAS_SUBJECT: subjects.outlier_records(service),
-        }
+        headers = {}
         if event is None:
             subject, payload = subjects.outlier_state(service), _encode(state)
         else:  # the event itself; the stream republishes it to balancer.v1.events
             subject, payload = subjects.outlier_event(service), _encode(event)
             headers[subjects.OUTLIER_STATE_HEADER] = _encode(state).decode()
-        try:
-            ack = await self.js.publish(subject, payload, headers=headers)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code in WRONG_LAST_SEQUENCE:
-                raise _Stale from None
-            raise
-        return ack.seq
+        # the race is over the service's two subjects: a state and an event alike
+        scope = subjects.outlier_records(service)
+        return await self.writer.append(subject, payload, after=after, scope=scope, headers=headers)
 
     async def _reload(self, service: str) -> None:
-        try:
-            raw = await self.js.get_last_msg(
-                subjects.OUTLIER_STREAM, subjects.outlier_records(service)
-            )
-        except nats.js.errors.NotFoundError:
-            return
-        if raw.seq is not None and raw.subject is not None:
-            self._take(service, state_of(raw.subject, raw.data, raw.headers)[1], raw.seq)
-
-    def _take(self, service: str, state: OutlierState, seq: int) -> None:
-        if seq <= self.seqs.get(service, 0):
-            return  # older than what this replica has (its own write, seen again)
-        self.states[service] = state
-        self.seqs[service] = seq
-        self.apply(service)
+        last = await self.writer.last(subjects.outlier_records(service))
+        if last is not None:
+            state = state_of(last.subject, last.data, last.headers)[1]
+            self.view.take_outliers(service, state, last.seq)
 
     # -- the clock -----------------------------------------------------------------------
     async def _sweep_loop(self) -> None:

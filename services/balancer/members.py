@@ -23,6 +23,8 @@ import contextlib
 import math
 from typing import TYPE_CHECKING, Protocol
 
+from services.view.eligibility import may_take_traffic
+
 if TYPE_CHECKING:
     from schemas.registry import Instance
 
@@ -108,7 +110,9 @@ class Member:
 
     @property
     def eligible(self) -> bool:
-        return self.healthy and not self.drained and not self.ejected and self.weight > 0
+        return may_take_traffic(
+            healthy=self.healthy, drained=self.drained, weight=self.weight, ejected=self.ejected
+        )
 
     def has_room(self) -> bool:
         return self.load < self.capacity

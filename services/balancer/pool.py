@@ -12,13 +12,14 @@ import random
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
-from schemas.balancer import DEFAULT_STRATEGY, STRATEGIES
+from schemas.balancer import DEFAULT_STRATEGY, STRATEGIES, STRATEGY_TRAITS
 from schemas.governor import OutlierConfig
 from services.balancer import outliers
 from services.balancer.members import Member
 from services.balancer.ring import HashRing
 from services.balancer.strategies import Picker, make_picker
 from services.errors import BadRequest, Unavailable
+from services.view.eligibility import may_take_traffic
 from services.view.rules import in_panic, warm_weight
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RING_REBUILD_S", "Pick", "Pool"]
 
-_KNOWN = frozenset(STRATEGIES)
+# Strategies that pick from the service's hash ring (STRATEGY_TRAITS: keyed): the ring may
+# need rebuilding before a pick, so their pickers are never asked without a look at it.
+_RING = frozenset(name for name, traits in STRATEGY_TRAITS.items() if traits.keyed)
 RING_REBUILD_S = 0.1  # a stale ring is rebuilt at most this often; lookups skip departed ids
 
 
@@ -44,10 +47,11 @@ _new_pick = tuple.__new__
 
 
 def _check(strategy: str, key: str | None) -> None:
-    if strategy not in _KNOWN:
+    traits = STRATEGY_TRAITS.get(strategy)
+    if traits is None:
         raise BadRequest(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if strategy == "consistent_hash" and not key:
-        raise BadRequest("strategy consistent_hash needs a `key` in the resolve request")
+    if traits.keyed and not key:
+        raise BadRequest(f"strategy {strategy} needs a `key` in the resolve request")
 
 
 class Pool:
@@ -160,7 +164,13 @@ class Pool:
             ok = [
                 m
                 for m in self.members.values()
-                if (m.healthy or panic) and not m.drained and not m.ejected and m.weight > 0
+                if may_take_traffic(
+                    healthy=m.healthy,
+                    drained=m.drained,
+                    weight=m.weight,
+                    ejected=m.ejected,
+                    panic=panic,
+                )
             ]
             ok.sort(key=lambda m: m.id)
             self._warm(ok)
@@ -193,7 +203,7 @@ class Pool:
         # The common case in one lookup: a picker already built for this strategy and
         # zone (so the name was checked then), and no ring that may need rebuilding.
         picker = self._pickers.get((name, zone or "", panic))
-        if picker is not None and name != "consistent_hash":
+        if picker is not None and name not in _RING:
             m = picker.pick(key, exclude, now)
             if m is not None:
                 return _new_pick(Pick, (m, name, flag))
@@ -221,7 +231,7 @@ class Pool:
         if not cands:
             return None
         if (
-            name == "consistent_hash"
+            name in _RING
             and self.ring.stale
             and (now - self.ring.built_at >= RING_REBUILD_S or not self.ring.owners)
         ):
@@ -231,7 +241,8 @@ class Pool:
         if picker is None:
             picker = self._pickers[pkey] = make_picker(name, cands, self.rng, self.ring)
             if (
-                name == self.strategy != "consistent_hash"
+                name == self.strategy
+                and name not in _RING
                 and not zone
                 and not panic
                 and self._rewarm_at == math.inf
@@ -257,6 +268,6 @@ class Pool:
                 f"{self.outlier.max_ejected_percent:g} % of instances, and at least one, "
                 "are ejected at once: the rest keep serving)"
             )
-        if strategy == "most_connections":
+        if STRATEGY_TRAITS[strategy].capacity:
             why += "; the rest are at their max_inflight capacity"
         return why

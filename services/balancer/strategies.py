@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Protocol
 
+from schemas.balancer import STRATEGY_TRAITS
 from services.balancer.members import LoadIndex, Member
 
 if TYPE_CHECKING:
@@ -243,6 +244,7 @@ class ConsistentHash(_Base):
         return by_id[owner] if owner is not None else None
 
 
+# The strategies that need no ring, by name; the keyed one (STRATEGY_TRAITS) is ConsistentHash.
 _SIMPLE: dict[str, Callable[[list[Member], random.Random], Picker]] = {
     "random": Random,
     "round_robin": RoundRobin,
@@ -255,6 +257,6 @@ _SIMPLE: dict[str, Callable[[list[Member], random.Random], Picker]] = {
 
 def make_picker(name: str, members: list[Member], rng: random.Random, ring: HashRing) -> Picker:
     """A picker of strategy `name` over a non-empty candidate list (name already checked)."""
-    if name == "consistent_hash":
+    if STRATEGY_TRAITS[name].keyed:
         return ConsistentHash(members, rng, ring)
     return _SIMPLE[name](members, rng)

@@ -1,7 +1,9 @@
-"""The balancer worker: answers resolve requests from its own view of the fleet.
+"""The balancer worker: answers resolve requests from its own pools over the fleet.
 
-The view comes from the registry (sync.py), heartbeats (load) and call reports (latency,
-and the end of a pick's time in flight, and failures for outlier ejection: ejector.py).
+The pools follow the fleet's read model (services/view/: the registry's instances, the
+config log, the stored ejections; the gateway reads the same model), plus heartbeats
+(load) and call reports (latency, the end of a pick's time in flight, and failures for
+outlier ejection: ejector.py). The model tells each change; resolve reads only the pools.
 Resolve is served in the queue group `balancer`, so replicas share the requests; each
 replica follows every event, heartbeat and report.
 """
@@ -29,23 +31,23 @@ from schemas.balancer import (
 )
 from schemas.registry import Empty, Heartbeat
 from services.balancer import outliers
-from services.balancer.ejector import Ejector
+from services.balancer.ejector import Ejector, ensure_outlier_stream
 from services.balancer.pool import Pool
 from services.balancer.replies import ReplyCache
-from services.configlog import ConfigWatch
 from services.errors import NotFound
 from services.lifecycle import Lifecycle
-from services.view import RegistrySync
+from services.view import RegistryView
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from structlog.typing import FilteringBoundLogger
 
-    from schemas.governor import ConfigApplied, ServiceConfig
-    from schemas.registry import Instance
+    from schemas.governor import ServiceConfig
     from services.balancer.members import Member
     from services.bus import Bus
+    from services.configlog import ConfigWatch
+    from services.view import Change, RegistrySync
 
 __all__ = ["Balancer", "BalancerSettings"]
 
@@ -102,43 +104,55 @@ class Balancer(Lifecycle):
         self._open_tokens: collections.deque[str] = collections.deque()
         self._open_members: collections.deque[Member] = collections.deque()
         self.replies = ReplyCache()  # also counts the picks, for the collector
-        self.configs: dict[str, ServiceConfig] = {}
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        replicas = settings.outlier_replicas
+        self.view = RegistryView(
+            bus,
+            log,
+            timeout_s=settings.registry_timeout_s,
+            resync_s=settings.resync_s,
+            config_wait_s=settings.config_wait_s,
+            name="balancer",
+            wallclock=wallclock,
+            prepare_outliers=lambda: ensure_outlier_stream(bus, replicas=replicas),
+        )
+        self.view.subscribe(self._on_change)
         self.ejector = Ejector(
             bus,
             self.pools,
+            self.view,
             log,
             node=self.node,
             wallclock=wallclock,
             timeout_s=settings.registry_timeout_s,
-            replicas=settings.outlier_replicas,
         )
-        self.sync = RegistrySync(
-            bus,
-            self,
-            log,
-            timeout_s=settings.registry_timeout_s,
-            resync_s=settings.resync_s,
-            name="balancer.sync",
-        )
+
+    @property
+    def configs(self) -> dict[str, ServiceConfig]:
+        """Each service's config, as the read model has it."""
+        return self.view.configs
+
+    @property
+    def config(self) -> ConfigWatch:
+        """The read model's follower of the config log."""
+        return self.view.config
+
+    @property
+    def sync(self) -> RegistrySync:
+        """The read model's copy of the registry (tests await its first snapshot)."""
+        return self.view.sync
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.enter(self.config)
         await self.enter(self.ejector)
-        # a service's strategy and ejections apply from the first answer, also after a restart
-        await self.config.loaded(self.settings.config_wait_s)
-        try:
-            await asyncio.wait_for(self.ejector.synced.wait(), self.settings.config_wait_s)
-        except TimeoutError:
-            self.log.warning("ejections.not_loaded", waited_s=self.settings.config_wait_s)
         serve = self.owned(self.bus.serve)
         await serve(
             subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, answer=False, per_service=True
         )
         await serve(subjects.REPORT, CallReport, self._on_report, per_service=True)
         await serve(subjects.REPORTS, CallReports, self._on_reports, per_service=True)
-        await self.enter(self.sync)
+        # the model loads the config and the ejections in force before it syncs the
+        # registry, so a service's strategy and ejections apply from the first answer
+        await self.enter(self.view)
         await serve(
             subjects.RESOLVE, ResolveRequest, self._on_resolve, queue="balancer", per_service=True
         )
@@ -150,32 +164,35 @@ class Balancer(Lifecycle):
             self.spawn(self._picks_loop(), "balancer.picks")
         self.log.info("balancer.ready", node=self.node)
 
-    async def _on_config(self, entry: ConfigApplied) -> None:
-        self.configs[entry.service] = entry.config
-        pool = self.pools.get(entry.service)
-        if pool is not None:
-            pool.configure(entry.config)
-            self.ejector.apply(entry.service)  # enabled may have changed
-
-    # -- the fleet, as RegistrySync feeds it ---------------------------------------------
-    def upsert(self, service: str, instance: Instance) -> None:
+    # -- the fleet, as the read model tells it --------------------------------------------
+    def _on_change(self, change: Change) -> None:
+        service = change.service
         pool = self.pools.get(service)
-        if pool is None:
-            pool = self.pools[service] = Pool(service, wallclock=self.wallclock)
-            config = self.configs.get(service)
-            if config is not None:
-                pool.configure(config)
-            self.ejector.apply(service)
-        self.replies.forget(pool.upsert(instance))
-
-    def remove(self, service: str, instance_id: str) -> None:
-        pool = self.pools.get(service)
-        if pool is not None:
-            self.replies.forget(pool.remove(instance_id))
+        if change.kind == "instance":
+            state = self.view.service(service)
+            if state is None:
+                return
+            if pool is None:
+                pool = self.pools[service] = Pool(service, wallclock=self.wallclock)
+                config = self.view.configs.get(service)
+                if config is not None:
+                    pool.configure(config)
+                self.ejector.apply(service)
+            self.replies.forget(pool.upsert(state.instances[change.instance_id]))
+        elif pool is None:
+            return
+        elif change.kind == "removed":
+            self.replies.forget(pool.remove(change.instance_id))
             if not pool.members:
                 del self.pools[service]
+        elif change.kind == "config":
+            pool.configure(self.view.configs[service])
+            self.ejector.apply(service)  # enabled may have changed
+        else:  # ejections
+            self.ejector.apply(service)
 
     def known(self) -> dict[str, set[str]]:
+        """The instance ids each pool holds, by service."""
         return {service: set(pool.members) for service, pool in self.pools.items()}
 
     # -- handlers ------------------------------------------------------------------------

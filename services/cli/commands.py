@@ -19,6 +19,7 @@ from schemas.governor import ConfigHistory, HistoryQuery, ServiceConfig
 from schemas.registry import Empty, InstanceList, InstancesQuery, ServiceList
 from services.cli import output
 from services.cli.change import rollback, set_
+from services.cli.kv import kv
 from services.cli.params import SINCE_HELP, instance_ids, service_name, since
 from services.cli.session import Failure, Session
 from services.cli.status import status
@@ -193,5 +194,6 @@ def watch(session: Session, service: str | None, count: int | None) -> None:
 
 
 cli.add_command(set_)
+cli.add_command(kv)
 cli.add_command(status)
 cli.add_command(rollback)

@@ -29,7 +29,7 @@ from services.collector.writer import (
 )
 from services.errors import BatonError, NotFound, StartupError
 from services.lifecycle import Lifecycle
-from services.registry.pages import pages
+from services.pages import pages
 from services.retry import Backoff
 
 if TYPE_CHECKING:

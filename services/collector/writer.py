@@ -26,6 +26,7 @@ import base64
 import gzip
 import json
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -122,6 +123,44 @@ def _one_line(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# A partial or malformed write (1.x answers 400, 2.x 400 or 422): counted, never an error.
+POINTS_REJECTED = frozenset({400, 422})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hints:
+    """What one writer tells an operator, in the errors `failure` builds for it."""
+
+    url: str
+    credentials: str  # what to check when the credentials are refused
+    missing: str  # what a 404 says is missing ("" to say `what` failed)
+    create: str  # how to make what is missing
+
+
+def failure(
+    status: int, text: str, *, what: str, hints: Hints, retry_after: str | None
+) -> WriteError | None:
+    """The one classification of InfluxDB's error statuses, for the v1 and v2 APIs alike:
+    401/403 and 404 (and any status not named here) are a SetupError, an operator must
+    act; 408, 429 and 5xx a RetryableWriteError (keeping Retry-After); 413 is None: the
+    batch itself is the problem, so it is dropped and counted, not sent again. The
+    statuses of rejected points (POINTS_REJECTED) are the caller's to count first."""
+    said = f"({status}: {_one_line(text)})"
+    if status in (401, 403):
+        return SetupError(
+            f"InfluxDB at {hints.url} refused the credentials {said}: {hints.credentials}"
+        )
+    if status == 404:
+        return SetupError(f"InfluxDB at {hints.url} {hints.missing or what} {said}: {hints.create}")
+    if status in (408, 429) or status >= 500:
+        return RetryableWriteError(
+            f"InfluxDB at {hints.url} {what} {said}", retry_after_s=_retry_after(retry_after)
+        )
+    if status == 413:
+        return None
+    return SetupError(f"InfluxDB at {hints.url} {what} {said}")
+
+
 def _basic_auth(user: str, password: str) -> str:
     # by hand: aiohttp 3.14 deprecates BasicAuth, and its replacement is not in 3.9
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -161,6 +200,14 @@ class V1Writer:
         self.sent_bytes = 0  # request bodies as sent (compressed when gzip is on)
         self._headers = {"Authorization": _basic_auth(user, password)} if user else {}
         self._session: aiohttp.ClientSession | None = None
+        self._hints = Hints(
+            url=self.url,
+            credentials="check the collector's InfluxDB user and password, and that the "
+            f"user may write to (and at start create) database {database!r}",
+            missing="",
+            create="the collector creates the database at start when its user may; "
+            f'or run CREATE DATABASE "{database}"',
+        )
 
     def _http(self) -> aiohttp.ClientSession:
         # made on first use: a session belongs to the running event loop
@@ -216,8 +263,9 @@ class V1Writer:
             if status < 300:
                 return
             what = f"refused a write to {self.database!r}, and its user may not create it"
-        self._raise(status, body, retry_after, what)
-        raise SetupError(f"InfluxDB at {self.url} {what} ({status}: {_one_line(body)})")
+        raise failure(
+            status, body, what=what, hints=self._hints, retry_after=retry_after
+        ) or SetupError(f"InfluxDB at {self.url} {what} ({status}: {_one_line(body)})")
 
     async def write(self, lines: list[str]) -> int:
         self.last_rejection = ""
@@ -238,34 +286,15 @@ class V1Writer:
         )
         if status < 300:
             return 0
-        if status == 400:
-            self.last_rejection = _one_line(message)
-            return rejected_count(message, len(lines))
-        self._raise(status, message, retry_after, f"refused a write to {self.database!r}")
+        if status not in POINTS_REJECTED:
+            what = f"refused a write to {self.database!r}"
+            error = failure(status, message, what=what, hints=self._hints, retry_after=retry_after)
+            if error is not None:
+                raise error
         self.last_rejection = _one_line(message)
-        return len(lines)  # 413 and the like: the batch itself is the problem
-
-    def _raise(self, status: int, message: str, retry_after: str | None, what: str) -> None:
-        """Raise the error for a status that is not about the points themselves."""
-        text = _one_line(message)
-        if status in (401, 403):
-            raise SetupError(
-                f"InfluxDB at {self.url} refused the credentials ({status}: {text}): "
-                "check the collector's InfluxDB user and password, and that the user "
-                f"may write to (and at start create) database {self.database!r}"
-            )
-        if status == 404:
-            raise SetupError(
-                f"InfluxDB at {self.url} {what} ({status}: {text}): the collector creates "
-                f'the database at start when its user may; or run CREATE DATABASE "{self.database}"'
-            )
-        if status in (408, 429) or status >= 500:
-            raise RetryableWriteError(
-                f"InfluxDB at {self.url} {what} ({status}: {text})",
-                retry_after_s=_retry_after(retry_after),
-            )
-        if status != 413:
-            raise SetupError(f"InfluxDB at {self.url} {what} ({status}: {text})")
+        if status in POINTS_REJECTED:
+            return rejected_count(message, len(lines))
+        return len(lines)  # 413: the batch itself is the problem
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -327,6 +356,14 @@ class V2Writer:
         self._token = token
         self._client: InfluxDBClientAsync | None = None
         self._write_api: WriteApiAsync | None = None
+        self._where = f"bucket {bucket!r} in org {org!r}"
+        self._hints = Hints(
+            url=self.url,
+            credentials=f"check the collector's token, and that it may write to {self._where}",
+            missing=f"has no {self._where}",
+            create=f"create it with `influx bucket create --name {bucket} --org {org}`, and "
+            "check that the url is InfluxDB 1.8+, 2.x or 3.x (1.6 and 1.7 have no v2 API)",
+        )
 
     def _api(self) -> tuple[InfluxDBClientAsync, WriteApiAsync]:
         # made on first use: the async client must be created inside the event loop
@@ -358,7 +395,7 @@ class V2Writer:
             )
         except ApiException as exc:
             status, message, _ = _api_error(exc)
-            if status in (400, 422):  # past the checks ("writing requires points" and such)
+            if status in POINTS_REJECTED:  # past the checks ("writing requires points")
                 return
             self._raise(status, message, exc)
             raise SetupError(
@@ -385,14 +422,14 @@ class V2Writer:
             )
         except ApiException as exc:
             status, message, listed = _api_error(exc)
-            if status in (400, 422):
-                self.last_rejection = _one_line(message)
-                if listed:  # 3.x lists the rejected lines
-                    return min(len(lines), listed)
-                return rejected_count(message, len(lines))
-            self._raise(status, message, exc)
+            if status not in POINTS_REJECTED:
+                self._raise(status, message, exc)
             self.last_rejection = _one_line(message)
-            return len(lines)  # 413 and the like: the batch itself is the problem
+            if status not in POINTS_REJECTED:
+                return len(lines)  # 413: the batch itself is the problem
+            if listed:  # 3.x lists the rejected lines
+                return min(len(lines), listed)
+            return rejected_count(message, len(lines))
         except TimeoutError:
             raise self._timed_out() from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -405,28 +442,10 @@ class V2Writer:
         )
 
     def _raise(self, status: int, message: str, exc: ApiException) -> None:
-        text = _one_line(message)
-        where = f"bucket {self.bucket!r} in org {self.org!r}"
-        if status in (401, 403):
-            raise SetupError(
-                f"InfluxDB at {self.url} refused the credentials ({status}: {text}): check "
-                f"the collector's token, and that it may write to {where}"
-            )
-        if status == 404:
-            raise SetupError(
-                f"InfluxDB at {self.url} has no {where} ({status}: {text}): create it with "
-                f"`influx bucket create --name {self.bucket} --org {self.org}`, and check "
-                "that the url is InfluxDB 1.8+, 2.x or 3.x (1.6 and 1.7 have no v2 API)"
-            )
-        if status in (408, 429) or status >= 500:
-            raise RetryableWriteError(
-                f"InfluxDB at {self.url} refused a write to {where} ({status}: {text})",
-                retry_after_s=_retry_after(exc.retry_after),
-            )
-        if status != 413:
-            raise SetupError(
-                f"InfluxDB at {self.url} refused a write to {where} ({status}: {text})"
-            )
+        what = f"refused a write to {self._where}"
+        error = failure(status, message, what=what, hints=self._hints, retry_after=exc.retry_after)
+        if error is not None:
+            raise error
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -20,6 +20,10 @@ from schemas.balancer import Endpoint, ResolveRequest
 from services.errors import BatonError, StartupError
 from services.gateway.dns import DnsServer, Responder
 from services.gateway.http import make_app
+from services.gateway.http.agent import Agent
+from services.gateway.http.asker import Asker
+from services.gateway.http.consul_kv import KvWaiters
+from services.gateway.http.runner import AppRunner
 from services.gateway.settings import GatewaySettings
 from services.lifecycle import Lifecycle
 from services.view import RegistryView
@@ -96,8 +100,21 @@ class Gateway(Lifecycle):
         return endpoint.instance_id
 
     async def _start_http(self) -> None:
-        app = make_app(self.bus, self.view, self.settings, self.log)
-        runner = web.AppRunner(app, access_log=None)
+        # children of this worker: left after the HTTP listener (newest first) has drained
+        timeout_s = self.settings.http_timeout_s
+        agent = await self.enter(Agent(self.bus, self.view, self.log, timeout_s=timeout_s))
+        asker = await self.enter(Asker(self.bus))
+        kv_waiters = await self.enter(KvWaiters(self.bus))
+        app = make_app(
+            self.bus,
+            self.view,
+            self.settings,
+            self.log,
+            agent=agent,
+            asker=asker,
+            kv_waiters=kv_waiters,
+        )
+        runner = AppRunner(app)
         await runner.setup()
         self._runner = runner
         self.on_close(self._stop_http)
@@ -113,8 +130,8 @@ class Gateway(Lifecycle):
         self.http_port = sockets[0][1] if sockets else self.settings.http_port
 
     async def _stop_http(self) -> None:
-        """aiohttp's cleanup: the listener closed, handlers drained, the app's own hooks
-        (its inbox, its agent) stopped."""
+        """aiohttp's cleanup: the listener closed, handlers drained (the agent and the
+        asker are left next, by the exit stack)."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

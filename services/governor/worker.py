@@ -26,12 +26,13 @@ from schemas.governor import (
     ServiceConfig,
 )
 from schemas.registry import Empty
-from services.configlog import cluster_replicas, ensure_stream
+from services.configlog import ensure_stream
 from services.errors import BadRequest, Conflict, Unavailable
 from services.governor.rules import apply_change, check_change
 from services.governor.store import ConfigStore, StaleWriteError
 from services.lifecycle import Lifecycle
 from services.retry import Backoff
+from services.stream import cluster_replicas
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,16 +68,20 @@ class Governor(Lifecycle):
         self.bus = bus
         self.settings = settings
         self.log = log
-        self.js = bus.nc.jetstream(timeout=settings.store_timeout_s)
-        self.store = ConfigStore(self.js, timeout_s=settings.store_timeout_s)
+        self.store = ConfigStore(bus, timeout_s=settings.store_timeout_s)
 
     async def start(self) -> None:
         base = self.settings.retry_s
         retry = Backoff(base_s=base, cap_s=max(base, 10.0)).retry()
         while True:  # without JetStream nothing can be stored: wait for it
             try:
-                replicas = self.settings.replicas or cluster_replicas(self.bus.nc)
-                await ensure_stream(self.js, history=self.settings.history, replicas=replicas)
+                replicas = self.settings.replicas or cluster_replicas(self.bus)
+                await ensure_stream(
+                    self.bus,
+                    history=self.settings.history,
+                    replicas=replicas,
+                    timeout_s=self.settings.store_timeout_s,
+                )
                 break
             except Exception as exc:  # noqa: BLE001  # any failure here means "not yet"
                 self.log.warning(

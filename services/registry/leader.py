@@ -3,7 +3,7 @@
 Replicas campaign with `create()` on one key of a bucket whose `max_age` is the lease
 (`lease_s`); the winner renews with `update(last=revision)`. The server drops the key
 `lease_s` after its last write, and only then can another replica create it. A write is
-stamped by the server after it was sent, so the holder, counting from the send, stops in
+stamped by the server after it was sent, so the leader, counting from the send, stops in
 time without any clock shared between machines:
 
     speaking while  revision held  and  now < sent + lease_s x (1 - margin)
@@ -35,7 +35,8 @@ class Proof(NamedTuple):
 
 
 # A lease write this often, whatever the lease: sweeps trail the last proof by no more
-# than that, so a silent instance is judged at most this much after its ttl_s.
+# than that, so a silent instance is judged at most this much after its ttl_s. The period
+# is the protocol itself (each write is one round of proof), not a retry: no jitter.
 PROOF_INTERVAL_S = 0.2
 
 

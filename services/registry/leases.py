@@ -58,7 +58,7 @@ class Lease:
     )
 
     def __init__(
-        self, service: str, reg: Registration, mono: float, wall: float, alike: Alike
+        self, service: str, reg: Registration, mono: float, wall: float, shared: SharedValues
     ) -> None:
         self.service = service
         self.instance_id = reg.instance_id
@@ -69,17 +69,17 @@ class Lease:
         self.cpu: float | None = None
         self.mem: float | None = None
         self.latency_ms: float | None = None
-        self.apply(reg, alike)
+        self.apply(reg, shared)
         self.touch(mono, wall)
 
-    def apply(self, reg: Registration, alike: Alike) -> None:
+    def apply(self, reg: Registration, shared: SharedValues) -> None:
         self.host = intern(reg.host)
-        self.port = alike.port(reg.port)
+        self.port = shared.port(reg.port)
         self.weight = reg.weight
         self.zone = intern(reg.zone)
         self.version = intern(reg.version)
-        self.metadata = alike.metadata(reg.metadata)
-        self.ttl = alike.ttl(reg.ttl_s)
+        self.metadata = shared.metadata(reg.metadata)
+        self.ttl = shared.ttl(reg.ttl_s)
 
     def same_as(self, reg: Registration) -> bool:
         return (
@@ -105,7 +105,7 @@ class Lease:
         return id(self) < id(other)
 
 
-class Alike:
+class SharedValues:
     """One object for each value many leases hold alike: ports, ttls, metadata.
 
     Fleets repeat themselves (one port, one ttl, one metadata per service), so at 100,000
@@ -123,20 +123,22 @@ class Alike:
         self._limit = limit
 
     def port(self, value: int) -> int:
-        return _one(self.ports, value, value, self._limit)
+        return _shared(self.ports, value, value, self._limit)
 
     def ttl(self, value: float) -> float:
-        return _one(self.ttls, value, value, self._limit)
+        return _shared(self.ttls, value, value, self._limit)
 
     def metadata(self, value: dict[str, str]) -> dict[str, str]:
         key = tuple(value.items())
         found = self.metadata_of.get(key)
         if found is None:
             found = {intern(k): intern(v) for k, v in value.items()}
-        return _one(self.metadata_of, key, found, self._limit)
+        return _shared(self.metadata_of, key, found, self._limit)
 
 
-def _one(cache: dict[K, V], key: K, value: V, limit: int) -> V:
+def _shared(cache: dict[K, V], key: K, value: V, limit: int) -> V:
+    """The object `cache` shares for `key`: `value`, if it is the first (a full cache is
+    emptied first)."""
     found = cache.get(key)
     if found is None:
         if len(cache) >= limit:
@@ -169,7 +171,7 @@ class LeaseTable:
         # (due, gen, lease): an entry is live while its gen is the lease's (3-tuples: the
         # heap holds one per lease, and at 100,000 leases every byte counts)
         self._heap: list[tuple[float, int, Lease]] = []
-        self.alike = Alike()
+        self.shared = SharedValues()
         self._last_sweep: float | None = None
 
     # -- lookups -------------------------------------------------------------------------
@@ -187,7 +189,7 @@ class LeaseTable:
         leases = self.services.setdefault(service, {})
         lease = leases.get(reg.instance_id)
         if lease is None:
-            lease = leases[reg.instance_id] = Lease(service, reg, mono, wall, self.alike)
+            lease = leases[reg.instance_id] = Lease(service, reg, mono, wall, self.shared)
             self.total += 1
             self._schedule(lease)
             return Change("registered", lease)
@@ -197,7 +199,7 @@ class LeaseTable:
         if revived:  # before scheduling: a healthy lease is due at ttl, not 2 x ttl
             self._set_healthy(lease, healthy=True)
         if changed:
-            lease.apply(reg, self.alike)
+            lease.apply(reg, self.shared)
             self._schedule(lease)  # the ttl may have shortened
         if revived:
             return Change("updated" if changed else "healthy", lease)

@@ -112,7 +112,7 @@ class Outbox:
             del self._held[key]
 
     def take(self) -> list[Change]:
-        """Everything held, oldest first, emptying the outbox (this replica now speaks)."""
+        """Everything held, oldest first, emptying the outbox (this replica now leads)."""
         taken = [Change(held.kind, held.lease) for held in self._held.values()]
         self._held.clear()
         return taken
@@ -159,7 +159,7 @@ class Barrier:
         return out
 
     def take(self) -> list[Change]:
-        """Everything waiting (this replica stopped speaking: the outbox takes it)."""
+        """Everything waiting (this replica stopped leading: the outbox takes it)."""
         out = [change for queue in self._waiting.values() for change, _ in queue]
         self._waiting.clear()
         return out
@@ -268,7 +268,7 @@ def merge(
     for rec in page:
         if (rec.service, rec.instance_id) in gone:
             continue
-        taken += _take(table, rec, mono)
+        taken += _take_if_newer(table, rec, mono)
         if rec.held is not None and outbox is not None:
             lease = table.get(rec.service, rec.instance_id)
             if lease is not None and outbox.kind_of(rec.service, rec.instance_id) is None:
@@ -276,7 +276,7 @@ def merge(
     return taken
 
 
-def _take(table: LeaseTable, rec: LeaseRecord, mono: float) -> int:
+def _take_if_newer(table: LeaseTable, rec: LeaseRecord, mono: float) -> int:
     seen = mono - rec.age_s
     mine = table.get(rec.service, rec.instance_id)
     if mine is not None and mine.seen >= seen:

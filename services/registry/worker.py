@@ -1,19 +1,21 @@
 """The registry worker: answers the registry subjects and publishes every change.
 
 State is in memory, in every replica: each hears every registration and heartbeat, and
-one, the holder of the leader lease (services/registry/replica.py), publishes the changes
-and answers. A replica that starts or comes back copies a peer's table first. After a
-restart of every replica, instances come back by themselves: their SDK's next heartbeat
-is answered 404 and the SDK registers again, so the fleet is whole within one heartbeat
-interval. Snapshots say `settled: false` until `settle_s` has passed, so that a reader
-(the balancer) does not take a half-filled registry for the truth.
+its role (services/registry/role.py, carried out on the bus by replica.py) says what it
+may do with them: the leading replica publishes the changes and answers. A replica that
+starts or comes back copies a peer's table first. After a restart of every replica,
+instances come back by themselves: their SDK's next heartbeat is answered 404 and the SDK
+registers again, so the fleet is whole within one heartbeat interval. Snapshots say
+`settled: false` until `settle_s` has passed, so that a reader (the balancer) does not
+take a half-filled registry for the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
+import functools
+import secrets
 import time
 from typing import TYPE_CHECKING, Annotated, get_args
 
@@ -40,12 +42,11 @@ from services.errors import BadRequest, NotFound
 from services.lifecycle import Lifecycle
 from services.registry.leases import Change, Lease, LeaseTable
 from services.registry.replica import Replica
-from services.registry.replication import Barrier
+from services.registry.role import Role
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nats.aio.subscription import Subscription
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
@@ -131,23 +132,39 @@ class Registry(Lifecycle):
             guard_min=settings.expiry_guard_min,
             pause_s=settings.pause_s,
         )
+        self.role = Role(
+            secrets.token_hex(4),
+            lease_s=settings.leader_lease_s,
+            settle_s=settings.settle_s,
+            started=clock(),
+            linked=lambda: bus.connected,
+            mint=lambda: secrets.token_hex(6),
+        )
+        # listed (queue group `registry`) only while the role lists: caught up, in touch
+        instances = functools.partial(
+            bus.serve,
+            subjects.INSTANCES,
+            InstancesQuery,
+            self._on_instances,
+            queue="registry",
+            per_service=True,
+        )
+        services = functools.partial(
+            bus.serve, subjects.SERVICES, Empty, self._on_services, queue="registry"
+        )
         self.replica = Replica(
             bus,
             self.table,
+            self.role,
             log,
-            lease_s=settings.leader_lease_s,
             clock=clock,
             wallclock=wallclock,
-            lead=self._lead,
-            serving_changed=self._serving_changed,
-            settled=lambda: self.settled,
+            publish=self._publish,
+            listings=(instances, services),
         )
-        self._listings: list[Subscription] = []
-        self.barrier = Barrier()
-        self.started = clock()
         self.configs: dict[str, ServiceConfig] = {}
         self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
+        self.config = ConfigWatch(bus, log, self._on_config)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,80 +176,46 @@ class Registry(Lifecycle):
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
         await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
-        self.on_close(self._unlist)  # once the replica, which lists and unlists, has left
         await self.enter(self.replica)
         self.on_close(self._flush_held)  # before the replica lets its lease go
         self.spawn(self._sweep_loop(), "registry.sweep")
         self.log.info(
             "registry.ready",
             epoch=self.epoch,
-            replica=self.replica.id,
-            leader=self.replica.speaking(),
+            replica=self.role.id,
+            leader=self.role.publishes(self.clock()),
         )
 
     async def _flush_held(self) -> None:
-        if self.replica.speaking():  # a graceful stop: what waits for a proof goes out now
-            for change in self.barrier.take():
-                await self._publish(change)
+        """A graceful stop: what waits for a proof of quorum goes out now, if leading."""
+        for change in self.role.stopping(self.clock()):
+            await self._publish(change)
 
     @property
     def epoch(self) -> str:
-        return self.replica.epoch
+        return self.role.epoch
 
     @property
     def seq(self) -> int:
-        return self.replica.seq
+        return self.role.seq
 
     @property
     def settled(self) -> bool:
-        return self.replica.settled_peer or self.clock() - self.started >= self.settings.settle_s
-
-    # -- replicas ------------------------------------------------------------------------
-    async def _serving_changed(self, serving: bool) -> None:  # a callback
-        """Listings come from a caught-up replica in touch with the quorum, or none."""
-        if not serving:
-            await self._unlist()
-            return
-        if self._listings:
-            return
-        serve = self.bus.serve
-        # one at a time: a second that fails leaves the first listed, to be dropped
-        self._listings.append(
-            await serve(
-                subjects.INSTANCES,
-                InstancesQuery,
-                self._on_instances,
-                queue="registry",
-                per_service=True,
-            )
-        )
-        self._listings.append(
-            await serve(subjects.SERVICES, Empty, self._on_services, queue="registry")
-        )
-
-    async def _unlist(self) -> None:
-        subs, self._listings = self._listings, []
-        for sub in subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _lead(self, held: list[Change]) -> None:
-        """This replica won the lease: first announce what nobody announced meanwhile."""
-        for change in held:
-            await self._announce(change)
+        return self.role.settled(self.clock())
 
     # -- handlers ------------------------------------------------------------------------
-    # Every replica applies every message; only `answering()` replicas reply (a handler
-    # returning None sends nothing), so a requester hears one answer, or a few while a
-    # dead leader's lease runs out.
+    # Every replica applies every message; only a replica whose role `answers()` replies
+    # (a handler returning None sends nothing), so a requester hears one answer, or a few
+    # while a dead leader's lease runs out.
     async def _on_register(self, service: str, reg: Registration) -> Ack | None:
-        answer = self.replica.answering()
+        now = self.clock()
+        answer = self.role.answers(now)
         if reg.service is not None and reg.service != service:
             if not answer:
                 return None
             _check_service(service, reg.service)
-        change = self.table.register(service, reg, self.clock(), self.wallclock())
-        self.replica.heard(service, reg.instance_id)
+        change = self.table.register(service, reg, now, self.wallclock())
+        self.role.heard(service, reg.instance_id)
         if change:
             await self._announce(change)
         if not answer:
@@ -242,7 +225,8 @@ class Registry(Lifecycle):
     async def _on_heartbeat(self, service: str, hb: Heartbeat) -> Ack | None:
         # The hot path: every instance, every few seconds. One look-up, no event unless
         # the lease changed state.
-        answer = self.replica.answering()
+        now = self.clock()
+        answer = self.role.answers(now)
         if hb.service is not None and hb.service != service:
             if not answer:
                 return None
@@ -255,7 +239,7 @@ class Registry(Lifecycle):
                 f"instance {hb.instance_id!r} of service {service!r} is not registered "
                 "(it expired or the registry restarted); register it again"
             )
-        change = self.table.renew(lease, hb, self.clock(), self.wallclock())
+        change = self.table.renew(lease, hb, now, self.wallclock())
         if change:
             await self._announce(change)
             if self.table.get(service, hb.instance_id) is not lease:  # gone meanwhile
@@ -271,13 +255,13 @@ class Registry(Lifecycle):
         return Ack(instance_id=hb.instance_id, ttl_s=ttl, heartbeat_s=ttl / 3)
 
     async def _on_deregister(self, service: str, dereg: Deregistration) -> Ack | None:
-        answer = self.replica.answering()
+        answer = self.role.answers(self.clock())
         if dereg.service is not None and dereg.service != service:
             if not answer:
                 return None
             _check_service(service, dereg.service)
         change = self.table.deregister(service, dereg.instance_id)
-        self.replica.removed(service, dereg.instance_id)
+        self.role.removed(service, dereg.instance_id)
         if change:
             await self._announce(change)
         return Ack(instance_id=dereg.instance_id) if answer else None
@@ -311,8 +295,8 @@ class Registry(Lifecycle):
             epoch=self.epoch,
             seq=self.seq,
             settled=self.settled,
-            replica=self.replica.id,
-            leader=self.replica.leader,
+            replica=self.role.id,
+            leader=self.role.leader,
         )
 
     # -- events and time -----------------------------------------------------------------
@@ -351,30 +335,12 @@ class Registry(Lifecycle):
         kind, lease = change
         if kind in ("expired", "deregistered"):
             self._drained_told.discard((lease.service, lease.instance_id))
-        if not self.replica.speaking():  # the leader announces it; or we do, if we win
-            self.replica.hold(change)
-            return
-        if self.barrier.needs(change):  # until a lease write proves the quorum heard it
-            self.barrier.hold(change, self.clock())
-            return
-        await self._publish(change)
-
-    async def _release(self) -> None:
-        """Publish what waited for a proof of quorum; if no longer leader, hand it over."""
-        if not self.barrier:
-            return
-        if not self.replica.speaking():
-            for change in self.barrier.take():
-                self.replica.hold(change)
-            return
-        horizon = self.replica.horizon()
-        if horizon is not None:
-            for change in self.barrier.release(horizon):
-                await self._publish(change)
+        if self.role.announce(change, self.clock()) is not None:
+            await self._publish(change)
 
     async def _publish(self, change: Change) -> None:
         kind, lease = change
-        seq = self.replica.next_seq()
+        seq = self.role.next_seq()
         event = InstanceEvent(
             kind=kind,
             service=lease.service,
@@ -395,9 +361,11 @@ class Registry(Lifecycle):
         guarding = False
         while True:
             await asyncio.sleep(self.settings.sweep_s)
-            horizon = self.replica.horizon()  # only what this replica can vouch for
+            now = self.clock()
+            horizon = self.role.horizon(now)  # only what this replica can vouch for
             try:
-                await self._release()
+                for change in self.role.release(now):  # what waited for a proof of quorum
+                    await self._publish(change)
                 if horizon is not None:
                     for change in self.table.sweep(self.clock(), horizon):
                         await self._announce(change)

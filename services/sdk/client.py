@@ -28,6 +28,7 @@ from schemas import subjects
 from schemas.balancer import MAX_BATCH, CallReport, Endpoint, ResolveRequest
 from services.bus import Bus
 from services.errors import BadRequest, NoResponders, RequestTimeout, Unavailable
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -42,7 +43,9 @@ _encode = msgspec.json.Encoder().encode
 _OPEN, _CLOSE, _COMMA = b'{"reports":[', b"]}", b","
 
 T = TypeVar("T")
-_NO_RESPONDERS_PAUSE_S = 0.1  # x the attempt: a balancer resubscribes within ~100 ms
+# between resolves that found no balancer (services/retry.py): a balancer resubscribes
+# within ~100 ms, and clients that all lost it at once must not come back in lockstep
+NO_RESPONDERS_RETRY = Backoff(base_s=0.1, cap_s=1.0)
 
 
 def _subject(build: Callable[[str], str], service: str) -> str:
@@ -138,6 +141,7 @@ class BalancerClient:
         """
         request = ResolveRequest(key=key, zone=zone, exclude=list(exclude), strategy=strategy)
         subject = _subject(subjects.resolve, service)
+        retry = NO_RESPONDERS_RETRY.retry()
         for attempt in range(1, self.attempts):
             try:
                 return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
@@ -147,7 +151,7 @@ class BalancerClient:
                 self.log.info("resolve.retrying", service=service, attempt=attempt, reason=kind)
                 if isinstance(exc, NoResponders):
                     # every balancer is between connections: give them a moment to resubscribe
-                    await asyncio.sleep(_NO_RESPONDERS_PAUSE_S * attempt)
+                    await retry.wait()
         return await self._bus.request(subject, request, Endpoint, timeout=self.timeout)
 
     async def report(

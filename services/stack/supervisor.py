@@ -4,6 +4,10 @@ Children run in their own process groups, so a Ctrl-C reaches only the superviso
 then stops them in reverse order (the demo deregisters while the registry and NATS are
 still up, and NATS goes last). On Linux each child also gets SIGTERM if the supervisor
 itself dies, so no process outlives it.
+
+A second SIGINT/SIGTERM while it stops forces the exit, as uvicorn's does: every child
+still running is SIGKILLed at once (not after its stop timeout), the supervisor says so
+and exits with 128 + the signal's number (130 for a second Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -87,8 +91,27 @@ class Supervisor:
             print(f"stack: {text}", file=self.out, flush=True)
 
     def install_signal_handlers(self) -> None:
+        """The first SIGINT/SIGTERM asks for an orderly stop; a second forces it."""
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stop_requested.set())
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_requested.set()
+            return
+        # Python runs this between two bytecodes of the main thread, maybe inside a
+        # Popen.wait that holds its lock: only signals here, never a wait (or a deadlock).
+        killed = []
+        for child in self.children:
+            if child.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.name)
+        name = signal.Signals(signum).name
+        with contextlib.suppress(RuntimeError):  # a print it interrupted: the exit matters more
+            self.say(f"second {name}: forced stop, killed {', '.join(killed) or 'nothing'}")
+        # unwinds the main thread (its finally blocks give the terminal back) to exit
+        raise SystemExit(128 + signum)
 
     def start(
         self,

@@ -1,6 +1,6 @@
-"""Workers' own views of the registry: the shared sync, the rules, the gateway's catalog."""
+"""The read model of the fleet every worker reads (docs/readmodel.md), its sync, its rules."""
 
-from services.view.catalog import RegistryView, ServiceState, eligible
+from services.view.catalog import Change, RegistryView, ServiceState, eligible
 from services.view.sync import Fleet, RegistrySync
 
-__all__ = ["Fleet", "RegistrySync", "RegistryView", "ServiceState", "eligible"]
+__all__ = ["Change", "Fleet", "RegistrySync", "RegistryView", "ServiceState", "eligible"]

@@ -1,13 +1,15 @@
-"""A read-only view of every service: instances, config, and a change index to wait on.
+"""The read model of the fleet: instances, config, ejections, a change index to wait on.
 
-What the gateway answers from (DNS and HTTP). It is the `Fleet` that `RegistrySync` feeds
-(a snapshot, then events, as the balancer's pools are fed) plus the config log's latest
-entry per service (`ConfigWatch`). Instances are as the registry publishes them, so the
-operators' overrides (weight, drained, port, metadata) are already applied; slow start
-and panic follow services/view/rules.py, as the balancer's do. The balancers' ejections
-come from the records they store (services/view/ejections.py): an ejected instance takes
-no traffic here either, as if drained, until its ejection ends (at its `until`, even if
-the return is never stored); panic does not bring it back, as it does not in a pick.
+One copy per worker, and every reader of the fleet reads it (docs/readmodel.md): the
+gateway answers from it (DNS and HTTP), the balancer's pools follow its changes. It is
+the `Fleet` that `RegistrySync` feeds (a snapshot, then events) plus the config log's
+latest entry per service (`ConfigWatch`) and the balancers' stored ejections. Instances
+are as the registry publishes them, so the operators' overrides (weight, drained, port,
+metadata) are already applied; slow start and panic follow services/view/rules.py, as
+the balancer's do. The balancers' ejections come from the records they store
+(services/view/ejections.py): an ejected instance takes no traffic here either, as if
+drained, until its ejection ends (at its `until`, even if the return is never stored);
+panic does not bring it back, as it does not in a pick.
 
 The change index (Consul's `X-Consul-Index`): starts at 1; every change that a reader
 could see (an instance added, removed, or changed in anything but its load and last
@@ -15,6 +17,11 @@ heartbeat; a new config; an instance ejected or back) takes the next value, as t
 global index and as its service's.
 A re-applied snapshot that changes nothing moves nothing. `wait()` returns as soon as the
 index passes the caller's, so a blocking query answers within milliseconds of a change.
+
+Subscribers (`subscribe`) are called at once, in order, with a `Change` for each of those,
+and for each stored ejection record too (one that changes who is ejected moves the
+index; one that does not, as the cap holding an outlier, does not). Who may take traffic
+is services/view/eligibility.py's rule, the one every reader applies.
 """
 
 from __future__ import annotations
@@ -24,17 +31,18 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from schemas.governor import ServiceConfig
 from services.configlog import ConfigWatch
 from services.lifecycle import Lifecycle
 from services.view.ejections import EMPTY, OutlierWatch, ejected, next_end
+from services.view.eligibility import may_take_traffic
 from services.view.rules import in_panic, warm_weight
 from services.view.sync import RegistrySync
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from structlog.typing import FilteringBoundLogger
 
@@ -43,12 +51,40 @@ if TYPE_CHECKING:
     from schemas.registry import Instance
     from services.bus import Bus
 
-__all__ = ["RegistryView", "ServiceState", "eligible"]
+__all__ = ["Change", "RegistryView", "ServiceState", "eligible"]
+
+ChangeKind = Literal["instance", "removed", "config", "ejections"]
 
 
-def eligible(instance: Instance, *, panic: bool = False) -> bool:
-    """May take traffic: healthy (or the service is in panic), not drained, weight > 0."""
-    return (instance.healthy or panic) and not instance.drained and instance.weight > 0
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What moved in the read model, as subscribers are told it.
+
+    `instance`: `instance_id` was added or changed (in anything but its load and last
+    heartbeat); `removed`: it left (the service is gone with its last instance);
+    `config`: a new config for `service`; `ejections`: a new ejection record of `service`
+    was stored, or an ejection ended. `index` is the model's index after it.
+    """
+
+    kind: ChangeKind
+    service: str
+    index: int
+    instance_id: str = ""
+
+
+if TYPE_CHECKING:
+    Listener: TypeAlias = Callable[[Change], None]  # a subscriber of the model
+
+
+def eligible(instance: Instance, *, panic: bool = False, ejected: bool = False) -> bool:
+    """May take traffic (services/view/eligibility.py) by the registry's marks."""
+    return may_take_traffic(
+        healthy=instance.healthy,
+        drained=instance.drained,
+        weight=instance.weight,
+        ejected=ejected,
+        panic=panic,
+    )
 
 
 def _visible(i: Instance) -> tuple[object, ...]:
@@ -103,8 +139,7 @@ class ServiceState:
         found = [
             i
             for i in self.instances.values()
-            if eligible(i, panic=panic)
-            and i.instance_id not in out
+            if eligible(i, panic=panic, ejected=i.instance_id in out)
             and (not zone or i.zone == zone)
         ]
         found.sort(key=lambda i: i.instance_id)
@@ -125,6 +160,7 @@ class RegistryView(Lifecycle):
         name: str = "view",
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        prepare_outliers: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.log = log
         self.clock = clock
@@ -136,11 +172,15 @@ class RegistryView(Lifecycle):
         self.changed_at = clock()  # when the index last moved (monotonic)
         self._gone: dict[str, int] = {}  # service -> index of its removal
         self._moved = asyncio.Event()
-        self.outlier_states: dict[str, OutlierState] = {}
-        self._outlier_seqs: dict[str, int] = {}
+        self.outlier_states: dict[str, OutlierState] = {}  # as stored, by service
+        self.outlier_seqs: dict[str, int] = {}  # the stream sequence of each
         self._ends = asyncio.Event()  # an ejection came: its end is one to wake for
-        self.config = ConfigWatch(bus.nc, log, self._on_config)
-        self.outliers = OutlierWatch(bus, log, self._on_outliers, timeout_s=timeout_s)
+        self._listeners: list[Listener] = []
+        self.config = ConfigWatch(bus, log, self._on_config)
+        # the balancer creates the ejection stream there; the gateway waits for it
+        self.outliers = OutlierWatch(
+            bus, log, self.take_outliers, prepare=prepare_outliers, timeout_s=timeout_s
+        )
         self.sync = RegistrySync(
             bus, self, log, timeout_s=timeout_s, resync_s=resync_s, name=f"{name}.sync"
         )
@@ -172,7 +212,21 @@ class RegistryView(Lifecycle):
         await self.enter(self.sync)
 
     # -- reading -------------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with every `Change` from now on, as it happens, in order;
+        returns the function that ends the subscription. A listener must not block; one
+        that raises is logged and kept (the next change reaches it again)."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
     def service(self, name: str) -> ServiceState | None:
+        """The service as the model has it now (None if it has no instance): its
+        instances, config and ejections. Kept up to date in place; read it, never write."""
         return self.services.get(name)
 
     def service_index(self, name: str) -> int:
@@ -212,6 +266,7 @@ class RegistryView(Lifecycle):
         state.instances[instance.instance_id] = instance
         if old is None or _visible(old) != _visible(instance):
             state.index = self._bump()
+            self._tell("instance", service, instance.instance_id)
 
     def remove(self, service: str, instance_id: str) -> None:
         state = self.services.get(service)
@@ -221,6 +276,7 @@ class RegistryView(Lifecycle):
         if not state.instances:
             del self.services[service]
             self._gone[service] = state.index
+        self._tell("removed", service, instance_id)
 
     def known(self) -> dict[str, set[str]]:
         return {name: set(state.instances) for name, state in self.services.items()}
@@ -232,16 +288,20 @@ class RegistryView(Lifecycle):
             state.config = entry.config
             self._eject(state)  # outlier ejection may have been switched on or off
             state.index = self._bump()
+        self._tell("config", entry.service)
 
     # -- ejections, as the balancers store them -----------------------------------------
-    def _on_outliers(self, service: str, outliers: OutlierState, seq: int) -> None:
-        if seq <= self._outlier_seqs.get(service, 0):
-            return  # delivered again (the ordered consumer restarted)
-        self._outlier_seqs[service] = seq
+    def take_outliers(self, service: str, outliers: OutlierState, seq: int) -> None:
+        """A stored ejection record of `service` at stream sequence `seq`, as the watch
+        delivers it or as a balancer stored it itself; older than the one held: ignored."""
+        if seq <= self.outlier_seqs.get(service, 0):
+            return  # delivered again (the ordered consumer restarted), or a replica's own
+        self.outlier_seqs[service] = seq
         self.outlier_states[service] = outliers
         state = self.services.get(service)
         if state is not None and self._eject(state):
             state.index = self._bump()
+        self._tell("ejections", service)
         self._ends.set()
 
     def _eject(self, state: ServiceState) -> bool:
@@ -260,12 +320,21 @@ class RegistryView(Lifecycle):
             for state in list(self.services.values()):
                 if state.ejected and self._eject(state):
                     state.index = self._bump()
+                    self._tell("ejections", state.name)
             wake = min((next_end(s, now) for s in self.outlier_states.values()), default=math.inf)
             self._ends.clear()
             # asyncio.timeout, not wait_for: see RegistrySync._loop
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if wake == math.inf else max(0.001, wake - now)):
                     await self._ends.wait()
+
+    def _tell(self, kind: ChangeKind, service: str, instance_id: str = "") -> None:
+        change = Change(kind, service, self.index, instance_id)
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:  # a reader's bug must not stop the model or the others
+                self.log.exception("view.listener_failed", kind=kind, service=service)
 
     def _bump(self) -> int:
         self.index += 1

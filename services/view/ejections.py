@@ -21,27 +21,24 @@ only `held`, never `ejected`, so it keeps being answered, as the balancer picks 
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import TYPE_CHECKING
 
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.js import api
 
 from schemas import subjects
 from schemas.balancer import OutlierState
-from services.lifecycle import Lifecycle
 from services.retry import Backoff
+from services.stream import Follower
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
 
-    from nats.aio.msg import Msg
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
+    from services.stream import Record
 
 __all__ = ["EMPTY", "OutlierWatch", "ejected", "next_end", "state_of"]
 
@@ -76,7 +73,7 @@ def next_end(state: OutlierState, now: float) -> float:
     return min((e.until for e in state.ejected.values() if e.until > now), default=math.inf)
 
 
-class OutlierWatch(Lifecycle):
+class OutlierWatch(Follower):
     """Calls `on_state(service, state, stream sequence)` for the latest ejection state of
     every service, then for every new one.
 
@@ -84,11 +81,12 @@ class OutlierWatch(Lifecycle):
     when the stream is empty or missing: then nothing is ejected). `prepare` runs before
     each attempt to subscribe (the balancer creates the stream there); a reader without
     it (the gateway) waits for the balancer to create the stream, looking again every
-    `retry_s`. While JetStream does not answer it retries by services/retry.py (from
-    `retry_s` up to 10 s). One bad entry is logged and skipped; the watch goes on.
+    `retry_s` to twice that (jittered). While JetStream does not answer it retries by
+    services/retry.py (from `retry_s` up to 10 s). One bad entry is logged and skipped;
+    the watch goes on.
     """
 
-    def __init__(
+    def __init__(  # its dependencies, passed in
         self,
         bus: Bus,
         log: FilteringBoundLogger,
@@ -98,59 +96,24 @@ class OutlierWatch(Lifecycle):
         timeout_s: float = 2.0,
         retry_s: float = 1.0,
     ) -> None:
-        self.bus = bus
-        self.log = log
+        super().__init__(
+            bus,
+            log,
+            self._on_record,
+            stream=subjects.OUTLIER_STREAM,
+            subject=subjects.every(subjects.OUTLIER_LOG),
+            noun="outlier",
+            prepare=prepare,
+            retry=Backoff(base_s=retry_s, cap_s=max(retry_s, _RETRY_CAP_S)),
+            look_again=Backoff(base_s=retry_s, cap_s=2 * retry_s),
+            timeout_s=timeout_s,
+        )
         self.on_state = on_state
-        self.prepare = prepare
-        self.retry_s = retry_s
-        self.js = bus.nc.jetstream(timeout=timeout_s)
-        self.synced = asyncio.Event()
-        self.following = False  # subscribed to the stream
-        self.applied = 0
-        self.bad = 0  # entries that could not be read (logged)
 
-    async def start(self) -> None:
-        self.spawn(self._follow(), "outliers.watch")
+    @property
+    def synced(self) -> asyncio.Event:
+        return self.caught_up
 
-    async def _follow(self) -> None:
-        missing = False
-        retry = Backoff(base_s=self.retry_s, cap_s=max(self.retry_s, _RETRY_CAP_S)).retry()
-        while True:
-            try:
-                if self.prepare is not None:
-                    await self.prepare()
-                info = await self.js.stream_info(subjects.OUTLIER_STREAM)
-                sub = await self.js.subscribe(
-                    subjects.every(subjects.OUTLIER_LOG),
-                    cb=self._on_msg,
-                    ordered_consumer=True,
-                    deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                    stream=subjects.OUTLIER_STREAM,
-                )
-            except nats.js.errors.NotFoundError:
-                if not missing:  # no balancer has run yet: nobody is ejected
-                    missing = True
-                    self.log.info("outlier.stream_missing", stream=subjects.OUTLIER_STREAM)
-                self.synced.set()
-                await asyncio.sleep(self.retry_s)
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                self.log.warning("outlier.watch_failed", error=repr(exc), attempt=retry.attempts)
-                await retry.wait()
-                continue
-            self.own(sub, drain=False)  # a JetStream consumer: only unsubscribed (see Bus.drain)
-            self.following = True
-            if not info.state.messages:
-                self.synced.set()
-            return
-
-    async def _on_msg(self, msg: Msg) -> None:
-        try:
-            service, state = state_of(msg.subject, msg.data, msg.headers)
-            self.on_state(service, state, msg.metadata.sequence.stream)
-            self.applied += 1
-        except Exception:  # one bad entry must not stop the watch
-            self.bad += 1
-            self.log.exception("outlier.state_failed", subject=msg.subject)
-        if msg.metadata.num_pending == 0:
-            self.synced.set()
+    def _on_record(self, record: Record) -> None:
+        service, state = state_of(record.subject, record.data, record.headers)
+        self.on_state(service, state, record.seq)

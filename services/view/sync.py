@@ -1,7 +1,7 @@
 """A worker's copy of the registry: a snapshot, then events, never a gap.
 
-Shared by every worker that keeps its own view (the balancer's pools, the gateway's
-catalog): each passes the `Fleet` the sync applies to.
+What feeds the read model (catalog.py, the `Fleet` the sync applies to) that the
+balancer's pools and the gateway's answers follow.
 
 Events carry the registry's boot id (`epoch`) and a sequence number. The view follows
 them in order; a gap in the sequence (events lost while NATS was away), a new epoch (the
@@ -23,7 +23,7 @@ from schemas import subjects
 from schemas.registry import Empty, InstanceEvent, InstanceList, ServiceList
 from services.errors import BatonError, NotFound
 from services.lifecycle import Lifecycle
-from services.registry.pages import pages
+from services.pages import pages
 from services.retry import Backoff
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def order(epoch: str, seq: int, event_epoch: str, event_seq: int) -> Order:
 
 
 class Fleet(Protocol):
-    """What the sync applies to (the balancer's pools, the gateway's catalog)."""
+    """What the sync applies to: the read model (catalog.py RegistryView)."""
 
     def upsert(self, service: str, instance: Instance) -> None: ...
 

@@ -36,16 +36,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import nats
 from harness import ROOT, Row, emit
+from natscluster import NatsCluster
+from natsserver import kill_process, stop_process
+from waiting import until
 
 from schemas import subjects
 from schemas.registry import Ack, Registration, ReplicaStatus
 from services.errors import BatonError
 from services.sdk import BalancerClient, ServiceAgent
-
-sys.path.insert(0, str(ROOT / "tests"))
-from natscluster import NatsCluster
-from natsserver import kill_process, stop_process
-from waiting import until
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,6 +26,8 @@ from schemas import subjects
 from schemas.fields import utcnow
 from schemas.governor import ConfigApplied, ConfigHistory, HistoryQuery, ServiceConfig
 from schemas.registry import Empty
+from services import logs
+from services.bus import Bus
 from services.configlog import decode_entry, ensure_stream
 from services.governor.store import ConfigStore
 
@@ -91,9 +93,10 @@ async def main(args: argparse.Namespace) -> None:
     with processes(worker("governor")) as server:
         nc = await nats.connect(server.url)
         js = nc.jetstream(timeout=30)
-        await ensure_stream(js, history=max(10_000, args.revisions))
+        bus = Bus(nc, logs.get_logger("bench"))
+        await ensure_stream(bus, history=max(10_000, args.revisions))
         await fill(js, args.revisions)
-        store = ConfigStore(js, timeout_s=30)
+        store = ConfigStore(bus, timeout_s=30)
 
         old_s, old_n = await timed(lambda: one_request_per_revision(js, "api"), ROUNDS)
         new_s, new_n = await timed(lambda: store.history("api"), ROUNDS)

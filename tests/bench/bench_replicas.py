@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +33,6 @@ import nats.errors
 from bench_storm import spawned, until_answered
 from harness import ROOT, Row, emit, pct
 from nats.js import api
-
-sys.path.insert(0, str(ROOT / "tests"))
 from natscluster import NatsCluster
 
 from schemas import subjects

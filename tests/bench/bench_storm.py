@@ -23,7 +23,6 @@ import asyncio
 import collections
 import contextlib
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +32,6 @@ import msgspec
 import nats
 import nats.errors
 from harness import ROOT, Row, emit, running, worker_env
-
-sys.path.insert(0, str(ROOT / "tests"))
 from natscluster import NatsCluster
 
 from schemas import subjects

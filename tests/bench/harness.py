@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from natsserver import NatsServer
 
 from schemas import subjects
@@ -33,6 +31,12 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
+# Where the benchmarks import from: the repository, and the tests' helpers (natsserver,
+# waiting, builders) as top-level modules, as pytest's `pythonpath` has them. `just bench`
+# sets it; a script run by hand needs it too: PYTHONPATH=.:tests:tests/unit:tests/bench
+BENCH_PYTHONPATH = os.pathsep.join(
+    str(ROOT / folder) for folder in (".", "tests", "tests/unit", "tests/bench")
+)
 
 
 class Row(msgspec.Struct, kw_only=True):

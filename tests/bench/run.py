@@ -6,7 +6,9 @@ figure is a ratio against a baseline measured in the same run on the same machin
 because these machines are shared and noisy. The table, the machine it ran on, the raw
 data and the plots are written to --out (docs/bench by default), which the README shows.
 
-    python tests/bench/run.py [--quick] [--only resolve,sim [--keep]] [--out docs/bench]
+    just bench [--quick] [--only resolve,sim [--keep]] [--out docs/bench]
+
+(`just bench` puts the tests' helpers on PYTHONPATH; by hand, see harness.BENCH_PYTHONPATH.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 import msgspec
-from harness import ROOT, Report, Row, figure
+from harness import BENCH_PYTHONPATH, ROOT, Report, Row, figure
 
 # name -> script; the order is the table's
 BENCHES = {
@@ -37,6 +39,7 @@ BENCHES = {
     "cluster_failover": "bench_cluster_failover.py",
     "config": "bench_config.py",
     "history": "bench_history.py",
+    "kv": "bench_kv.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",
@@ -107,7 +110,7 @@ def run_one(name: str, script: str, *, quick: bool) -> Report | None:
     """Run one benchmark script; its own output goes straight to ours."""
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp:
         out = Path(tmp) / "rows.json"
-        env = {**os.environ, "BATON_BENCH_OUT": str(out), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "BATON_BENCH_OUT": str(out), "PYTHONPATH": BENCH_PYTHONPATH}
         args = [sys.executable, str(ROOT / "tests/bench" / script)]
         if quick:
             args.append("--quick")

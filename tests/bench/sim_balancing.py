@@ -53,14 +53,10 @@ import argparse
 import heapq
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the unit tests' builders
 from builders import instance
 from harness import Row, emit
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import pytest
 from natsserver import NatsServer
+from subprocesses import reaped
 from waiting import until
 
 from schemas import subjects
@@ -62,12 +63,8 @@ async def started(url: str, *args: str) -> AsyncIterator[asyncio.subprocess.Proc
         stderr=asyncio.subprocess.PIPE,
         env=_env(url),
     )
-    try:
+    async with reaped(proc):
         yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def baton(url: str, *args: str) -> Run:

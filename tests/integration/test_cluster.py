@@ -180,6 +180,11 @@ async def test_the_config_log_survives_the_loss_of_its_leader_node(
         after = await js.stream_info(subjects.CONFIG_STREAM)
         assert after.cluster is not None
         assert after.cluster.leader != leader.name
+        # The history is read through a consumer, which only the JetStream meta leader
+        # creates: when the killed node led the meta group too, that group elects its own
+        # leader, maybe seconds after the stream's (docs/cluster-guarantees.md). Writes
+        # are accepted again before that; the history reads once it has one.
+        await nats_cluster.ready()
         stored = {e.revision: e for e in await history(bus, "api")}
         for entry in acked:  # no acknowledged change lost, each stored as acknowledged
             assert stored[entry.revision] == entry
@@ -272,7 +277,14 @@ async def test_balancer_replicas_share_resolves_across_node_loss(
     nats_cluster: NatsCluster,
 ) -> None:
     """Resolves sent while a balancer's node dies are all answered (the SDK sends one
-    that timed out again, to the queue group), and the moved replica picks again."""
+    that timed out or found no responder again, to the queue group), and the moved
+    replica picks again.
+
+    A resolve racing the death may need that second attempt even though the other
+    replica runs: nats-server gives a queue request to one member, and answers 503 when
+    the delivery to the chosen one (behind the closing route) fails, without trying
+    another (docs/cluster-guarantees.md). Once the dead node's routes are gone, none does.
+    """
     a, b, c = nats_cluster.nodes
     async with (
         run_registry(c.url),
@@ -295,15 +307,24 @@ async def test_balancer_replicas_share_resolves_across_node_loss(
         assert before[bal_a.node] > 0
         assert before[bal_b.node] > 0
 
+        moved = asyncio.Event()
+
+        async def on_moved() -> None:
+            moved.set()
+
+        # Reconnect hooks run once the new node has answered the PING sent after the
+        # replayed subscriptions, so it serves them (`is_connected` turns true before).
+        bal_a.bus.reconnect_hooks.append(on_moved)
         a.kill()
         during = await shares(60)  # raced with the node's death: none may fail
         assert sum(during.values()) == 60
-        await until(lambda: bal_a.bus.nc.is_connected, timeout=10)
+        await asyncio.wait_for(moved.wait(), 10)
         await until(bal_a.sync.synced.is_set, timeout=10)
+        no_responders = client.retried["no_responders"]  # 0 or more, from the race above
         after = await shares(60)
         assert after[bal_a.node] > 0
         assert after[bal_b.node] > 0
-        assert client.retried["no_responders"] == 0  # one balancer always served
+        assert client.retried["no_responders"] == no_responders  # a member always answered
 
 
 async def _resolves(client: BalancerClient) -> bool:

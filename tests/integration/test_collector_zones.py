@@ -16,7 +16,7 @@ from workers import run_collector, run_registry
 
 from schemas import subjects
 from schemas.registry import Ack, InstancesQuery
-from services.registry.pages import PAGE
+from services.pages import PAGE
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg

@@ -153,7 +153,7 @@ async def test_unknown_ids_and_bad_bodies_answer_sentences(http: Http) -> None:
     assert "filter expressions are not supported" in text
 
 
-@pytest.mark.parametrize("path", ["/v1/kv/app/config", "/v1/session/create", "/v1/acl/tokens"])
+@pytest.mark.parametrize("path", ["/v1/txn", "/v1/session/create", "/v1/acl/tokens"])
 async def test_unsupported_apis_answer_501_with_a_sentence(http: Http, path: str) -> None:
     status, text, _ = await http.call("GET", path)
     assert status == 501

@@ -15,6 +15,7 @@ from waiting import until
 from workers import run_gateway
 
 from schemas import subjects
+from schemas.errors import ERROR_CODE_HEADER
 from services.errors import StartupError
 from services.gateway.http import ERRORS
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
     from natsserver import NatsServer
 
 WEB = {"instance_id": "web-1", "host": "127.0.0.1", "port": 8001, "zone": "z1", "ttl_s": 5}
@@ -161,6 +163,23 @@ async def test_no_worker_is_503_and_a_silent_one_is_504(
         status, body, _ = await http.call("GET", "/v1/resolve/web")
         assert (status, body["code"]) == (504, 504)
         assert "no reply on balancer.v1.resolve.web within 0.3 s" in body["message"]
+
+
+async def test_a_malformed_error_code_from_a_worker_is_a_clean_error(
+    nats_server: NatsServer, nc: Client
+) -> None:
+    async def liar(msg: Msg) -> None:  # an error reply whose code is no number
+        await nc.publish(msg.reply, b"", headers={ERROR_CODE_HEADER: "teapot"})
+
+    async with stack(nats_server.url, balancer=False, governor=False) as http:
+        await nc.subscribe(subjects.config("web"), cb=liar)
+        await nc.flush()
+        status, body, _ = await http.call("GET", "/v1/config/web")
+        # read with the bus's one mapping: a sentence that names the header, not a crash
+        assert (status, body["code"]) == (500, 500)
+        assert body["message"] == (
+            "a reply on governor.v1.config.web has a bad Nats-Service-Error-Code: 'teapot'"
+        )
 
 
 async def test_openapi_documents_every_route_and_routes_every_path(http: Http) -> None:

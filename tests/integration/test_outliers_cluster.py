@@ -53,7 +53,7 @@ async def test_replicas_on_two_nodes_store_three_copies_and_publish_once(
             )
             for b in both:
                 for iid in ("a", "b", "c"):
-                    b.upsert(SERVICE, instance(iid))
+                    b.view.upsert(SERVICE, instance(iid))  # as the registry sync feeds it
             for _ in range(5):  # both replicas see the fifth failure in a row
                 report = CallReport(instance_id="a", latency_ms=1, ok=False)
                 await nc.publish(subjects.report(SERVICE), msgspec.json.encode(report))

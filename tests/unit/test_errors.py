@@ -18,6 +18,8 @@ from services import errors
 from services.bus import error_reply, refused, rejection, request_failure
 from services.collector.writer import RetryableWriteError, SetupError, WriteError
 from services.config import SettingsError
+from services.gateway.http.bodies import UnsupportedEncoding
+from services.gateway.http.params import DurationError
 from services.governor.store import StaleWriteError
 from services.registry.leases import UnknownInstanceError
 from services.stack import supervisor
@@ -31,11 +33,14 @@ SUBJECT = "registry.v1.instances.api"
     [
         (errors.BadRequest, errors.BatonError, 400),
         (InvalidNameError, errors.BadRequest, 400),
+        (DurationError, errors.BadRequest, 400),
+        (UnsupportedEncoding, errors.BadRequest, 415),
         (errors.Forbidden, errors.BatonError, 403),
         (errors.NotFound, errors.BatonError, 404),
         (UnknownInstanceError, errors.NotFound, 404),
         (errors.Conflict, errors.BatonError, 409),
         (StaleWriteError, errors.Conflict, 409),
+        (errors.TooLarge, errors.BatonError, 413),
         (errors.Unavailable, errors.BatonError, 503),
         (errors.NoResponders, errors.Unavailable, 503),
         (WriteError, errors.Unavailable, 503),
@@ -95,6 +100,7 @@ def test_anything_else_is_a_500_that_names_it() -> None:
         (403, errors.Forbidden),
         (404, errors.NotFound),
         (409, errors.Conflict),
+        (413, errors.TooLarge),
         (503, errors.Unavailable),
     ],
 )

@@ -20,7 +20,7 @@ from services.gateway.http.consul_render import (
     from_instance,
     health_entry,
 )
-from services.gateway.http.durations import DurationError, parse_duration
+from services.gateway.http.params import DurationError, parse_duration
 from services.gateway.http.prometheus_sd import target_group
 
 if TYPE_CHECKING:

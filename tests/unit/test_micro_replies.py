@@ -8,7 +8,8 @@ from nats.micro.service import ServiceStats
 
 from schemas import subjects
 from schemas.subjects import InvalidNameError
-from services.micro import Endpoint, Service, worker_name
+from services.endpoints import Endpoint
+from services.micro import Service, worker_name
 
 
 def test_srv_subjects_at_three_levels() -> None:

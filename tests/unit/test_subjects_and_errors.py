@@ -10,6 +10,7 @@ from schemas.balancer import ResolveRequest
 from schemas.errors import explain
 from schemas.registry import Heartbeat, Registration
 from schemas.subjects import NAME_RULE, InvalidNameError, check_name, service_from
+from services.errors import BadRequest
 
 # -- names ------------------------------------------------------------------------------
 
@@ -45,6 +46,8 @@ def test_invalid_names_are_rejected_with_a_sentence(name: str, problem: str) -> 
     assert problem in message
     assert message.endswith(f"; use {NAME_RULE}")
     assert isinstance(err.value, ValueError)
+    assert isinstance(err.value, BadRequest)  # the workers' tree: answered with code 400
+    assert err.value.code == 400
 
 
 def test_the_sentence_names_what_was_checked_and_shortens_long_input() -> None:

@@ -102,16 +102,16 @@ async def test_ejections_leave_serving_move_the_index_and_end_on_time() -> None:
     for iid in ("a", "b", "c"):
         v.upsert("api", instance(iid))
     before = v.service_index("api")
-    v._on_outliers("api", outliers(b=wall.now + 30), seq=5)
+    v.take_outliers("api", outliers(b=wall.now + 30), seq=5)
     state = v.services["api"]
     assert [i.instance_id for i in state.serving()[0]] == ["a", "c"]
     assert state.ejection("b") is not None
     assert state.ejection("a") is None
     assert v.service_index("api") > before  # blocking queries wake
     moved = v.service_index("api")
-    v._on_outliers("api", outliers(b=wall.now + 90), seq=4)  # older than what it has
+    v.take_outliers("api", outliers(b=wall.now + 90), seq=4)  # older than what it has
     assert state.ejection("b").until == wall.now + 30  # type: ignore[union-attr]
-    v._on_outliers("other", outliers(x=wall.now + 30), seq=6)  # no such service yet
+    v.take_outliers("other", outliers(x=wall.now + 30), seq=6)  # no such service yet
     assert v.service_index("api") == moved
     v.upsert("other", instance("x"))  # it arrives ejected
     v.upsert("other", instance("y"))
@@ -240,7 +240,7 @@ async def test_pick_first_and_answers_follow_the_view(dns_view: Any) -> None:
     reply = await ask(r, "web.service.baton", "SRV")
     assert [x.port for x in reply.answer[0]] == [2, 3, 4]
     # ejected by the balancers: out of every record, as drained; its own name answers
-    v._on_outliers("Web", outliers(c=v.wallclock() + 30), seq=1)
+    v.take_outliers("Web", outliers(c=v.wallclock() + 30), seq=1)
     reply = await ask(r, "web.service.baton", "SRV")
     assert [x.port for x in reply.answer[0]] == [2, 4]
     pick.first = "c"  # a balancer that has not seen the ejection yet: stable order

@@ -40,6 +40,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from schemas.balancer import STRATEGY_TRAITS
 from services.gateway.dns import answers
 from services.gateway.dns.answers import TCP_LIMIT, UDP_LIMIT, UDP_MAX, Target
 from services.gateway.dns.names import Kind, Parsed, instance_label, parse, target_name
@@ -72,7 +73,7 @@ class _Plan:
     service: str = ""
     zone: str = ""
     exclude: tuple[str, ...] = ()  # so the pick is one of the answer's (a tag filter)
-    keyed: bool = False  # the strategy needs a key (consistent_hash): the client's address
+    keyed: bool = False  # the strategy needs a key (STRATEGY_TRAITS): the client's address
     build: Callable[[str | None], bytes] | None = None
     by_pick: dict[str | None, bytes] = field(default_factory=dict)
 
@@ -218,7 +219,8 @@ class Responder:
         ):
             return self._negative(response, dns.rcode.NOERROR)  # e.g. AAAA of IPv4 hosts
         build = self._builder(query, qtype, targets, limit)
-        keyed = state.config.strategy == "consistent_hash"
+        traits = STRATEGY_TRAITS.get(state.config.strategy)
+        keyed = traits is not None and traits.keyed
         return _Plan(
             service=state.name, zone=parsed.zone, exclude=exclude, keyed=keyed, build=build
         )

@@ -30,7 +30,7 @@ from schemas.registry import Ack, Deregistration, Heartbeat
 from services.errors import BatonError, NotFound
 from services.gateway.http.consul_model import CHECK_KEY, DEFAULT_TTL_S, registration_for
 from services.gateway.http.consul_render import check_id_of, from_instance
-from services.lifecycle import cancel_and_wait
+from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,7 +56,7 @@ class Held:
     critical_since: float | None
 
 
-class Agent:
+class Agent(Lifecycle):
     def __init__(
         self,
         bus: Bus,
@@ -72,15 +72,10 @@ class Agent:
         self.timeout_s = timeout_s
         self.clock = clock
         self.held: dict[str, Held] = {}  # by instance id (Consul's service ID)
-        self._task: asyncio.Task[None] | None = None
 
-    # -- lifecycle (the app's startup and cleanup) ---------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._keep(), name="gateway.http.agent")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
+    # -- lifecycle: a child of the gateway's, so its loop ends with the gateway --------
+    async def start(self) -> None:
+        self.spawn(self._keep(), "gateway.http.agent")
 
     # -- finding -------------------------------------------------------------------------
     def service_of(self, service_id: str) -> ConsulService:

@@ -3,69 +3,77 @@
 nats-py's `request()` pays, per call, a random token from the OS (`token_hex`) and an
 `asyncio.wait_for`; behind an HTTP request that is a tenth of the gateway's work. Here
 a counter names each reply inside one wildcard inbox, a timer handle is the deadline,
-and the reply's bytes are handed back as they came.
+and the reply's bytes are handed back as they came. The Asker is a child of the
+gateway's lifecycle: its subscription goes, and waiting requests are cancelled, when
+the gateway stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Final
-
-import nats.errors
+from typing import TYPE_CHECKING, Final, Protocol
 
 from services.errors import NoResponders, RequestTimeout
+from services.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
+    from services.bus import Bus
 
-__all__ = ["Asker"]
+__all__ = ["Asker", "Reply"]
 
 _STATUS: Final = "Status"
 _NO_RESPONDERS: Final = "503"
 
 
-class Asker:
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
+class Reply(Protocol):
+    """What the Asker hands back: a NATS message's subject, headers and bytes."""
+
+    subject: str
+    headers: dict[str, str] | None
+    data: bytes
+
+
+class Asker(Lifecycle):
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self.prefix = ""
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._count = itertools.count(1)
-        self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self.prefix = self.nc.new_inbox() + "."
-        self._sub = await self.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+        self.prefix = self.bus.new_inbox() + "."
+        self.own(await self.bus.subscribe(self.prefix + "*", self._on_reply), drain=False)
+        self.on_close(self._cancel_waiting)
 
-    async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+    async def _cancel_waiting(self) -> None:
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
 
-    async def _on_reply(self, msg: Msg) -> None:
+    @property
+    def waiting(self) -> int:
+        """Requests awaiting their reply now (each is gone by its deadline)."""
+        return len(self._waiting)
+
+    async def _on_reply(self, msg: Reply) -> None:
         future = self._waiting.pop(msg.subject[len(self.prefix) :], None)
         if future is not None and not future.done():
             future.set_result(msg)
 
-    async def ask(self, subject: str, payload: bytes, timeout: float) -> Msg:
-        """The reply to `payload` on `subject`; NoResponders or RequestTimeout raised."""
+    async def ask(self, subject: str, payload: bytes, timeout: float) -> Reply:
+        """The reply to `payload` on `subject`; NoResponders, Unavailable (cannot send)
+        or RequestTimeout raised."""
         token = str(next(self._count))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Msg] = loop.create_future()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[token] = future
         timer = loop.call_later(timeout, _expire, future)
         try:
-            await self.nc.publish(subject, payload, reply=self.prefix + token)
+            await self.bus.send(subject, payload, reply=self.prefix + token)
             reply = await future
         except TimeoutError:
             raise RequestTimeout(f"no reply on {subject} within {timeout:g} s") from None
-        except nats.errors.Error as exc:
-            raise NoResponders(f"cannot send on {subject}: {exc}") from None
         finally:
             timer.cancel()
             self._waiting.pop(token, None)
@@ -75,6 +83,6 @@ class Asker:
         return reply
 
 
-def _expire(future: asyncio.Future[Msg]) -> None:
+def _expire(future: asyncio.Future[Reply]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())

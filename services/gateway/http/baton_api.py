@@ -27,11 +27,14 @@ from aiohttp import web
 
 from schemas import subjects
 from schemas.balancer import CallReport, ResolveRequest
-from schemas.errors import ERROR_CODE_HEADER, ERROR_HEADER, explain
+from schemas.errors import explain
 from schemas.registry import Deregistration, Empty, Heartbeat, InstancesQuery, Registration
 from schemas.subjects import InvalidNameError, check_name
-from services.errors import BadRequest, error_for
+from services.bus import error_reply
+from services.errors import BadRequest
+from services.gateway.http.bodies import body_of
 from services.gateway.http.consul_api import token_of
+from services.gateway.http.params import flag, parse_size
 from services.gateway.http.replies import JSON
 
 if TYPE_CHECKING:
@@ -44,10 +47,10 @@ __all__ = ["BatonApi"]
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 _EMPTY: Final = b"{}"
-_error_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 _CHECKED_MAX: Final = 4096  # service names remembered as checked
+MAX_LIMIT: Final = 100_000  # the registry's own bound on a page (InstancesQuery.limit)
 
 
 def _convert(raw: dict[str, Any], kind: type[T]) -> T:
@@ -55,11 +58,6 @@ def _convert(raw: dict[str, Any], kind: type[T]) -> T:
         return msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise BadRequest(explain(exc, _encoder.encode(raw), kind.__name__)) from None
-
-
-def _int(query: Any, name: str) -> int | str:
-    value = query.get(name)
-    return int(value) if value is not None and value.isdigit() else value
 
 
 class BatonApi:
@@ -101,19 +99,13 @@ class BatonApi:
     async def _ask(self, subject: str, payload: bytes) -> web.Response:
         """Request on `subject`; the reply's bytes as the body, or its error raised."""
         reply = await self.asker.ask(subject, payload, self.timeout_s)
-        headers = reply.headers
-        if headers and ERROR_CODE_HEADER in headers:
-            message = headers.get(ERROR_HEADER, "")
-            if not message:
-                try:
-                    message = str(_error_decoder.decode(reply.data).get("message", ""))
-                except msgspec.MsgspecError:
-                    message = f"error on {subject}"
-            raise error_for(int(headers[ERROR_CODE_HEADER]), message)
+        err = error_reply(reply.headers, reply.data, subject)  # the bus's one mapping
+        if err is not None:
+            raise err
         return web.Response(body=reply.data, content_type=JSON)
 
     async def _body(self, request: web.Request, kind: type[T]) -> tuple[bytes, T]:
-        raw = await request.read()
+        raw = body_of(request)
         decoder = self._decoders.get(kind)
         if decoder is None:
             decoder = self._decoders[kind] = msgspec.json.Decoder(kind)
@@ -137,7 +129,7 @@ class BatonApi:
             if "exclude" in query:
                 raw["exclude"] = [i for v in query.getall("exclude") for i in v.split(",") if i]
             if "track" in query:
-                raw["track"] = query["track"].lower() not in ("false", "0", "no")
+                raw["track"] = flag(query, "track")
             payload = _encoder.encode(_convert(raw, ResolveRequest))
         else:
             payload = _EMPTY
@@ -147,7 +139,7 @@ class BatonApi:
         service = self._service(request)
         raw, _ = await self._body(request, CallReport)
         self._allow(request, "report", service)
-        await self.bus.nc.publish(subjects.report(service), raw or _EMPTY)
+        await self.bus.send(subjects.report(service), raw or _EMPTY)
         return web.Response(status=204)
 
     # -- registry ------------------------------------------------------------------------
@@ -175,7 +167,7 @@ class BatonApi:
         if "after" in request.query:
             raw["after"] = request.query["after"]
         if "limit" in request.query:
-            raw["limit"] = _int(request.query, "limit")
+            raw["limit"] = parse_size(request.query["limit"], "limit", maximum=MAX_LIMIT)
         query = _convert(raw, InstancesQuery)
         return await self._ask(subjects.instances(service), _encoder.encode(query))
 

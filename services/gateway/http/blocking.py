@@ -14,7 +14,7 @@ import random
 from typing import TYPE_CHECKING, Final, Protocol
 
 from services.errors import BadRequest
-from services.gateway.http.durations import DurationError, parse_duration
+from services.gateway.http.params import parse_duration, parse_index
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,17 +36,10 @@ class Waitable(Protocol):
 def blocking_params(query: Mapping[str, str]) -> tuple[int | None, float]:
     """(index, wait seconds) of a query string; index None = answer at once."""
     raw_index = query.get("index")
-    index: int | None = None
-    if raw_index is not None and raw_index != "":
-        if not raw_index.isdigit():
-            raise BadRequest(f"index {raw_index!r} must be a whole number (an X-Consul-Index)")
-        index = int(raw_index)
+    index = parse_index(raw_index) if raw_index else None
     wait = DEFAULT_WAIT_S
     if query.get("wait"):
-        try:
-            wait = parse_duration(query["wait"], "wait")
-        except DurationError as exc:
-            raise BadRequest(str(exc)) from None
+        wait = parse_duration(query["wait"], "wait")
         if wait < 0:
             raise BadRequest(f"wait {query['wait']!r} must not be negative")
     return index, min(wait, MAX_WAIT_S)

@@ -12,11 +12,11 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
 from aiohttp import web
 
 from services.errors import BadRequest, Unavailable
 from services.gateway.http.blocking import block, blocking_params
+from services.gateway.http.bodies import body_of, decode_json
 from services.gateway.http.consul_model import normalise, parse_registration, parse_status
 from services.gateway.http.consul_render import (
     aggregated,
@@ -25,6 +25,7 @@ from services.gateway.http.consul_render import (
     health_entry,
     service_tags,
 )
+from services.gateway.http.params import flag
 from services.gateway.http.replies import json
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = ["PREFIXES", "ConsulApi", "token_of"]
 
 PREFIXES: Final = ("/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/")
 VERSION: Final = "1.17.0"  # the Consul API level the subset follows (for agent/self)
-_FALSE: Final = frozenset({"false", "0", "no"})
 
 
 def token_of(request: web.Request) -> str | None:
@@ -48,10 +48,6 @@ def token_of(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     scheme, _, value = auth.partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _flag(query: Any, name: str) -> bool:
-    return name in query and query[name].lower() not in _FALSE
 
 
 class ConsulApi:
@@ -210,7 +206,7 @@ class ConsulApi:
         name = request.match_info["name"]
         index, wait = blocking_params(request.query)
         at = await block(self.view, index, wait, name, self.closing)
-        passing = _flag(request.query, "passing")
+        passing = flag(request.query, "passing")
         state = self.view.service(name)
         body = []
         for inst in self._instances(request, name):
@@ -234,11 +230,7 @@ class ConsulApi:
         self.access.check(token_of(request), request.remote, write, service)
 
     async def service_register(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body = msgspec.json.decode(raw) if raw else None
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"Request decode failed: the body is not JSON ({exc})") from None
+        body = decode_json(body_of(request))
         svc = parse_registration(body, caller=request.remote or "127.0.0.1")
         self._allow(request, "register", svc.service)
         await self.agent.register(svc)
@@ -266,11 +258,9 @@ class ConsulApi:
         return await self._check(request, "critical", request.query.get("note", ""))
 
     async def check_update(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body = normalise(msgspec.json.decode(raw)) if raw else {}
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"Request decode failed: the body is not JSON ({exc})") from None
+        body = normalise(decode_json(body_of(request)))
+        if body is None:
+            body = {}
         if not isinstance(body, dict):
             raise BadRequest('the body must be {"Status": "passing", "Output": "..."}')
         status = parse_status(body.get("status") or "passing")

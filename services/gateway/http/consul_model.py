@@ -30,7 +30,7 @@ from schemas.errors import explain
 from schemas.registry import Registration
 from schemas.subjects import InvalidNameError, check_name
 from services.errors import BadRequest
-from services.gateway.http.durations import DurationError, parse_duration
+from services.gateway.http.params import parse_duration
 
 __all__ = [
     "CHECK_KEY",
@@ -152,6 +152,15 @@ def _checks(body: dict[str, Any], instance_id: str) -> list[dict[str, Any]]:
     return found
 
 
+def _duration_text(value: Any, name: str) -> str:
+    if not isinstance(value, str):  # Consul's JSON takes a duration as a string only
+        raise BadRequest(
+            f'{name} must be a duration string such as "10s", got '
+            f"{msgspec.json.encode(value).decode()[:64]}"
+        )
+    return value
+
+
 def _check(raw: dict[str, Any], instance_id: str) -> CheckSpec:
     for kind in _UNSUPPORTED_CHECKS:
         if raw.get(kind):
@@ -162,21 +171,14 @@ def _check(raw: dict[str, Any], instance_id: str) -> CheckSpec:
     ttl_text = raw.get("ttl")
     if not ttl_text:
         raise BadRequest('a check needs a TTL, such as {"TTL": "10s"}; only TTL checks exist')
-    try:
-        ttl = parse_duration(str(ttl_text), "TTL")
-    except DurationError as exc:
-        raise BadRequest(str(exc)) from None
+    ttl = parse_duration(_duration_text(ttl_text, "TTL"), "TTL")
     if not MIN_TTL_S <= ttl <= MAX_TTL_S:
         raise BadRequest(f"TTL {ttl_text!r} must be between 1s and 1h (Baton's lease limits)")
     status = parse_status(raw.get("status") or "critical")  # Consul: starts critical
     after: float | None = None
     if raw.get("deregistercriticalserviceafter"):
-        try:
-            after = parse_duration(
-                str(raw["deregistercriticalserviceafter"]), "DeregisterCriticalServiceAfter"
-            )
-        except DurationError as exc:
-            raise BadRequest(str(exc)) from None
+        name = "DeregisterCriticalServiceAfter"
+        after = parse_duration(_duration_text(raw["deregistercriticalserviceafter"], name), name)
         after = max(after, MIN_DEREGISTER_S)
     check_id = str(raw.get("checkid") or raw.get("id") or f"service:{instance_id}")
     return CheckSpec(

@@ -48,6 +48,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "the write needs a token that names this service (GATEWAY_TOKENS)",
         404: "unknown service or instance",
         409: "conflict",
+        413: "the body is over 64 KiB (as sent, or once decoded)",
+        415: "a Content-Encoding other than identity, gzip or deflate",
         501: "a Consul API that Baton does not have",
         503: "no instance can take the request, or no worker serves the subject",
         504: "the worker behind this route did not answer in time",
@@ -84,7 +86,7 @@ def _baton() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(_ref(reply), "the registry's reply"),
-                    **_errors(400, 403, 404, 503, 504),
+                    **_errors(400, 403, 404, 413, 415, 503, 504),
                 },
             }
         }
@@ -135,7 +137,10 @@ def _baton() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _ref("CallReport")}},
                 },
-                "responses": {"204": {"description": "published"}, **_errors(400, 403)},
+                "responses": {
+                    "204": {"description": "published"},
+                    **_errors(400, 403, 413, 415),
+                },
             }
         },
         "/v1/register/{service}": write(
@@ -272,6 +277,8 @@ def _consul() -> dict[str, Any]:
                 "400": {"description": "bad request (a plain-text sentence)"},
                 "403": {"description": "no token, or one that does not name the service"},
                 "404": {"description": "unknown service or check ID"},
+                "413": {"description": "the body is over 64 KiB (as sent, or once decoded)"},
+                "415": {"description": "a Content-Encoding other than identity, gzip, deflate"},
             },
         }
         if body is not None:
@@ -318,6 +325,76 @@ def _consul() -> dict[str, Any]:
     }
 
 
+_KV_PAIR: Final = {
+    "type": "object",
+    "properties": {
+        "Key": {"type": "string"},
+        "Value": {"type": ["string", "null"], "contentEncoding": "base64"},
+        "Flags": {"type": "integer", "minimum": 0},
+        "CreateIndex": {"type": "integer"},
+        "ModifyIndex": {"type": "integer"},
+        "LockIndex": {"type": "integer", "enum": [0]},
+        "Session": {"type": "string"},
+    },
+}
+
+
+def _consul_kv() -> dict[str, Any]:
+    """Consul's /v1/kv, carried out by the config center (consul_kv.py)."""
+    key = _param("key", "path", "the key (a prefix with recurse or keys)")
+    cas = _param("cas", "query", "write only if ModifyIndex is this (0: absent)", type="integer")
+    written = {
+        "200": _json({"type": "boolean"}, "true, or false when cas found another index"),
+        "400": {"description": "a bad key or parameter (a plain-text sentence)"},
+        "403": {"description": "the token has no kv write right on the key"},
+        "501": {"description": "?acquire and ?release: Baton has no sessions"},
+    }
+    read_params = [
+        key,
+        _param("recurse", "query", "every key starting with the key"),
+        _param("keys", "query", "names only"),
+        _param("separator", "query", "with keys: fold names at this separator"),
+        _param("raw", "query", "the value's bytes, not JSON"),
+        _param("index", "query", "block until the X-Consul-Index passes this", type="integer"),
+        _param("wait", "query", 'longest block, a duration such as "30s" (default 5m, max 10m)'),
+        _param("consistent", "query", "accepted"),
+        _param("stale", "query", "accepted"),
+        _param("dc", "query", "must be the gateway's datacenter when given"),
+    ]
+    return {
+        "/v1/kv/{key}": {
+            "get": {
+                "tags": ["consul"],
+                "summary": "a key's pair, or every pair (or name) under a prefix",
+                "parameters": read_params,
+                "responses": {
+                    "200": _json({"type": "array", "items": _KV_PAIR}, "Consul's KVPairs"),
+                    "404": {"description": "no such key (X-Consul-Index still set)"},
+                },
+            },
+            "put": {
+                "tags": ["consul"],
+                "summary": "store the raw body (at most 512 KiB, else 413) under the key",
+                "parameters": [
+                    key,
+                    cas,
+                    _param("flags", "query", "a uint64 kept with the value", type="integer"),
+                ],
+                "security": _TOKEN,
+                "requestBody": {"content": {"application/octet-stream": {"schema": {}}}},
+                "responses": {**written, "413": {"description": "a value over 512 KiB"}},
+            },
+            "delete": {
+                "tags": ["consul"],
+                "summary": "delete the key, or with recurse every key under it",
+                "parameters": [key, cas, _param("recurse", "query", "every key under it")],
+                "security": _TOKEN,
+                "responses": written,
+            },
+        }
+    }
+
+
 def document(version: str = "1") -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_STRUCTS, ref_template=_REF)
     paths = {
@@ -329,6 +406,7 @@ def document(version: str = "1") -> dict[str, Any]:
             }
         },
         **_consul(),
+        **_consul_kv(),
         "/v1/prometheus/targets": {
             "get": {
                 "summary": "Prometheus HTTP service discovery: one target group per instance",
