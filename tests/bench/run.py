@@ -46,6 +46,7 @@ BENCHES = {
     "ejection_dns": "bench_ejection_dns.py",
     "http": "bench_http.py",
     "failing_e2e": "bench_failing_e2e.py",
+    "prober": "bench_prober.py",
     "peers": "bench_peers.py",
 }
 
