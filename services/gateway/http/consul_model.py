@@ -35,6 +35,7 @@ from services.gateway.http.params import parse_duration
 __all__ = [
     "CHECK_KEY",
     "DEFAULT_TTL_S",
+    "MAX_WEIGHT",
     "STATUSES",
     "STATUS_KEY",
     "TAGS_KEY",
@@ -59,6 +60,7 @@ WEIGHTS_KEY: Final = "consul.weights"
 DEFAULT_TTL_S: Final = 15.0
 MIN_TTL_S: Final = 1.0
 MAX_TTL_S: Final = 3600.0
+MAX_WEIGHT: Final = 10_000  # Baton's weight (schemas/fields.py Weight)
 MIN_DEREGISTER_S: Final = 60.0  # Consul's own floor for DeregisterCriticalServiceAfter
 _UNSUPPORTED_CHECKS: Final = ("http", "tcp", "grpc", "script", "args", "docker", "h2ping", "udp")
 _UNSUPPORTED_SERVICE: Final = {"connect": "Connect (service mesh)", "proxy": "a proxy definition"}
@@ -127,9 +129,9 @@ def _weights(body: dict[str, Any]) -> tuple[int, int]:
     passing: Any = weights.get("passing", 100)
     warning: Any = weights.get("warning", passing)
     for name, value in (("Passing", passing), ("Warning", warning)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10000:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WEIGHT:
             raise BadRequest(
-                f"Weights.{name} must be an integer 0..10000 (Baton's weight), got {value!r}"
+                f"Weights.{name} must be an integer 0..{MAX_WEIGHT} (Baton's weight), got {value!r}"
             )
     return passing, warning
 
