@@ -54,6 +54,7 @@ from schemas.balancer import (
     PickCounts,
     ResolveRequest,
 )
+from schemas.checks import CheckResult, ProberPresence
 from schemas.governor import (
     ConfigApplied,
     ConfigChange,
@@ -158,7 +159,7 @@ class Channel:
         return self.key or self.name
 
 
-WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway", "kv")
+WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway", "kv", "prober")
 
 # The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
 # services/errors.py maps them; any other code reads as a plain error with that code.
@@ -177,7 +178,7 @@ PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
     "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
-    "baton-governor, baton-kv, baton-collector, baton-gateway).",
+    "baton-governor, baton-kv, baton-collector, baton-gateway, baton-prober).",
     "key": "A config center key: its `/`-separated segments, one token each; bytes other "
     "than A-Z a-z 0-9 _ - are written %XX (uppercase hex), an empty segment is `%`: "
     "`config/app.yml` is `config.app%2Eyml`, `traefik/` is `traefik.%`. A permission on "
@@ -252,7 +253,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         InstanceEvent,
         None,
         sender="registry (the leading replica)",
-        receivers="balancer, collector, gateway, registry (its replicas follow them), anyone",
+        receivers="balancer, collector, gateway, prober, registry (its replicas follow them), "
+        "anyone",
         op=PUBLISH,
         summary="Every change of an instance's state, numbered per fleet epoch.",
     ),
@@ -511,7 +513,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             Empty,
             reply,
             sender="anyone (baton status, the nats CLI, any ADR-32 client)",
-            receivers="every worker: registry, balancer, governor, collector, gateway, kv "
+            receivers="every worker: registry, balancer, governor, collector, gateway, kv, "
+            "prober "
             "(each replica answers)",
             op=REQUEST,
             key=f"SRV.{verb}{suffix.replace('{', '').replace('}', '')}",
@@ -528,6 +531,27 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             (".{name}", "every process of that kind"),
             (".{name}.{id}", "that one process"),
         )
+    ),
+    # -- prober (extension): active health checks -----------------------------------------
+    Channel(
+        _each(subjects.PROBER_RESULTS),
+        CheckResult,
+        None,
+        sender="prober (the replica that owns the check)",
+        receivers="registry (every replica combines them into health), prober (every "
+        "replica follows them), collector, anyone",
+        op=PUBLISH,
+        summary="Extension: every run of an active health check, with its status and output.",
+    ),
+    Channel(
+        subjects.PROBER_PRESENCE,
+        ProberPresence,
+        None,
+        sender="prober (every replica)",
+        receivers="prober (every replica)",
+        op=PUBLISH,
+        summary="Extension: each prober replica's heartbeat; the live replicas split the "
+        "checks among them by consistent hashing.",
     ),
     # -- later extensions go here -----------------------------------------------------------
 )

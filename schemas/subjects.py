@@ -123,6 +123,13 @@ OUTLIER_EVENT: Final = "event"
 OUTLIER_STATE_HEADER: Final = "Baton-Outlier-State"
 
 
+# -- prober (extension): active health checks ------------------------------------------
+# every run of a check, per service; and each prober replica's presence (the live set the
+# checks are split over)
+PROBER_RESULTS: Final = "prober.v1.results"
+PROBER_PRESENCE: Final = "prober.v1.presence"
+
+
 # -- governor ----------------------------------------------------------------------------
 CHANGE: Final = "governor.v1.change"
 CONFIG: Final = "governor.v1.config"
@@ -235,6 +242,10 @@ def outlier_record_of(subject: str) -> tuple[str, str]:
     if kind not in (OUTLIER_STATE, OUTLIER_EVENT):
         raise InvalidNameError(f"not an outlier record subject: {subject!r}")
     return service_from(head, OUTLIER_LOG), kind
+
+
+def check_results(service: str) -> str:
+    return _of(PROBER_RESULTS, service)
 
 
 # -- config center (kv) ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from services.config import BusSettings
 from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
 from services.kv import KvSettings, KvWorker
+from services.prober import Prober, ProberSettings
 from services.registry import Registry, RegistrySettings
 from services.runner import describe
 
@@ -28,6 +29,7 @@ __all__ = [
     "run_gateway",
     "run_governor",
     "run_kv",
+    "run_prober",
     "run_registry",
 ]
 
@@ -90,3 +92,10 @@ def run_gateway(url: str, **settings: Any) -> Any:
     settings.setdefault("http_port", 0)
     settings.setdefault("config_wait_s", 2.0)
     return _run(url, "gateway", Gateway, GatewaySettings(**settings))
+
+
+def run_prober(url: str, **settings: Any) -> Any:
+    """A prober replica; announces itself often, so tests see replicas come and go fast."""
+    settings.setdefault("heartbeat_s", 0.1)
+    settings.setdefault("resync_s", 60.0)
+    return _run(url, "prober", Prober, ProberSettings(**settings))

@@ -113,6 +113,17 @@ def instances(session: Session, service: str) -> None:
 @cli.command()
 @click.argument("service", callback=service_name)
 @pass_session
+def checks(session: Session, service: str) -> None:
+    """List SERVICE's active health checks (HTTP, TCP, gRPC): status and last output.
+
+    The prober (python -m services.prober) runs them; the registry holds their statuses.
+    """
+    session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.checks)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
 def ejections(session: Session, service: str) -> None:
     """List SERVICE's instances the balancer ejected as outliers: why, and until when."""
     session.show(subjects.ejections(service), Empty(), Ejections, output.ejections)

@@ -2,7 +2,7 @@
 
 `just cluster` (up) and `just demo --cluster` (demo). Three nats-servers routed to one
 another on loopback, one JetStream store each (ROOT/.baton/cluster/nK/), then two
-replicas of every worker (registry, balancer, governor, kv, gateway, collector when an
+replicas of every worker (registry, balancer, governor, kv, gateway, prober, collector when an
 InfluxDB is there), each given every node's URL in NATS_URL and ready once it answers
 `$SRV.PING` for itself (services/stack/ready.py), and the config log and the config
 center's store on 3 replicas. Each
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Chaos", "node_conf", "run"]
 
-_WORKERS = ("registry", "balancer", "governor", "kv", "gateway")
+_WORKERS = ("registry", "balancer", "governor", "kv", "gateway", "prober")
 _NODES = 3
 
 

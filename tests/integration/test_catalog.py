@@ -27,6 +27,7 @@ from workers import (
     run_gateway,
     run_governor,
     run_kv,
+    run_prober,
     run_registry,
 )
 
@@ -136,6 +137,8 @@ async def test_catalog_matches_what_the_workers_subscribe(
         )
         await asyncio.wait_for(gateway.view.synced.wait(), 5)
         await until(lambda: gateway.view.outliers.following, what="the gateway's ejection watch")
+        prober = await stack.enter_async_context(run_prober(server.url))
+        await asyncio.wait_for(prober.sync.synced.wait(), 5)
         connz = await asyncio.to_thread(_connz, port)
         deliveries = await _deliveries(balancer.bus.nc.jetstream())
     seen = _subscriptions(connz)

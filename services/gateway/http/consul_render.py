@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTLIER_CHECK",
+    "active_checks",
     "aggregated",
     "catalog_entry",
     "check_id_of",
@@ -84,6 +85,7 @@ def from_instance(service: str, inst: Instance) -> ConsulService:
         version=inst.version,
         weight_passing=weight_passing,
         weight_warning=_weight(warning, weight_passing),
+        active=tuple(c for c in inst.checks if c.kind != "ttl"),
         check=None
         if check_id is None
         else CheckSpec(
@@ -100,9 +102,14 @@ def service_tags(inst: Instance) -> list[str]:
     return joined.split(",") if joined else []
 
 
+def lease_alive(inst: Instance) -> bool:
+    """Whether its lease holds: it is not critical, or only its active checks make it so."""
+    return inst.healthy or any(s.status == "critical" for s in inst.check_states)
+
+
 def status_of(inst: Instance) -> Status:
     """The status of the instance's own check (maintenance aside)."""
-    if not inst.healthy:
+    if not lease_alive(inst):
         return "critical"
     status = inst.metadata.get(STATUS_KEY, "passing")
     return status if status in STATUSES else "passing"  # type: ignore[return-value]
@@ -190,10 +197,12 @@ def checks_of(
     status = status_of(inst)
     output = (
         f"TTL expired: no heartbeat or pass within {inst.ttl_s:g}s"
-        if not inst.healthy
+        if not lease_alive(inst)
         else f"{status}: the instance's lease is alive"
     )
     common = {"Node": node, "Namespace": "", "CreateIndex": index, "ModifyIndex": index}
+    # the lease's own check: a TTL check, or the lease of an instance with none probed
+    lease_check = CHECK_KEY in inst.metadata or not any(c.kind != "ttl" for c in inst.checks)
     checks = [
         {
             **common,
@@ -207,19 +216,23 @@ def checks_of(
             "ServiceTags": [],
             "Type": "",
         },
-        {
-            **common,
-            "CheckID": check_id_of(inst),
-            "Name": f"Service '{inst.instance_id}' check",
-            "Status": status,
-            "Notes": "",
-            "Output": output,
-            "ServiceID": inst.instance_id,
-            "ServiceName": service,
-            "ServiceTags": service_tags(inst),
-            "Type": "ttl",
-        },
     ]
+    if lease_check:
+        checks.append(
+            {
+                **common,
+                "CheckID": check_id_of(inst),
+                "Name": f"Service '{inst.instance_id}' check",
+                "Status": status,
+                "Notes": "",
+                "Output": output,
+                "ServiceID": inst.instance_id,
+                "ServiceName": service,
+                "ServiceTags": service_tags(inst),
+                "Type": "ttl",
+            }
+        )
+    checks.extend(active_checks(inst, service, common))
     if inst.drained:
         checks.append(
             {
@@ -256,6 +269,33 @@ def checks_of(
         )
     del datacenter  # Consul's checks carry no datacenter; kept for a uniform signature
     return checks
+
+
+def active_checks(inst: Instance, service: str, common: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instance's HTTP, TCP and gRPC checks, as the prober last found them."""
+    states = {s.check_id: s for s in inst.check_states}
+    out: list[dict[str, Any]] = []
+    for check in inst.checks:
+        if check.kind == "ttl":
+            continue
+        state = states.get(check.check_id)
+        out.append(
+            {
+                **common,
+                "CheckID": check.check_id,
+                "Name": check.name or f"Service '{inst.instance_id}' check",
+                "Status": state.status if state is not None else check.status,
+                "Notes": check.notes,
+                "Output": state.output if state is not None else "",
+                "ServiceID": inst.instance_id,
+                "ServiceName": service,
+                "ServiceTags": service_tags(inst),
+                "Type": check.kind,
+                "Interval": f"{check.interval_s:g}s",
+                "Timeout": f"{check.timeout_s:g}s",
+            }
+        )
+    return out
 
 
 def aggregated(checks: list[dict[str, Any]]) -> str:

@@ -291,7 +291,9 @@ def _consul() -> dict[str, Any]:
     return {
         "/v1/agent/self": get("the agent's config (Config.Datacenter)"),
         "/v1/agent/services": get("the services this gateway registered"),
-        "/v1/agent/checks": get("the TTL checks of the services this gateway registered"),
+        "/v1/agent/checks": get(
+            "the TTL, HTTP, TCP and gRPC checks of the services this gateway registered"
+        ),
         "/v1/catalog/services": get("service name -> tags", *blocking),
         "/v1/catalog/service/{name}": get(
             "the service's instances, catalog shape", name, tag, *blocking, shape="array"
@@ -304,10 +306,32 @@ def _consul() -> dict[str, Any]:
             *blocking,
             shape="array",
         ),
+        "/v1/health/checks/{name}": get(
+            "every check of the service's instances, with Status and Output",
+            name,
+            *blocking,
+            shape="array",
+        ),
+        "/v1/health/state/{state}": get(
+            "every check in a state: any, passing, warning or critical",
+            _param("state", "path", "any, passing, warning or critical"),
+            *blocking,
+            shape="array",
+        ),
         "/v1/status/leader": get("the leader (always known)", shape="string"),
         "/v1/status/peers": get("the peers", shape="array"),
         "/v1/agent/service/register": put(
-            "register a service (any key capitalisation; one TTL check)", body=_REGISTER
+            "register a service (any key capitalisation; HTTP, TCP, gRPC checks and at "
+            "most one TTL check)",
+            body=_REGISTER,
+        ),
+        "/v1/catalog/register": put(
+            'register an external service (NodeMeta {"external-node": "true"}) whose '
+            "checks' Definition (HTTP or TCP) the prober runs",
+            body={"type": "object"},
+        ),
+        "/v1/catalog/deregister": put(
+            "deregister an external service: {Node, ServiceID}", body={"type": "object"}
         ),
         "/v1/agent/service/deregister/{id}": put("deregister a service", ident),
         "/v1/agent/check/pass/{id}": put(
