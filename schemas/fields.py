@@ -86,6 +86,28 @@ RULES: Final[dict[str, str]] = {
     "reports": "reports must be a list of at most 10000 call reports",
     "to_revision": "to_revision must be an integer >= 0: a revision listed by governor.v1.history",
     "since_revision": "since_revision must be an integer >= 0 (0 = from the oldest kept)",
+    "warning_weight": "warning_weight must be an integer 0..10000, or null for the weight",
+    "checks": "checks must be a list of at most 32 check objects (docs/prober.md)",
+    "check_id": "check_id must be 1 to 128 characters of A-Z a-z 0-9 _ . : -, unique within "
+    "the instance",
+    "kind": "kind must be one of http, tcp, grpc, ttl (script checks are refused: running "
+    "a command a registration names is remote code execution)",
+    "target": "target must be a string of at most 2048 characters: a URL (http), host:port "
+    "(tcp) or host:port[/service] (grpc)",
+    "name": "name must be a string of at most 256 characters",
+    "timeout_s": "timeout_s must be a positive number of seconds up to 3600",
+    "method": "method must be an HTTP method such as GET",
+    "headers": "headers must be an object of at most 64 header names to lists of at most "
+    "16 strings",
+    "body": "body must be a string of at most 65536 characters",
+    "tls_skip_verify": "tls_skip_verify must be true or false",
+    "grpc_use_tls": "grpc_use_tls must be true or false",
+    "success_before_passing": "success_before_passing must be an integer 0..1000",
+    "failures_before_critical": "failures_before_critical must be an integer 0..1000",
+    "deregister_critical_after_s": "deregister_critical_after_s must be a number of seconds "
+    "0..31536000 (0 = never)",
+    "status": "status must be one of passing, warning, critical",
+    "notes": "notes must be a string of at most 1024 characters",
     "since": "since must be an RFC 3339 time with its offset, e.g. 2026-01-02T03:04:05Z",
 }
 

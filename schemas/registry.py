@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
+from schemas.checks import CheckDefinition, Checks, CheckState, CheckStatus
 from schemas.fields import (
     Count,
     Host,
@@ -69,6 +70,11 @@ class Registration(Struct, frozen=True, kw_only=True, gc=False):
     metadata: Metadata = field(default_factory=dict)
     ttl_s: TtlSeconds = 15.0
     service: ServiceName | None = None  # optional; must equal the subject's service
+    # extension: active health checks the prober runs (schemas/checks.py)
+    checks: Checks = field(default_factory=list)
+    # extension: the weight while its checks say warning (Consul's Weights.Warning);
+    # null: its weight
+    warning_weight: Weight | None = None
 
 
 class Heartbeat(Struct, frozen=True, kw_only=True, gc=False):
@@ -111,6 +117,10 @@ class Instance(Struct, frozen=True, kw_only=True, gc=False):
     cpu: float | None = None
     mem: float | None = None
     latency_ms: float | None = None
+    checks: list[CheckDefinition] = field(default_factory=list)  # extension: what it registered
+    # extensions: the worst of its lease and its checks, and each check's status
+    health: CheckStatus = "passing"
+    check_states: list[CheckState] = field(default_factory=list)
 
 
 class InstanceList(Struct, frozen=True, kw_only=True, gc=False):
@@ -192,6 +202,8 @@ class LeaseRecord(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     # the change the sender holds unannounced for this instance (no leader has spoken
     # since): the replica that copies it must announce it too, if it wins the lease
     held: EventKind | None = None
+    checks: list[CheckDefinition] = field(default_factory=list)  # extension
+    warning_weight: int | None = None  # extension
 
 
 class ReplicaSnapshot(Struct, frozen=True, kw_only=True, gc=False):

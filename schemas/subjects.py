@@ -123,6 +123,13 @@ OUTLIER_EVENT: Final = "event"
 OUTLIER_STATE_HEADER: Final = "Baton-Outlier-State"
 
 
+# -- prober (extension): active health checks ------------------------------------------
+# every run of a check, per service; and each prober replica's presence (the live set the
+# checks are split over)
+PROBER_RESULTS: Final = "prober.v1.results"
+PROBER_PRESENCE: Final = "prober.v1.presence"
+
+
 # -- governor ----------------------------------------------------------------------------
 CHANGE: Final = "governor.v1.change"
 CONFIG: Final = "governor.v1.config"
@@ -235,3 +242,94 @@ def outlier_record_of(subject: str) -> tuple[str, str]:
     if kind not in (OUTLIER_STATE, OUTLIER_EVENT):
         raise InvalidNameError(f"not an outlier record subject: {subject!r}")
     return service_from(head, OUTLIER_LOG), kind
+
+
+def check_results(service: str) -> str:
+    return _of(PROBER_RESULTS, service)
+
+
+# -- config center (kv) ------------------------------------------------------------------
+# Requests carry the key in the subject, one token per `/`-separated segment (kv_tokens),
+# so that NATS permissions can grant a prefix: `kv.v1.get.web.>` reads every key under
+# `web/`. Each request subject is followed by the key's tokens.
+KV_GET: Final = "kv.v1.get"
+KV_PUT: Final = "kv.v1.put"
+KV_DELETE: Final = "kv.v1.delete"
+KV_HISTORY: Final = "kv.v1.history"
+KV_ROLLBACK: Final = "kv.v1.rollback"
+# every stored change, republished by JetStream as it stores it (a watch subscribes here)
+KV_CHANGES: Final = "kv.v1.changes"
+# JetStream: one subject per key, `baton.kv.v1.<key tokens>` (internal)
+KV_STREAM: Final = "BATON_KV"
+KV_LOG: Final = "baton.kv.v1"
+KV_KEY_RULE: Final = (
+    "a key is 1 to 512 bytes of UTF-8 without control characters, and does not start with /"
+)
+_KV_LITERAL: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_KV_EMPTY: Final = "%"  # the token of an empty segment (`a//b`, or the `/` ending `a/`)
+_KV_ESCAPE: Final = re.compile(r"%([0-9A-F]{2})")
+
+
+def _kv_token(segment: str) -> str:
+    if not segment:
+        return _KV_EMPTY
+    return "".join(
+        chr(b) if b in _KV_LITERAL else f"%{b:02X}"
+        for b in segment.encode("utf-8", "surrogatepass")
+    )
+
+
+def kv_tokens(key: str) -> str:
+    """The subject tokens of a key (or of a prefix, "" included): each `/`-separated
+    segment is one token; bytes other than A-Z a-z 0-9 _ - are written %XX, an empty
+    segment is `%`. `config/app.yml` -> `config.app%2Eyml`, `traefik/` -> `traefik.%`."""
+    return ".".join(_kv_token(segment) for segment in key.split("/"))
+
+
+def kv_key(tokens: str) -> str:
+    """The key of `kv_tokens(key)`; InvalidNameError for tokens no key encodes to."""
+    segments = []
+    for token in tokens.split("."):
+        raw = b"" if token == _KV_EMPTY else _kv_bytes(token, tokens)
+        try:
+            segments.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidNameError(f"not a key's subject tokens: {tokens!r}") from None
+    key = "/".join(segments)
+    if kv_tokens(key) != tokens:  # one spelling per key, so a permission cannot be dodged
+        raise InvalidNameError(f"not a key's subject tokens: {tokens!r}")
+    return key
+
+
+def _kv_bytes(token: str, tokens: str) -> bytes:
+    parts = _KV_ESCAPE.split(token)  # literal, hex, literal, hex, ..., literal
+    out = bytearray()
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(int(part, 16))
+        elif "%" in part:
+            raise InvalidNameError(f"not a key's subject tokens: {tokens!r}")
+        else:
+            out += part.encode("utf-8", "surrogatepass")
+    return bytes(out)
+
+
+def kv_subject(prefix: str, key: str) -> str:
+    """`prefix` followed by the key's tokens: kv_subject(KV_GET, "web/db") = kv.v1.get.web.db"""
+    return f"{prefix}.{kv_tokens(key)}"
+
+
+def kv_key_from(subject: str, prefix: str) -> str:
+    """The key of a subject made by kv_subject(prefix, key)."""
+    if not subject.startswith(prefix + "."):
+        raise InvalidNameError(f"{subject!r} is not under {prefix}")
+    return kv_key(subject[len(prefix) + 1 :])
+
+
+def kv_watch(prefix: str) -> str:
+    """What a watch of every key starting with `prefix` subscribes to: the changes under
+    its whole segments (a partial last segment is filtered by the watcher)."""
+    head, slash, _ = prefix.rpartition("/")
+    if not slash:
+        return every(KV_CHANGES)
+    return every(kv_subject(KV_CHANGES, head))

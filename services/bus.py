@@ -201,6 +201,7 @@ class Bus:
         queue: str = "",
         answer: bool = True,
         per_service: bool = False,
+        max_payload: int | None = None,
     ) -> Subscription:
         """Decode each message on `subject` as `kind` and pass it to `handler`.
 
@@ -210,8 +211,9 @@ class Bus:
         The handler's returned Struct (or bytes) is the reply, when the message asked.
         Errors become the contract's error reply, or a counted log line for a publish.
         `answer=False` only listens: another worker owns the replies on that subject.
+        `max_payload` raises the bus's limit for this subject (the config center's values).
         """
-        read = self._reader(subject, kind, per_service=per_service)
+        read = self._reader(subject, kind, per_service=per_service, limit=max_payload)
         if per_service:
             subject = subjects.every(subject)
         publish = self.nc.publish
@@ -254,7 +256,7 @@ class Bus:
         return endpoint
 
     def _reader(
-        self, subject: str, kind: type[T], *, per_service: bool
+        self, subject: str, kind: type[T], *, per_service: bool, limit: int | None = None
     ) -> Callable[[Msg], tuple[str, T]]:
         """What a message says: (service name or subject, payload decoded as `kind`).
 
@@ -264,7 +266,7 @@ class Bus:
         decode = self.decoder(kind).decode
         what = kind.__name__
         names: dict[str, str] = {}  # subject -> its checked service name
-        limit = self.max_payload
+        limit = limit or self.max_payload
 
         def read(msg: Msg) -> tuple[str, T]:
             name = msg.subject

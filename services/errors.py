@@ -14,6 +14,7 @@ Every error Baton raises descends from `BatonError`; where Python code expects a
     ├── Conflict                409  revision conflict
     │   └── LostRace                 (services.stream) another writer stored first (the
     │                                governor's StaleWriteError: a concurrent change)
+    ├── TooLarge                413  a value over its limit (a key's value over 512 KiB)
     ├── Unavailable             503  no instance can take the request
     │   ├── NoResponders             (client side) no worker serves that subject right now
     │   └── WriteError               (collector.writer) InfluxDB did not take a batch
@@ -48,6 +49,7 @@ __all__ = [
     "RequestTimeout",
     "StartupError",
     "StopRequested",
+    "TooLarge",
     "Unavailable",
     "error_for",
 ]
@@ -63,6 +65,10 @@ class NotFound(BatonError):
 
 class Conflict(BatonError):
     code = 409
+
+
+class TooLarge(BatonError):
+    code = 413
 
 
 class Unavailable(BatonError):
@@ -97,7 +103,7 @@ class StopRequested(BatonError):
 
 
 _BY_CODE: dict[int, type[BatonError]] = {
-    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, Unavailable)
+    cls.code: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, TooLarge, Unavailable)
 }
 
 

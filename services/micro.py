@@ -6,8 +6,8 @@ int attributes and two `perf_counter_ns` calls: nothing measurable on resolve's 
 the worker's name and for its id, from those counts, as nats-py's `nats.micro` does, so
 `nats micro ls`/`info`/`stats`, any ADR-32 client and `baton status` see every replica.
 
-Names: `baton-<worker>` (baton-registry, baton-balancer, baton-governor, baton-collector,
-baton-gateway); ids: a NUID per process; version: the installed package's.
+Names: `baton-<worker>` (baton-registry, baton-balancer, baton-governor, baton-kv,
+baton-collector, baton-gateway); ids: a NUID per process; version: the installed package's.
 """
 
 from __future__ import annotations

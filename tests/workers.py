@@ -15,13 +15,23 @@ from services.collector import Collector, CollectorSettings
 from services.config import BusSettings
 from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
+from services.kv import KvSettings, KvWorker
+from services.prober import Prober, ProberSettings
 from services.registry import Registry, RegistrySettings
 from services.runner import describe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["run_balancer", "run_collector", "run_gateway", "run_governor", "run_registry"]
+__all__ = [
+    "run_balancer",
+    "run_collector",
+    "run_gateway",
+    "run_governor",
+    "run_kv",
+    "run_prober",
+    "run_registry",
+]
 
 FAST_REGISTRY = RegistrySettings(sweep_s=0.02, settle_s=0.0)
 
@@ -66,6 +76,10 @@ def run_governor(url: str, settings: GovernorSettings | None = None) -> Any:
     return _run(url, "governor", Governor, settings or GovernorSettings(retry_s=0.1))
 
 
+def run_kv(url: str, settings: KvSettings | None = None) -> Any:
+    return _run(url, "kv", KvWorker, settings or KvSettings(retry_s=0.1))
+
+
 def run_collector(url: str, influx_url: str, **settings: Any) -> Any:
     settings.setdefault("flush_s", 0.1)
     settings.setdefault("setup_retry_s", 0.2)
@@ -78,3 +92,10 @@ def run_gateway(url: str, **settings: Any) -> Any:
     settings.setdefault("http_port", 0)
     settings.setdefault("config_wait_s", 2.0)
     return _run(url, "gateway", Gateway, GatewaySettings(**settings))
+
+
+def run_prober(url: str, **settings: Any) -> Any:
+    """A prober replica; announces itself often, so tests see replicas come and go fast."""
+    settings.setdefault("heartbeat_s", 0.1)
+    settings.setdefault("resync_s", 60.0)
+    return _run(url, "prober", Prober, ProberSettings(**settings))

@@ -191,6 +191,10 @@ class Balancer(Lifecycle):
         else:  # ejections
             self.ejector.apply(service)
 
+    def known(self) -> dict[str, set[str]]:
+        """The instance ids each pool holds, by service."""
+        return {service: set(pool.members) for service, pool in self.pools.items()}
+
     # -- handlers ------------------------------------------------------------------------
     def _on_resolve(self, service: str, req: ResolveRequest) -> bytes:
         pool = self.pools.get(service)

@@ -19,6 +19,7 @@ from schemas.governor import ConfigHistory, HistoryQuery, ServiceConfig
 from schemas.registry import Empty, InstanceList, InstancesQuery, ServiceList
 from services.cli import output
 from services.cli.change import rollback, set_
+from services.cli.kv import kv
 from services.cli.params import SINCE_HELP, instance_ids, service_name, since
 from services.cli.session import Failure, Session
 from services.cli.status import status
@@ -112,6 +113,17 @@ def instances(session: Session, service: str) -> None:
 @cli.command()
 @click.argument("service", callback=service_name)
 @pass_session
+def checks(session: Session, service: str) -> None:
+    """List SERVICE's active health checks (HTTP, TCP, gRPC): status and last output.
+
+    The prober (python -m services.prober) runs them; the registry holds their statuses.
+    """
+    session.show(subjects.instances(service), InstancesQuery(), InstanceList, output.checks)
+
+
+@cli.command()
+@click.argument("service", callback=service_name)
+@pass_session
 def ejections(session: Session, service: str) -> None:
     """List SERVICE's instances the balancer ejected as outliers: why, and until when."""
     session.show(subjects.ejections(service), Empty(), Ejections, output.ejections)
@@ -193,5 +205,6 @@ def watch(session: Session, service: str | None, count: int | None) -> None:
 
 
 cli.add_command(set_)
+cli.add_command(kv)
 cli.add_command(status)
 cli.add_command(rollback)

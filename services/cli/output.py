@@ -19,12 +19,13 @@ if TYPE_CHECKING:
         OutlierConfig,
         ServiceConfig,
     )
-    from schemas.registry import InstanceEvent, InstanceList, ServiceList
+    from schemas.registry import Instance, InstanceEvent, InstanceList, ServiceList
 
 __all__ = [
     "age",
     "applied",
     "applied_line",
+    "checks",
     "config",
     "ejections",
     "endpoint",
@@ -127,10 +128,53 @@ def instances(
             str(i.inflight),
             age(i.last_seen, now) + " ago",
             ejected(i.instance_id),
+            _checks_cell(i),
         )
         for i in sorted(reply.instances, key=lambda i: i.instance_id)
     ]
-    return table((*header, "EJECTED"), rows)
+    return table((*header, "EJECTED", "CHECKS"), rows)
+
+
+def _checks_cell(i: Instance) -> str:
+    """`-` without active checks, else the worst status and how many of them pass."""
+    if not i.check_states:
+        return "-"
+    passing = sum(s.status == "passing" for s in i.check_states)
+    return f"{i.health} ({passing}/{len(i.check_states)} passing)"
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def checks(reply: InstanceList, now: datetime | None = None) -> str:
+    """Every active check of the service's instances: its status and last output."""
+    now = now or datetime.now(UTC)
+    rows = []
+    for i in sorted(reply.instances, key=lambda i: i.instance_id):
+        states = {s.check_id: s for s in i.check_states}
+        for check in i.checks:
+            if check.kind == "ttl":
+                continue
+            state = states.get(check.check_id)
+            updated = state.updated_at if state is not None else None
+            rows.append(
+                (
+                    i.instance_id,
+                    check.check_id,
+                    check.kind,
+                    check.target,
+                    f"{check.interval_s:g}s",
+                    state.status if state is not None else check.status,
+                    age(updated, now) + " ago" if updated is not None else "never run",
+                    _one_line(state.output) if state is not None and state.output else "-",
+                )
+            )
+    if not rows:
+        return f"(no active checks: {reply.service}'s instances registered none)"
+    header = ("INSTANCE", "CHECK", "KIND", "TARGET", "EVERY", "STATUS", "UPDATED", "OUTPUT")
+    return table(header, rows)
 
 
 def event_line(event: InstanceEvent) -> str:

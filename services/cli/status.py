@@ -134,7 +134,7 @@ def status(session: Session, worker: str | None, wait: float, *, everyone: bool)
     """List every running worker replica: name, id, version, uptime, and its endpoints with
     their requests and errors (from `$SRV.STATS`, as `nats micro stats` reads it).
 
-    WORKER narrows it to one kind: registry, balancer, governor, collector, gateway (or
+    WORKER narrows it to one kind: registry, balancer, governor, kv, collector, gateway (or
     its full name, baton-balancer).
     """
     name = None

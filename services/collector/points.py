@@ -10,6 +10,10 @@ Measurements (database / bucket `baton` by default); every point is tagged `serv
 - config_changes (tag kind): revision (int), actor, reason, text (str); for annotations.
 - outlier_events (tag kind `ejected`/`returned`): instance, reason, text (str), until_s
   (float, Unix seconds), ejections, ejected, count (int 1); the balancer's ejections.
+- check_results (tags instance, check, status): code (int 0 passing, 1 warning,
+  2 critical), duration_ms, transition (int 0/1); one per run of an active check.
+- check_transitions (tags kind = the new status): instance, check, previous, output, text
+  (str), count (int 1); one per change of a check's status, for tables and annotations.
 - collector (tag node, no service): received, written, retried, dropped, rejected,
   buffered (int); the collector's own health.
 
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from schemas.balancer import BatchedReport, CallReport, OutlierEvent, PickCounts
+    from schemas.checks import CheckResult
     from schemas.governor import ConfigApplied
     from schemas.registry import Heartbeat, InstanceEvent
 
@@ -39,6 +44,7 @@ __all__ = [
     "Clock",
     "Lines",
     "call",
+    "check_result",
     "collector_health",
     "config_change",
     "load",
@@ -229,3 +235,28 @@ def outlier_event(event: OutlierEvent, ts: int) -> str:
 def collector_health(node: str, stats: Mapping[str, int], ts: int) -> str:
     fields = ",".join(f"{k}={v}i" for k, v in sorted(stats.items()))
     return f"collector,node={_tag(node)} {fields} {ts}"
+
+
+_CODE = {"passing": 0, "warning": 1, "critical": 2}
+
+
+def check_result(service: str, result: CheckResult, ts: int) -> list[str]:
+    """One run of an active check; and its transition, when its status changed."""
+    changed = result.previous is not None and result.previous != result.status
+    tags = (
+        f"service={_tag(service)},instance={_tag(result.instance_id)},check={_tag(result.check_id)}"
+    )
+    run = (
+        f"check_results,{tags},status={_tag(result.status)} code={_CODE[result.status]}i,"
+        f"duration_ms={float(result.duration_ms)},transition={int(changed)}i {ts}"
+    )
+    lines = [run]
+    if changed:
+        text = f"{result.instance_id} {result.check_id}: {result.previous} -> {result.status}"
+        lines.append(
+            f"check_transitions,service={_tag(service)},kind={_tag(result.status)} "
+            f"instance={_str(result.instance_id)},check={_str(result.check_id)},"
+            f"previous={_str(result.previous or '')},output={_str(result.output[:512])},"
+            f"text={_str(text)},count=1i {ts + 1}"
+        )
+    return lines

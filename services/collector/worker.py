@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 
 from schemas import subjects
 from schemas.balancer import CallReport, CallReports, OutlierEvent, PickCounts
+from schemas.checks import CheckResult
 from schemas.governor import ConfigApplied
 from schemas.registry import Empty, Heartbeat, InstanceEvent, ServiceList
 from services.collector import points
@@ -141,6 +142,7 @@ class Collector(Lifecycle):
         await listen(subjects.EVENTS, InstanceEvent, self._on_event, queue=q)
         await listen(subjects.APPLIED, ConfigApplied, self._on_applied, queue=q)
         await listen(subjects.BALANCER_EVENTS, OutlierEvent, self._on_outlier, queue=q)
+        await listen(subjects.PROBER_RESULTS, CheckResult, self._on_check, queue=q)
         self.spawn(self._learn_zones(), "collector.zones")
         self.spawn(self._health_loop(), "collector.health")
         self.log.info("collector.ready", api=self.settings.api, url=self.settings.url)
@@ -219,6 +221,9 @@ class Collector(Lifecycle):
 
     def _on_outlier(self, _service: str, event: OutlierEvent) -> None:
         self.batcher.add(points.outlier_event(event, self.clock()))
+
+    def _on_check(self, service: str, result: CheckResult) -> None:
+        self.batcher.add_many(points.check_result(service, result, self.clock.reserve(2)))
 
     async def _learn_zones(self) -> None:
         """Zones of instances registered before the collector started (best effort), read

@@ -15,10 +15,12 @@ Two guards keep a fault of the registry or the network from emptying the registr
 from __future__ import annotations
 
 import heapq
+import math
 from sys import intern
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from services.errors import NotFound
+from services.registry.checks import needs_heartbeats
 
 if TYPE_CHECKING:
     from schemas.registry import EventKind, Heartbeat, Registration
@@ -37,9 +39,11 @@ class Lease:
     """One registered instance: its registration, its lease and its last reported load."""
 
     __slots__ = (
+        "checks",
         "cpu",
         "gen",
         "healthy",
+        "heartbeats",
         "host",
         "inflight",
         "instance_id",
@@ -53,6 +57,7 @@ class Lease:
         "service",
         "ttl",
         "version",
+        "warning_weight",
         "weight",
         "zone",
     )
@@ -80,6 +85,10 @@ class Lease:
         self.version = intern(reg.version)
         self.metadata = shared.metadata(reg.metadata)
         self.ttl = shared.ttl(reg.ttl_s)
+        self.checks = reg.checks  # active health checks the prober runs (validated)
+        self.warning_weight = reg.warning_weight
+        # checks and no ttl check: the prober's checks keep it, no heartbeat is due
+        self.heartbeats = needs_heartbeats(reg.checks)
 
     def same_as(self, reg: Registration) -> bool:
         return (
@@ -90,6 +99,8 @@ class Lease:
             and self.version == reg.version
             and self.metadata == reg.metadata
             and self.ttl == reg.ttl_s
+            and self.checks == reg.checks
+            and self.warning_weight == reg.warning_weight
         )
 
     def touch(self, mono: float, wall: float) -> None:
@@ -98,6 +109,8 @@ class Lease:
 
     def due(self) -> float:
         """Monotonic time of this lease's next state change if it stays silent."""
+        if not self.heartbeats:
+            return math.inf  # kept by its checks (services/registry/checks.py)
         return self.seen + (self.ttl if self.healthy else 2 * self.ttl)
 
     def __lt__(self, other: Lease) -> bool:

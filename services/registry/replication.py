@@ -192,7 +192,8 @@ def apply_event(
             version=instance.version,
             metadata=instance.metadata,
             ttl_s=instance.ttl_s,
-        )
+            checks=instance.checks,
+        )  # its warning_weight is not in the event: the registration brings it
         table.register(service, reg, mono, wall)
         return
     if event.kind == "unhealthy":
@@ -221,6 +222,8 @@ def record_of(lease: Lease, mono: float, held: EventKind | None = None) -> Lease
         mem=lease.mem,
         latency_ms=lease.latency_ms,
         held=held,
+        checks=lease.checks,
+        warning_weight=lease.warning_weight,
     )
 
 
@@ -290,6 +293,8 @@ def _take_if_newer(table: LeaseTable, rec: LeaseRecord, mono: float) -> int:
         version=rec.version,
         metadata=rec.metadata,
         ttl_s=rec.ttl_s,
+        checks=rec.checks,
+        warning_weight=rec.warning_weight,
     )
     lease = table.adopt(
         rec.service,

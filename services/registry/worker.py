@@ -19,9 +19,11 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Annotated, get_args
 
+import msgspec
 from msgspec import Meta, Struct
 
 from schemas import subjects
+from schemas.checks import CheckResult, validate_checks, worst
 from schemas.fields import from_timestamp, utcnow
 from schemas.governor import ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import (
@@ -40,6 +42,7 @@ from schemas.registry import (
 from services.configlog import ConfigWatch
 from services.errors import BadRequest, NotFound
 from services.lifecycle import Lifecycle
+from services.registry.checks import CheckTable
 from services.registry.leases import Change, Lease, LeaseTable
 from services.registry.replica import Replica
 from services.registry.role import Role
@@ -71,6 +74,9 @@ class RegistrySettings(Struct, frozen=True, kw_only=True):
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # replicas: the leader lease (the KV bucket's max_age; the bucket's creator sets it)
     leader_lease_s: Annotated[float, Meta(ge=1, le=60)] = 4.0
+    # let a registration's health checks probe any host, not only the instance's own
+    # (set it with PROBER_ALLOW_ANY_TARGET on the prober: docs/prober.md)
+    allow_any_target: bool = False
 
 
 _LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}
@@ -79,20 +85,29 @@ _LOG_EVENTS = {kind: "instance." + kind for kind in get_args(EventKind)}
 _NO_OVERRIDE = InstanceOverride()
 
 
-def _instance(lease: Lease, override: InstanceOverride = _NO_OVERRIDE) -> Instance:
-    """The instance as everyone sees it: what it registered, with the operator's overrides."""
+def _instance(
+    lease: Lease, override: InstanceOverride = _NO_OVERRIDE, checks: CheckTable | None = None
+) -> Instance:
+    """The instance as everyone sees it: what it registered, with the operator's overrides,
+    and its health: the worst of its lease and its active checks (critical: not healthy,
+    so out of every answer; warning: in, at its warning weight)."""
     metadata = lease.metadata
     if override.metadata:
         metadata = {**metadata, **override.metadata}
+    by_checks = checks.health(lease.service, lease.instance_id) if checks else "passing"
+    health = worst(["passing" if lease.healthy else "critical", by_checks])
+    weight = lease.weight if override.weight is None else override.weight
+    if health == "warning" and lease.warning_weight is not None:
+        weight = lease.warning_weight
     return Instance(
         instance_id=lease.instance_id,
         host=lease.host,
         port=lease.port if override.port is None else override.port,
-        weight=lease.weight if override.weight is None else override.weight,
+        weight=weight,
         zone=lease.zone,
         version=lease.version,
         metadata=metadata,
-        healthy=lease.healthy,
+        healthy=health != "critical",
         drained=bool(override.drained),
         inflight=lease.inflight,
         registered_at=from_timestamp(lease.registered_at),
@@ -101,6 +116,9 @@ def _instance(lease: Lease, override: InstanceOverride = _NO_OVERRIDE) -> Instan
         cpu=lease.cpu,
         mem=lease.mem,
         latency_ms=lease.latency_ms,
+        checks=lease.checks,
+        health=health,
+        check_states=checks.states(lease.service, lease.instance_id) if checks else [],
     )
 
 
@@ -164,6 +182,7 @@ class Registry(Lifecycle):
         )
         self.configs: dict[str, ServiceConfig] = {}
         self._drained_told: set[tuple[str, str]] = set()  # `drained` already announced
+        self.checks = CheckTable()  # the prober's results, combined into health
         self.config = ConfigWatch(bus, log, self._on_config)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -176,6 +195,13 @@ class Registry(Lifecycle):
         await serve(subjects.REGISTER, Registration, self._on_register, per_service=True)
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
         await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
+        await serve(
+            subjects.PROBER_RESULTS,
+            CheckResult,
+            self._on_check_result,
+            answer=False,
+            per_service=True,
+        )
         await self.enter(self.replica)
         self.on_close(self._flush_held)  # before the replica lets its lease go
         self.spawn(self._sweep_loop(), "registry.sweep")
@@ -214,7 +240,20 @@ class Registry(Lifecycle):
             if not answer:
                 return None
             _check_service(service, reg.service)
+        if reg.checks:
+            try:
+                checks = validate_checks(
+                    reg.checks, reg.host, allow_any_target=self.settings.allow_any_target
+                )
+            except BadRequest:
+                if not answer:
+                    return None
+                raise
+            ttl = [c.ttl_s for c in checks if c.kind == "ttl"]  # a ttl check is the lease
+            reg = msgspec.structs.replace(reg, checks=checks, ttl_s=ttl[0] if ttl else reg.ttl_s)
         change = self.table.register(service, reg, now, self.wallclock())
+        if change or reg.checks:
+            self.checks.define(service, reg.instance_id, reg.checks, now)
         self.role.heard(service, reg.instance_id)
         if change:
             await self._announce(change)
@@ -282,7 +321,7 @@ class Registry(Lifecycle):
             leases = leases[start:end]
         return InstanceList(
             service=service,
-            instances=[_instance(lease, self._override(lease)) for lease in leases],
+            instances=[_instance(lease, self._override(lease), self.checks) for lease in leases],
             next_after=next_after,
             epoch=self.epoch,
             seq=self.seq,
@@ -331,9 +370,38 @@ class Registry(Lifecycle):
             if current is not None:
                 await self._announce(Change("updated", current))
 
+    async def _on_check_result(self, service: str, result: CheckResult) -> None:
+        """A check ran: a new status is announced as `updated` (health, weight, states)."""
+        lease = self.table.get(service, result.instance_id)
+        if lease is None:
+            return
+        now = self.clock()
+        if not self.checks.knows(service, lease.instance_id):  # copied from a peer's table
+            self.checks.define(service, lease.instance_id, lease.checks, now)
+        if not self.checks.record(service, result, now):
+            return
+        self.log.info(
+            "check.status_changed",
+            service=service,
+            instance=result.instance_id,
+            check=result.check_id,
+            status=result.status,
+        )
+        await self._announce(Change("updated", lease))
+
+    async def _reap_critical(self) -> None:
+        """Remove the instances critical for their deregister_critical_after_s."""
+        for service, instance_id in self.checks.overdue(self.clock()):
+            change = self.table.deregister(service, instance_id)
+            self.checks.forget(service, instance_id)
+            if change:
+                self.log.info("check.deregistered_critical", service=service, instance=instance_id)
+                await self._announce(change)
+
     async def _announce(self, change: Change) -> None:
         kind, lease = change
         if kind in ("expired", "deregistered"):
+            self.checks.forget(lease.service, lease.instance_id)
             self._drained_told.discard((lease.service, lease.instance_id))
         if self.role.announce(change, self.clock()) is not None:
             await self._publish(change)
@@ -344,7 +412,7 @@ class Registry(Lifecycle):
         event = InstanceEvent(
             kind=kind,
             service=lease.service,
-            instance=_instance(lease, self._override(lease)),
+            instance=_instance(lease, self._override(lease), self.checks),
             at=utcnow(),
             epoch=self.epoch,
             seq=seq,
@@ -369,6 +437,7 @@ class Registry(Lifecycle):
                 if horizon is not None:
                     for change in self.table.sweep(self.clock(), horizon):
                         await self._announce(change)
+                await self._reap_critical()
             except Exception:  # a bug in one sweep must not end leases for good
                 self.log.exception("registry.sweep_failed")
             if self.table.guarding != guarding:

@@ -1,11 +1,11 @@
 """`python -m services.stack up|demo`: the local stack in one terminal (`just up`, `just demo`).
 
 Starts nats-server (JetStream, config infra/nats.conf), a local influxd (Debian's
-package) unless INFLUX_URL is set, then the registry, balancer, governor and collector
-workers, each ready once it answers `$SRV.PING` for itself (its pid in the reply), and
-for `demo` the demo fleet, whose table is printed here. Ctrl-C stops them
-all in reverse order and exits 0; a worker that dies is reported with its log tail, the
-rest are stopped, and the exit code is 1.
+package) unless INFLUX_URL is set, then the registry, balancer, governor, kv (the config
+center), gateway, prober and collector workers, each ready once it answers `$SRV.PING` for
+itself (its pid in the reply), and for `demo` the demo fleet, whose table is printed here.
+Ctrl-C stops them all in reverse order and exits 0; a worker that dies is reported with
+its log tail, the rest are stopped, and the exit code is 1.
 
 State and logs go to ROOT/.baton/ (nats/ for JetStream, logs/<name>.log). With NATS_URL
 set, no nats-server is started: the workers use that one.
@@ -33,7 +33,7 @@ from services.stack.terminal import foreground
 _REPO = Path(__file__).resolve().parents[2]
 _NATS_CONF = _REPO / "infra" / "nats.conf"
 _LISTENING = re.compile(r"Listening for client connections on [\w.:\[\]-]+:(\d+)")
-_WORKERS = ("registry", "balancer", "governor", "gateway")
+_WORKERS = ("registry", "balancer", "governor", "kv", "gateway", "prober")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

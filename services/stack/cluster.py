@@ -2,9 +2,10 @@
 
 `just cluster` (up) and `just demo --cluster` (demo). Three nats-servers routed to one
 another on loopback, one JetStream store each (ROOT/.baton/cluster/nK/), then two
-replicas of every worker (registry, balancer, governor, gateway, collector when an
+replicas of every worker (registry, balancer, governor, kv, gateway, prober, collector when an
 InfluxDB is there), each given every node's URL in NATS_URL and ready once it answers
-`$SRV.PING` for itself (services/stack/ready.py), and the config log on 3 replicas. Each
+`$SRV.PING` for itself (services/stack/ready.py), and the config log and the config
+center's store on 3 replicas. Each
 gateway replica listens on ports of its own: --dns-port and --gateway-port are the
 first replica's, the next replica's are one up (-1: any free ones). With
 `--chaos` (or DEMO_CHAOS=1), every few seconds one random node or worker replica is
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Chaos", "node_conf", "run"]
 
-_WORKERS = ("registry", "balancer", "governor", "gateway")
+_WORKERS = ("registry", "balancer", "governor", "kv", "gateway", "prober")
 _NODES = 3
 
 
@@ -273,7 +274,13 @@ def run(argv: list[str] | None = None) -> int:
     try:
         nodes = _start_nodes(sup, args, specs)
         url = ",".join(n.url for n in nodes)
-        env = {**os.environ, "NATS_URL": url, "PYTHONUNBUFFERED": "1", "GOVERNOR_REPLICAS": "3"}
+        env = {
+            **os.environ,
+            "NATS_URL": url,
+            "PYTHONUNBUFFERED": "1",
+            "GOVERNOR_REPLICAS": "3",
+            "KV_REPLICAS": "3",
+        }
         workers = list(_WORKERS)
         influx = os.environ.get("INFLUX_URL", "") or start_influxd(sup, args)
         if influx:

@@ -8,11 +8,12 @@ rather than not at all; `caught_up` is set once every record that existed when i
 has been delivered (at once for an empty or missing stream).
 
 After every reconnect it subscribes again from the record after the last one delivered
-(the ephemeral consumer may have died with a server), and lets go of the old subscription
-once the new one is made. nats-py's own reset of an ordered
-consumer starts over from the stream's first record, so a record at or below the last
-one delivered is passed over: each reaches `on_record` once, in stream order. One record
-that `on_record` fails on is counted in `bad` and logged; the follower goes on.
+(the ephemeral consumer may have died with a server; nats-py would only notice after two
+missed heartbeats, 10 s), and lets go of the old subscription once the new one is made.
+While both deliver, and whenever nats-py resets a consumer itself, a record may come
+twice: one at or below the last one delivered is passed over, so each reaches
+`on_record` once, in stream order. One record that `on_record` fails on is counted in
+`bad` and logged; the follower goes on.
 """
 
 from __future__ import annotations
@@ -100,17 +101,25 @@ class Follower(Lifecycle):
         self.bad = 0  # records it failed on (logged)
         self.last_seq = 0  # the stream sequence of the last record delivered
         self.restarts = 0  # subscriptions made again after a reconnect
-        self._restart = asyncio.Event()
+        self._task_name = f"{noun}.watch"
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
         self._one_at_a_time = asyncio.Lock()
 
     async def start(self) -> None:
+        self.on_close(self._let_go)
+        self._task = self.spawn(self._follow(), name=self._task_name)
         self.bus.reconnect_hooks.append(self._on_reconnect)
-        self.on_close(self._unhook)
-        self.spawn(self._run(), name=f"{self.noun}.follow")
+        self.on_close(self._unhook)  # first on leaving: no restart starts after it
 
     def restart(self) -> None:
-        """Subscribe again from the record after the last one delivered."""
-        self._restart.set()
+        """Subscribe again from the record after the last one delivered (in the background;
+        nothing to do while a subscription is being made: it starts from there)."""
+        if self._hooked() and (self._task is None or self._task.done()):
+            self._task = self.spawn(self._follow(), name=self._task_name)
+
+    def _hooked(self) -> bool:
+        return self._on_reconnect in self.bus.reconnect_hooks
 
     async def _on_reconnect(self) -> None:
         self.restart()
@@ -118,22 +127,21 @@ class Follower(Lifecycle):
     async def _unhook(self) -> None:
         self.bus.reconnect_hooks.remove(self._on_reconnect)
 
-    async def _run(self) -> None:
-        sub: Subscription | None = None
-        try:
-            while True:
-                self._restart.clear()
-                new = await self._subscribe()
-                if sub is not None:  # kept until now: JetStream may have been slow to answer
-                    await unsubscribe(sub)
-                    self.restarts += 1
-                    self.log.info(self.events["follow_restarted"], after_seq=self.last_seq)
-                sub = new
-                await self._restart.wait()
-        finally:  # a record cut short comes again on the next start
-            self.following = False
-            if sub is not None:
-                await unsubscribe(sub)
+    async def _follow(self) -> None:
+        """Subscribe, then let go of the subscription before (kept until now: JetStream may
+        be slow to answer after a reconnect); ends once subscribed."""
+        new = await self._subscribe()
+        old, self._sub = self._sub, new
+        if old is not None:
+            await unsubscribe(old)
+            self.restarts += 1
+            self.log.info(self.events["follow_restarted"], after_seq=self.last_seq)
+
+    async def _let_go(self) -> None:  # a record cut short comes again on the next start
+        self.following = False
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await unsubscribe(sub)
 
     async def _subscribe(self) -> Subscription:
         retry = self.retry.retry()

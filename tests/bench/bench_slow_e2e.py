@@ -30,7 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiohttp
 import msgspec
@@ -54,6 +54,8 @@ from services.errors import BatonError
 from services.sdk import BalancerClient
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
     from nats.aio.client import Client
 
     from schemas.registry import Instance
@@ -67,6 +69,10 @@ SIGMA = 0.4
 SLOW_FACTOR = 20.0
 TIMEOUT_S = 6 * MEDIAN_MS / 1000
 DEFAULT_STRATEGIES = "round_robin,least_response_time,least_connections,random"
+
+
+# a request of the open loop: send(due, start) -> its outcome
+Send: TypeAlias = "Callable[[float, float], Coroutine[Any, Any, Outcome]]"
 
 
 class Outcome(msgspec.Struct, array_like=True, gc=False):
@@ -104,6 +110,22 @@ async def phase(
     seconds: float,
 ) -> tuple[list[Outcome], float]:
     """Open-loop requests at `rate` for `seconds`; the slow window is the middle third."""
+
+    def send(due: float, start: float) -> Coroutine[Any, Any, Outcome]:
+        return request(client, http, strategy, due, start)
+
+    return await slowed_phase(http, slow_url, send, rate, seconds)
+
+
+async def slowed_phase(
+    http: aiohttp.ClientSession,
+    slow_url: str,
+    send: Send,
+    rate: float,
+    seconds: float,
+) -> tuple[list[Outcome], float]:
+    """`send` at `rate` for `seconds`, the slow backend (behind `slow_url`) 20x slower for
+    the middle third; the outcomes and the CPU share this process spent."""
     loop = asyncio.get_running_loop()
 
     async def slow(factor: float, at: float) -> None:
@@ -116,7 +138,7 @@ async def phase(
     async with asyncio.TaskGroup() as tg:
         tg.create_task(slow(SLOW_FACTOR, start + seconds / 3))
         tg.create_task(slow(1.0, start + 2 * seconds / 3))
-        outcomes = await open_loop(client, http, strategy, rate, seconds, start)
+        outcomes = await sending(send, rate, seconds, start)
     cpu = (time.process_time() - cpu0) / (loop.time() - start)
     return outcomes, cpu
 
@@ -131,13 +153,22 @@ async def open_loop(  # the loop's parts
 ) -> list[Outcome]:
     """`rate` requests a second for `seconds` from `start` (the loop's clock), each sent
     when it is due however slowly the others answer: an open loop."""
+
+    def send(due: float, start: float) -> Coroutine[Any, Any, Outcome]:
+        return request(client, http, strategy, due, start)
+
+    return await sending(send, rate, seconds, start)
+
+
+async def sending(send: Send, rate: float, seconds: float, start: float) -> list[Outcome]:
+    """The open loop for any `send(due, start)`: each request sent when it is due."""
     loop = asyncio.get_running_loop()
     async with asyncio.TaskGroup() as tg:
         tasks = []
         for i in range(int(seconds * rate)):
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
-            tasks.append(tg.create_task(request(client, http, strategy, due, start)))
+            tasks.append(tg.create_task(send(due, start)))
     return [t.result() for t in tasks]
 
 

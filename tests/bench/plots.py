@@ -175,6 +175,33 @@ def config(data: dict[str, Any]) -> Figure:
     return fig
 
 
+def peers(data: dict[str, Any]) -> Figure:
+    """Per line, how far Baton is ahead of the best peer (> 1) or behind it (< 1)."""
+    import msgspec  # noqa: PLC0415
+    import peer_table  # noqa: PLC0415
+
+    lines = [msgspec.convert(line, peer_table.Figure) for line in data["lines"]]
+    shown = [(line, a) for line in lines if (a := peer_table.advantage(line)) is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.2))
+    names = [
+        f"{line.measure} (vs {best[0]})" if (best := peer_table.best_peer(line)) else line.measure
+        for line, _ in shown
+    ]
+    values = [a for _, a in shown]
+    colors = ["tab:green" if a >= 1 else "tab:red" for a in values]
+    y = range(len(shown))
+    ax.barh(list(y), [v - 1 for v in values], left=1, color=colors)  # from even, either way
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.2f}x", (v, i), xytext=(3, 0), textcoords="offset points", va="center")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(list(y), names, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("Baton's lead over the best peer (> 1: ahead; best/Baton for times and sizes)")
+    ax.set_title("Baton beside etcd, ZooKeeper and Envoy (same machine, same run)")
+    return fig
+
+
 PLOTS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "resolve": resolve,
     "sim": sim,
@@ -182,4 +209,5 @@ PLOTS: dict[str, Callable[[dict[str, Any]], Figure]] = {
     "scale": scale,
     "failover": failover,
     "config": config,
+    "peers": peers,
 }

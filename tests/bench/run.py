@@ -39,12 +39,15 @@ BENCHES = {
     "cluster_failover": "bench_cluster_failover.py",
     "config": "bench_config.py",
     "history": "bench_history.py",
+    "kv": "bench_kv.py",
     "sim": "sim_balancing.py",
     "slow_e2e": "bench_slow_e2e.py",
     "dns": "bench_dns.py",
     "ejection_dns": "bench_ejection_dns.py",
     "http": "bench_http.py",
     "failing_e2e": "bench_failing_e2e.py",
+    "prober": "bench_prober.py",
+    "peers": "bench_peers.py",
 }
 
 
@@ -226,9 +229,23 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_bytes(msgspec.json.format(msgspec.json.encode(results)))
     (args.out / "results.md").write_text(about + "\n\n" + "\n".join(lines) + "\n")
+    _peers_page(reports, args.out, about)
     if not args.no_plots:
         _plot(reports, args.out)
     return 1 if failed else 0
+
+
+def _peers_page(reports: list[Report], out: Path, about: str) -> None:
+    """The peers table into --out's peers.md, between its markers (the rest is prose)."""
+    import peer_table  # noqa: PLC0415  # only when the peers ran
+
+    peers = next((r for r in reports if r.bench == "peers" and r.data), None)
+    if peers is None:
+        return
+    lines = [msgspec.convert(line, peer_table.Figure) for line in peers.data["lines"]]
+    table = [about, "", *peer_table.markdown(lines, peers.data["settings"]["systems"])]
+    page = out / "peers.md"
+    page.write_text(peer_table.splice(page.read_text() if page.exists() else "", table))
 
 
 def _plot(reports: list[Report], out: Path) -> None:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import harness  # noqa: F401  # puts tests/ on sys.path, for natsserver
 import msgspec
 import nats
 from nats.aio.msg import Msg

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from natsserver import NatsServer
 from waiting import until
-from workers import run_balancer, run_collector, run_gateway, run_governor, run_registry
+from workers import (
+    run_balancer,
+    run_collector,
+    run_gateway,
+    run_governor,
+    run_kv,
+    run_prober,
+    run_registry,
+)
 
 from schemas import subjects
 from schemas.catalog import CHANNELS, PUBLISH, WORKERS
@@ -84,6 +92,7 @@ async def _deliveries(js: JetStreamContext) -> dict[str, set[str]]:
     streams = {
         subjects.CONFIG_LOG: subjects.CONFIG_STREAM,
         subjects.OUTLIER_LOG: subjects.OUTLIER_STREAM,
+        subjects.KV_LOG: subjects.KV_STREAM,
     }
     return {
         log: {c.config.deliver_subject or "" for c in await js.consumers_info(stream)}
@@ -118,6 +127,7 @@ async def test_catalog_matches_what_the_workers_subscribe(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(run_registry(server.url))
         await stack.enter_async_context(run_governor(server.url))
+        await stack.enter_async_context(run_kv(server.url))
         balancer = await stack.enter_async_context(run_balancer(server.url))
         await asyncio.wait_for(balancer.sync.synced.wait(), 5)
         await stack.enter_async_context(run_collector(server.url, UNREACHABLE_INFLUX))
@@ -127,13 +137,15 @@ async def test_catalog_matches_what_the_workers_subscribe(
         )
         await asyncio.wait_for(gateway.view.synced.wait(), 5)
         await until(lambda: gateway.view.outliers.following, what="the gateway's ejection watch")
+        prober = await stack.enter_async_context(run_prober(server.url))
+        await asyncio.wait_for(prober.sync.synced.wait(), 5)
         connz = await asyncio.to_thread(_connz, port)
         deliveries = await _deliveries(balancer.bus.nc.jetstream())
     seen = _subscriptions(connz)
     inboxes = _inboxes(connz)
 
     # JetStream logs' readers are ordered consumers: they subscribe to a deliver inbox
-    internal = (subjects.CONFIG_LOG, subjects.OUTLIER_LOG)
+    internal = (subjects.CONFIG_LOG, subjects.OUTLIER_LOG, subjects.KV_LOG)
     for log in (c for c in CHANNELS if c.name in internal):
         readers = {w for w in WORKERS if inboxes.get(w, set()) & deliveries[log.name]}
         assert readers == _named(log), f"{log.address}: receivers say {log.receivers!r}"

@@ -115,7 +115,9 @@ async def test_services_and_instances_for_people_and_for_scripts(
         assert (run.code, run.err) == (0, "")
     assert services.out == "orders\n"
     header, first, second = table.rows
-    assert " ".join(header) == "INSTANCE ADDRESS ZONE WEIGHT HEALTHY DRAINED INFLIGHT SEEN EJECTED"
+    assert " ".join(header) == (
+        "INSTANCE ADDRESS ZONE WEIGHT HEALTHY DRAINED INFLIGHT SEEN EJECTED CHECKS"
+    )
     assert first[:7] == ["orders-1", "127.0.0.1:8001", "eu-1", "50", "yes", "no", "0"]
     assert second[:7] == ["orders-2", "127.0.0.1:8002", "-", "100", "yes", "no", "0"]
     assert first[7].endswith("s")  # seconds since the last heartbeat

@@ -239,7 +239,7 @@ async def test_workers_page_lists_every_replica(http: Http, page: Browser, shots
 @pytest.fixture
 async def guarded(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Http]:
     tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ADMIN} admin * alice\n{READER} reader *\n")
+    tokens.write_text(f"{ADMIN} admin * name=alice\n{READER} reader *\n")
     async with stack(nats_server.url, dns_port=-1, tokens=str(tokens)) as client:
         yield client
 

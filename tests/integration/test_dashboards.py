@@ -23,6 +23,7 @@ import pytest
 from influxserver import InfluxServer, influxd_binary
 
 from schemas.balancer import CallReport, OutlierEvent, PickCount, PickCounts
+from schemas.checks import CheckResult, CheckStatus
 from schemas.governor import ChangeKind, ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import EventKind, Heartbeat, Instance, InstanceEvent
 from services.collector import points
@@ -329,6 +330,30 @@ def outlier_events(clock: Timeline) -> list[str]:
     return lines
 
 
+def check_results(clock: Timeline) -> list[str]:
+    """The prober checks orders-1 over HTTP every 10 s: passing, critical (a 503) from
+    120 s ago for three runs, passing again since 90 s ago."""
+    lines = []
+    previous: CheckStatus | None = None
+    for k in range(30):
+        seconds = 300 - 10 * k
+        status: CheckStatus = "critical" if 120 >= seconds > 90 else "passing"
+        code = 503 if status == "critical" else 200
+        result = CheckResult(
+            instance_id="orders-1",
+            check_id="http",
+            status=status,
+            output=f"HTTP GET http://10.0.0.1/health: {code}",
+            at=clock.when(clock.ago(seconds)),
+            duration_ms=2.5,
+            previous=previous,
+            prober="p1",
+        )
+        lines += points.check_result("orders", result, clock.ago(seconds))
+        previous = status
+    return lines
+
+
 def collector_health(clock: Timeline) -> list[str]:
     """Every 10 s, counters since the collector started: 100 points per 10 s, a few
     retries, one rejected point, and 42 points buffered at the end."""
@@ -357,6 +382,7 @@ def build_fleet(now_ns: int) -> Fleet:
         *registry_events(clock),
         *config_changes(clock),
         *outlier_events(clock),
+        *check_results(clock),
         *collector_health(clock),
     ]
     return Fleet(calls=written_calls, picks=counted_picks, weights=WEIGHTS, lines=lines)
@@ -623,6 +649,24 @@ def test_ejections_table_and_annotation(influx: InfluxServer, fleet: Fleet) -> N
     assert len(texts) == 3
     assert any(t.startswith("orders-2 ejected until ") for t in texts)
     assert "orders-2 returned" in texts
+
+
+def test_check_panels_show_failures_and_transitions(influx: InfluxServer, fleet: Fleet) -> None:
+    table = panel_rows(
+        influx, "service", "Which checks changed status, and what did they say?", scenario="one"
+    )
+    got = [(r["instance"], r["check"], r["previous"], r["kind"]) for r in table]
+    assert got == [  # newest first
+        ("orders-1", "http", "critical", "passing"),
+        ("orders-1", "http", "passing", "critical"),
+    ]
+    assert table[1]["output"].endswith(": 503")
+    codes = panel_rows(
+        influx, "service", "Which checks fail? (0 passing, 1 warning, 2 critical)", scenario="one"
+    )
+    assert {(r["instance"], r["check"]) for r in codes} == {("orders-1", "http")}
+    assert {r["max"] for r in codes} == {0, 2}  # passing, and critical for a while
+    assert sum(r["max"] == 2 for r in codes) >= 1
 
 
 def test_collector_health(influx: InfluxServer, fleet: Fleet) -> None:

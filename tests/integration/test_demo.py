@@ -325,19 +325,12 @@ def test_stack_up_stops_everything_on_sigint(stack_process: StackFactory, tmp_pa
     proc = stack_process("up", *FREE)
     text = read_until(proc, "Ctrl-C stops everything")
     children = pids(text)
-    assert set(children) == {
-        "nats-server",
-        "influxd",
-        "registry",
-        "balancer",
-        "governor",
-        "gateway",
-        "collector",
-    }, text
+    workers = {"registry", "balancer", "governor", "kv", "gateway", "prober", "collector"}
+    assert set(children) == {"nats-server", "influxd", *workers}, text
     assert (tmp_path / ".baton" / "nats" / "jetstream").is_dir()  # the store is under root
     # Each worker was ready once it answered $SRV.PING for itself: its pid, its id.
     announced = dict(re.findall(r"stack: ([\w-]+) ready \(pid \d+, id (\w+),", text))
-    assert set(announced) == {"registry", "balancer", "governor", "gateway", "collector"}, text
+    assert set(announced) == workers, text
     url = re.search(r"nats-server ready at (nats://\S+) ", text)
     assert url, text
     pings = asyncio.run(ping_all(url[1], len(announced)))

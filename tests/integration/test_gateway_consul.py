@@ -145,7 +145,11 @@ async def test_unknown_ids_and_bad_bodies_answer_sentences(http: Http) -> None:
         "PUT", "/v1/agent/service/register", {"Name": "web", "Port": 80, "Check": {"HTTP": "x"}}
     )
     assert status == 400
-    assert "HTTP checks are not supported" in text
+    assert "Check.Interval is required for an HTTP check" in text
+    script = {"Name": "web", "Port": 80, "Check": {"Args": ["/bin/sh"], "Interval": "5s"}}
+    status, text, _ = await http.call("PUT", "/v1/agent/service/register", script)
+    assert status == 400
+    assert "remote code execution" in text
     status, text, _ = await http.call("GET", "/v1/health/service/web", params={"wait": "10"})
     assert status == 400
     assert "wait '10' is not a duration" in text
@@ -153,7 +157,7 @@ async def test_unknown_ids_and_bad_bodies_answer_sentences(http: Http) -> None:
     assert "filter expressions are not supported" in text
 
 
-@pytest.mark.parametrize("path", ["/v1/kv/app/config", "/v1/session/create", "/v1/acl/tokens"])
+@pytest.mark.parametrize("path", ["/v1/txn", "/v1/session/create", "/v1/acl/tokens"])
 async def test_unsupported_apis_answer_501_with_a_sentence(http: Http, path: str) -> None:
     status, text, _ = await http.call("GET", path)
     assert status == 501

@@ -25,7 +25,7 @@ import pytest
 from nats.aio.client import Client
 from natsserver import NatsServer
 from waiting import until
-from workers import run_balancer, run_governor, run_registry
+from workers import run_balancer, run_governor, run_kv, run_registry
 
 from schemas import subjects
 from schemas.fields import utcnow
@@ -37,6 +37,7 @@ from schemas.governor import (
     Rollback,
     ServiceConfig,
 )
+from schemas.kv import KvEntries, KvPut, KvQuery, KvRecord, KvWritten
 from schemas.registry import Ack, Empty, Heartbeat, InstanceEvent, InstanceList, ServiceList
 from services import logs
 from services.bus import Bus
@@ -56,6 +57,7 @@ PASSWORDS = {
     "orders": "orders-pass",
     "operator": "operator-pass",
     "viewer": "viewer-pass",
+    "kv": "kv-pass",
 }
 DENIED_TIMEOUT = 0.2  # a refused request gets no answer at all: this is how long we wait
 _VIOLATION = re.compile(r'"\$G/user:(\w+)" - (Publish|Subscription) Violation - Subject "([^"]+)"')
@@ -341,3 +343,38 @@ async def test_a_connection_without_valid_credentials_is_refused(
     finally:
         await nc.close()  # nats-py leaves the refused socket open otherwise
     assert server.log_path.read_text().count("authentication error") == 1
+
+
+async def test_config_center_rights_go_by_key_prefix(
+    server: NatsServer, connect: Callable[[str], Awaitable[Conn]]
+) -> None:
+    """The kv worker runs as its own user; an operator writes any key, a viewer reads
+    any, a service reads and watches only its own prefix and writes none."""
+    async with run_kv(url(server, "kv")):
+        orders, operator, viewer = (
+            await connect("orders"),
+            await connect("operator"),
+            await connect("viewer"),
+        )
+        own = await watch(orders, subjects.kv_watch("orders/"), KvRecord)
+        for key in ("orders/db.url", "payments/db.url"):
+            put = KvPut(value=key.encode(), actor="ann")
+            subject = subjects.kv_subject(subjects.KV_PUT, key)
+            assert (await operator.bus.request(subject, put, KvWritten)).ok
+        await until(lambda: own)
+        assert [r.key for r in own] == ["orders/db.url"]
+        read = subjects.kv_subject(subjects.KV_GET, "orders/db.url")
+        (entry,) = (await orders.bus.request(read, KvQuery(), KvEntries)).entries
+        assert entry.value == b"orders/db.url"
+        other = subjects.kv_subject(subjects.KV_GET, "payments/db.url")
+        assert (await viewer.bus.request(other, KvQuery(), KvEntries)).entries
+        with pytest.raises(nats.errors.TimeoutError):
+            await orders.nc.request(other, b"{}", timeout=DENIED_TIMEOUT)
+        write = subjects.kv_subject(subjects.KV_PUT, "orders/db.url")
+        with pytest.raises(nats.errors.TimeoutError):
+            await viewer.nc.request(write, b'{"actor": "eve"}', timeout=DENIED_TIMEOUT)
+        assert await operator.synced() == []
+    assert sorted(violations(server)) == [
+        ("orders", "Publish", other),
+        ("viewer", "Publish", write),
+    ]

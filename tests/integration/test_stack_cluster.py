@@ -43,7 +43,7 @@ def test_the_demo_on_a_cluster_survives_chaos(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0, out  # no child died except those chaos killed
     assert "stack: demo finished" in out, out
-    for name in ("registry", "balancer", "governor", "gateway"):
+    for name in ("registry", "balancer", "governor", "kv", "gateway", "prober"):
         for replica in (1, 2):  # ready by its own ping: the reply named its id
             assert re.search(rf"stack: {name}-{replica} ready \(pid \d+, id \w+", out), out
     kills = re.findall(r"chaos: killed (\S+) \(SIGKILL\)", out)

@@ -40,6 +40,7 @@ SUBJECT = "registry.v1.instances.api"
         (UnknownInstanceError, errors.NotFound, 404),
         (errors.Conflict, errors.BatonError, 409),
         (StaleWriteError, errors.Conflict, 409),
+        (errors.TooLarge, errors.BatonError, 413),
         (errors.Unavailable, errors.BatonError, 503),
         (errors.NoResponders, errors.Unavailable, 503),
         (WriteError, errors.Unavailable, 503),
@@ -99,6 +100,7 @@ def test_anything_else_is_a_500_that_names_it() -> None:
         (403, errors.Forbidden),
         (404, errors.NotFound),
         (409, errors.Conflict),
+        (413, errors.TooLarge),
         (503, errors.Unavailable),
     ],
 )

@@ -97,7 +97,25 @@ def test_registration_maps_tags_meta_weights_zone_and_deregister_after() -> None
         ({"Port": 80}, "Name is required"),
         ({"Name": "web"}, "Port must be 1..65535"),
         ({"Name": "w.eb", "Port": 80}, "Name \\(the service name\\) 'w.eb' contains '.'"),
-        ({"Name": "web", "Port": 80, "Check": {"HTTP": "http://x/", "Interval": "5s"}}, "HTTP"),
+        ({"Name": "web", "Port": 80, "Check": {"HTTP": "http://x/"}}, "Check.Interval is req"),
+        ({"Name": "web", "Port": 80, "Check": {"Args": ["sh"]}}, "remote code execution"),
+        ({"Name": "web", "Port": 80, "Check": {"UDP": "x:1", "Interval": "5s"}}, "UDP checks"),
+        (
+            {"Name": "web", "Port": 80, "Check": {"TCP": "x:1", "Interval": "5s", "Timeout": 3}},
+            "Check.Timeout must be a duration",
+        ),
+        (
+            {"Name": "web", "Port": 80, "Checks": [{"TCP": "x:1", "Interval": "0s"}]},
+            "interval_s must be a number of seconds 0.05..3600, got 0.0",
+        ),
+        (
+            {
+                "Name": "web",
+                "Port": 80,
+                "Check": {"HTTP": "h", "Interval": "1s", "Header": {"a": 1}},
+            },
+            "Check.Header must be",
+        ),
         ({"Name": "web", "Port": 80, "Check": {"TTL": "10"}}, "not a duration"),
         ({"Name": "web", "Port": 80, "Check": {"TTL": "2h"}}, "between 1s and 1h"),
         ({"Name": "web", "Port": 80, "Checks": [{"TTL": "5s"}, {"TTL": "6s"}]}, "one lease"),
@@ -243,3 +261,51 @@ def test_prometheus_target_groups_label_as_consul_does() -> None:
     assert not any(k.startswith("__meta_baton_metadata_consul") for k in labels)
     ipv6 = target_group(_inst(host="fd00::1"), "web", "critical")
     assert ipv6["targets"] == ["[fd00::1]:8080"]
+
+
+def test_http_tcp_grpc_checks_become_the_prober_s_with_consul_defaults() -> None:
+    svc = parse_registration(
+        {
+            "Name": "web",
+            "ID": "web-1",
+            "Address": "10.0.0.5",
+            "Port": 8080,
+            "Weights": {"Passing": 10, "Warning": 1},
+            "Checks": [
+                {
+                    "HTTP": "http://10.0.0.5:8080/actuator/health",
+                    "Interval": "10s",
+                    "Timeout": "30s",
+                    "Method": "POST",
+                    "Header": {"X-Api-Key": ["k"]},
+                    "Body": "{}",
+                    "TLSSkipVerify": True,
+                    "SuccessBeforePassing": 2,
+                    "FailuresBeforeCritical": 3,
+                    "DeregisterCriticalServiceAfter": "10s",
+                },
+                {"TCP": "10.0.0.5:5432", "Interval": "5s", "CheckID": "db", "Status": "passing"},
+                {"GRPC": "10.0.0.5:50051/orders", "GRPCUseTLS": True, "Interval": "5s"},
+                {"TTL": "15s"},
+            ],
+        },
+        caller="10.0.0.9",
+    )
+    http, tcp, grpc = svc.active
+    assert (http.check_id, http.kind, http.method, http.body) == (
+        "service:web-1:1",
+        "http",
+        "POST",
+        "{}",
+    )
+    assert http.headers == {"X-Api-Key": ["k"]}  # header names keep their spelling
+    assert (http.tls_skip_verify, http.success_before_passing) == (True, 2)
+    assert http.failures_before_critical == 3
+    assert http.deregister_critical_after_s == 60  # Consul's one-minute floor
+    assert (tcp.check_id, tcp.status) == ("db", "passing")
+    assert (grpc.kind, grpc.grpc_use_tls, grpc.status) == ("grpc", True, "critical")
+    assert svc.check is not None
+    assert svc.check.ttl_s == 15
+    reg = registration_for(svc, "passing")
+    assert [c.kind for c in reg.checks] == ["http", "tcp", "grpc", "ttl"]
+    assert reg.warning_weight == 1

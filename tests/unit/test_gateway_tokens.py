@@ -41,7 +41,7 @@ def test_grants() -> None:
 
 def test_readers_write_nothing_and_names_are_the_actors() -> None:
     reader, named = "reader-token-0123456789", "named-admin-0123456789"
-    access = Access(parse_tokens(f"{FILE}{reader} reader *\n{named} admin * alice\n"))
+    access = Access(parse_tokens(f"{FILE}{reader} reader *\n{named} admin * name=alice\n"))
     for write in ("register", "report", "configure"):
         with pytest.raises(Forbidden, match=r"\(reader\) may not"):
             access.check(reader, "127.0.0.1", write, "web")
@@ -53,6 +53,10 @@ def test_readers_write_nothing_and_names_are_the_actors() -> None:
     unnamed = access.check(ADMIN, "10.0.0.1", "configure", "web")
     assert unnamed is not None
     assert unnamed.actor == "GATEWAY_TOKENS line 5 (admin)"
+    both = f"{named} admin * write:* name=alice"  # kv rights and a name, in either order
+    assert parse_tokens(both)[next(iter(parse_tokens(both)))].name == "alice"
+    with pytest.raises(StartupError, match="expected 3 fields"):
+        parse_tokens(f"{named} admin * name=a name=b")
 
 
 def test_without_tokens_only_loopback_writes() -> None:
@@ -89,3 +93,42 @@ def test_file_that_cannot_be_read(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text(FILE)
     assert Access.from_file(path).grants is not None
+
+
+KV_FILE = f"""
+{WEB}     service  web
+{CLIENT}  client   web      read:shared/,write:traefik/
+{ADMIN}   admin    *
+"""
+
+
+def test_kv_rights_by_prefix() -> None:
+    access = Access(parse_tokens(KV_FILE))
+    access.check_kv(WEB, "10.0.0.1", "read", "web/db.url", recurse=False)
+    access.check_kv(WEB, "10.0.0.1", "read", "web/", recurse=True)
+    with pytest.raises(Forbidden, match=r"line 2 \(service\) may not write key 'web/db.url'"):
+        access.check_kv(WEB, "10.0.0.1", "write", "web/db.url", recurse=False)
+    with pytest.raises(Forbidden, match="may not read keys under 'web'"):
+        access.check_kv(WEB, "10.0.0.1", "read", "web", recurse=True)  # would show web2/
+    access.check_kv(CLIENT, "10.0.0.1", "read", "shared/x", recurse=False)
+    access.check_kv(CLIENT, "10.0.0.1", "read", "traefik/http/", recurse=True)  # write reads
+    access.check_kv(CLIENT, "10.0.0.1", "write", "traefik/http/routers/a/rule", recurse=False)
+    with pytest.raises(Forbidden, match=r"may not read key .web/db\.url."):
+        access.check_kv(CLIENT, "10.0.0.1", "read", "web/db.url", recurse=False)
+    access.check_kv(ADMIN, "10.0.0.1", "write", "", recurse=True)
+    with pytest.raises(Forbidden, match="needs a token"):
+        access.check_kv(None, "127.0.0.1", "read", "web/db.url", recurse=False)
+
+
+def test_kv_without_a_token_file_reads_open_writes_from_loopback() -> None:
+    access = Access(None)
+    access.check_kv(None, "10.0.0.1", "read", "any", recurse=False)
+    access.check_kv(None, "127.0.0.1", "write", "any", recurse=False)
+    with pytest.raises(Forbidden, match="only from loopback"):
+        access.check_kv(None, "10.0.0.1", "write", "any", recurse=False)
+
+
+@pytest.mark.parametrize("field", ["read", "read:", "admin:x/", "write"])
+def test_a_bad_kv_right_names_its_line(field: str) -> None:
+    with pytest.raises(StartupError, match=r"line 1: kv right .* must be read:<prefix>"):
+        parse_tokens(f"{WEB} service web {field}")

@@ -1,5 +1,6 @@
 """Only the bus and services/stream touch the NATS client: no other worker or shared
-module imports nats-py or reaches for a Bus's connection (`.nc`).
+module imports nats-py, reaches for a Bus's connection (`.nc`) or opens JetStream
+(`.jetstream`, which the bus hands to services/stream alone).
 
 The SDK, the CLI, the demo and the stack's tooling are NATS clients by nature and may.
 """
@@ -18,15 +19,16 @@ ALLOWED_PACKAGES = {"stream", "sdk", "cli", "demo", "stack"}
 
 
 def violations(path: Path) -> list[str]:
-    """Where `path` imports nats-py or uses an attribute named `nc`, as `line: what`."""
+    """Where `path` imports nats-py or uses an attribute named `nc` or `jetstream`, as
+    `line: what`."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        elif isinstance(node, ast.Attribute) and node.attr == "nc":
-            found.append(f"{node.lineno}: .nc")
+        elif isinstance(node, ast.Attribute) and node.attr in {"nc", "jetstream"}:
+            found.append(f"{node.lineno}: .{node.attr}")
             continue
         else:
             continue
@@ -48,9 +50,10 @@ def test_the_rule_sees_what_it_must(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(
         "import nats\nfrom nats.js import api\nimport nats_extra\n"
-        "from services.stream import Follower\nbus.nc.publish\n"
+        "from services.stream import Follower\nbus.nc.publish\nbus.jetstream(timeout_s=1)\n"
     )
-    assert violations(sample) == ["1: import nats", "2: import nats.js", "5: .nc"]
+    found = ["1: import nats", "2: import nats.js", "5: .nc", "6: .jetstream"]
+    assert sorted(violations(sample)) == found
 
 
 @pytest.mark.parametrize("module", bound_modules())

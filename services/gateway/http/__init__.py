@@ -3,6 +3,7 @@
     baton_api.py     the NATS contract over HTTP (resolve, report, register, ...)
     consul_api.py    Consul's paths and shapes; consul_model.py (Consul -> Baton) and
                      consul_render.py (Baton -> Consul) map the models (pure)
+    consul_kv.py     Consul's /v1/kv, carried out by the config center (services/kv)
     agent.py         Consul agent writes carried out on the registry's subjects
     asker.py         requests on one reply subscription (the resolve path)
     bodies.py        a body's encoding, size and depth, checked before any handler
@@ -11,6 +12,7 @@
     tokens.py        who may write (GATEWAY_TOKENS, or loopback peers only)
     unsupported.py   Consul APIs Baton lacks: 501 with a sentence
     prometheus_sd.py Prometheus' HTTP discovery (for builds without Consul discovery)
+    runner.py        the aiohttp runner: unreadable requests answered with a sentence too
     openapi.py       the OpenAPI document, served at /v1/openapi.json
 
 The operator console (services/gateway/console/) adds its page at /ui/ and its JSON
@@ -37,6 +39,7 @@ from services.gateway.http.asker import Asker
 from services.gateway.http.baton_api import BatonApi
 from services.gateway.http.bodies import MAX_BODY, check_body
 from services.gateway.http.consul_api import PREFIXES, ConsulApi
+from services.gateway.http.consul_kv import ConsulKv, KvWaiters
 from services.gateway.http.openapi import document
 from services.gateway.http.prometheus_sd import PrometheusSd
 from services.gateway.http.replies import consul_error, error, json, status_of
@@ -51,11 +54,13 @@ if TYPE_CHECKING:
     from services.gateway.settings import GatewaySettings
     from services.view import RegistryView
 
-__all__ = ["AGENT", "ASKER", "ERRORS", "make_app"]
+__all__ = ["AGENT", "ASKER", "ERRORS", "KV", "make_app"]
 
 ERRORS: Final = web.AppKey("errors", collections.Counter[tuple[str, int]])
 AGENT: Final = web.AppKey("agent", Agent)
 ASKER: Final = web.AppKey("asker", Asker)
+KV: Final = web.AppKey("kv", ConsulKv)
+KV_PATH: Final = "/v1/kv/"
 
 
 def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str, int]]) -> Any:
@@ -64,7 +69,8 @@ def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         try:
-            await check_body(request)  # encoding, size and depth, before any handler
+            if not request.path.startswith(KV_PATH):  # a value is bytes: consul_kv.py reads it
+                await check_body(request)  # encoding, size and depth, before any handler
             return await handler(request)
         except BatonError as exc:
             status, message = status_of(exc), exc.message
@@ -88,7 +94,7 @@ def _middleware(log: FilteringBoundLogger, errors: collections.Counter[tuple[str
             status=status,
             reason=message,
         )
-        if request.path.startswith(PREFIXES):
+        if request.path.startswith((*PREFIXES, KV_PATH)):
             return consul_error(status, message)
         return error(status, message)
 
@@ -103,11 +109,12 @@ def make_app(
     *,
     agent: Agent,
     asker: Asker,
+    kv_waiters: KvWaiters,
 ) -> web.Application:
     """The HTTP app; raises StartupError for a bad GATEWAY_TOKENS file.
 
-    `agent` and `asker` are the worker's children, started and stopped with it: the app
-    only uses them (its own hooks start nothing)."""
+    `agent`, `asker` and `kv_waiters` are the worker's children, started and stopped with
+    it: the app only uses them (its own hooks start nothing)."""
     access = Access.from_file(Path(settings.tokens) if settings.tokens else None)
     if access.grants is None:
         (log.info if is_loopback(settings.bind) else log.warning)(
@@ -136,6 +143,16 @@ def make_app(
     app.add_routes(BatonApi(bus, asker, access, timeout_s=timeout_s).routes())
     app.add_routes([web.get("/v1/openapi.json", openapi)])
     app.add_routes(consul.routes())
+    kv = ConsulKv(
+        bus,
+        kv_waiters,
+        access,
+        datacenter=settings.datacenter,
+        timeout_s=timeout_s,
+        closing=consul.closing,
+    )
+    app[KV] = kv
+    app.add_routes(kv.routes())
     app.add_routes(PrometheusSd(view, settings.datacenter).routes())
     app.add_routes(
         console.routes(

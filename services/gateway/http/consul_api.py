@@ -17,8 +17,14 @@ from aiohttp import web
 from services.errors import BadRequest, Unavailable
 from services.gateway.http.blocking import block, blocking_params
 from services.gateway.http.bodies import body_of, decode_json
-from services.gateway.http.consul_model import normalise, parse_registration, parse_status
+from services.gateway.http.consul_model import (
+    normalise,
+    parse_catalog_registration,
+    parse_registration,
+    parse_status,
+)
 from services.gateway.http.consul_render import (
+    active_checks,
     aggregated,
     catalog_entry,
     checks_of,
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["PREFIXES", "ConsulApi", "token_of"]
 
 PREFIXES: Final = ("/v1/agent/", "/v1/catalog/", "/v1/health/", "/v1/status/")
+CONSUL_TRUE: Final = True  # what Consul's catalog writes answer
 VERSION: Final = "1.17.0"  # the Consul API level the subset follows (for agent/self)
 
 
@@ -70,6 +77,10 @@ class ConsulApi:
             web.get("/v1/catalog/services", self.catalog_services),
             web.get("/v1/catalog/service/{name}", self.catalog_service),
             web.get("/v1/health/service/{name}", self.health_service),
+            web.get("/v1/health/checks/{name}", self.health_checks),
+            web.get("/v1/health/state/{state}", self.health_state),
+            web.put("/v1/catalog/register", self.catalog_register),
+            web.put("/v1/catalog/deregister", self.catalog_deregister),
             web.get("/v1/status/leader", self.status_leader),
             web.get("/v1/status/peers", self.status_peers),
             web.put("/v1/agent/service/register", self.service_register),
@@ -147,6 +158,8 @@ class ConsulApi:
         del request
         out: dict[str, Any] = {}
         for held in self.agent.held.values():
+            for active in self._active_checks(held.svc):
+                out[active["CheckID"]] = active
             check = held.svc.check
             if check is None:
                 continue
@@ -217,6 +230,46 @@ class ConsulApi:
             body.append(health_entry(inst, name, self.datacenter, at, ejection))
         return json(body, headers=self._headers(at))
 
+    def _active_checks(self, svc: ConsulService) -> list[dict[str, Any]]:
+        """A held service's HTTP/TCP/gRPC checks, with the status the registry holds."""
+        state = self.view.service(svc.service)
+        inst = state.instances.get(svc.instance_id) if state is not None else None
+        if inst is None:
+            return []
+        return active_checks(inst, svc.service, {"Node": self.node, "Namespace": ""})
+
+    async def health_checks(self, request: web.Request) -> web.Response:
+        """`/v1/health/checks/<service>`: every check of every instance of the service."""
+        self._read_rules(request)
+        name = request.match_info["name"]
+        index, wait = blocking_params(request.query)
+        at = await block(self.view, index, wait, name, self.closing)
+        state = self.view.service(name)
+        body: list[dict[str, Any]] = []
+        for inst in self._instances(request, name):
+            ejection = state.ejection(inst.instance_id) if state is not None else None
+            checks = checks_of(inst, name, self.datacenter, at, ejection)
+            body.extend(c for c in checks if c["ServiceID"])  # the node's own is not the service's
+        return json(body, headers=self._headers(at))
+
+    async def health_state(self, request: web.Request) -> web.Response:
+        """`/v1/health/state/<state>`: every check in that state (`any`: all of them)."""
+        self._read_rules(request)
+        wanted = request.match_info["state"]
+        if wanted not in {"any", "passing", "warning", "critical"}:
+            raise BadRequest(
+                f"state {wanted!r} must be one of any, passing, warning, critical (as Consul)"
+            )
+        index, wait = blocking_params(request.query)
+        at = await block(self.view, index, wait, None, self.closing)
+        body: list[dict[str, Any]] = []
+        for name, state in sorted(self.view.services.items()):
+            for inst in sorted(state.instances.values(), key=lambda i: i.instance_id):
+                ejection = state.ejection(inst.instance_id)
+                checks = checks_of(inst, name, self.datacenter, at, ejection)
+                body.extend(c for c in checks if wanted in ("any", c["Status"]))
+        return json(body, headers=self._headers(at))
+
     async def status_leader(self, request: web.Request) -> web.Response:
         del request
         return json("127.0.0.1:8300")  # there is always a leader: the gateway answers
@@ -241,6 +294,28 @@ class ConsulApi:
         self._allow(request, "register", svc.service)
         await self.agent.deregister(svc)
         return web.Response(status=200)
+
+    async def catalog_register(self, request: web.Request) -> web.Response:
+        """An external service (consul-esm's job, built in): the prober runs its checks."""
+        svc = parse_catalog_registration(
+            decode_json(body_of(request)), request.query.getall("node-meta", [])
+        )
+        self._allow(request, "register", svc.service)
+        await self.agent.register(svc)
+        return json(CONSUL_TRUE)
+
+    async def catalog_deregister(self, request: web.Request) -> web.Response:
+        body = normalise(decode_json(body_of(request)))
+        service_id = body.get("serviceid") if isinstance(body, dict) else None
+        if not isinstance(service_id, str) or not service_id:
+            raise BadRequest(
+                'the body must name the service: {"Node": "db-node", "ServiceID": "db-1"}; '
+                "Baton has no nodes to deregister alone"
+            )
+        svc = self.agent.service_of(service_id)
+        self._allow(request, "register", svc.service)
+        await self.agent.deregister(svc)
+        return json(CONSUL_TRUE)
 
     async def _check(self, request: web.Request, status: Status, output: str) -> web.Response:
         svc = self.agent.check_owner(request.match_info["id"])

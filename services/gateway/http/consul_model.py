@@ -26,15 +26,23 @@ from typing import Any, Final, Literal, cast, get_args
 
 import msgspec
 
+from schemas.checks import CheckDefinition
 from schemas.errors import explain
 from schemas.registry import Registration
 from schemas.subjects import InvalidNameError, check_name
 from services.errors import BadRequest
+from services.gateway.http.consul_checks import (
+    MIN_DEREGISTER_S,
+    active_check,
+    is_active,
+    refuse_unsupported,
+)
 from services.gateway.http.params import parse_duration
 
 __all__ = [
     "CHECK_KEY",
     "DEFAULT_TTL_S",
+    "MAX_WEIGHT",
     "STATUSES",
     "STATUS_KEY",
     "TAGS_KEY",
@@ -43,6 +51,7 @@ __all__ = [
     "ConsulService",
     "Status",
     "normalise",
+    "parse_catalog_registration",
     "parse_registration",
     "parse_status",
     "registration_for",
@@ -59,8 +68,7 @@ WEIGHTS_KEY: Final = "consul.weights"
 DEFAULT_TTL_S: Final = 15.0
 MIN_TTL_S: Final = 1.0
 MAX_TTL_S: Final = 3600.0
-MIN_DEREGISTER_S: Final = 60.0  # Consul's own floor for DeregisterCriticalServiceAfter
-_UNSUPPORTED_CHECKS: Final = ("http", "tcp", "grpc", "script", "args", "docker", "h2ping", "udp")
+MAX_WEIGHT: Final = 10_000  # Baton's weight (schemas/fields.py Weight)
 _UNSUPPORTED_SERVICE: Final = {"connect": "Connect (service mesh)", "proxy": "a proxy definition"}
 
 
@@ -81,7 +89,7 @@ def normalise(value: Any, *, keep: frozenset[str] = frozenset()) -> Any:
     return out
 
 
-_USER_MAPS: Final = frozenset({"meta", "taggedaddresses", "nodemeta"})
+_USER_MAPS: Final = frozenset({"meta", "taggedaddresses", "nodemeta", "header"})
 
 
 class CheckSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +117,8 @@ class ConsulService(msgspec.Struct, frozen=True, kw_only=True):
     weight_passing: int
     weight_warning: int
     check: CheckSpec | None
+    # HTTP, TCP and gRPC checks, for the prober (services/gateway/http/consul_checks.py)
+    active: tuple[CheckDefinition, ...] = ()
 
 
 def _text(body: dict[str, Any], key: str, what: str) -> str:
@@ -127,9 +137,9 @@ def _weights(body: dict[str, Any]) -> tuple[int, int]:
     passing: Any = weights.get("passing", 100)
     warning: Any = weights.get("warning", passing)
     for name, value in (("Passing", passing), ("Warning", warning)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10000:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WEIGHT:
             raise BadRequest(
-                f"Weights.{name} must be an integer 0..10000 (Baton's weight), got {value!r}"
+                f"Weights.{name} must be an integer 0..{MAX_WEIGHT} (Baton's weight), got {value!r}"
             )
     return passing, warning
 
@@ -144,12 +154,27 @@ def _checks(body: dict[str, Any], instance_id: str) -> list[dict[str, Any]]:
     found.extend(checks)
     if not all(isinstance(c, dict) for c in found):
         raise BadRequest('each check must be an object such as {"TTL": "10s"}')
-    if len(found) > 1:
+    for n, raw in enumerate(found):
+        refuse_unsupported(raw, "Check" if len(found) == 1 else f"Checks[{n}]")
+    ttls = [c for c in found if not is_active(c)]
+    if len(ttls) > 1:
         raise BadRequest(
-            f"service {instance_id!r} has {len(found)} checks; Baton keeps one lease per "
-            "instance, so register exactly one TTL check (or none)"
+            f"service {instance_id!r} has {len(ttls)} TTL checks; Baton keeps one lease per "
+            "instance, so register one TTL check (or none) beside any HTTP, TCP, gRPC checks"
         )
     return found
+
+
+def _active(found: list[dict[str, Any]], instance_id: str) -> tuple[CheckDefinition, ...]:
+    """The HTTP, TCP and gRPC checks, with Consul's default ids (`service:<id>` for one
+    check, `service:<id>:<n>` for several)."""
+    out: list[CheckDefinition] = []
+    for n, raw in enumerate(found, start=1):
+        where = "Check" if len(found) == 1 else f"Checks[{n - 1}]"
+        if is_active(raw):
+            default = f"service:{instance_id}" if len(found) == 1 else f"service:{instance_id}:{n}"
+            out.append(active_check(raw, default_id=default, where=where))
+    return tuple(out)
 
 
 def _duration_text(value: Any, name: str) -> str:
@@ -162,15 +187,12 @@ def _duration_text(value: Any, name: str) -> str:
 
 
 def _check(raw: dict[str, Any], instance_id: str) -> CheckSpec:
-    for kind in _UNSUPPORTED_CHECKS:
-        if raw.get(kind):
-            raise BadRequest(
-                f"{kind.upper()} checks are not supported: Baton's gateway does not probe "
-                "instances; use a TTL check and call PUT /v1/agent/check/pass/<check id>"
-            )
     ttl_text = raw.get("ttl")
     if not ttl_text:
-        raise BadRequest('a check needs a TTL, such as {"TTL": "10s"}; only TTL checks exist')
+        raise BadRequest(
+            'a check needs a TTL, HTTP, TCP or GRPC, such as {"TTL": "10s"} or '
+            '{"HTTP": "http://10.0.0.5:8080/health", "Interval": "10s"}'
+        )
     ttl = parse_duration(_duration_text(ttl_text, "TTL"), "TTL")
     if not MIN_TTL_S <= ttl <= MAX_TTL_S:
         raise BadRequest(f"TTL {ttl_text!r} must be between 1s and 1h (Baton's lease limits)")
@@ -236,6 +258,7 @@ def parse_registration(body: Any, *, caller: str) -> ConsulService:
         )
     passing, warning = _weights(raw)
     checks = _checks(raw, instance_id)
+    ttls = [c for c in checks if not is_active(c)]
     return ConsulService(
         service=name,
         instance_id=instance_id,
@@ -247,8 +270,59 @@ def parse_registration(body: Any, *, caller: str) -> ConsulService:
         version=meta.get("version", ""),
         weight_passing=passing,
         weight_warning=warning,
-        check=_check(checks[0], instance_id) if checks else None,
+        check=_check(ttls[0], instance_id) if ttls else None,
+        active=_active(checks, instance_id),
     )
+
+
+def parse_catalog_registration(body: Any, query_meta: list[str] | None = None) -> ConsulService:
+    """The body of `PUT /v1/catalog/register` for an external service (consul-esm's shape):
+    `NodeMeta {"external-node": "true"}`, a `Service`, and `Checks` whose `Definition`
+    holds `HTTP` or `TCP` with `Interval`/`Timeout`. The prober runs those checks, so the
+    instance needs no agent and no heartbeat. `query_meta` holds `?node-meta=key:value`
+    pairs, where py-consul puts NodeMeta."""
+    if not isinstance(body, dict):
+        raise BadRequest(
+            "the body must be a JSON object {Node, Address, NodeMeta, Service, Checks}"
+        )
+    raw = normalise(body, keep=_USER_MAPS)
+    node_meta = raw.get("nodemeta") or {}
+    if isinstance(node_meta, dict):
+        node_meta = {**dict(p.partition(":")[::2] for p in query_meta or []), **node_meta}
+    if not isinstance(node_meta, dict) or node_meta.get("external-node") != "true":
+        raise BadRequest(
+            "only external services are registered in the catalog: set NodeMeta "
+            '{"external-node": "true"}; register a local service with PUT '
+            "/v1/agent/service/register"
+        )
+    service = raw.get("service")
+    if not isinstance(service, dict):
+        raise BadRequest('Service is required: {"Service": "db", "ID": "db-1", "Port": 5432}')
+    address = _text(raw, "address", "Address")
+    checks_in = raw.get("checks") or ([raw["check"]] if raw.get("check") else [])
+    if not isinstance(checks_in, list) or not all(isinstance(c, dict) for c in checks_in):
+        raise BadRequest("Checks must be a list of check objects with a Definition")
+    checks: list[dict[str, Any]] = []
+    for n, check in enumerate(checks_in):
+        definition = check.get("definition") or {}
+        if not isinstance(definition, dict) or not is_active(definition):
+            raise BadRequest(
+                f"Checks[{n}].Definition must hold HTTP or TCP with an Interval, such as "
+                '{"TCP": "10.0.0.5:5432", "Interval": "10s"}: Baton probes external services'
+            )
+        own = {k: check[k] for k in ("checkid", "name", "status", "notes") if k in check}
+        checks.append({**definition, **own})
+    registration = {
+        "name": service.get("service"),
+        "id": service.get("id"),
+        "address": service.get("address") or address,
+        "port": service.get("port", 0),
+        "tags": service.get("tags"),
+        "meta": service.get("meta"),
+        "weights": service.get("weights"),
+        "checks": checks,
+    }
+    return parse_registration(registration, caller=address or "127.0.0.1")
 
 
 def registration_for(svc: ConsulService, status: Status) -> Registration:
@@ -271,6 +345,13 @@ def registration_for(svc: ConsulService, status: Status) -> Registration:
         "metadata": metadata,
         "ttl_s": svc.check.ttl_s if svc.check else DEFAULT_TTL_S,
     }
+    if svc.active:  # the prober runs them; a TTL check beside them stays the lease
+        checks = [msgspec.to_builtins(c) for c in svc.active]
+        if svc.check is not None:
+            ttl = {"check_id": svc.check.check_id, "kind": "ttl", "ttl_s": svc.check.ttl_s}
+            checks.append(ttl)
+        raw["checks"] = checks
+        raw["warning_weight"] = svc.weight_warning
     try:
         return msgspec.convert(raw, Registration)
     except msgspec.ValidationError as exc:

@@ -19,8 +19,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from services.errors import BadRequest
 from services.gateway.http.consul_model import (
     CHECK_KEY,
+    MAX_WEIGHT,
     STATUS_KEY,
     STATUSES,
     TAGS_KEY,
@@ -28,6 +30,7 @@ from services.gateway.http.consul_model import (
     CheckSpec,
     ConsulService,
 )
+from services.gateway.http.params import parse_size
 
 if TYPE_CHECKING:
     from schemas.balancer import Ejection
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTLIER_CHECK",
+    "active_checks",
     "aggregated",
     "catalog_entry",
     "check_id_of",
@@ -54,11 +58,20 @@ _NODE_NS: Final = uuid.UUID("6c0e2b58-4c1f-4d3a-9a5e-6b61746f6e00")
 _RANK: Final = {"maintenance": 3, "critical": 2, "warning": 1, "passing": 0}
 
 
+def _weight(text: str, default: int) -> int:
+    """A weight the Consul API kept in an instance's metadata; `default` where another
+    writer (any NATS client may set metadata) left something else there."""
+    try:
+        return parse_size(text, "weight", maximum=MAX_WEIGHT)
+    except BadRequest:
+        return default
+
+
 def from_instance(service: str, inst: Instance) -> ConsulService:
     """A Consul registration rebuilt from what the registry lists (another gateway made
     it, or this one restarted): enough to change its check's status."""
     passing, _, warning = inst.metadata.get(WEIGHTS_KEY, "").partition(",")
-    weight_passing = int(passing) if passing.isdigit() else inst.weight
+    weight_passing = _weight(passing, inst.weight)
     meta = {k: v for k, v in inst.metadata.items() if not k.startswith("consul.")}
     check_id = inst.metadata.get(CHECK_KEY)
     return ConsulService(
@@ -71,7 +84,8 @@ def from_instance(service: str, inst: Instance) -> ConsulService:
         zone=inst.zone,
         version=inst.version,
         weight_passing=weight_passing,
-        weight_warning=int(warning) if warning.isdigit() else weight_passing,
+        weight_warning=_weight(warning, weight_passing),
+        active=tuple(c for c in inst.checks if c.kind != "ttl"),
         check=None
         if check_id is None
         else CheckSpec(
@@ -88,9 +102,14 @@ def service_tags(inst: Instance) -> list[str]:
     return joined.split(",") if joined else []
 
 
+def lease_alive(inst: Instance) -> bool:
+    """Whether its lease holds: it is not critical, or only its active checks make it so."""
+    return inst.healthy or any(s.status == "critical" for s in inst.check_states)
+
+
 def status_of(inst: Instance) -> Status:
     """The status of the instance's own check (maintenance aside)."""
-    if not inst.healthy:
+    if not lease_alive(inst):
         return "critical"
     status = inst.metadata.get(STATUS_KEY, "passing")
     return status if status in STATUSES else "passing"  # type: ignore[return-value]
@@ -146,8 +165,8 @@ def _service(inst: Instance, service: str, index: int) -> dict[str, Any]:
         "Meta": _meta(inst),
         "Port": inst.port,
         "Weights": {
-            "Passing": int(passing) if passing.isdigit() else inst.weight,
-            "Warning": int(warning) if warning.isdigit() else inst.weight,
+            "Passing": _weight(passing, inst.weight),
+            "Warning": _weight(warning, inst.weight),
         },
         "EnableTagOverride": False,
         "Datacenter": "",
@@ -178,10 +197,12 @@ def checks_of(
     status = status_of(inst)
     output = (
         f"TTL expired: no heartbeat or pass within {inst.ttl_s:g}s"
-        if not inst.healthy
+        if not lease_alive(inst)
         else f"{status}: the instance's lease is alive"
     )
     common = {"Node": node, "Namespace": "", "CreateIndex": index, "ModifyIndex": index}
+    # the lease's own check: a TTL check, or the lease of an instance with none probed
+    lease_check = CHECK_KEY in inst.metadata or not any(c.kind != "ttl" for c in inst.checks)
     checks = [
         {
             **common,
@@ -195,19 +216,23 @@ def checks_of(
             "ServiceTags": [],
             "Type": "",
         },
-        {
-            **common,
-            "CheckID": check_id_of(inst),
-            "Name": f"Service '{inst.instance_id}' check",
-            "Status": status,
-            "Notes": "",
-            "Output": output,
-            "ServiceID": inst.instance_id,
-            "ServiceName": service,
-            "ServiceTags": service_tags(inst),
-            "Type": "ttl",
-        },
     ]
+    if lease_check:
+        checks.append(
+            {
+                **common,
+                "CheckID": check_id_of(inst),
+                "Name": f"Service '{inst.instance_id}' check",
+                "Status": status,
+                "Notes": "",
+                "Output": output,
+                "ServiceID": inst.instance_id,
+                "ServiceName": service,
+                "ServiceTags": service_tags(inst),
+                "Type": "ttl",
+            }
+        )
+    checks.extend(active_checks(inst, service, common))
     if inst.drained:
         checks.append(
             {
@@ -244,6 +269,33 @@ def checks_of(
         )
     del datacenter  # Consul's checks carry no datacenter; kept for a uniform signature
     return checks
+
+
+def active_checks(inst: Instance, service: str, common: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instance's HTTP, TCP and gRPC checks, as the prober last found them."""
+    states = {s.check_id: s for s in inst.check_states}
+    out: list[dict[str, Any]] = []
+    for check in inst.checks:
+        if check.kind == "ttl":
+            continue
+        state = states.get(check.check_id)
+        out.append(
+            {
+                **common,
+                "CheckID": check.check_id,
+                "Name": check.name or f"Service '{inst.instance_id}' check",
+                "Status": state.status if state is not None else check.status,
+                "Notes": check.notes,
+                "Output": state.output if state is not None else "",
+                "ServiceID": inst.instance_id,
+                "ServiceName": service,
+                "ServiceTags": service_tags(inst),
+                "Type": check.kind,
+                "Interval": f"{check.interval_s:g}s",
+                "Timeout": f"{check.timeout_s:g}s",
+            }
+        )
+    return out
 
 
 def aggregated(checks: list[dict[str, Any]]) -> str:

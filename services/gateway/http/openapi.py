@@ -292,7 +292,9 @@ def _consul() -> dict[str, Any]:
     return {
         "/v1/agent/self": get("the agent's config (Config.Datacenter)"),
         "/v1/agent/services": get("the services this gateway registered"),
-        "/v1/agent/checks": get("the TTL checks of the services this gateway registered"),
+        "/v1/agent/checks": get(
+            "the TTL, HTTP, TCP and gRPC checks of the services this gateway registered"
+        ),
         "/v1/catalog/services": get("service name -> tags", *blocking),
         "/v1/catalog/service/{name}": get(
             "the service's instances, catalog shape", name, tag, *blocking, shape="array"
@@ -305,10 +307,32 @@ def _consul() -> dict[str, Any]:
             *blocking,
             shape="array",
         ),
+        "/v1/health/checks/{name}": get(
+            "every check of the service's instances, with Status and Output",
+            name,
+            *blocking,
+            shape="array",
+        ),
+        "/v1/health/state/{state}": get(
+            "every check in a state: any, passing, warning or critical",
+            _param("state", "path", "any, passing, warning or critical"),
+            *blocking,
+            shape="array",
+        ),
         "/v1/status/leader": get("the leader (always known)", shape="string"),
         "/v1/status/peers": get("the peers", shape="array"),
         "/v1/agent/service/register": put(
-            "register a service (any key capitalisation; one TTL check)", body=_REGISTER
+            "register a service (any key capitalisation; HTTP, TCP, gRPC checks and at "
+            "most one TTL check)",
+            body=_REGISTER,
+        ),
+        "/v1/catalog/register": put(
+            'register an external service (NodeMeta {"external-node": "true"}) whose '
+            "checks' Definition (HTTP or TCP) the prober runs",
+            body={"type": "object"},
+        ),
+        "/v1/catalog/deregister": put(
+            "deregister an external service: {Node, ServiceID}", body={"type": "object"}
         ),
         "/v1/agent/service/deregister/{id}": put("deregister a service", ident),
         "/v1/agent/check/pass/{id}": put(
@@ -326,6 +350,76 @@ def _consul() -> dict[str, Any]:
     }
 
 
+_KV_PAIR: Final = {
+    "type": "object",
+    "properties": {
+        "Key": {"type": "string"},
+        "Value": {"type": ["string", "null"], "contentEncoding": "base64"},
+        "Flags": {"type": "integer", "minimum": 0},
+        "CreateIndex": {"type": "integer"},
+        "ModifyIndex": {"type": "integer"},
+        "LockIndex": {"type": "integer", "enum": [0]},
+        "Session": {"type": "string"},
+    },
+}
+
+
+def _consul_kv() -> dict[str, Any]:
+    """Consul's /v1/kv, carried out by the config center (consul_kv.py)."""
+    key = _param("key", "path", "the key (a prefix with recurse or keys)")
+    cas = _param("cas", "query", "write only if ModifyIndex is this (0: absent)", type="integer")
+    written = {
+        "200": _json({"type": "boolean"}, "true, or false when cas found another index"),
+        "400": {"description": "a bad key or parameter (a plain-text sentence)"},
+        "403": {"description": "the token has no kv write right on the key"},
+        "501": {"description": "?acquire and ?release: Baton has no sessions"},
+    }
+    read_params = [
+        key,
+        _param("recurse", "query", "every key starting with the key"),
+        _param("keys", "query", "names only"),
+        _param("separator", "query", "with keys: fold names at this separator"),
+        _param("raw", "query", "the value's bytes, not JSON"),
+        _param("index", "query", "block until the X-Consul-Index passes this", type="integer"),
+        _param("wait", "query", 'longest block, a duration such as "30s" (default 5m, max 10m)'),
+        _param("consistent", "query", "accepted"),
+        _param("stale", "query", "accepted"),
+        _param("dc", "query", "must be the gateway's datacenter when given"),
+    ]
+    return {
+        "/v1/kv/{key}": {
+            "get": {
+                "tags": ["consul"],
+                "summary": "a key's pair, or every pair (or name) under a prefix",
+                "parameters": read_params,
+                "responses": {
+                    "200": _json({"type": "array", "items": _KV_PAIR}, "Consul's KVPairs"),
+                    "404": {"description": "no such key (X-Consul-Index still set)"},
+                },
+            },
+            "put": {
+                "tags": ["consul"],
+                "summary": "store the raw body (at most 512 KiB, else 413) under the key",
+                "parameters": [
+                    key,
+                    cas,
+                    _param("flags", "query", "a uint64 kept with the value", type="integer"),
+                ],
+                "security": _TOKEN,
+                "requestBody": {"content": {"application/octet-stream": {"schema": {}}}},
+                "responses": {**written, "413": {"description": "a value over 512 KiB"}},
+            },
+            "delete": {
+                "tags": ["consul"],
+                "summary": "delete the key, or with recurse every key under it",
+                "parameters": [key, cas, _param("recurse", "query", "every key under it")],
+                "security": _TOKEN,
+                "responses": written,
+            },
+        }
+    }
+
+
 def document(version: str = "1") -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_STRUCTS, ref_template=_REF)
     paths = {
@@ -337,6 +431,7 @@ def document(version: str = "1") -> dict[str, Any]:
             }
         },
         **_consul(),
+        **_consul_kv(),
         "/v1/prometheus/targets": {
             "get": {
                 "summary": "Prometheus HTTP service discovery: one target group per instance",

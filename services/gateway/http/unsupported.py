@@ -1,6 +1,6 @@
 """Consul APIs that Baton does not have: a clear 501, never a silent empty answer.
 
-A tool that reads `[]` from `/v1/kv/...` would take it for data; a 501 with a sentence
+A tool that reads `[]` from `/v1/acl/...` would take it for data; a 501 with a sentence
 tells its operator what to use instead.
 """
 
@@ -15,10 +15,11 @@ from services.gateway.http.replies import consul_error, error
 __all__ = ["UNSUPPORTED", "routes"]
 
 _WHY: Final = {
-    "kv": "Baton has no key/value store; keep configuration in the governor (baton config)",
+    "kv": "the config center serves /v1/kv/{key} (GET, PUT, DELETE)",
     "session": "Baton has no sessions or locks",
     "acl": "Baton has no ACL API; HTTP writes take the tokens of GATEWAY_TOKENS",
-    "txn": "Baton has no transactions (there is no key/value store)",
+    "txn": "Baton has no transactions; write keys one at a time with PUT /v1/kv/{key}, "
+    "compare-and-set with ?cas",
     "event": "Baton has no user events; subscribe to registry.v1.events over NATS",
     "connect": "Baton has no service mesh (Connect)",
     "config": "Baton has no Consul config entries; GET /v1/config/{service} is Baton's config",
@@ -42,7 +43,7 @@ SUPPORTED: Final = (
     "agent/self, agent/services, agent/checks, agent/service/register, "
     "agent/service/deregister/<id>, agent/check/pass|warn|fail|update/<id>, "
     "catalog/services, catalog/service/<name>, health/service/<name>, status/leader, "
-    "status/peers"
+    "status/peers, kv/<key>"
 )
 UNSUPPORTED: Final = tuple(_WHY)
 
