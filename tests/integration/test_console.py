@@ -240,7 +240,10 @@ async def test_workers_page_lists_every_replica(http: Http, page: Browser, shots
 async def guarded(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Http]:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{ADMIN} admin * name=alice\n{READER} reader *\n")
-    async with stack(nats_server.url, dns_port=-1, tokens=str(tokens)) as client:
+    grafana = "http://grafana.test:3000"
+    async with stack(
+        nats_server.url, dns_port=-1, tokens=str(tokens), grafana_url=grafana
+    ) as client:
         yield client
 
 
@@ -253,6 +256,9 @@ async def test_a_read_only_token_sees_everything_and_changes_nothing(
     await _in_view(guarded, "api", "api-1")
     async with browser(guarded.base) as page:
         await page.open("/#/service/api")
+        await page.text("main a[rel=noreferrer]", "Grafana")
+        link = await page.js("return document.querySelector('main a[rel=noreferrer]').href")
+        assert link == "http://grafana.test:3000/d/baton-service?var-service=api"
         await page.click("tr[data-instance=api-1] button.drain")  # no token yet
         await page.text("#message", "Refused (403): this write needs a token")
         await page.type("#token", READER)
