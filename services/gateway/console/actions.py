@@ -89,7 +89,13 @@ class ConsoleActions:
         grant = self.access.check(token_of(request), request.remote, write, service)
         return grant.actor if grant is not None else LOOPBACK_ACTOR
 
-    async def _ask(self, subject: str, msg: msgspec.Struct) -> web.Response:
+    async def _send(self, subject: str, kind: type[msgspec.Struct], **fields: Any) -> web.Response:
+        """`fields` as the worker's message `kind` (checked here first), asked on `subject`;
+        its reply, or its error raised with the worker's sentence."""
+        try:
+            msg = msgspec.convert(fields, kind)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"{exc} ({kind.__name__})") from None
         reply = await self.asker.ask(subject, _encoder.encode(msg), self.timeout_s)
         err = error_reply(reply.headers, reply.data, subject)
         if err is not None:
@@ -114,44 +120,32 @@ class ConsoleActions:
             fields["instances"] = {body.instance_id: patch}
         if not fields:
             raise BadRequest("nothing to change: send drained, weight or strategy")
-        try:
-            msg = msgspec.convert(
-                {
-                    "actor": actor,
-                    "reason": body.reason,
-                    "expected_revision": body.expected_revision,
-                    **fields,
-                },
-                ConfigChange,
-            )
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"{exc} (ConfigChange)") from None
-        return await self._ask(subjects.change(service), msg)
+        return await self._send(
+            subjects.change(service),
+            ConfigChange,
+            actor=actor,
+            reason=body.reason,
+            expected_revision=body.expected_revision,
+            **fields,
+        )
 
     async def rollback(self, request: web.Request) -> web.Response:
         service = service_of(request)
         body = _decode(request, Back)
         actor = self._actor(request, "configure", service)
-        try:
-            msg = msgspec.convert(
-                {
-                    "actor": actor,
-                    "to_revision": body.to_revision,
-                    "reason": body.reason,
-                    "expected_revision": body.expected_revision,
-                },
-                Rollback,
-            )
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"{exc} (Rollback)") from None
-        return await self._ask(subjects.rollback(service), msg)
+        return await self._send(
+            subjects.rollback(service),
+            Rollback,
+            actor=actor,
+            to_revision=body.to_revision,
+            reason=body.reason,
+            expected_revision=body.expected_revision,
+        )
 
     async def deregister(self, request: web.Request) -> web.Response:
         service = service_of(request)
         body = _decode(request, Gone)
         self._actor(request, "register", service)
-        try:
-            msg = msgspec.convert({"instance_id": body.instance_id}, Deregistration)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"{exc} (Deregistration)") from None
-        return await self._ask(subjects.deregister(service), msg)
+        return await self._send(
+            subjects.deregister(service), Deregistration, instance_id=body.instance_id
+        )
