@@ -97,6 +97,28 @@ async def test_the_page_is_served_with_a_policy_against_foreign_and_inline_scrip
     assert body["message"] == "the console has no file 'nothing.js'; its page is /ui/"
 
 
+async def test_overview_pages_and_filters_by_name_tag_zone_and_state(http: Http) -> None:
+    for name, zone in (("alpha", "z1"), ("beta", "z2"), ("gamma", "z2")):
+        meta = {"team": "pay"} if name == "beta" else {}
+        await _register(http, name, _instance(f"{name}-1", 8600, zone=zone, metadata=meta))
+    await _in_view(http, "gamma", "gamma-1")
+
+    async def names(query: str) -> tuple[list[str], str]:
+        status, body, _ = await http.call("GET", f"/v1/ui/overview?{query}")
+        assert status == 200, body
+        return [s["service"] for s in body["services"]], body["next_after"]
+
+    assert await names("limit=2") == (["alpha", "beta"], "beta")
+    assert await names("limit=2&after=beta") == (["gamma"], "")
+    assert await names("zone=z2") == (["beta", "gamma"], "")
+    assert await names("tag=team=pay") == (["beta"], "")
+    assert await names("name=mm") == (["gamma"], "")
+    assert await names("state=drained") == ([], "")
+    status, body, _ = await http.call("GET", "/v1/ui/overview?state=sleepy")
+    assert status == 400
+    assert body["message"] == ("state 'sleepy' is not one of passing, critical, drained, ejected")
+
+
 async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns_critical_live(
     http: Http, page: Browser, shots: Path
 ) -> None:
