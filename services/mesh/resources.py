@@ -117,11 +117,21 @@ def endpoints(state: ServiceState, now: float | None = None) -> endpoint_pb2.Clu
         cluster_name=state.name,
         endpoints=[
             endpoint_components_pb2.LocalityLbEndpoints(
-                locality=base_pb2.Locality(zone=zone), lb_endpoints=lbs
+                locality=base_pb2.Locality(zone=zone),
+                lb_endpoints=lbs,
+                # gRPC drops a locality without a weight; Envoy reads it only when the
+                # cluster asks for locality-weighted balancing (it does not)
+                load_balancing_weight={"value": _zone_weight(lbs)},
             )
             for zone, lbs in sorted(zones.items())
         ],
     )
+
+
+def _zone_weight(lbs: list[endpoint_components_pb2.LbEndpoint]) -> int:
+    """The zone's share: the weights of those in it that may take traffic (at least 1)."""
+    serving: int = sum(lb.load_balancing_weight.value for lb in lbs if lb.health_status == HEALTHY)
+    return max(1, serving)
 
 
 def _metadata(instance: Instance) -> base_pb2.Metadata:
