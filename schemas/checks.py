@@ -22,7 +22,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-from services.errors import BadRequest
+from schemas.error_root import BadRequest
 
 __all__ = [
     "CHECK_KINDS",

