@@ -4,6 +4,7 @@ getting calls. The client asks for all four types (LDS, RDS, CDS, EDS) and ACKs 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from waiting import until
 from schemas import subjects
 from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import Ack
+from services.mesh.protocol import CLUSTER
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,6 +29,20 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("registry")
 
 METHOD = "/baton.test.Echo/Who"
+
+
+def bootstrap(xds_port: int) -> dict[str, Any]:
+    """A gRPC client's xDS bootstrap naming only the mesh worker."""
+    return {
+        "xds_servers": [
+            {
+                "server_uri": f"127.0.0.1:{xds_port}",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {"id": "grpc-test", "locality": {"zone": "z1"}},
+    }
 
 
 @asynccontextmanager
@@ -55,17 +71,7 @@ async def test_a_grpc_client_on_xds_follows_the_fleet(
     mesh: Mesh,  # noqa: F811  # the fixture imported above
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    bootstrap = {
-        "xds_servers": [
-            {
-                "server_uri": f"127.0.0.1:{mesh.port}",
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {"id": "grpc-test", "locality": {"zone": "z1"}},
-    }
-    monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps(bootstrap))
+    monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps(bootstrap(mesh.port)))
     async with AsyncExitStack() as stack:
         for name in ("a", "b", "c"):
             port = await stack.enter_async_context(server(name))
@@ -96,3 +102,34 @@ async def test_a_grpc_client_on_xds_follows_the_fleet(
         assert "b" not in answers
         assert set(answers) == {"a", "c"}
         assert sum(mesh.nacks.values()) == 0  # the client accepted every response
+
+
+async def test_a_nack_is_counted_and_the_next_change_is_taken(
+    bus: Bus,
+    mesh: Mesh,  # noqa: F811  # the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gRPC has no RANDOM policy: the client refuses the cluster, the mesh counts the NACK
+    and keeps serving; a strategy gRPC knows is the next version, and calls get through."""
+    monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps(bootstrap(mesh.port)))
+    async with AsyncExitStack() as stack:
+        port = await stack.enter_async_context(server("a"))
+        await bus.request(
+            subjects.change("api"), ConfigChange(actor="t", strategy="random"), ConfigApplied
+        )
+        await bus.request(subjects.register("api"), reg("a", port=port), Ack)
+        await until(lambda: mesh.view.service("api") is not None)
+        channel = await stack.enter_async_context(grpc.aio.insecure_channel("xds:///api"))
+        who = channel.unary_unary(METHOD)
+
+        async def first_call() -> bytes:
+            answer: bytes = await who(b"", timeout=30, wait_for_ready=True)
+            return answer
+
+        calls = asyncio.create_task(first_call())
+        await until(lambda: mesh.nacks[CLUSTER] >= 1, timeout=30, what="the client's NACK")
+        assert not calls.done()  # the client has no cluster it accepts
+        await bus.request(
+            subjects.change("api"), ConfigChange(actor="t", strategy="round_robin"), ConfigApplied
+        )
+        assert await calls == b"a"
