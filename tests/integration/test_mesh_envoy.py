@@ -3,7 +3,8 @@
 Envoy's bootstrap names only the mesh's ADS server and a listener routing to the cluster
 `api`; the cluster and its endpoints come over xDS from the registry's fleet. HTTP
 through Envoy reaches the registered instances (real aiohttp servers), and a drained one
-stops receiving traffic once Envoy's admin `/clusters` says it is draining.
+stops receiving traffic once Envoy's admin `/clusters` says it is draining; a new one
+starts receiving.
 """
 
 from __future__ import annotations
@@ -200,6 +201,18 @@ async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance
             answers = [await call() for _ in range(30)]
             assert "b" not in answers
             assert set(answers) == {"a", "c"}
+
+            # a new instance starts receiving, the drained one still does not
+            servers["d"] = await named_backend("d")
+            await bus.request(subjects.register("api"), reg("d", port=servers["d"][1]), Ack)
+            seen.clear()
+
+            async def d_reached() -> bool:
+                seen.add(await call())
+                return "d" in seen
+
+            await until(d_reached, timeout=30, what="Envoy reaching the new instance d")
+            assert "b" not in seen
         assert envoy.returncode is None
         assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
     finally:
