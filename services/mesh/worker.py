@@ -70,20 +70,29 @@ class Mesh(Lifecycle):
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        await self.enter(self.view)
-        self.on_close(_unsubscribe(self.view.subscribe(self._on_change)))
-        self._rebuild()
-        self.spawn(self._rebuild_loop(), "mesh.rebuild")
-        server = grpc.aio.server()
+        # no SO_REUSEPORT (grpc's default is on): a port already taken is an error at
+        # start, not a second server silently sharing it
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(self), server)
         address = f"{self.settings.bind}:{self.settings.xds_port}"
         try:
-            self.port = server.add_insecure_port(address)
+            self.port = server.add_insecure_port(address)  # bound now, served later
         except RuntimeError as exc:
             raise StartupError(f"cannot bind the xDS port {address}: {exc}") from exc
-        await server.start()
         self._server = server
         self.on_close(self._stop_server)
+        await self.enter(self.view)
+        self.on_close(_unsubscribe(self.view.subscribe(self._on_change)))
+        self.spawn(self._rebuild_loop(), "mesh.rebuild")
+        self.spawn(self._serve_once_synced(server), "mesh.serve")
+
+    async def _serve_once_synced(self, server: grpc.aio.Server) -> None:
+        """Serve only once the registry's snapshot is in: an empty fleet sent to Envoy
+        would remove every cluster, while an xDS server it cannot reach leaves it running
+        on what it last had."""
+        await self.view.synced.wait()
+        self._rebuild()
+        await server.start()
         self.log.info("mesh.ready", bind=self.settings.bind, port=self.port)
 
     async def _stop_server(self) -> None:

@@ -14,14 +14,18 @@ import pytest
 from conftest import reg
 from test_mesh_envoy import mesh  # noqa: F401  # a fixture: governor and mesh workers
 from waiting import until
+from workers import run_mesh
 
 from schemas import subjects
 from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import Ack
+from services.errors import StartupError
 from services.mesh.protocol import CLUSTER
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from natsserver import NatsServer
 
     from services.bus import Bus
     from services.mesh.worker import Mesh
@@ -133,3 +137,12 @@ async def test_a_nack_is_counted_and_the_next_change_is_taken(
             subjects.change("api"), ConfigChange(actor="t", strategy="round_robin"), ConfigApplied
         )
         assert await calls == b"a"
+
+
+async def test_a_taken_port_is_a_clear_error_at_start(
+    nats_server: NatsServer,
+    mesh: Mesh,  # noqa: F811  # the fixture imported above
+) -> None:
+    with pytest.raises(StartupError, match=f"cannot bind the xDS port 127.0.0.1:{mesh.port}"):
+        async with run_mesh(nats_server.url, xds_port=mesh.port):
+            pass
