@@ -130,8 +130,11 @@ class Mesh(Lifecycle):
         node = ""
 
         async def read() -> None:
-            async for request in requests:
-                queue.put_nowait(request)
+            try:
+                async for request in requests:
+                    queue.put_nowait(request)
+            except Exception:  # the stream broke: that client's, logged; the others go on
+                self.log.exception("mesh.stream_broken", node=node, peer=peer)
 
         reader = asyncio.create_task(read(), name="mesh.read")
         try:
