@@ -26,7 +26,7 @@ from workers import run_governor, run_mesh
 
 from schemas import subjects
 from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
-from schemas.registry import Ack
+from schemas.registry import Ack, Heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -215,6 +215,52 @@ async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance
             assert "b" not in seen
         assert envoy.returncode is None
         assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
+    finally:
+        for runner, _ in servers.values():
+            await runner.cleanup()
+
+
+async def test_an_instance_whose_lease_lapses_stops_receiving_through_envoy(
+    bus: Bus,
+    mesh: Mesh,
+    envoy: asyncio.subprocess.Process,
+    ports: tuple[int, int],
+) -> None:
+    """A killed instance: its heartbeats stop, its lease (1 s) lapses, Envoy drops it."""
+    listen, admin = ports
+    servers = {name: await named_backend(name) for name in ("a", "k")}
+    k_port = servers["k"][1]
+    try:
+        await bus.request(subjects.register("api"), reg("a", port=servers["a"][1]), Ack)
+        await bus.request(subjects.register("api"), reg("k", port=k_port, ttl_s=1), Ack)
+        async with aiohttp.ClientSession() as session:
+
+            async def call() -> str:
+                try:
+                    async with session.get(f"http://127.0.0.1:{listen}/") as reply:
+                        return await reply.text() if reply.status == 200 else ""
+                except aiohttp.ClientError:
+                    return ""
+
+            seen: set[str] = set()
+
+            async def both_reached() -> bool:  # k is alive while this beats for it
+                assert envoy.returncode is None, "Envoy exited: see envoy.log"
+                await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="k"), Ack)
+                seen.add(await call())
+                return {"a", "k"} <= seen
+
+            await until(both_reached, timeout=30, what="Envoy reaching a and k")
+
+            async def k_out() -> bool:  # no more heartbeats: the lease lapses
+                async with session.get(f"http://127.0.0.1:{admin}/clusters") as reply:
+                    lines = (await reply.text()).splitlines()
+                mine = [line for line in lines if f"api::127.0.0.1:{k_port}::health_flags" in line]
+                return all("health_flags::healthy" not in line for line in mine)
+
+            await until(k_out, timeout=30, what="Envoy's /clusters no longer healthy for k")
+            answers = [await call() for _ in range(20)]
+            assert answers == ["a"] * 20
     finally:
         for runner, _ in servers.values():
             await runner.cleanup()
