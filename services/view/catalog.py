@@ -100,6 +100,9 @@ def _visible(i: Instance) -> tuple[object, ...]:
         i.drained,
         i.ttl_s,
         i.registered_at,
+        i.health,
+        # a check's status shows (the console's why); its output alone changes every run
+        tuple((c.check_id, c.status) for c in i.check_states),
     )
 
 

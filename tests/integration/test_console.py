@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from tcpproxy import TcpProxy
 from waiting import until
 
 from schemas import subjects
+from schemas.checks import CheckResult
 from schemas.governor import ConfigApplied, ConfigChange, OverridePatch, ServiceConfig
 
 if TYPE_CHECKING:
@@ -116,7 +118,9 @@ async def test_overview_pages_and_filters_by_name_tag_zone_and_state(http: Http)
     assert await names("state=drained") == ([], "")
     status, body, _ = await http.call("GET", "/v1/ui/overview?state=sleepy")
     assert status == 400
-    assert body["message"] == ("state 'sleepy' is not one of passing, critical, drained, ejected")
+    assert body["message"] == (
+        "state 'sleepy' is not one of passing, warning, critical, drained, ejected"
+    )
 
 
 async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns_critical_live(
@@ -147,6 +151,49 @@ async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns
     await page.text("tr[data-instance=orders-1] .why", "no heartbeat")
     assert await page.js("return window.sameDocument") is True
     await page.screenshot(shots / "service-critical.png")
+
+
+async def _result(nc: Client, service: str, instance_id: str, status: str, output: str) -> None:
+    """One run of the check, as the prober publishes it (the registry keeps its status)."""
+    result = CheckResult(
+        instance_id=instance_id,
+        check_id="http",
+        status=status,  # type: ignore[arg-type]  # a CheckStatus literal, from the caller
+        output=output,
+        at=datetime.now(UTC),
+    )
+    await nc.publish(f"{subjects.PROBER_RESULTS}.{service}", msgspec.json.encode(result))
+
+
+async def test_check_output_is_shown_as_text_and_a_critical_check_says_why(
+    http: Http, page: Browser, nc: Client, shots: Path
+) -> None:
+    check = {"check_id": "http", "kind": "http", "target": "http://127.0.0.1:8701/health"}
+    for n in (1, 2, 3):
+        body = _instance(f"db-{n}", 8700 + n, ttl_s=30, checks=[{**check, "status": "passing"}])
+        await _register(http, "db", body)
+    await _in_view(http, "db", "db-3")
+    await _result(nc, "db", "db-2", "warning", "HTTP 429: slow down")
+    await _result(nc, "db", "db-3", "critical", f"HTTP 500: {XSS}")
+    await page.open("/")
+    row = "#services tr[data-service=db]"
+    await page.text(row, "db")
+
+    async def one_passing_one_warning_one_critical() -> bool | None:
+        cells = "Array.from(document.querySelectorAll(arguments[0] + ' td')).slice(2, 5)"
+        counts = await page.js(f"return {cells}.map((c) => c.textContent)", row)
+        return counts == ["1", "1", "1"] or None
+
+    await until(one_passing_one_warning_one_critical, timeout=10)
+    await page.go("#/service/db")
+    await page.text("tr[data-instance=db-3] .state", "critical")
+    await page.text("tr[data-instance=db-3] .why", f"check http critical: HTTP 500: {XSS}")
+    await page.text("tr[data-instance=db-2] .state", "warning")
+    await page.text("tr[data-instance=db-2] .check", "HTTP 429: slow down")
+    await page.text("tr[data-instance=db-1] .check", "http passing")
+    assert await page.js("return document.querySelectorAll('main img').length") == 0
+    assert not await page.alert_open()
+    await page.screenshot(shots / "service-checks.png")
 
 
 async def test_drain_from_the_page_is_seen_by_a_nats_resolve(

@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from schemas.balancer import DEFAULT_STRATEGY, Ejection, OutlierState
+from schemas.checks import CheckDefinition, CheckState
 from schemas.governor import ConfigApplied, InstanceOverride, ServiceConfig
 from schemas.registry import Instance
-from services.gateway.console.shapes import diff, history_rows, matches, service_row, state_of
+from services.gateway.console.shapes import (
+    checks_of,
+    diff,
+    history_rows,
+    matches,
+    service_row,
+    state_of,
+)
 from services.view import ServiceState
 
 NOW = 1_800_000_000.0
@@ -64,8 +72,46 @@ def test_each_state_says_why() -> None:
         in (said["d"][1])
     )
     row = service_row(state, NOW)
-    assert row["counts"] == {"passing": 1, "critical": 1, "drained": 1, "ejected": 1}
+    assert row["counts"] == {
+        "passing": 1,
+        "warning": 0,
+        "critical": 1,
+        "drained": 1,
+        "ejected": 1,
+    }
     assert (row["instances"], row["revision"]) == (4, 4)
+
+
+def test_a_check_warning_or_critical_says_which_check_and_its_output() -> None:
+    http = CheckDefinition(check_id="http", kind="http", target="http://10.0.0.1/health")
+    tcp = CheckDefinition(check_id="tcp", kind="tcp", target="10.0.0.1:80")
+
+    def probed(instance_id: str, health: str, *states: CheckState) -> Instance:
+        healthy = health != "critical"
+        return _instance(
+            instance_id,
+            healthy=healthy,
+            health=health,
+            checks=[http, tcp],
+            check_states=list(states),
+        )
+
+    ok = CheckState(check_id="tcp", status="passing", output="connected")
+    state = _service(
+        probed("w", "warning", CheckState(check_id="http", status="warning", output="429"), ok),
+        probed("c", "critical", ok, CheckState(check_id="http", status="critical", output="")),
+    )
+    assert state_of(state, state.instances["w"], NOW) == ("warning", "check http warning: 429")
+    assert state_of(state, state.instances["c"], NOW) == (
+        "critical",
+        "check http critical: no output",
+    )
+    assert service_row(state, NOW)["counts"]["warning"] == 1
+    rows = checks_of(state.instances["w"])
+    assert [(r["check_id"], r["kind"], r["status"], r["output"]) for r in rows] == [
+        ("http", "http", "warning", "429"),
+        ("tcp", "tcp", "passing", "connected"),
+    ]
 
 
 def test_filters_by_name_tag_zone_and_state() -> None:

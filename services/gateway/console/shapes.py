@@ -4,7 +4,9 @@ An instance's state is the first of these that holds, with the sentence that say
 
     ejected   a balancer ejected it (until when, for what)
     drained   an operator drained it (the config's override, with its revision)
-    critical  the registry marks it unhealthy (no heartbeat within its TTL)
+    critical  the registry marks it unhealthy: a check critical (which, and its output),
+              or no heartbeat within its TTL
+    warning   a check warns (which, and its output); it still takes traffic
     passing   it may take traffic
 
 A service's row counts its instances by state; a history entry carries the settings that
@@ -25,10 +27,19 @@ if TYPE_CHECKING:
     from schemas.registry import Instance
     from services.view import ServiceState
 
-__all__ = ["STATES", "diff", "history_rows", "instance_row", "matches", "service_row", "state_of"]
+__all__ = [
+    "STATES",
+    "checks_of",
+    "diff",
+    "history_rows",
+    "instance_row",
+    "matches",
+    "service_row",
+    "state_of",
+]
 
-State = Literal["passing", "critical", "drained", "ejected"]
-STATES: Final[tuple[State, ...]] = ("passing", "critical", "drained", "ejected")
+State = Literal["passing", "warning", "critical", "drained", "ejected"]
+STATES: Final[tuple[State, ...]] = ("passing", "warning", "critical", "drained", "ejected")
 
 
 def _when(unix: float) -> str:
@@ -52,11 +63,47 @@ def state_of(service: ServiceState, instance: Instance, now: float) -> tuple[Sta
         )
         return "drained", f"drained{by}: it takes no new traffic"
     if not instance.healthy:
+        failing = _check_saying(instance, "critical")
+        if failing:
+            return "critical", failing
         missed = now - instance.last_seen.timestamp()
         return "critical", (
             f"unhealthy: no heartbeat for {missed:.0f} s (its TTL is {instance.ttl_s:g} s)"
         )
+    if instance.health == "warning":
+        return "warning", _check_saying(instance, "warning") or "a check warns"
     return "passing", "healthy and serving"
+
+
+def _check_saying(instance: Instance, status: str) -> str:
+    """The first check in `status`, named, with its output: "" if none is."""
+    for check in instance.check_states:
+        if check.status == status:
+            output = check.output.strip() or "no output"
+            return f"check {check.check_id} {status}: {output}"
+    return ""
+
+
+def checks_of(instance: Instance) -> list[dict[str, Any]]:
+    """Each check the instance registered, with its status and last output (the prober's)."""
+    defined = {c.check_id: c for c in instance.checks}
+    rows: list[dict[str, Any]] = []
+    for state in instance.check_states:
+        check = defined.get(state.check_id)
+        rows.append(
+            {
+                "check_id": state.check_id,
+                "name": check.name if check is not None else "",
+                "kind": check.kind if check is not None else "",
+                "target": check.target if check is not None else "",
+                "status": state.status,
+                "output": state.output,
+                "updated_at": (
+                    state.updated_at.isoformat(timespec="seconds") if state.updated_at else None
+                ),
+            }
+        )
+    return rows
 
 
 def instance_row(service: ServiceState, instance: Instance, now: float) -> dict[str, Any]:
@@ -78,6 +125,7 @@ def instance_row(service: ServiceState, instance: Instance, now: float) -> dict[
         "latency_ms": instance.latency_ms,
         "last_seen": instance.last_seen.isoformat(timespec="seconds"),
         "ttl_s": instance.ttl_s,
+        "checks": checks_of(instance),
     }
 
 

@@ -80,6 +80,7 @@ async function overview() {
       el("td", {}, link(s.service, `#/service/${encodeURIComponent(s.service)}`)),
       el("td", { text: s.instances }),
       el("td", { className: "state-passing", text: s.counts.passing }),
+      el("td", { className: "state-warning", text: s.counts.warning }),
       el("td", { className: "state-critical", text: s.counts.critical }),
       el("td", { className: "state-drained", text: s.counts.drained }),
       el("td", { className: "state-ejected", text: s.counts.ejected }),
@@ -91,7 +92,7 @@ async function overview() {
     on: { change: (e) => { filters[key] = e.target.value; page = { after: "", trail: [] }; render(); } },
   });
   const select = el("select", { name: "state", on: { change: (e) => { filters.state = e.target.value; page = { after: "", trail: [] }; render(); } } },
-    ...["", "passing", "critical", "drained", "ejected"].map((s) => {
+    ...["", "passing", "warning", "critical", "drained", "ejected"].map((s) => {
       const option = el("option", { value: s, text: s || "any state" });
       option.selected = s === filters.state;
       return option;
@@ -103,7 +104,7 @@ async function overview() {
   return [
     el("h2", { text: "Services" }),
     el("p", { className: "filters" }, input("name", "name contains"), input("tag", "tag (meta key or key=value)"), input("zone", "zone"), select),
-    table(["service", "instances", "passing", "critical", "drained", "ejected", "strategy", "panic", "config"], rows, "services"),
+    table(["service", "instances", "passing", "warning", "critical", "drained", "ejected", "strategy", "panic", "config"], rows, "services"),
     pager,
     el("h3", { text: "Live feed" }),
     el("ul", { className: "feed", id: "feed" }, ...feed.map((line) => el("li", { text: line }))),
@@ -140,6 +141,10 @@ function instanceRow(service, i) {
     " ",
     ...deregisterControls(service, i.instance_id));
   const meta = Object.entries(i.metadata).map(([k, v]) => el("div", { className: "meta", text: `${k}=${v}` }));
+  const checks = i.checks.map((c) => el("div", { className: `check state-${c.status}`, dataset: { check: c.check_id } },
+    el("span", { className: "check-status", text: `${c.check_id} ${c.status}` }),
+    c.kind ? ` (${c.kind} ${c.target})` : null,
+    el("pre", { className: "output", text: c.output })));
   return el("tr", { dataset: { instance: i.instance_id } },
     el("td", { text: i.instance_id }),
     el("td", { text: i.address }),
@@ -148,6 +153,7 @@ function instanceRow(service, i) {
     el("td", { text: weightText(i) }),
     stateCell(i.state, i.why),
     el("td", { text: `${i.inflight}${i.latency_ms === null ? "" : ` / ${i.latency_ms} ms`}` }),
+    el("td", { className: "checks" }, ...(checks.length ? checks : ["TTL only"])),
     el("td", {}, ...meta),
     actions);
 }
@@ -192,7 +198,7 @@ async function serviceView(name) {
       s.grafana ? el("a", { href: s.grafana, text: "Grafana", rel: "noreferrer" }) : null),
     el("p", {}, "Strategy ", strategy, " ",
       el("button", { id: "set-strategy", text: "change strategy", on: { click: () => change(s.service, { strategy: strategy.value }, strategyKey) } })),
-    table(["instance", "address", "zone", "version", "weight", "state", "in flight / latency", "metadata", ""],
+    table(["instance", "address", "zone", "version", "weight", "state", "in flight / latency", "checks", "metadata", ""],
       s.instances.map((i) => instanceRow(s.service, i)), "instances"),
     el("h3", { text: "Config" }),
     el("pre", { className: "config", text: JSON.stringify(s.config, null, 2) }),
