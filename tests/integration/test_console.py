@@ -121,6 +121,13 @@ async def test_overview_pages_and_filters_by_name_tag_zone_and_state(http: Http)
     assert body["message"] == (
         "state 'sleepy' is not one of passing, warning, critical, drained, ejected"
     )
+    status, body, _ = await http.call(
+        "POST", "/v1/ui/services/alpha/change", {"outlier": {"consecutive_failure": 3}}
+    )
+    assert status == 400
+    assert body["message"].startswith(
+        "no outlier setting consecutive_failure; use enabled, consecutive_failures,"
+    )
 
 
 async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns_critical_live(
@@ -231,6 +238,46 @@ async def test_drain_from_the_page_is_seen_by_a_nats_resolve(
     await page.click("tr[data-instance=web-2] button.confirm")
     await until(lambda: "web-2" not in http.gateway.view.service("web").instances, timeout=10)
     await page.text("#instances", "web-1")
+
+
+async def test_outlier_settings_from_the_page_reach_the_governor_and_a_bad_one_says_why(
+    http: Http, page: Browser, nc: Client
+) -> None:
+    await _register(http, "ledger", _instance("ledger-1", 8801, ttl_s=30))
+    await _in_view(http, "ledger", "ledger-1")
+    await page.open("/#/service/ledger")
+    await page.type("#outlier input[data-setting=consecutive_failures]", "3")
+    await page.type("#outlier input[data-setting=base_ejection_s]", "12.5")
+    await page.type("#outlier input[data-setting=success_rate]", "false")
+    await page.click("#set-outlier")
+    await page.text("#message", "Done.")
+    config = await until(lambda: _outlier_failures(nc, "ledger", 3), timeout=10)
+    assert (config.outlier.base_ejection_s, config.outlier.success_rate) == (12.5, False)
+    assert config.outlier.max_ejection_s == 300.0  # not named: kept
+    # the page redraws with the governor's values, then a value the governor refuses
+    await page.text("#outlier", "consecutive_failures")
+    await page.type("#outlier input[data-setting=max_ejection_s]", "5")
+    await page.click("#set-outlier")
+    await page.text(
+        "#message", "max_ejection_s (5) must be at least base_ejection_s (12.5); raise max_"
+    )
+    await page.type("#outlier input[data-setting=max_ejection_s]", "0")
+    await page.click("#set-outlier")
+    # the governor's rule for the field, as `baton set ledger outlier max_ejection_s=0` says
+    await page.text(
+        "#message",
+        "Refused (400): max_ejection_s must be a number of seconds 0.05..86400, at least "
+        "base_ejection_s, got 0 (at outlier.max_ejection_s)",
+    )
+    reply = await nc.request(subjects.config("ledger"), b"{}", timeout=5)
+    kept = msgspec.json.decode(reply.data, type=ServiceConfig)
+    assert (kept.revision, kept.outlier.max_ejection_s) == (config.revision, 300.0)
+
+
+async def _outlier_failures(nc: Client, service: str, failures: int) -> ServiceConfig | None:
+    reply = await nc.request(subjects.config(service), b"{}", timeout=5)
+    config = msgspec.json.decode(reply.data, type=ServiceConfig)
+    return config if config.outlier.consecutive_failures == failures else None
 
 
 async def test_a_dropped_stream_says_so_and_resyncs_by_itself(http: Http, nc: Client) -> None:

@@ -2,14 +2,16 @@
 sends it (services/cli/change.py), with the token's name as the actor.
 
     POST /v1/ui/services/{service}/change      {instance_id?, drained?, weight?, strategy?,
-                                                reason?, expected_revision?}
+                                                outlier?, reason?, expected_revision?}
     POST /v1/ui/services/{service}/rollback    {to_revision, reason?, expected_revision?}
     POST /v1/ui/services/{service}/deregister  {instance_id}
 
 A write carries its token in a header (X-Consul-Token or Authorization: Bearer), never
 in a cookie, and needs the rights of the gateway's HTTP writes (services/gateway/http/
 tokens.py): a config change the `admin` role, a deregistration the registry's rights; a
-`reader` token changes nothing. A refusal is answered with the worker's own sentence.
+`reader` token changes nothing. A refusal is answered with the worker's own sentence; the
+outlier settings go to the governor unchecked here, so a bad value gets the governor's
+rule, as `baton set SERVICE outlier key=value` does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiohttp import web
 
 from schemas import subjects
 from schemas.errors import explain
-from schemas.governor import ConfigChange, Rollback
+from schemas.governor import ConfigChange, OutlierPatch, Rollback
 from schemas.registry import Deregistration
 from services.bus import error_reply
 from services.errors import BadRequest
@@ -47,6 +49,8 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     drained: bool | None = None
     weight: int | None = None
     strategy: str | None = None
+    # outlier settings by name; their values are the governor's to judge
+    outlier: dict[str, Any] | None = None
     reason: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     expected_revision: int | None = None
 
@@ -89,14 +93,22 @@ class ConsoleActions:
         grant = self.access.check(token_of(request), request.remote, write, service)
         return grant.actor if grant is not None else LOOPBACK_ACTOR
 
-    async def _send(self, subject: str, kind: type[msgspec.Struct], **fields: Any) -> web.Response:
-        """`fields` as the worker's message `kind` (checked here first), asked on `subject`;
-        its reply, or its error raised with the worker's sentence."""
+    async def _send(
+        self,
+        subject: str,
+        kind: type[msgspec.Struct],
+        unchecked: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> web.Response:
+        """`fields` as the worker's message `kind` (checked here first) with `unchecked`
+        added as they are (the worker's rules judge them), asked on `subject`; its reply,
+        or its error raised with the worker's sentence."""
         try:
             msg = msgspec.convert(fields, kind)
         except msgspec.ValidationError as exc:
             raise BadRequest(f"{exc} ({kind.__name__})") from None
-        reply = await self.asker.ask(subject, _encoder.encode(msg), self.timeout_s)
+        payload = _encoder.encode({**msgspec.to_builtins(msg), **unchecked} if unchecked else msg)
+        reply = await self.asker.ask(subject, payload, self.timeout_s)
         err = error_reply(reply.headers, reply.data, subject)
         if err is not None:
             raise err  # the governor's or the registry's sentence, with its status
@@ -118,11 +130,13 @@ class ConsoleActions:
             if not body.instance_id:
                 raise BadRequest("a drain or a weight names its instance: send instance_id")
             fields["instances"] = {body.instance_id: patch}
-        if not fields:
-            raise BadRequest("nothing to change: send drained, weight or strategy")
+        outlier = _outlier(body.outlier)
+        if not fields and not outlier:
+            raise BadRequest("nothing to change: send drained, weight, strategy or outlier")
         return await self._send(
             subjects.change(service),
             ConfigChange,
+            {"outlier": outlier} if outlier else None,
             actor=actor,
             reason=body.reason,
             expected_revision=body.expected_revision,
@@ -149,3 +163,13 @@ class ConsoleActions:
         return await self._send(
             subjects.deregister(service), Deregistration, instance_id=body.instance_id
         )
+
+
+def _outlier(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The outlier settings named, each a field of `OutlierPatch` (an unknown name is
+    refused here: the governor would ignore it)."""
+    known = OutlierPatch.__struct_fields__
+    unknown = sorted(set(settings or {}) - set(known))
+    if unknown:
+        raise BadRequest(f"no outlier setting {', '.join(unknown)}; use {', '.join(known)}")
+    return dict(settings or {})

@@ -95,12 +95,14 @@ def paths() -> dict[str, Any]:
             kind="text/event-stream",
         ),
         "/v1/ui/services/{service}/change": _post(
-            "drain, undrain, weigh an instance or change the strategy (governor)",
+            "drain, undrain, weigh an instance, change the strategy or the outlier settings "
+            "(governor)",
             {
                 "instance_id": _TEXT,
                 "drained": {"type": "boolean"},
                 "weight": _INT,
                 "strategy": _TEXT,
+                "outlier": {"type": "object"},
                 "reason": _TEXT,
                 "expected_revision": _INT,
             },

@@ -200,8 +200,41 @@ async function serviceView(name) {
       el("button", { id: "set-strategy", text: "change strategy", on: { click: () => change(s.service, { strategy: strategy.value }, strategyKey) } })),
     table(["instance", "address", "zone", "version", "weight", "state", "in flight / latency", "checks", "metadata", ""],
       s.instances.map((i) => instanceRow(s.service, i)), "instances"),
+    ...outlierForm(s),
     el("h3", { text: "Config" }),
     el("pre", { className: "config", text: JSON.stringify(s.config, null, 2) }),
+  ];
+}
+
+// The outlier settings as `baton set SERVICE outlier key=value`: each value typed is read
+// as JSON (true, 3, 0.5), else sent as typed; the governor judges it and says what is wrong.
+function typedValue(text) {
+  try { return JSON.parse(text); } catch { return text; }
+}
+
+function outlierForm(s) {
+  const current = s.config.outlier || {};
+  const inputs = Object.entries(current).map(([key, value]) => {
+    const draftKey = `${s.service}/outlier/${key}`;
+    const input = el("input", {
+      name: key, value: drafted(draftKey, String(value)), dataset: { setting: key },
+      on: { input: (e) => drafts.set(draftKey, e.target.value) },
+    });
+    return { key, value, draftKey, input, row: el("tr", { dataset: { outlier: key } }, el("td", { text: key }), el("td", {}, input)) };
+  });
+  const send = async () => {
+    const changed = {};
+    for (const { key, value, input } of inputs) if (input.value !== String(value)) changed[key] = typedValue(input.value);
+    if (!Object.keys(changed).length) { say("No outlier setting changed."); return; }
+    if (await write(`/v1/ui/services/${encodeURIComponent(s.service)}/change`, { outlier: changed, reason: "from the console" })) {
+      for (const { draftKey } of inputs) drafts.delete(draftKey);
+    }
+    render();
+  };
+  return [
+    el("h3", { text: "Outlier ejection" }),
+    el("table", { id: "outlier" }, el("tbody", {}, ...inputs.map((i) => i.row))),
+    el("p", {}, el("button", { id: "set-outlier", text: "change outlier settings", on: { click: send } })),
   ];
 }
 
