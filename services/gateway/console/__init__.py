@@ -5,6 +5,7 @@ port, and the JSON it reads and writes under /v1/ui/.
     assets.py     serves them, with a Content-Security-Policy that allows only them
     api.py        the reads (from the read model) and the event stream
     actions.py    the writes, through the governor and the registry, as `baton` does
+    kv.py         the config center's history and rollback (browse and edit are Consul KV's)
     shapes.py     what a row shows: states and why, counts, diffs (pure)
 """
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from services.gateway.console.actions import ConsoleActions
 from services.gateway.console.api import ConsoleApi
 from services.gateway.console.assets import Assets
+from services.gateway.console.kv import ConsoleKv
 
 if TYPE_CHECKING:
     import asyncio
@@ -23,13 +25,14 @@ if TYPE_CHECKING:
 
     from services.bus import Bus
     from services.gateway.http.asker import Asker
+    from services.gateway.http.consul_kv import ConsulKv
     from services.gateway.http.tokens import Access
     from services.view import RegistryView
 
 __all__ = ["routes"]
 
 
-def routes(  # the app's parts it reads and writes through
+def routes(  # noqa: PLR0913  # the app's parts it reads and writes through, passed in
     bus: Bus,
     view: RegistryView,
     asker: Asker,
@@ -38,10 +41,12 @@ def routes(  # the app's parts it reads and writes through
     timeout_s: float,
     closing: asyncio.Event,
     grafana_url: str = "",
+    kv: ConsulKv | None = None,
 ) -> list[web.RouteDef]:
     """Every route of the console: the page, its reads, its event stream, its writes."""
     api = ConsoleApi(
         bus, view, asker, timeout_s=timeout_s, closing=closing, grafana_url=grafana_url
     )
     actions = ConsoleActions(asker, access, timeout_s=timeout_s)
-    return [*Assets().routes(), *api.routes(), *actions.routes()]
+    keys = ConsoleKv(kv).routes() if kv is not None else []
+    return [*Assets().routes(), *api.routes(), *actions.routes(), *keys]

@@ -13,6 +13,13 @@ _SERVICE: Final = {
     "description": "service name: 1 to 64 of A-Z a-z 0-9 _ -",
     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
 }
+_KEY: Final = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "description": "a config-center key (docs/kv.md)",
+    "schema": {"type": "string"},
+}
 _ERROR: Final = {
     "description": "the sentence of what was wrong ({code, message})",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}},
@@ -44,12 +51,14 @@ def _get(summary: str, *params: dict[str, Any], kind: str = "application/json") 
     }
 
 
-def _post(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def _post(
+    summary: str, fields: dict[str, Any], required: list[str], param: dict[str, Any] = _SERVICE
+) -> dict[str, Any]:
     body = {"type": "object", "properties": fields, "required": required}
     return {
         "post": {
             "summary": summary,
-            "parameters": [_SERVICE],
+            "parameters": [param],
             "security": _TOKEN,
             "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
             "responses": {
@@ -115,5 +124,14 @@ def paths() -> dict[str, Any]:
         ),
         "/v1/ui/services/{service}/deregister": _post(
             "deregister an instance (registry)", {"instance_id": _TEXT}, ["instance_id"]
+        ),
+        "/v1/ui/kv/history/{key}": _get(
+            "a config-center key's revisions, newest first, each with its diff", _KEY
+        ),
+        "/v1/ui/kv/rollback/{key}": _post(
+            "store a revision's value of the key again (config center)",
+            {"to_index": _INT, "reason": _TEXT},
+            ["to_index"],
+            _KEY,
         ),
     }

@@ -163,6 +163,7 @@ def make_app(
             timeout_s=timeout_s,
             closing=consul.closing,
             grafana_url=settings.grafana_url,
+            kv=kv,
         )
     )
     app.add_routes(unsupported.routes())  # the catch-all of /v1/: last

@@ -22,9 +22,12 @@ from schemas.kv import (
     KvDelete,
     KvEntries,
     KvEntry,
+    KvHistory,
+    KvHistoryQuery,
     KvPut,
     KvQuery,
     KvRecord,
+    KvRollback,
     KvWritten,
 )
 from services.errors import BadRequest, TooLarge
@@ -161,7 +164,11 @@ class ConsulKv:
         return request.match_info["key"]
 
     def _actor(self, request: web.Request) -> tuple[str, str]:
-        actor = request.headers.get("X-Baton-Actor") or f"http {request.remote or 'unknown'}"
+        actor = (
+            request.headers.get("X-Baton-Actor")
+            or self.access.name_of(token_of(request))  # the token's `name=`, as the console
+            or f"http {request.remote or 'unknown'}"
+        )
         return actor[:128], request.headers.get("X-Baton-Reason", "")[:1024]
 
     async def _read(self, key: str, query: KvQuery) -> KvEntries:
@@ -268,6 +275,24 @@ class ConsulKv:
         subject = subjects.kv_subject(subjects.KV_DELETE, key)
         written = await self.bus.request(subject, delete, KvWritten, timeout=self.timeout_s)
         return json(written.ok, headers=self._headers(written.index))
+
+    # -- Baton's own: a key's history and its rollback (the console's, not Consul's) ---------
+    async def history(self, request: web.Request, key: str) -> KvHistory:
+        """The key's kept revisions, oldest first, if the token may read it."""
+        self.access.check_kv(token_of(request), request.remote, "read", key, recurse=False)
+        subject = subjects.kv_subject(subjects.KV_HISTORY, key)
+        return await self.bus.request(subject, KvHistoryQuery(), KvHistory, timeout=self.timeout_s)
+
+    async def rollback(
+        self, request: web.Request, key: str, to_index: int, reason: str = ""
+    ) -> KvWritten:
+        """Store again what the key held at `to_index`, if the token may write it; the
+        actor as a PUT's (X-Baton-Actor, else the token's name)."""
+        self.access.check_kv(token_of(request), request.remote, "write", key, recurse=False)
+        actor, said = self._actor(request)
+        back = KvRollback(to_index=to_index, actor=actor, reason=reason or said)
+        subject = subjects.kv_subject(subjects.KV_ROLLBACK, key)
+        return await self.bus.request(subject, back, KvWritten, timeout=self.timeout_s)
 
 
 def _too_large(size: int) -> TooLarge:

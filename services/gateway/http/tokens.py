@@ -215,6 +215,11 @@ class Access:
             raise StartupError(f"GATEWAY_TOKENS={path}: cannot read it ({exc.strerror})") from None
         return cls(parse_tokens(text, f"GATEWAY_TOKENS={path}"))
 
+    def name_of(self, token: str | None) -> str:
+        """Who a token is, as the history records it ("" for no token, or an unknown one)."""
+        grant = self.grants.get(_digest(token)) if self.grants and token else None
+        return grant.actor if grant is not None else ""
+
     def check_kv(
         self, token: str | None, peer: str | None, right: KvRight, key: str, *, recurse: bool
     ) -> None:

@@ -43,18 +43,23 @@ function say(text, ok = false) {
 
 // -- talking to the gateway ----------------------------------------------------------------
 async function read(path) {
-  const resp = await fetch(path, { headers: { Accept: "application/json" } });
+  const resp = await fetch(path, { headers: authorised({ Accept: "application/json" }), credentials: "omit" });
   const body = await resp.json().catch(() => ({ message: `${resp.status} ${resp.statusText}` }));
   if (!resp.ok) throw new Error(body.message || `${resp.status} ${resp.statusText}`);
   return body;
 }
 
-async function write(path, body) {
-  const headers = { "Content-Type": "application/json" };
+function authorised(headers) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`; // a header, never a cookie
-  const resp = await fetch(path, { method: "POST", headers, body: JSON.stringify(body), credentials: "omit" });
-  const reply = await resp.json().catch(() => ({ message: `${resp.status} ${resp.statusText}` }));
+  return headers;
+}
+
+async function write(path, body, method = "POST", raw = false) {
+  const headers = authorised(raw ? { "Content-Type": "application/octet-stream" } : { "Content-Type": "application/json" });
+  const resp = await fetch(path, { method, headers, body: raw ? body : JSON.stringify(body), credentials: "omit" });
+  const text = await resp.text();
+  const reply = (() => { try { return JSON.parse(text); } catch { return { message: text.trim() || `${resp.status} ${resp.statusText}` }; } })();
   if (!resp.ok) {
     say(`Refused (${resp.status}): ${reply.message}`);
     return null;
@@ -277,8 +282,77 @@ async function workersView() {
   ];
 }
 
+// -- config center: browse and edit through Consul's KV routes, history through the console's --
+function kvPath(key) {
+  return key.split("/").map(encodeURIComponent).join("/");
+}
+
+async function kvRead(path, asText = false) {
+  const resp = await fetch(path, { headers: authorised({}), credentials: "omit" });
+  if (resp.status === 404) return null;
+  if (!resp.ok) throw new Error((await resp.text()).trim() || `${resp.status} ${resp.statusText}`);
+  return asText ? resp : resp.json();
+}
+
+async function kvBrowse(prefix) {
+  const names = (await kvRead(`/v1/kv/${kvPath(prefix)}?keys&separator=/`)) || [];
+  const rows = names.map((name) => el("tr", { dataset: { key: name } },
+    el("td", {}, name.endsWith("/")
+      ? link(name, `#/kv/${encodeURIComponent(name)}`)
+      : link(name, `#/kv-key/${encodeURIComponent(name)}`))));
+  const up = prefix.replace(/[^/]*\/$/, "");
+  const fresh = el("input", { id: "new-key", placeholder: "new key", value: prefix });
+  return [
+    el("h2", {}, "Config keys under ", el("span", { id: "kv-prefix", text: prefix || "(all)" })),
+    prefix ? el("p", {}, link("↑ up", `#/kv/${encodeURIComponent(up)}`)) : null,
+    names.length ? table(["key"], rows, "keys") : el("p", { id: "keys", text: "No keys here." }),
+    el("p", {}, fresh, " ", el("button", { id: "open-key", text: "open or create", on: { click: () => { location.hash = `#/kv-key/${encodeURIComponent(fresh.value)}`; } } })),
+  ];
+}
+
+async function kvKey(key) {
+  const found = await kvRead(`/v1/kv/${kvPath(key)}`);
+  const entry = found ? found[0] : null;
+  const raw = entry ? await (await kvRead(`/v1/kv/${kvPath(key)}?raw`, true)).text() : "";
+  const history = entry ? await read(`/v1/ui/kv/history/${kvPath(key)}`) : { revisions: [] };
+  const draftKey = `kv/${key}`;
+  const editor = el("textarea", { id: "kv-edit", rows: "8", cols: "80", on: { input: (e) => drafts.set(draftKey, e.target.value) } });
+  editor.value = drafted(draftKey, raw);
+  const cas = entry ? entry.ModifyIndex : 0;
+  const put = async () => {
+    const stored = await write(`/v1/kv/${kvPath(key)}?cas=${cas}`, editor.value, "PUT", true);
+    if (stored === false) say(`Not stored: ${key} changed since this page read it (index ${cas}); its new value is shown.`);
+    if (stored !== null) drafts.delete(draftKey);
+    render();
+  };
+  const folder = key.includes("/") ? key.slice(0, key.lastIndexOf("/") + 1) : "";
+  const rows = history.revisions.map((r, n) => el("tr", { dataset: { index: String(r.index) } },
+    el("td", { text: String(r.index) }),
+    el("td", { text: r.at || "" }),
+    el("td", { text: r.actor }),
+    el("td", { text: r.reason + (r.restored ? ` (rollback to ${r.restored})` : "") }),
+    el("td", {}, el("pre", { className: "diff", text: r.op === "delete" ? "(deleted)" : r.diff.join("\n") })),
+    el("td", {}, n === 0 || r.op === "delete" ? "current" : el("button", {
+      className: "kv-rollback", text: `roll back to ${r.index}`,
+      on: { click: async () => { await write(`/v1/ui/kv/rollback/${kvPath(key)}`, { to_index: r.index, reason: "from the console" }); render(); } },
+    }))));
+  return [
+    el("h2", {}, "Key ", el("span", { id: "kv-key", text: key }), " in ", link(folder || "(all)", `#/kv/${encodeURIComponent(folder)}`)),
+    entry
+      ? el("p", { text: `index ${entry.ModifyIndex} · flags ${entry.Flags} · ${raw.length} characters` })
+      : el("p", { text: "No such key yet: what you store creates it." }),
+    el("pre", { id: "kv-value", className: "config", text: raw }),
+    editor,
+    el("p", {}, el("button", { id: "kv-put", text: entry ? "store" : "create", on: { click: put } })),
+    el("h3", { text: "History" }),
+    table(["index", "when", "who", "why", "what changed", ""], rows, "kv-history"),
+  ];
+}
+
 // -- routing and rendering ------------------------------------------------------------------
 function route() {
+  if (location.hash.startsWith("#/kv/")) return () => kvBrowse(decodeURIComponent(location.hash.slice(5)));
+  if (location.hash.startsWith("#/kv-key/")) return () => kvKey(decodeURIComponent(location.hash.slice(9)));
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   if (parts[0] === "service" && parts[1]) return () => serviceView(parts[1]);
   if (parts[0] === "history" && parts[1]) return () => historyView(parts[1]);
@@ -292,7 +366,7 @@ function render() {
     try {
       const nodes = await route()();
       const active = document.activeElement;
-      const focused = active && main.contains(active) && (active.tagName === "INPUT" || active.tagName === "SELECT");
+      const focused = active && main.contains(active) && ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName);
       if (focused) return; // someone is typing or choosing: the next change redraws
       main.replaceChildren(...nodes);
       main.dataset.rendered = String(Date.now());
