@@ -48,6 +48,7 @@ BENCHES = {
     "failing_e2e": "bench_failing_e2e.py",
     "prober": "bench_prober.py",
     "peers": "bench_peers.py",
+    "console": "bench_console.py",
 }
 
 
