@@ -90,10 +90,10 @@ wrk:
 chromium:
     command -v chromium >/dev/null && test -x /usr/bin/chromedriver || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium chromium-driver)
 
-# screenshots of every page of the console into docs/console/, taken by its browser tests
+# screenshots of every page of the console into docs/console/: by its browser tests, or (`just console-shots demo`) from `services.stack demo` fleet as docs/console/demo-*.png
 [group('check')]
-console-shots: chromium
-    BATON_CONSOLE_SHOTS="{{justfile_directory()}}/docs/console" "{{python}}" -m pytest -q tests/integration/test_console.py
+console-shots mode="tests": chromium
+    if [ "{{mode}}" = demo ]; then PYTHONPATH=".:tests:tests/integration" "{{python}}" tests/integration/console_demo_shots.py docs/console; else BATON_CONSOLE_SHOTS="{{justfile_directory()}}/docs/console" "{{python}}" -m pytest -q tests/integration/test_console.py tests/integration/test_console_kv.py; fi
 
 # lint, format check and types, without tests
 [group('check')]

@@ -157,7 +157,7 @@ function instanceRow(service, i) {
     el("td", { text: i.version }),
     el("td", { text: weightText(i) }),
     stateCell(i.state, i.why),
-    el("td", { text: `${i.inflight}${i.latency_ms === null ? "" : ` / ${i.latency_ms} ms`}` }),
+    el("td", { text: `${i.inflight}${i.latency_ms === null ? "" : ` / ${i.latency_ms.toFixed(1)} ms`}` }),
     el("td", { className: "checks" }, ...(checks.length ? checks : ["TTL only"])),
     el("td", {}, ...meta),
     actions);
