@@ -66,16 +66,19 @@ class KeyIndex:
         entry = self._latest.get(key)
         return entry.modify_index if entry is not None else 0
 
-    def _under(self, prefix: str) -> Iterator[KvEntry]:
+    def _under(self, prefix: str, after: str = "") -> Iterator[KvEntry]:
         at = bisect.bisect_left(self._sorted, prefix)
+        if after:
+            at = max(at, bisect.bisect_right(self._sorted, after))
         for key in self._sorted[at:]:
             if not key.startswith(prefix):
                 return
             yield self._latest[key]
 
-    def scan(self, prefix: str) -> Iterator[KvEntry]:
-        """Every live entry whose key starts with `prefix`, in key order."""
-        return (entry for entry in self._under(prefix) if entry.op != "delete")
+    def scan(self, prefix: str, after: str = "") -> Iterator[KvEntry]:
+        """Every live entry whose key starts with `prefix`, in key order; with `after`,
+        only those past that key (where the previous page of a listing ended)."""
+        return (entry for entry in self._under(prefix, after) if entry.op != "delete")
 
     def index_of(self, prefix: str, *, recurse: bool) -> int:
         """What a blocking read of the key (or prefix) waits past: its newest change,

@@ -105,6 +105,12 @@ class KvLog(Lifecycle):
         found = await self.writer.last(subjects.kv_subject(subjects.KV_LOG, key))
         return (None, 0) if found is None else (_decode(found.data), found.seq)
 
+    async def newest(self) -> int:
+        """The sequence of the newest record the stream holds (0: none): what a consistent
+        read waits for this replica to have followed."""
+        found = await self.writer.last(subjects.every(subjects.KV_LOG))
+        return 0 if found is None else found.seq
+
     async def history(self, key: str) -> list[tuple[KvRecord, int]]:
         """The key's kept records, oldest first, with their sequences."""
         out: list[tuple[KvRecord, int]] = []

@@ -35,6 +35,7 @@ from schemas.kv import (
     entry_of,
 )
 from services.errors import BadRequest, TooLarge, Unavailable
+from services.kv.applied import Applied
 from services.kv.index import KeyIndex, fold_keys
 from services.kv.keys import check_key, check_prefix
 from services.kv.log import KvLog, LostRace
@@ -69,6 +70,8 @@ class KvSettings(Struct, frozen=True, kw_only=True):
     retry_s: Annotated[float, Meta(gt=0)] = 1.0
     # at start, wait at most this long for the store's keys before serving
     load_wait_s: Annotated[float, Meta(ge=0)] = 30.0
+    # a consistent read waits at most this long for this replica to catch up, then a 503
+    consistent_wait_s: Annotated[float, Meta(gt=0)] = 2.0
 
 
 class _Write(Struct, frozen=True, kw_only=True, gc=False):
@@ -93,10 +96,11 @@ class KvWorker(Lifecycle):
         self.settings = settings
         self.log = log
         self.index = KeyIndex()
+        self.applied = Applied()
         self.store = KvLog(
             bus,
             log,
-            self.index.apply,
+            self._followed,
             history=settings.history,
             replicas=settings.replicas,
             timeout_s=settings.store_timeout_s,
@@ -131,9 +135,28 @@ class KvWorker(Lifecycle):
         except TimeoutError:
             self.log.warning("kv.not_loaded", waited_s=self.settings.load_wait_s)
 
+    def _followed(self, record: KvRecord, seq: int) -> None:
+        self.index.apply(record, seq)
+        self.applied.advance(seq)
+
     # -- reads ----------------------------------------------------------------------------
-    def _on_get(self, subject: str, query: KvQuery) -> KvEntries:
+    async def _consistent(self) -> None:
+        """Wait until this replica has followed every record the stream holds now."""
+        newest = await self.store.newest()
+        wait_s = self.settings.consistent_wait_s
+        if not await self.applied.reach(newest, wait_s):
+            self.log.warning(
+                "kv.consistent_lagging", newest=newest, followed=self.applied.seq, waited_s=wait_s
+            )
+            raise Unavailable(
+                f"this kv replica has followed the store to index {self.applied.seq}, not to "
+                f"its newest ({newest}), after {wait_s} s: retry, or read without ?consistent"
+            )
+
+    async def _on_get(self, subject: str, query: KvQuery) -> KvEntries:
         key = _key(subject, subjects.KV_GET)
+        if query.consistent:
+            await self._consistent()
         index = self.index
         if not (query.recurse or query.keys):
             check_key(key)
@@ -149,14 +172,22 @@ class KvWorker(Lifecycle):
             names = (entry.key for entry in index.scan(key))
             keys = fold_keys(names, key, query.separator)
             return KvEntries(index=at, store_index=index.index, keys=keys)
-        entries = list(index.scan(key))
-        size = sum(len(entry.value) for entry in entries) * 4 // 3
-        if size > REPLY_BYTES:
-            raise TooLarge(
-                f"the values under {key!r} are {size} bytes in base64, more than one reply "
-                f"holds ({REPLY_BYTES}); list the keys (keys: true) and read them one by one"
-            )
-        return KvEntries(index=at, store_index=index.index, entries=entries)
+        entries, more = self._page(key, query.after)
+        return KvEntries(index=at, store_index=index.index, entries=entries, next_after=more)
+
+    def _page(self, prefix: str, after: str) -> tuple[list[KvEntry], str]:
+        """The entries under `prefix` past `after` that fit one reply (at least one: a
+        512 KiB value is under REPLY_BYTES in base64), and the key to continue after ("":
+        none left)."""
+        entries: list[KvEntry] = []
+        size = 0
+        for entry in self.index.scan(prefix, after):
+            cost = len(_size(entry)) + 1
+            if entries and size + cost > REPLY_BYTES:
+                return entries, entries[-1].key
+            entries.append(entry)
+            size += cost
+        return entries, ""
 
     async def _on_history(self, subject: str, query: KvHistoryQuery) -> KvHistory:
         key = check_key(_key(subject, subjects.KV_HISTORY))
