@@ -100,7 +100,8 @@ class KvWorker(Lifecycle):
         self.store = KvLog(
             bus,
             log,
-            self._followed,
+            self.index.apply,
+            self.applied.advance,
             history=settings.history,
             replicas=settings.replicas,
             timeout_s=settings.store_timeout_s,
@@ -134,10 +135,6 @@ class KvWorker(Lifecycle):
             await asyncio.wait_for(self.store.caught_up.wait(), self.settings.load_wait_s)
         except TimeoutError:
             self.log.warning("kv.not_loaded", waited_s=self.settings.load_wait_s)
-
-    def _followed(self, record: KvRecord, seq: int) -> None:
-        self.index.apply(record, seq)
-        self.applied.advance(seq)
 
     # -- reads ----------------------------------------------------------------------------
     async def _consistent(self) -> None:
