@@ -88,7 +88,7 @@ class KvQuery(Struct, frozen=True, kw_only=True, gc=False):
     # occurrence past the prefix and listed once (a folder view)
     keys: bool = False
     separator: Separator = ""
-    # with recurse: the page starts after this key (the last reply's `next_after`)
+    # with recurse or keys: the page starts after this (the last reply's `next_after`)
     after: Cursor = ""
     # answer only once this replica has applied every record the store held when asked
     consistent: bool = False
@@ -103,7 +103,7 @@ class KvEntries(Struct, frozen=True, kw_only=True, gc=False):
     store_index: Index = 0  # the store's newest change anywhere
     entries: list[KvEntry] = []
     keys: list[str] = []
-    # with recurse: more entries follow; ask again with `after` set to this key
+    # with recurse or keys: more follow; ask again with `after` set to this
     next_after: str = ""
 
 

@@ -165,7 +165,7 @@ def ls(session: Session, prefix: str, separator: str) -> None:
                 click.echo(f"{e.key}\t{e.modify_index}\t{e.flags}\t{size}\t{shown}")
         if not found.next_after:
             return
-        query = KvQuery(recurse=True, after=found.next_after)
+        query = msgspec.structs.replace(query, after=found.next_after)
 
 
 def _revision(e: KvEntry) -> str:

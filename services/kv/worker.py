@@ -36,18 +36,20 @@ from schemas.kv import (
 )
 from services.errors import BadRequest, TooLarge, Unavailable
 from services.kv.applied import Applied
-from services.kv.index import KeyIndex, fold_keys
+from services.kv.index import KeyIndex, folded, past_name
 from services.kv.keys import check_key, check_prefix
 from services.kv.log import KvLog, LostRace
 from services.lifecycle import Lifecycle
 from services.retry import Backoff
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
 
-__all__ = ["KvSettings", "KvWorker"]
+__all__ = ["KvSettings", "KvWorker", "names_page"]
 
 MAX_FLAGS: Final = 2**64
 REPLY_BYTES: Final = 900 * 1024  # a read's reply must fit NATS' 1 MiB max_payload
@@ -88,6 +90,20 @@ class _Write(Struct, frozen=True, kw_only=True, gc=False):
 
 def _key(subject: str, prefix: str) -> str:
     return subjects.kv_key_from(subject, prefix)
+
+
+def names_page(names: Iterator[str], separator: str, budget: int) -> tuple[list[str], str]:
+    """The names that fit `budget` bytes of JSON (at least one), and where the next page
+    starts ("": none left)."""
+    out: list[str] = []
+    size = 0
+    for name in names:
+        cost = len(_size(name)) + 1
+        if out and size + cost > budget:
+            return out, past_name(out[-1], separator)
+        out.append(name)
+        size += cost
+    return out, ""
 
 
 class KvWorker(Lifecycle):
@@ -166,11 +182,14 @@ class KvWorker(Lifecycle):
         check_prefix(key)
         at = index.index_of(key, recurse=True)
         if query.keys:
-            names = (entry.key for entry in index.scan(key))
-            keys = fold_keys(names, key, query.separator)
-            return KvEntries(index=at, store_index=index.index, keys=keys)
+            keys, more = self._names(key, query.after, query.separator)
+            return KvEntries(index=at, store_index=index.index, keys=keys, next_after=more)
         entries, more = self._page(key, query.after)
         return KvEntries(index=at, store_index=index.index, entries=entries, next_after=more)
+
+    def _names(self, prefix: str, after: str, separator: str) -> tuple[list[str], str]:
+        keys = (entry.key for entry in self.index.scan(prefix, after))
+        return names_page(folded(keys, prefix, separator), separator, REPLY_BYTES)
 
     def _page(self, prefix: str, after: str) -> tuple[list[KvEntry], str]:
         """The entries under `prefix` past `after` that fit one reply (at least one: a

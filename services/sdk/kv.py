@@ -106,7 +106,7 @@ class KvClient:
 
     async def keys(self, prefix: str, separator: str = "") -> list[str]:
         query = KvQuery(keys=True, separator=separator)
-        found: KvEntries = await self._ask(subjects.KV_GET, prefix, query, KvEntries)
+        found = await read_prefix(self._bus, prefix, query, timeout=self.timeout)
         return found.keys
 
     async def put(

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from schemas.kv import KvRecord
 from services.kv.applied import Applied
-from services.kv.index import KeyIndex
+from services.kv.index import KeyIndex, fold_keys, folded
+from services.kv.worker import names_page
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -46,3 +47,20 @@ def test_a_scan_continues_after_a_key_within_its_prefix() -> None:
     assert [e.key for e in index.scan("a/", after="a/1")] == ["a/2", "a/3"]
     assert [e.key for e in index.scan("a/", after="a/3")] == []
     assert [e.key for e in index.scan("a/", after="")] == ["a/1", "a/2", "a/3"]
+
+
+def test_a_folder_view_is_paged_without_repeating_a_folder() -> None:
+    index = KeyIndex()
+    keys = ["c/a", "c/b/1", "c/b/2", "c/b/3", "c/d/1", "c/e"]
+    for seq, key in enumerate(keys, start=1):
+        index.apply(KvRecord(key=key, op="put", actor="t", at=AT), seq)
+    pages: list[list[str]] = []
+    after = ""
+    while True:  # a budget of about two names a page
+        scan = (e.key for e in index.scan("c/", after))
+        names, after = names_page(folded(scan, "c/", "/"), "/", budget=14)
+        pages.append(names)
+        if not after:
+            break
+    assert pages == [["c/a", "c/b/"], ["c/d/", "c/e"]]
+    assert [n for page in pages for n in page] == fold_keys(iter(keys), "c/", "/")

@@ -166,7 +166,7 @@ class ConsulKv:
         return actor[:128], request.headers.get("X-Baton-Reason", "")[:1024]
 
     async def _read(self, key: str, query: KvQuery) -> KvEntries:
-        if query.recurse and not query.keys:  # values may span several replies
+        if query.recurse or query.keys:  # a prefix may span several replies
             return await read_prefix(self.bus, key, query, timeout=self.timeout_s)
         subject = subjects.kv_subject(subjects.KV_GET, key)
         return await self.bus.request(subject, query, KvEntries, timeout=self.timeout_s)
