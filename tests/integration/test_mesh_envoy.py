@@ -10,6 +10,7 @@ starts receiving.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import json
 from pathlib import Path
@@ -29,7 +30,7 @@ from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import Ack, Heartbeat
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from natsserver import NatsServer
 
@@ -125,6 +126,51 @@ def bootstrap(xds_port: int, listen_port: int, admin_port: int) -> dict[str, Any
     }
 
 
+class Through:
+    """HTTP through Envoy's listener, and Envoy's admin, from one client session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        envoy: asyncio.subprocess.Process,
+        ports: tuple[int, int],
+    ) -> None:
+        self.session = session
+        self.envoy = envoy
+        self.listen, self.admin = ports
+
+    async def call(self) -> str:
+        """The name of the backend that answered ("" while Envoy cannot route yet)."""
+        assert self.envoy.returncode is None, "Envoy exited: see envoy.log in the tmp_path"
+        try:
+            async with self.session.get(f"http://127.0.0.1:{self.listen}/hello") as reply:
+                return await reply.text() if reply.status == 200 else ""
+        except aiohttp.ClientError:
+            return ""  # Envoy not listening yet
+
+    async def reach(
+        self, *names: str, each: Callable[[], Awaitable[object]] | None = None
+    ) -> set[str]:
+        """Call until every one of `names` answered; returns every name that did."""
+        seen: set[str] = set()
+
+        async def reached() -> bool:
+            if each is not None:
+                await each()
+            seen.add(await self.call())
+            return set(names) <= seen
+
+        await until(reached, timeout=30, what=f"Envoy reaching {', '.join(names)}")
+        return seen
+
+    async def host_lines(self, port: int) -> list[str]:
+        """Envoy's admin /clusters lines of the cluster api's host on `port`."""
+        async with self.session.get(f"http://127.0.0.1:{self.admin}/clusters") as reply:
+            text = await reply.text()
+        mark = f"api::127.0.0.1:{port}::health_flags::"
+        return [line for line in text.splitlines() if mark in line]
+
+
 @pytest.fixture
 async def mesh(nats_server: NatsServer) -> AsyncIterator[Mesh]:
     async with run_governor(nats_server.url), run_mesh(nats_server.url) as worker:
@@ -141,8 +187,7 @@ def ports() -> tuple[int, int]:
 async def envoy(
     mesh: Mesh, ports: tuple[int, int], tmp_path: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    listen, admin = ports
-    config = json.dumps(bootstrap(mesh.port, listen, admin))
+    config = json.dumps(bootstrap(mesh.port, *ports))
     with (tmp_path / "envoy.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
             envoy_binary(),
@@ -160,59 +205,29 @@ async def envoy(
 async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance(
     bus: Bus, mesh: Mesh, envoy: asyncio.subprocess.Process, ports: tuple[int, int]
 ) -> None:
-    listen, admin = ports
     servers = {name: await named_backend(name) for name in ("a", "b", "c")}
     try:
         for name, (_, port) in servers.items():
             await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
         async with aiohttp.ClientSession() as session:
-
-            async def call() -> str:
-                try:
-                    async with session.get(f"http://127.0.0.1:{listen}/hello") as reply:
-                        return await reply.text() if reply.status == 200 else ""
-                except aiohttp.ClientError:
-                    return ""  # Envoy not listening yet
-
-            seen: set[str] = set()
-
-            async def all_reached() -> bool:
-                assert envoy.returncode is None, (
-                    "Envoy exited: see envoy.log in the test's tmp_path"
-                )
-                seen.add(await call())
-                return {"a", "b", "c"} <= seen
-
-            await until(all_reached, timeout=30, what="Envoy reaching a, b and c")
-
+            envoy_ = Through(session, envoy, ports)
+            await envoy_.reach("a", "b", "c")
             change = ConfigChange(actor="test", instances={"b": OverridePatch(drained=True)})
             await bus.request(subjects.change("api"), change, ConfigApplied)
             b_port = servers["b"][1]
 
             async def b_draining() -> bool:
-                async with session.get(f"http://127.0.0.1:{admin}/clusters") as reply:
-                    text = await reply.text()
-                return any(
-                    f"api::127.0.0.1:{b_port}::health_flags::" in line and "draining" in line
-                    for line in text.splitlines()
-                )
+                return any("draining" in line for line in await envoy_.host_lines(b_port))
 
             await until(b_draining, timeout=30, what="Envoy's /clusters showing b draining")
-            answers = [await call() for _ in range(30)]
+            answers = [await envoy_.call() for _ in range(30)]
             assert "b" not in answers
             assert set(answers) == {"a", "c"}
 
             # a new instance starts receiving, the drained one still does not
             servers["d"] = await named_backend("d")
             await bus.request(subjects.register("api"), reg("d", port=servers["d"][1]), Ack)
-            seen.clear()
-
-            async def d_reached() -> bool:
-                seen.add(await call())
-                return "d" in seen
-
-            await until(d_reached, timeout=30, what="Envoy reaching the new instance d")
-            assert "b" not in seen
+            assert "b" not in await envoy_.reach("d")
         assert envoy.returncode is None
         assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
     finally:
@@ -227,40 +242,48 @@ async def test_an_instance_whose_lease_lapses_stops_receiving_through_envoy(
     ports: tuple[int, int],
 ) -> None:
     """A killed instance: its heartbeats stop, its lease (1 s) lapses, Envoy drops it."""
-    listen, admin = ports
     servers = {name: await named_backend(name) for name in ("a", "k")}
     k_port = servers["k"][1]
     try:
         await bus.request(subjects.register("api"), reg("a", port=servers["a"][1]), Ack)
         await bus.request(subjects.register("api"), reg("k", port=k_port, ttl_s=1), Ack)
         async with aiohttp.ClientSession() as session:
+            envoy_ = Through(session, envoy, ports)
 
-            async def call() -> str:
-                try:
-                    async with session.get(f"http://127.0.0.1:{listen}/") as reply:
-                        return await reply.text() if reply.status == 200 else ""
-                except aiohttp.ClientError:
-                    return ""
-
-            seen: set[str] = set()
-
-            async def both_reached() -> bool:  # k is alive while this beats for it
-                assert envoy.returncode is None, "Envoy exited: see envoy.log"
+            async def beat() -> None:  # k is alive while it beats
                 await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="k"), Ack)
-                seen.add(await call())
-                return {"a", "k"} <= seen
 
-            await until(both_reached, timeout=30, what="Envoy reaching a and k")
+            await envoy_.reach("a", "k", each=beat)
 
             async def k_out() -> bool:  # no more heartbeats: the lease lapses
-                async with session.get(f"http://127.0.0.1:{admin}/clusters") as reply:
-                    lines = (await reply.text()).splitlines()
-                mine = [line for line in lines if f"api::127.0.0.1:{k_port}::health_flags" in line]
-                return all("health_flags::healthy" not in line for line in mine)
+                lines = await envoy_.host_lines(k_port)
+                return all("health_flags::healthy" not in line for line in lines)
 
             await until(k_out, timeout=30, what="Envoy's /clusters no longer healthy for k")
-            answers = [await call() for _ in range(20)]
-            assert answers == ["a"] * 20
+            assert [await envoy_.call() for _ in range(20)] == ["a"] * 20
+    finally:
+        for runner, _ in servers.values():
+            await runner.cleanup()
+
+
+async def test_weights_shape_envoys_split(
+    bus: Bus,
+    mesh: Mesh,
+    envoy: asyncio.subprocess.Process,
+    ports: tuple[int, int],
+) -> None:
+    """Weights 90 and 10 (the default strategy, weighted): Envoy's split follows them."""
+    servers = {name: await named_backend(name) for name in ("heavy", "light")}
+    try:
+        for name, weight in (("heavy", 90), ("light", 10)):
+            registration = reg(name, port=servers[name][1], weight=weight)
+            await bus.request(subjects.register("api"), registration, Ack)
+        async with aiohttp.ClientSession() as session:
+            envoy_ = Through(session, envoy, ports)
+            await envoy_.reach("heavy", "light")
+            answers = collections.Counter([await envoy_.call() for _ in range(200)])
+        assert set(answers) == {"heavy", "light"}
+        assert answers["heavy"] >= 4 * answers["light"]  # 9:1 asked; equal would be 1:1
     finally:
         for runner, _ in servers.values():
             await runner.cleanup()
