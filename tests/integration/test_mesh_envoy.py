@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from backends import named_backend
+from backends import Backends
 from conftest import reg
 from natscluster import free_port
 from subprocesses import reaped
@@ -202,88 +202,72 @@ async def envoy(
             await proc.wait()
 
 
+@pytest.fixture
+async def backends() -> AsyncIterator[Backends]:
+    started = Backends()
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+async def through(
+    envoy: asyncio.subprocess.Process, ports: tuple[int, int]
+) -> AsyncIterator[Through]:
+    async with aiohttp.ClientSession() as session:
+        yield Through(session, envoy, ports)
+
+
 async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance(
-    bus: Bus, mesh: Mesh, envoy: asyncio.subprocess.Process, ports: tuple[int, int]
+    bus: Bus, mesh: Mesh, through: Through, backends: Backends
 ) -> None:
-    servers = {name: await named_backend(name) for name in ("a", "b", "c")}
-    try:
-        for name, (_, port) in servers.items():
-            await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
-        async with aiohttp.ClientSession() as session:
-            envoy_ = Through(session, envoy, ports)
-            await envoy_.reach("a", "b", "c")
-            change = ConfigChange(actor="test", instances={"b": OverridePatch(drained=True)})
-            await bus.request(subjects.change("api"), change, ConfigApplied)
-            b_port = servers["b"][1]
+    ports = {name: await backends.start(name) for name in ("a", "b", "c")}
+    for name, port in ports.items():
+        await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
+    await through.reach("a", "b", "c")
+    change = ConfigChange(actor="test", instances={"b": OverridePatch(drained=True)})
+    await bus.request(subjects.change("api"), change, ConfigApplied)
 
-            async def b_draining() -> bool:
-                return any("draining" in line for line in await envoy_.host_lines(b_port))
+    async def b_draining() -> bool:
+        return any("draining" in line for line in await through.host_lines(ports["b"]))
 
-            await until(b_draining, timeout=30, what="Envoy's /clusters showing b draining")
-            answers = [await envoy_.call() for _ in range(30)]
-            assert "b" not in answers
-            assert set(answers) == {"a", "c"}
+    await until(b_draining, timeout=30, what="Envoy's /clusters showing b draining")
+    answers = [await through.call() for _ in range(30)]
+    assert "b" not in answers
+    assert set(answers) == {"a", "c"}
 
-            # a new instance starts receiving, the drained one still does not
-            servers["d"] = await named_backend("d")
-            await bus.request(subjects.register("api"), reg("d", port=servers["d"][1]), Ack)
-            assert "b" not in await envoy_.reach("d")
-        assert envoy.returncode is None
-        assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
-    finally:
-        for runner, _ in servers.values():
-            await runner.cleanup()
+    # a new instance starts receiving, the drained one still does not
+    await bus.request(subjects.register("api"), reg("d", port=await backends.start("d")), Ack)
+    assert "b" not in await through.reach("d")
+    assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
 
 
 async def test_an_instance_whose_lease_lapses_stops_receiving_through_envoy(
-    bus: Bus,
-    mesh: Mesh,
-    envoy: asyncio.subprocess.Process,
-    ports: tuple[int, int],
+    bus: Bus, through: Through, backends: Backends
 ) -> None:
     """A killed instance: its heartbeats stop, its lease (1 s) lapses, Envoy drops it."""
-    servers = {name: await named_backend(name) for name in ("a", "k")}
-    k_port = servers["k"][1]
-    try:
-        await bus.request(subjects.register("api"), reg("a", port=servers["a"][1]), Ack)
-        await bus.request(subjects.register("api"), reg("k", port=k_port, ttl_s=1), Ack)
-        async with aiohttp.ClientSession() as session:
-            envoy_ = Through(session, envoy, ports)
+    await bus.request(subjects.register("api"), reg("a", port=await backends.start("a")), Ack)
+    k_port = await backends.start("k")
+    await bus.request(subjects.register("api"), reg("k", port=k_port, ttl_s=1), Ack)
 
-            async def beat() -> None:  # k is alive while it beats
-                await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="k"), Ack)
+    async def beat() -> None:  # k is alive while it beats
+        await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="k"), Ack)
 
-            await envoy_.reach("a", "k", each=beat)
+    await through.reach("a", "k", each=beat)
 
-            async def k_out() -> bool:  # no more heartbeats: the lease lapses
-                lines = await envoy_.host_lines(k_port)
-                return all("health_flags::healthy" not in line for line in lines)
+    async def k_out() -> bool:  # no more heartbeats: the lease lapses
+        lines = await through.host_lines(k_port)
+        return all("health_flags::healthy" not in line for line in lines)
 
-            await until(k_out, timeout=30, what="Envoy's /clusters no longer healthy for k")
-            assert [await envoy_.call() for _ in range(20)] == ["a"] * 20
-    finally:
-        for runner, _ in servers.values():
-            await runner.cleanup()
+    await until(k_out, timeout=30, what="Envoy's /clusters no longer healthy for k")
+    assert [await through.call() for _ in range(20)] == ["a"] * 20
 
 
-async def test_weights_shape_envoys_split(
-    bus: Bus,
-    mesh: Mesh,
-    envoy: asyncio.subprocess.Process,
-    ports: tuple[int, int],
-) -> None:
+async def test_weights_shape_envoys_split(bus: Bus, through: Through, backends: Backends) -> None:
     """Weights 90 and 10 (the default strategy, weighted): Envoy's split follows them."""
-    servers = {name: await named_backend(name) for name in ("heavy", "light")}
-    try:
-        for name, weight in (("heavy", 90), ("light", 10)):
-            registration = reg(name, port=servers[name][1], weight=weight)
-            await bus.request(subjects.register("api"), registration, Ack)
-        async with aiohttp.ClientSession() as session:
-            envoy_ = Through(session, envoy, ports)
-            await envoy_.reach("heavy", "light")
-            answers = collections.Counter([await envoy_.call() for _ in range(200)])
-        assert set(answers) == {"heavy", "light"}
-        assert answers["heavy"] >= 4 * answers["light"]  # 9:1 asked; equal would be 1:1
-    finally:
-        for runner, _ in servers.values():
-            await runner.cleanup()
+    for name, weight in (("heavy", 90), ("light", 10)):
+        registration = reg(name, port=await backends.start(name), weight=weight)
+        await bus.request(subjects.register("api"), registration, Ack)
+    await through.reach("heavy", "light")
+    answers = collections.Counter([await through.call() for _ in range(200)])
+    assert set(answers) == {"heavy", "light"}
+    assert answers["heavy"] >= 4 * answers["light"]  # 9:1 asked; equal would be 1:1
