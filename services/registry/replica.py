@@ -154,7 +154,10 @@ class Replica(Lifecycle):
         if revision is not None:
             renewal = await lease.renew(_encode(self._status()), revision, timeout)
             if renewal.revision is not None:
-                role.renewed(renewal.revision, sent)
+                if not role.renewed(renewal.revision, sent, renewing=revision):
+                    # stepped down while it was in flight: give the key back at once
+                    self.log.info("registry.lease_released", revision=renewal.revision)
+                    await lease.release(renewal.revision, role.lease.interval)
             else:
                 now = self.clock()
                 await self._stepped(
@@ -167,10 +170,13 @@ class Replica(Lifecycle):
         if gap is not None:
             await self._resume(gap)
         if role.may_campaign():
-            await self._campaign(lease, sent)
+            await self._campaign(lease)
 
-    async def _campaign(self, lease: Lease, sent: float) -> None:
+    async def _campaign(self, lease: Lease) -> None:
         role = self.role
+        # the claim's own send time: a catch-up may have taken seconds since the presence
+        # write, and a lease counted from before it would be over as soon as it is won
+        sent = self.clock()
         revision = await lease.claim(_encode(self._status()), role.lease.write_timeout(sent))
         if revision is None:
             return  # somebody holds it, or the quorum is away: try next round

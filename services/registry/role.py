@@ -309,8 +309,16 @@ class Role:
         self.leader_answers = True
         return self.outbox.take()
 
-    def renewed(self, revision: int, sent: float) -> None:
+    def renewed(self, revision: int, sent: float, *, renewing: int) -> bool:
+        """A renewal built on `renewing` wrote `revision`: False if this replica gave that
+        lease up while the write was in flight (a step-down, a cut). The key is its own
+        again, but it leads no more (no ping responder, no `leader`): taking the revision
+        would let it speak unseen and renew the key forever, so that nobody else can win
+        it. The shell releases `revision` instead."""
+        if self.lease.revision != renewing:
+            return False
         self.lease.won(revision, sent)
+        return True
 
     def renewal_failed(self, now: float, *, taken: bool, error: str) -> Stepped | None:
         """A renewal was refused (`taken`) or did not reach the quorum."""

@@ -171,9 +171,13 @@ def test_stepping_down_changes_nothing_for_a_follower() -> None:
 
 def _renewal(r: Role, rng: random.Random, now: float) -> None:
     if r.lease.revision is None:
-        return  # the shell renews only a lease it holds
+        # the shell renews only a lease it holds, but a renewal sent before a step-down
+        # or a cut may come back after it
+        if rng.random() < 0.5:
+            r.renewed(rng.randrange(100, 199), now, renewing=rng.randrange(1, 99))
+        return
     if rng.random() < 0.5:
-        r.renewed(r.lease.revision + 1, now)
+        r.renewed(r.lease.revision + 1, now, renewing=r.lease.revision)
     else:
         r.renewal_failed(now, taken=rng.random() < 0.5, error="")
 
@@ -220,6 +224,8 @@ def test_the_invariant_holds_whatever_comes_in() -> None:
         assert r.answers(now) == (state in ("leading", "deputy"))
         assert r.lists(now) == (state in ("leading", "deputy", "following"))
         assert not r.publishes(now) or r.lease.revision is not None
+        # whoever speaks has won and not stepped down: it answers the followers' pings
+        assert not r.publishes(now) or r.alone or r.leads
     assert seen == {"catching_up", "cut_off", "following", "deputy", "leading"}
 
 
@@ -254,7 +260,7 @@ def test_a_removal_waits_for_a_lease_write_sent_after_it() -> None:
     assert r.announce(gone, 0.1) is None
     assert r.announce(after, 0.12) is None  # the same service's changes keep their order
     assert r.release(0.15) == []  # no write has been sent since
-    r.renewed(8, sent=0.2)
+    r.renewed(8, sent=0.2, renewing=7)
     assert r.release(0.25) == [gone, after]
 
 
@@ -297,7 +303,7 @@ def test_after_a_cut_the_replica_gives_the_lease_back_forgets_and_catches_up() -
     link = Link()
     r = leading(link=link)
     r.announce(Change("registered", a_lease()), 0.05)
-    r.renewed(8, sent=0.1)
+    r.renewed(8, sent=0.1, renewing=7)
     link.up = False
     assert r.cut(0.2)  # it was in touch until now: log it
     assert not r.cut(0.3)
@@ -344,3 +350,19 @@ def test_the_buckets_lease_is_adopted() -> None:
     assert r.lease.lease_s == 8.0
     assert r.lease.window == 6.4
     assert isinstance(r.catch_up(), CatchUp)
+
+
+def test_a_renewal_that_lands_after_the_step_down_does_not_bring_the_lease_back() -> None:
+    """The write loop sent a renewal; before it came back, the window ran out and the ping
+    loop stepped down. The key is this replica's again, but it leads no more: it must not
+    speak (unseen by its peers, holding the key so none of them can win it)."""
+    r = leading()  # won revision 7, sent at 0.0
+    stepped = r.lease_check(1.6)  # the window (1.6 s) is over: the renewal is late
+    assert stepped is not None
+    assert stepped.was_leading
+    assert not r.renewed(8, sent=1.5, renewing=7)  # the shell releases revision 8
+    assert r.lease.revision is None
+    assert not r.publishes(1.7)
+    assert r.state(1.7) != "leading"
+    assert r.leader == ""  # nobody leads: the followers campaign for the lease
+    assert r.may_campaign()
