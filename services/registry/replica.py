@@ -179,6 +179,8 @@ class Replica(Lifecycle):
         sent = self.clock()
         revision = await lease.claim(_encode(self._status()), role.lease.write_timeout(sent))
         if revision is None:
+            revision, sent = await self._take_over(lease)
+        if revision is None:
             return  # somebody holds it, or the quorum is away: try next round
         held = role.won(revision, sent)
         await self._leader_offer.set(True)
@@ -186,6 +188,26 @@ class Replica(Lifecycle):
         for change in held:  # what nobody announced meanwhile goes first
             if role.announce(change, self.clock()) is not None:
                 await self._publish(change)
+
+    async def _take_over(self, lease: Lease) -> tuple[int | None, float]:
+        """The key held by this replica's own claim, unknown to it (its write timed out
+        here but was stored): renewed now, its new revision and that write's send time."""
+        role = self.role
+        found = await lease.holder(role.lease.interval)
+        if found is None:
+            return None, 0.0
+        value, held = found
+        try:
+            holder = msgspec.json.decode(value, type=ReplicaStatus).replica
+        except msgspec.DecodeError:  # not a replica's status: not ours either
+            return None, 0.0
+        if not role.holds_unknowingly(holder):
+            return None, 0.0
+        sent = self.clock()
+        renewal = await lease.renew(_encode(self._status()), held, role.lease.write_timeout(sent))
+        if renewal.revision is not None:
+            self.log.info("registry.lease_taken_over", revision=held)
+        return renewal.revision, sent
 
     async def _stepped(self, stepped: Stepped | None) -> None:
         if stepped is None or not stepped.was_leading:

@@ -298,6 +298,13 @@ class Role:
     def may_campaign(self) -> bool:
         return self.caught_up and not self.leader_answers
 
+    def holds_unknowingly(self, holder: str) -> bool:
+        """A claim was refused: the key names `holder`. If that is this replica, its own
+        earlier claim was stored after the write timed out here; nobody renews it, so
+        nobody could lead until it expires. True: take it over (`update(last=)` of that
+        revision, a lease counted from that write), as if the claim had been won."""
+        return holder == self.id and self.may_campaign() and self.lease.revision is None
+
     def won(self, revision: int, sent: float) -> list[Change]:
         """The lease is ours: what nobody announced meanwhile, to announce first."""
         self.lease.won(revision, sent)

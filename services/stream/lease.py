@@ -109,6 +109,20 @@ class Lease:
         except _UNREACHABLE:
             return None
 
+    async def holder(self, timeout: float) -> tuple[bytes, int] | None:
+        """What the lease key holds now, and at which revision; None: nothing (or no answer).
+
+        A claim refused as held may have been refused by the caller's own earlier claim: the
+        server may store a write whose answer the writer gave up waiting for.
+        """
+        try:
+            entry = await _within(self._kv.get(self.key), timeout)
+        except _UNREACHABLE:  # KeyNotFoundError and KeyDeletedError among them
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return entry.value, entry.revision
+
     async def renew(self, value: bytes, revision: int, timeout: float) -> Renewal:
         try:
             new = await _within(self._kv.update(self.key, value, last=revision), timeout)

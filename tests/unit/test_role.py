@@ -366,3 +366,17 @@ def test_a_renewal_that_lands_after_the_step_down_does_not_bring_the_lease_back(
     assert r.state(1.7) != "leading"
     assert r.leader == ""  # nobody leads: the followers campaign for the lease
     assert r.may_campaign()
+
+
+def test_a_claim_found_held_by_this_replica_itself_is_taken_over() -> None:
+    """Its claim timed out here but was stored: the key names it, nobody renews it. It
+    takes the key over rather than wait a lease; a key naming another stays theirs."""
+    r = following()
+    r.leader_silent()  # nobody answers: it campaigns
+    assert r.holds_unknowingly("b")
+    assert not r.holds_unknowingly("a")  # another's: wait for it to expire or be released
+    r.won(revision=9, sent=0.1)
+    assert not r.holds_unknowingly("b")  # held knowingly: renewed, not taken over
+    r.step_down("window over")
+    r.leader_answered("a", "e1", 5, 0.2)  # another leads now: no campaign at all
+    assert not r.holds_unknowingly("b")
