@@ -182,6 +182,10 @@ class Replica(Lifecycle):
             revision, sent = await self._take_over(lease)
         if revision is None:
             return  # somebody holds it, or the quorum is away: try next round
+        if not role.may_take():  # the role moved on while the claim was in flight
+            self.log.info("registry.lease_released", revision=revision)
+            await lease.release(revision, role.lease.interval)
+            return
         held = role.won(revision, sent)
         await self._leader_offer.set(True)
         self.log.info("registry.leader_elected", epoch=role.epoch, seq=role.seq, held=len(held))

@@ -305,6 +305,12 @@ class Role:
         revision, a lease counted from that write), as if the claim had been won."""
         return holder == self.id and self.may_campaign() and self.lease.revision is None
 
+    def may_take(self) -> bool:
+        """A claim came back won: may this replica lead on it? Not if, while it was in
+        flight, a leader answered, another write took the lease, or the link dropped (a cut
+        must be caught up from before leading): the shell releases what it won."""
+        return self.may_campaign() and self.lease.revision is None and not self.lease.was_cut
+
     def won(self, revision: int, sent: float) -> list[Change]:
         """The lease is ours: what nobody announced meanwhile, to announce first."""
         self.lease.won(revision, sent)

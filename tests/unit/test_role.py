@@ -194,7 +194,7 @@ def _something_happens(r: Role, link: Link, rng: random.Random, now: float) -> N
         r.catch_up,
         lambda: r.catch_up_ended(finished=rng.random() < 0.8),
         lambda: r.presence_written(now - rng.choice((0.0, 0.1))),
-        lambda: r.may_campaign() and r.won(rng.randrange(1, 99), now),
+        lambda: r.may_take() and r.won(rng.randrange(1, 99), now),
         lambda: _renewal(r, rng, now),
         lambda: _link(r, link, rng, now),
         r.leader_silent,
@@ -380,3 +380,19 @@ def test_a_claim_found_held_by_this_replica_itself_is_taken_over() -> None:
     r.step_down("window over")
     r.leader_answered("a", "e1", 5, 0.2)  # another leads now: no campaign at all
     assert not r.holds_unknowingly("b")
+
+
+def test_a_claim_won_while_the_role_moved_on_is_not_taken() -> None:
+    """The claim was in flight when a leader answered, or the link dropped: what it won
+    the shell gives back (after a cut the replica must catch up before it leads)."""
+    link = Link()
+    r = following(link=link)
+    r.leader_silent()
+    assert r.may_take()
+    r.leader_answered("a", "e1", 6, 0.1)
+    assert not r.may_take()
+    r.leader_silent()
+    link.up = False
+    r.cut(0.2)
+    link.up = True
+    assert not r.may_take()  # until a write proves the link again (and it catches up)
