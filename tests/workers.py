@@ -16,6 +16,7 @@ from services.config import BusSettings
 from services.gateway import Gateway, GatewaySettings
 from services.governor import Governor, GovernorSettings
 from services.kv import KvSettings, KvWorker
+from services.mesh.worker import Mesh, MeshSettings
 from services.prober import Prober, ProberSettings
 from services.registry import Registry, RegistrySettings
 from services.runner import describe
@@ -29,6 +30,7 @@ __all__ = [
     "run_gateway",
     "run_governor",
     "run_kv",
+    "run_mesh",
     "run_prober",
     "run_registry",
 ]
@@ -99,3 +101,11 @@ def run_prober(url: str, **settings: Any) -> Any:
     settings.setdefault("heartbeat_s", 0.1)
     settings.setdefault("resync_s", 60.0)
     return _run(url, "prober", Prober, ProberSettings(**settings))
+
+
+def run_mesh(url: str, **settings: Any) -> Any:
+    """A mesh worker on an xDS port the OS picks (its `port` says which)."""
+    settings.setdefault("xds_port", 0)
+    settings.setdefault("config_wait_s", 2.0)
+    settings.setdefault("grace_s", 0.0)
+    return _run(url, "mesh", Mesh, MeshSettings(**settings))

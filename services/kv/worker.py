@@ -23,6 +23,7 @@ from schemas.kv import (
     MAX_VALUE,
     KvDelete,
     KvEntries,
+    KvEntry,
     KvHistory,
     KvHistoryQuery,
     KvOp,
@@ -225,19 +226,27 @@ class KvWorker(Lifecycle):
     async def _write(self, write: _Write, cas: int | None) -> KvWritten:
         """Store one record for `key`, compare-and-set on its last sequence.
 
-        The index says what the key holds; after a lost race the stream itself is asked
-        (another replica wrote, and this one's index may not have it yet).
+        The index says what the key holds. Before answering from it that a `cas` does not
+        match or that there is nothing to delete, and after a lost race, the stream itself
+        is asked: another replica may have written, and this one's index not have it yet.
         """
         key, op = write.key, write.op
         retry = CAS_RETRY.retry()
         held = self.index.get(key)
         seq = self.index.last_seq(key)
+        asked = False  # whether `held` came from the stream itself
         for attempt in range(self.settings.retries):
             if attempt > 1:
                 await retry.wait()
-            if cas is not None and cas != (held.modify_index if held else 0):
+            mismatch = cas is not None and cas != (held.modify_index if held else 0)
+            nothing = op == "delete" and held is None
+            if (mismatch or nothing) and not asked:
+                held, seq = await self._from_stream(key)
+                asked = True
+                continue
+            if mismatch:
                 return KvWritten(ok=False, index=self.index.index)
-            if op == "delete" and held is None:
+            if nothing:
                 return KvWritten(ok=True, index=self.index.index)  # nothing there: done
             record = KvRecord(
                 key=key,
@@ -253,8 +262,8 @@ class KvWorker(Lifecycle):
             try:
                 stored = await self.store.append(record, seq)
             except LostRace:
-                last, seq = await self.store.last(key)
-                held = entry_of(last, seq) if last is not None and last.op != "delete" else None
+                held, seq = await self._from_stream(key)
+                asked = True
                 continue
             entry = self.index.apply(record, stored) or entry_of(record, stored)
             self.log.info("kv.written", key=key, op=op, index=stored, actor=write.actor)
@@ -262,3 +271,8 @@ class KvWorker(Lifecycle):
                 return KvWritten(ok=True, index=stored, deleted=1)
             return KvWritten(ok=True, index=stored, entry=entry)
         raise Unavailable(f"key {key!r} is being written by many clients at once; retry shortly")
+
+    async def _from_stream(self, key: str) -> tuple[KvEntry | None, int]:
+        """The key's live entry (None: absent or deleted) and last sequence, as stored."""
+        last, seq = await self.store.last(key)
+        return (entry_of(last, seq) if last is not None and last.op != "delete" else None), seq

@@ -14,7 +14,7 @@ own processes on one nats-server.
   between two runs of any check (at most two intervals: one slot skipped), and slots
   run twice while the replicas agree.
 
-    python tests/bench/bench_prober.py [--quick]
+    PYTHONPATH=.:tests:tests/unit:tests/bench python tests/bench/bench_prober.py [--quick]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 import nats
-from harness import ROOT, Row, emit, pct, running, worker_env
+from harness import BENCH_PYTHONPATH, ROOT, Row, emit, pct, running, worker_env
 from natsserver import NatsServer
 
 from schemas import subjects
@@ -195,7 +195,7 @@ async def throughput(args: argparse.Namespace) -> tuple[float, float]:
             str(args.window),
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
-            env=worker_env(server.url),
+            env={**worker_env(server.url), "PYTHONPATH": BENCH_PYTHONPATH},
         )
         out, _ = await proc.communicate()
         bare = float(out.decode().strip().splitlines()[-1])

@@ -1,9 +1,10 @@
 """The fuzz suite's tools: a stack on its own event loop, hostile values, and the oracle.
 
-Hypothesis drives plain (synchronous) tests, so the stack (registry, balancer, governor
-and a gateway with HTTP and DNS) runs on an event loop in a thread of its own, and each
-example hands it a coroutine (`Doors.run`). So one stack serves every example of a test,
-and the test can measure around the whole run (memory, the gateway's tasks).
+Hypothesis drives plain (synchronous) tests, so the stack (registry, balancer, governor,
+the config center and a gateway with HTTP and DNS) runs on an event loop in a thread of
+its own, and each example hands it a coroutine (`Doors.run`). So one stack serves every
+example of a test, and the test can measure around the whole run (memory, the gateway's
+tasks).
 
 `BATON_FUZZ_SEED` (set and printed by `just fuzz`) makes the run random under that seed,
 with `BATON_FUZZ_EXAMPLES` examples a test; without it, the run is derandomized (the same
@@ -22,6 +23,7 @@ import nats
 from httpgateway import Http, stack
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
+from workers import run_kv
 
 from schemas.registry import Registration
 
@@ -208,7 +210,7 @@ class Doors:
 
     async def _hold(self) -> None:
         self._stop = asyncio.Event()
-        async with stack(self.url, dns_port=-1, http_timeout_s=10.0) as http:
+        async with run_kv(self.url), stack(self.url, dns_port=-1, http_timeout_s=10.0) as http:
             # a connection each: a request the gateway refuses mid-body may close its own
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:

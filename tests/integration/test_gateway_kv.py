@@ -200,3 +200,23 @@ async def test_node_consul_watches_a_key(http: Http, node_consul: Path) -> None:
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_blocking_queries_see_each_change_with_two_kv_replicas(
+    nats_server: NatsServer, http: Http
+) -> None:
+    """A woken query may read from the replica that did not write: it reads again until
+    that replica has the change, so no change is answered with the old index."""
+    async with run_kv(nats_server.url):  # a second replica, beside the fixture's
+        _, _, headers = await _put(http, "two/k", b"0")
+        index = headers["X-Consul-Index"]
+        for n in range(1, 21):
+            params = {"index": index, "wait": "1m"}
+            blocked = asyncio.ensure_future(http.call("GET", "/v1/kv/two/k", params=params))
+            await _until_parked(http, 1)
+            await _put(http, "two/k", str(n).encode())
+            status, body, headers = await asyncio.wait_for(blocked, 10)
+            assert status == 200
+            assert base64.b64decode(body[0]["Value"]) == str(n).encode()
+            assert int(headers["X-Consul-Index"]) > int(index)
+            index = headers["X-Consul-Index"]

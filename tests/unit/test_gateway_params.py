@@ -11,9 +11,12 @@ import zlib
 
 import pytest
 from aiohttp import web
+from builders import instance
 
 from services.errors import BadRequest
 from services.gateway.http.bodies import MAX_BODY, _decoded, decode_json, depth
+from services.gateway.http.consul_model import WEIGHTS_KEY
+from services.gateway.http.consul_render import catalog_entry, from_instance
 from services.gateway.http.params import (
     MAX_INDEX,
     DurationError,
@@ -123,3 +126,13 @@ def test_any_json_is_read_or_refused_with_consuls_sentence() -> None:
     for raw in (b"{", b"\xff", b'{"Port": 1e400}'):  # the last was a ValidationError: 500
         with pytest.raises(BadRequest, match=r"^Request decode failed"):
             decode_json(raw)
+
+
+def test_weights_another_writer_left_in_metadata_fall_back_to_the_instances() -> None:
+    # any NATS client may set `consul.weights`; "²" passed str.isdigit() and broke int():
+    # every Consul read of the service was a 500
+    inst = instance(weight=7, metadata={WEIGHTS_KEY: "\u00b2,99999"})
+    svc = from_instance("web", inst)
+    assert (svc.weight_passing, svc.weight_warning) == (7, 7)
+    entry = catalog_entry(inst, "web", "dc1", 1)
+    assert entry["ServiceWeights"] == {"Passing": 7, "Warning": 7}

@@ -74,4 +74,9 @@ def test_the_dependencies_are_the_sdks_and_the_rest_are_extras() -> None:
     assert any(d.startswith("click") for d in extras["cli"])
     assert "baton[stack]" in extras["dev"]
     assert "baton[collector,demo,gateway,cli,prober]" in extras["stack"]
+    assert {d.split(">")[0] for d in extras["prober"]} == {
+        "aiohttp",
+        "grpcio",
+        "grpcio-health-checking",
+    }
     assert any(d.startswith("dnspython") for d in extras["gateway"])

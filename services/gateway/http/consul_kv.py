@@ -34,6 +34,7 @@ from services.gateway.http.consul_api import token_of
 from services.gateway.http.params import flag, parse_index, parse_uint
 from services.gateway.http.replies import json
 from services.lifecycle import Lifecycle
+from services.retry import Backoff
 
 if TYPE_CHECKING:
     from services.bus import Bus
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["ConsulKv", "KvWaiters"]
 
 READ_CHUNK: Final = 64 * 1024
+CATCH_UP: Final = Backoff(base_s=0.002, cap_s=0.05)  # re-reads of a replica that lags
+CATCH_UP_S: Final = 1.0
 _LOCKS: Final = (
     "Baton has no sessions or locks: ?acquire and ?release are not supported; use ?cas "
     "(compare-and-set on ModifyIndex) to write a key only if it has not changed"
@@ -210,7 +213,19 @@ class ConsulKv:
                 stopping.cancel()
         finally:
             self.waiters.leave(waiter)
-        return await self._read(key, query)
+        found = await self._read(key, query)
+        if waiter[2].done() and not waiter[2].cancelled():
+            found = await self._caught_up(key, query, index, found)
+        return found
+
+    async def _caught_up(self, key: str, query: KvQuery, index: int, found: KvEntries) -> KvEntries:
+        """Woken by a change, the read may have reached a kv replica that has not applied
+        it yet (replicas follow the stream apart): read again, a few ms apart, until the
+        index passes `index` (or CATCH_UP_S passes: answer what there is)."""
+        retry = CATCH_UP.retry(deadline_s=CATCH_UP_S)
+        while found.index <= index and await retry.wait():
+            found = await self._read(key, query)
+        return found
 
     # -- PUT and DELETE --------------------------------------------------------------------
     async def _body(self, request: web.Request) -> bytes:

@@ -42,6 +42,7 @@ from services.gateway.http.params import parse_duration
 __all__ = [
     "CHECK_KEY",
     "DEFAULT_TTL_S",
+    "MAX_WEIGHT",
     "STATUSES",
     "STATUS_KEY",
     "TAGS_KEY",
@@ -67,6 +68,7 @@ WEIGHTS_KEY: Final = "consul.weights"
 DEFAULT_TTL_S: Final = 15.0
 MIN_TTL_S: Final = 1.0
 MAX_TTL_S: Final = 3600.0
+MAX_WEIGHT: Final = 10_000  # Baton's weight (schemas/fields.py Weight)
 _UNSUPPORTED_SERVICE: Final = {"connect": "Connect (service mesh)", "proxy": "a proxy definition"}
 
 
@@ -135,9 +137,9 @@ def _weights(body: dict[str, Any]) -> tuple[int, int]:
     passing: Any = weights.get("passing", 100)
     warning: Any = weights.get("warning", passing)
     for name, value in (("Passing", passing), ("Warning", warning)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10000:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WEIGHT:
             raise BadRequest(
-                f"Weights.{name} must be an integer 0..10000 (Baton's weight), got {value!r}"
+                f"Weights.{name} must be an integer 0..{MAX_WEIGHT} (Baton's weight), got {value!r}"
             )
     return passing, warning
 

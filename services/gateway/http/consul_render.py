@@ -19,8 +19,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from services.errors import BadRequest
 from services.gateway.http.consul_model import (
     CHECK_KEY,
+    MAX_WEIGHT,
     STATUS_KEY,
     STATUSES,
     TAGS_KEY,
@@ -28,6 +30,7 @@ from services.gateway.http.consul_model import (
     CheckSpec,
     ConsulService,
 )
+from services.gateway.http.params import parse_size
 
 if TYPE_CHECKING:
     from schemas.balancer import Ejection
@@ -55,11 +58,20 @@ _NODE_NS: Final = uuid.UUID("6c0e2b58-4c1f-4d3a-9a5e-6b61746f6e00")
 _RANK: Final = {"maintenance": 3, "critical": 2, "warning": 1, "passing": 0}
 
 
+def _weight(text: str, default: int) -> int:
+    """A weight the Consul API kept in an instance's metadata; `default` where another
+    writer (any NATS client may set metadata) left something else there."""
+    try:
+        return parse_size(text, "weight", maximum=MAX_WEIGHT)
+    except BadRequest:
+        return default
+
+
 def from_instance(service: str, inst: Instance) -> ConsulService:
     """A Consul registration rebuilt from what the registry lists (another gateway made
     it, or this one restarted): enough to change its check's status."""
     passing, _, warning = inst.metadata.get(WEIGHTS_KEY, "").partition(",")
-    weight_passing = int(passing) if passing.isdigit() else inst.weight
+    weight_passing = _weight(passing, inst.weight)
     meta = {k: v for k, v in inst.metadata.items() if not k.startswith("consul.")}
     check_id = inst.metadata.get(CHECK_KEY)
     return ConsulService(
@@ -72,7 +84,7 @@ def from_instance(service: str, inst: Instance) -> ConsulService:
         zone=inst.zone,
         version=inst.version,
         weight_passing=weight_passing,
-        weight_warning=int(warning) if warning.isdigit() else weight_passing,
+        weight_warning=_weight(warning, weight_passing),
         active=tuple(c for c in inst.checks if c.kind != "ttl"),
         check=None
         if check_id is None
@@ -153,8 +165,8 @@ def _service(inst: Instance, service: str, index: int) -> dict[str, Any]:
         "Meta": _meta(inst),
         "Port": inst.port,
         "Weights": {
-            "Passing": int(passing) if passing.isdigit() else inst.weight,
-            "Warning": int(warning) if warning.isdigit() else inst.weight,
+            "Passing": _weight(passing, inst.weight),
+            "Warning": _weight(warning, inst.weight),
         },
         "EnableTagOverride": False,
         "Datacenter": "",
