@@ -19,10 +19,8 @@ def test_the_first_run_tells_then_a_steady_status_stays_quiet_until_the_refresh(
 def test_every_change_of_status_tells_at_once() -> None:
     feed = RegistryFeed()
     feed.tells("critical", 0.0, REFRESH)
-    assert [feed.tells(s, t, REFRESH) for s, t in (("passing", 1.0), ("passing", 2.0))] == [
-        True,
-        False,
-    ]
+    assert feed.tells("passing", 1.0, REFRESH)
+    assert not feed.tells("passing", 2.0, REFRESH)  # the output may differ: not sent
     assert feed.tells("warning", 3.0, REFRESH)
     assert feed.tells("critical", 4.0, REFRESH)
     assert not feed.tells("critical", 5.0, REFRESH)
