@@ -25,7 +25,7 @@ demo *args: influxd
 
 # lint and types, then every test (pytest's summary is the last line, for CI)
 [group('check')]
-test *args: influxd dns-tools prometheus node-clients
+test *args: influxd dns-tools prometheus node-clients chromium
     "{{python}}" -m ruff check .
     "{{just_executable()}}" types
     "{{python}}" -m pytest -q {{args}}
@@ -84,6 +84,16 @@ node-clients:
 [group('check')]
 wrk:
     command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends wrk)
+
+# Debian's Chromium and its chromedriver for the console's browser tests, where missing
+[group('check')]
+chromium:
+    command -v chromium >/dev/null && test -x /usr/bin/chromedriver || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium chromium-driver)
+
+# screenshots of every page of the console into docs/console/, taken by its browser tests
+[group('check')]
+console-shots: chromium
+    BATON_CONSOLE_SHOTS="{{justfile_directory()}}/docs/console" "{{python}}" -m pytest -q tests/integration/test_console.py
 
 # lint, format check and types, without tests
 [group('check')]

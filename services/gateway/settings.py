@@ -42,3 +42,6 @@ class GatewaySettings(Struct, frozen=True, kw_only=True):
     http_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
     # what the Consul API reports as the datacenter (Prometheus passes it back as dc=)
     datacenter: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")] = "baton"
+    # the console links each service to its Grafana dashboard under this address
+    # (e.g. http://localhost:3000); empty: no link
+    grafana_url: Annotated[str, Meta(pattern=r"^(https?://[^\s\"'<>]+)?\Z")] = ""

@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from services.stack.local import listening, start_influxd
+from services.stack.local import console_address, listening, start_influxd
 from services.stack.ready import pinged
 from services.stack.supervisor import (
     StartupError,
@@ -112,6 +112,8 @@ def _run(argv: list[str] | None) -> int:
             child = sup.start(name, [interpreter(), "-m", f"services.{name}"], env=env)
             worker_id = pinged(sup, child, url, args.ready_timeout, worker=name)
             sup.say(f"{name} ready (pid {child.pid}, id {worker_id}, log {child.log_path})")
+            if name == "gateway" and (console := console_address(env)):
+                sup.say(f"console at {console}")
         if args.mode == "demo":
             demo = sup.start(
                 "demo", [interpreter(), "-m", "services.demo"], env=env, stdout_to_terminal=True

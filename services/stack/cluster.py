@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.stack.local import listening, start_influxd
+from services.stack.local import console_address, listening, start_influxd
 from services.stack.ready import answers, pinged
 from services.stack.supervisor import (
     Child,
@@ -296,6 +296,8 @@ def run(argv: list[str] | None = None) -> int:
                 sup.say(
                     f"{child.name} ready (pid {child.pid}, id {worker_id}, log {child.log_path})"
                 )
+                if name == "gateway" and (console := console_address(own)):
+                    sup.say(f"console of {child.name} at {console}")
         if args.mode == "demo":
             demo = sup.start(
                 "demo", [interpreter(), "-m", "services.demo"], env=env, stdout_to_terminal=True

@@ -12,10 +12,11 @@ from services.stack.supervisor import StartupError
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Mapping
 
     from services.stack.supervisor import Supervisor
 
-__all__ = ["INFLUXD_CONF", "listening", "start_influxd"]
+__all__ = ["INFLUXD_CONF", "console_address", "listening", "start_influxd"]
 
 # An influxd 1.x of our own: loopback only, data in one folder, no usage reports.
 INFLUXD_CONF = """reporting-disabled = true
@@ -40,6 +41,17 @@ def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def console_address(env: Mapping[str, str]) -> str:
+    """Where the gateway of `env` serves the console (docs/console.md); "" with no HTTP."""
+    port = int(env.get("GATEWAY_HTTP_PORT") or 8500)
+    if port <= 0:
+        return ""
+    host = env.get("GATEWAY_BIND") or "127.0.0.1"
+    if host == "0.0.0.0":  # noqa: S104  # a gateway on every interface answers on loopback
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/ui/"
 
 
 def start_influxd(sup: Supervisor, args: argparse.Namespace) -> str | None:

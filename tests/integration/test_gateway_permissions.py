@@ -51,4 +51,15 @@ async def test_gateway_runs_on_its_own_user(server: NatsServer) -> None:  # noqa
         reply = await dns.asyncquery.udp(query, "127.0.0.1", port=gw.dns_port, timeout=5)
         assert [r.port for r in reply.answer[0]] == [9001]
         assert gw.pick_failures == {}  # the balancer's pick came through
+        # the console's writes and its list of workers, on the gateway's own rights
+        base = f"http://127.0.0.1:{gw.http_port}/v1/ui"
+        drain = {"instance_id": "web-1", "drained": True}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/services/web/change", json=drain) as r:
+                assert r.status == 200, await r.text()
+            async with http.post(f"{base}/services/web/rollback", json={"to_revision": 0}) as r:
+                assert r.status in (200, 400, 404), await r.text()  # the governor's answer
+            async with http.get(f"{base}/workers") as r:
+                assert r.status == 200, await r.text()
+                assert "baton-registry" in {w["name"] for w in (await r.json())["workers"]}
     assert [v for v in violations(server) if v[0] == "gateway"] == []

@@ -39,6 +39,26 @@ def test_grants() -> None:
         access.check("x" * 20, "10.0.0.1", "register", "web")
 
 
+def test_readers_write_nothing_and_names_are_the_actors() -> None:
+    reader, named = "reader-token-0123456789", "named-admin-0123456789"
+    access = Access(parse_tokens(f"{FILE}{reader} reader *\n{named} admin * name=alice\n"))
+    for write in ("register", "report", "configure"):
+        with pytest.raises(Forbidden, match=r"\(reader\) may not"):
+            access.check(reader, "127.0.0.1", write, "web")
+    with pytest.raises(Forbidden, match=r"\(service\) may not change the config of service 'web'"):
+        access.check(WEB, "10.0.0.1", "configure", "web")
+    grant = access.check(named, "10.0.0.1", "configure", "web")
+    assert grant is not None
+    assert grant.actor == "alice"
+    unnamed = access.check(ADMIN, "10.0.0.1", "configure", "web")
+    assert unnamed is not None
+    assert unnamed.actor == "GATEWAY_TOKENS line 5 (admin)"
+    both = f"{named} admin * write:* name=alice"  # kv rights and a name, in either order
+    assert parse_tokens(both)[next(iter(parse_tokens(both)))].name == "alice"
+    with pytest.raises(StartupError, match="expected 3 fields"):
+        parse_tokens(f"{named} admin * name=a name=b")
+
+
 def test_without_tokens_only_loopback_writes() -> None:
     access = Access(None)
     access.check(None, "127.0.0.1", "register", "web")
@@ -53,7 +73,7 @@ def test_without_tokens_only_loopback_writes() -> None:
 @pytest.mark.parametrize(
     ("text", "sentence"),
     [
-        (f"{WEB} service", "line 1: expected 3 fields"),
+        (f"{WEB} service", "line 1: expected 3 fields `token role services`"),
         ("short service web", "16 to 256 characters"),
         (f"\n{WEB} owner web", "line 2: role 'owner' is not one of service, client, admin"),
         (f"{WEB} admin web", "write `\\*`"),

@@ -15,6 +15,9 @@
     runner.py        the aiohttp runner: unreadable requests answered with a sentence too
     openapi.py       the OpenAPI document, served at /v1/openapi.json
 
+The operator console (services/gateway/console/) adds its page at /ui/ and its JSON
+under /v1/ui/.
+
 Every error is answered with its status and a sentence, counted and logged; no request
 can stop the worker.
 """
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from services.errors import BatonError
+from services.gateway import console
 from services.gateway.http import unsupported
 from services.gateway.http.agent import Agent
 from services.gateway.http.asker import Asker
@@ -150,10 +154,22 @@ def make_app(
     app[KV] = kv
     app.add_routes(kv.routes())
     app.add_routes(PrometheusSd(view, settings.datacenter).routes())
-    app.add_routes(unsupported.routes())
+    app.add_routes(
+        console.routes(
+            bus,
+            view,
+            asker,
+            access,
+            timeout_s=timeout_s,
+            closing=consul.closing,
+            grafana_url=settings.grafana_url,
+        )
+    )
+    app.add_routes(unsupported.routes())  # the catch-all of /v1/: last
 
     async def on_shutdown(_: web.Application) -> None:
-        consul.closing.set()  # before aiohttp waits for handlers: blocking queries answer
+        # before aiohttp waits for handlers: blocking queries answer, event streams end
+        consul.closing.set()
 
     app.on_shutdown.append(on_shutdown)
     return app

@@ -15,6 +15,7 @@ from schemas.balancer import CallReport, Endpoint
 from schemas.errors import ErrorReply
 from schemas.governor import ConfigHistory, ServiceConfig
 from schemas.registry import Ack, Deregistration, Heartbeat, InstanceList, Registration, ServiceList
+from services.gateway.console.openapi import paths as console_paths
 
 __all__ = ["document"]
 
@@ -441,6 +442,7 @@ def document(version: str = "1") -> dict[str, Any]:
                 "responses": {"200": _json({"type": "array"}, "Prometheus target groups")},
             }
         },
+        **console_paths(),
     }
     return {
         "openapi": "3.1.0",

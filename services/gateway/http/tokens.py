@@ -1,24 +1,27 @@
 """Who may write over HTTP: the GATEWAY_TOKENS file, and the loopback rule without it.
 
 The file holds one token a line, then its role, then the services it may write, then
-(optionally) its rights on the config center's keys (`/v1/kv`):
+(optionally) its rights on the config center's keys (`/v1/kv`) and (optionally)
+`name=<who>`, the name the console records as the actor of this token's changes:
 
-    # token                            role     services      kv
+    # token                            role     services      kv                     name
     9f2c61d0e4b84d6a8f7f3b5e2a1c0d9e   service  web,web-canary
     3b7d5e9a1f2c4e6b8d0a2c4e6f8a0b2c   client   web,api       read:shared/
     5d2e8f1a3c6b9e0d4f7a2c5e8b1d3f6a   client   api           read:*,write:traefik/
-    7e1a3c5e7f9b1d3f5a7c9e1b3d5f7a9c   admin    *
+    7e1a3c5e7f9b1d3f5a7c9e1b3d5f7a9c   admin    *                                    name=alice
+    5c8e0a2c4e6f8a0b2c3b7d5e9a1f2c4e   reader   *                                    name=dashboards
 
     service   registers, heartbeats, deregisters and reports (Consul agent writes too)
     client    reports calls only (POST /v1/report): a caller of the service
-    admin     every write; its services must be `*`
+    admin     every write, and the console's config changes; its services must be `*`
+    reader    no write at all: a console that sees everything and changes nothing
 
 A token is at least 16 characters of A-Z a-z 0-9 _ - . ~ + / =. Reads need no token: the
 gateway serves what NATS already shows every client of the registry; except the config
 center's keys, which a token file guards for reads too. The kv field lists `read:<prefix>`
 and `write:<prefix>` (write includes read; `*` is every key). Without it: a service token
 reads its services' own prefixes (`web/` for web), an admin token writes every key, a
-client token has no key.
+reader token reads every key, a client token has no key.
 
 Without the file, writes are taken only from loopback peers: the HTTP port must not become
 a way around the NATS permissions that keep one service from registering another.
@@ -51,8 +54,9 @@ __all__ = [
     "parse_tokens",
 ]
 
-Role = Literal["service", "client", "admin"]
-Write = Literal["register", "report"]  # what a write does: a registry write, or a report
+Role = Literal["service", "client", "admin", "reader"]
+# what a write does: a registry write, a report, or a config change (the console's)
+Write = Literal["register", "report", "configure"]
 KvRight = Literal["read", "write"]
 ROLES: Final = get_args(Role)
 ALL: Final = "*"
@@ -60,7 +64,14 @@ _TOKEN: Final = re.compile(r"[A-Za-z0-9_.~+/=-]{16,256}")
 _MAY: Final[dict[str, frozenset[str]]] = {
     "service": frozenset({"register", "report"}),
     "client": frozenset({"report"}),
-    "admin": frozenset({"register", "report"}),
+    "admin": frozenset({"register", "report", "configure"}),
+    "reader": frozenset(),
+}
+_NAME: Final = "name="
+_WHAT: Final[dict[str, str]] = {
+    "register": "register or deregister",
+    "report": "report on",
+    "configure": "change the config of",
 }
 
 
@@ -70,6 +81,11 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
     line: int
     kv_read: tuple[str, ...] = ()  # key prefixes ("" = every key)
     kv_write: tuple[str, ...] = ()
+    name: str = ""  # `name=`: who the console records as the actor
+
+    @property
+    def actor(self) -> str:
+        return self.name or f"GATEWAY_TOKENS line {self.line} ({self.role})"
 
     def allows(self, write: Write, service: str) -> bool:
         return write in _MAY[self.role] and (ALL in self.services or service in self.services)
@@ -100,6 +116,8 @@ def parse_kv_rights(field: str, where: str) -> tuple[tuple[str, ...], tuple[str,
 def _default_kv(role: Role, services: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if role == "admin":
         return (), ("",)
+    if role == "reader":
+        return ("",), ()
     if role == "service":
         return ("",) if ALL in services else tuple(sorted(f"{s}/" for s in services)), ()
     return (), ()
@@ -141,22 +159,29 @@ def parse_tokens(text: str, source: str = "GATEWAY_TOKENS") -> dict[bytes, Grant
             continue
         where = f"{source} line {number}"
         fields = line.split()
-        if len(fields) not in (3, 4):
+        names = [f.removeprefix(_NAME) for f in fields[3:] if f.startswith(_NAME)]
+        rights = [f for f in fields[3:] if not f.startswith(_NAME)]
+        if len(fields) < 3 or len(names) > 1 or len(rights) > 1 or names == [""]:
             raise StartupError(
                 f"{where}: expected 3 fields `token role services` (and optionally kv "
-                f"rights), got {len(fields)}; "
+                f"rights and name=<who>), got {len(fields)}; "
                 "e.g. `9f2c61d0e4b84d6a8f7f3b5e2a1c0d9e service web,web-canary`"
             )
         token, role, services = _fields(fields[:3], where)
-        if len(fields) == 4:
-            kv_read, kv_write = parse_kv_rights(fields[3], where)
+        if rights:
+            kv_read, kv_write = parse_kv_rights(rights[0], where)
         else:
             kv_read, kv_write = _default_kv(role, services)
         key = _digest(token)
         if key in grants:
             raise StartupError(f"{where}: the token of line {grants[key].line} again")
         grants[key] = Grant(
-            role=role, services=services, line=number, kv_read=kv_read, kv_write=kv_write
+            role=role,
+            services=services,
+            line=number,
+            kv_read=kv_read,
+            kv_write=kv_write,
+            name=names[0] if names else "",
         )
     if not grants:
         raise StartupError(f"{source} holds no token; list at least one, or unset it")
@@ -214,11 +239,14 @@ class Access:
                 "give it a kv right on a prefix of it (read:<prefix> or write:<prefix>)"
             )
 
-    def check(self, token: str | None, peer: str | None, write: Write, service: str) -> None:
-        """Raise Forbidden with the reason, unless this write may go ahead."""
+    def check(
+        self, token: str | None, peer: str | None, write: Write, service: str
+    ) -> Grant | None:
+        """Raise Forbidden with the reason, unless this write may go ahead; the token's
+        grant (None: a loopback peer of a gateway without tokens)."""
         if self.grants is None:
             if is_loopback(peer):
-                return
+                return None
             raise Forbidden(
                 f"writes over HTTP are taken only from loopback without GATEWAY_TOKENS "
                 f"(this request came from {peer}); give the gateway a token file"
@@ -231,7 +259,8 @@ class Access:
         if grant is None:
             raise Forbidden("the token is not in GATEWAY_TOKENS")
         if not grant.allows(write, service):
-            what = "register or deregister" if write == "register" else "report on"
             raise Forbidden(
-                f"the token of line {grant.line} ({grant.role}) may not {what} service {service!r}"
+                f"the token of line {grant.line} ({grant.role}) may not {_WHAT[write]} "
+                f"service {service!r}"
             )
+        return grant
