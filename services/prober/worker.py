@@ -292,6 +292,7 @@ class Prober(Lifecycle):
             if entry.feed.tells(status, self.clock(), self.settings.refresh_s):
                 await self.bus.send(subjects.check_transitions(entry.service), payload)
         except BatonError as exc:  # the next run publishes again; quiet while stopping
+            entry.feed.forget()  # and tells the registry again, lest a transition be lost
             (self.log.warning if self.bus.connected else self.log.debug)(
                 "check.publish_failed", check=key, error=exc.message
             )
