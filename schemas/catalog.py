@@ -538,10 +538,21 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         CheckResult,
         None,
         sender="prober (the replica that owns the check)",
-        receivers="registry (every replica combines them into health), prober (every "
-        "replica follows them), collector, anyone",
+        receivers="collector, anyone",
         op=PUBLISH,
         summary="Extension: every run of an active health check, with its status and output.",
+    ),
+    Channel(
+        _each(subjects.PROBER_TRANSITIONS),
+        CheckResult,
+        None,
+        sender="prober (the replica that owns the check)",
+        receivers="registry (every replica combines them into health), prober (every "
+        "replica follows them), anyone",
+        op=PUBLISH,
+        summary="Extension: the runs of an active health check that can change an "
+        "instance's health: a change of status, the first run after a replica takes the "
+        "check, and a refresh every PROBER_REFRESH_S (anti-entropy).",
     ),
     Channel(
         subjects.PROBER_PRESENCE,

@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 from schemas.fields import Actor, Reason
 
 __all__ = [
+    "MAX_LISTING",
     "MAX_RECORD",
     "MAX_VALUE",
     "KvDelete",
@@ -35,9 +36,13 @@ MAX_VALUE: Final = 512 * 1024  # Consul's limit on one value
 # a record is a 512 KiB value in base64 (4/3) plus its key and audit fields: under the
 # 1 MiB max_payload of nats-server, which is also what the stream takes (no limit of its own)
 MAX_RECORD: Final = 1024 * 1024
+# a prefix read is answered in pages of under one reply each; a reader stops past this
+# total of values (a 413 naming it): 64 MiB, far past what a config center should serve
+MAX_LISTING: Final = 64 * 1024 * 1024
 Flags = Annotated[int, Meta(ge=0)]  # Consul: a uint64; checked by the worker
 Index = Annotated[int, Meta(ge=0)]
 Separator = Annotated[str, Meta(max_length=64)]
+Cursor = Annotated[str, Meta(max_length=1024)]  # a key: at most 512 UTF-8 bytes
 KvOp = Literal["put", "delete", "rollback"]
 
 
@@ -83,6 +88,10 @@ class KvQuery(Struct, frozen=True, kw_only=True, gc=False):
     # occurrence past the prefix and listed once (a folder view)
     keys: bool = False
     separator: Separator = ""
+    # with recurse or keys: the page starts after this (the last reply's `next_after`)
+    after: Cursor = ""
+    # answer only once this replica has applied every record the store held when asked
+    consistent: bool = False
 
 
 class KvEntries(Struct, frozen=True, kw_only=True, gc=False):
@@ -94,6 +103,8 @@ class KvEntries(Struct, frozen=True, kw_only=True, gc=False):
     store_index: Index = 0  # the store's newest change anywhere
     entries: list[KvEntry] = []
     keys: list[str] = []
+    # with recurse or keys: more follow; ask again with `after` set to this
+    next_after: str = ""
 
 
 class KvPut(Struct, frozen=True, kw_only=True, gc=False):

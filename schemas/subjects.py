@@ -124,9 +124,11 @@ OUTLIER_STATE_HEADER: Final = "Baton-Outlier-State"
 
 
 # -- prober (extension): active health checks ------------------------------------------
-# every run of a check, per service; and each prober replica's presence (the live set the
-# checks are split over)
+# every run of a check, per service; what of it the registry needs (transitions and
+# periodic refreshes: services/prober/relay.py); and each prober replica's presence (the
+# live set the checks are split over)
 PROBER_RESULTS: Final = "prober.v1.results"
+PROBER_TRANSITIONS: Final = "prober.v1.transitions"
 PROBER_PRESENCE: Final = "prober.v1.presence"
 
 
@@ -246,6 +248,10 @@ def outlier_record_of(subject: str) -> tuple[str, str]:
 
 def check_results(service: str) -> str:
     return _of(PROBER_RESULTS, service)
+
+
+def check_transitions(service: str) -> str:
+    return _of(PROBER_TRANSITIONS, service)
 
 
 # -- config center (kv) ------------------------------------------------------------------

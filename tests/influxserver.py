@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Self
 
+from ports import free_port
 from waiting import until_sync
 
 from services.stack.local import INFLUXD_CONF
@@ -29,17 +29,11 @@ def influxd_binary() -> str | None:
     return shutil.which("influxd")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class InfluxServer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "influxd.log"
 
@@ -50,7 +44,7 @@ class InfluxServer:
     def _config(self) -> Path:
         d = self.workdir
         conf = d / "influxdb.conf"
-        conf.write_text(INFLUXD_CONF.format(d=d, port=self.port, rpc=_free_port()))
+        conf.write_text(INFLUXD_CONF.format(d=d, port=self.port, rpc=free_port()))
         return conf
 
     def start(self, timeout: float = 20.0) -> Self:

@@ -15,12 +15,12 @@ A node may run inside a network namespace (`prefix=["ip", "netns", "exec", ns]`,
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from natsserver import kill_process, nats_server_binary, start_logged, stop_process
+from ports import free_port
 from waiting import until, until_sync
 
 if TYPE_CHECKING:
@@ -29,13 +29,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = ["ClusterNode", "NatsCluster", "free_port"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the OS's pick); the node binds it a moment later."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class ClusterNode:

@@ -150,15 +150,22 @@ def delete(  # click passes each option
 def ls(session: Session, prefix: str, separator: str) -> None:
     """List the keys starting with PREFIX: key, modify index, flags, size, value."""
     query = KvQuery(recurse=True, keys=bool(separator), separator=separator)
-    found = _ask(session, _subject(subjects.KV_GET, prefix), query, KvEntries)
-    if found is None:
-        return
-    if separator:
-        for name in found.keys:
-            click.echo(name)
-        return
-    for e in found.entries:
-        click.echo(f"{e.key}\t{e.modify_index}\t{e.flags}\t{len(e.value)}\t{_shown(e.value)}")
+    subject = _subject(subjects.KV_GET, prefix)
+    while True:  # a page at a time (each under one reply); --json prints each page
+        raw = asyncio.run(session.request(subject, query))
+        found = msgspec.json.decode(raw, type=KvEntries)
+        if session.json:
+            click.echo(raw.decode())
+        elif separator:
+            for name in found.keys:
+                click.echo(name)
+        else:
+            for e in found.entries:
+                size, shown = len(e.value), _shown(e.value)
+                click.echo(f"{e.key}\t{e.modify_index}\t{e.flags}\t{size}\t{shown}")
+        if not found.next_after:
+            return
+        query = msgspec.structs.replace(query, after=found.next_after)
 
 
 def _revision(e: KvEntry) -> str:

@@ -16,22 +16,34 @@ from schemas.kv import KvEntry, KvRecord, entry_of
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["KeyIndex", "fold_keys"]
+__all__ = ["KeyIndex", "fold_keys", "folded", "past_name"]
 
 
 def fold_keys(keys: Iterator[str], prefix: str, separator: str) -> list[str]:
     """Consul's ?keys&separator: each key cut after the first separator past the prefix,
     listed once (the folders of a folder view); no separator lists the keys as they are."""
+    return list(folded(keys, prefix, separator))
+
+
+def folded(keys: Iterator[str], prefix: str, separator: str) -> Iterator[str]:
+    """fold_keys, one name at a time (a page stops when it is full)."""
     if not separator:
-        return list(keys)
-    out: list[str] = []
+        yield from keys
+        return
+    last = None
     start = len(prefix)
     for key in keys:
         cut = key.find(separator, start)
         name = key if cut < 0 else key[: cut + len(separator)]
-        if not out or out[-1] != name:  # keys come sorted: a folder's keys are adjacent
-            out.append(name)
-    return out
+        if name != last:  # keys come sorted: a folder's keys are adjacent
+            yield name
+            last = name
+
+
+def past_name(name: str, separator: str) -> str:
+    """Where the page after a listed `name` starts: past every key a folder name stands
+    for (they sort before the folder followed by the highest code point)."""
+    return name + "\U0010ffff" if separator and name.endswith(separator) else name
 
 
 class KeyIndex:
@@ -66,16 +78,19 @@ class KeyIndex:
         entry = self._latest.get(key)
         return entry.modify_index if entry is not None else 0
 
-    def _under(self, prefix: str) -> Iterator[KvEntry]:
+    def _under(self, prefix: str, after: str = "") -> Iterator[KvEntry]:
         at = bisect.bisect_left(self._sorted, prefix)
+        if after:
+            at = max(at, bisect.bisect_right(self._sorted, after))
         for key in self._sorted[at:]:
             if not key.startswith(prefix):
                 return
             yield self._latest[key]
 
-    def scan(self, prefix: str) -> Iterator[KvEntry]:
-        """Every live entry whose key starts with `prefix`, in key order."""
-        return (entry for entry in self._under(prefix) if entry.op != "delete")
+    def scan(self, prefix: str, after: str = "") -> Iterator[KvEntry]:
+        """Every live entry whose key starts with `prefix`, in key order; with `after`,
+        only those past that key (where the previous page of a listing ended)."""
+        return (entry for entry in self._under(prefix, after) if entry.op != "delete")
 
     def index_of(self, prefix: str, *, recurse: bool) -> int:
         """What a blocking read of the key (or prefix) waits past: its newest change,

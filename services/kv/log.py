@@ -44,15 +44,16 @@ WHAT: Final = "the config center's store"
 
 
 class KvLog(Lifecycle):
-    """Ensure the stream, follow it into `on_record`, append with compare-and-set, and
-    read a key's history. `caught_up` is set once every key's latest record present at
-    start has been delivered."""
+    """Ensure the stream, follow it into `on_record` (then `on_followed`), append with
+    compare-and-set, and read a key's history. `caught_up` is set once every key's latest
+    record present at start has been delivered."""
 
     def __init__(
         self,
         bus: Bus,
         log: FilteringBoundLogger,
         on_record: Callable[[KvRecord, int], object],
+        on_followed: Callable[[int], object],
         *,
         history: int,
         replicas: int,
@@ -61,6 +62,7 @@ class KvLog(Lifecycle):
         self.bus = bus
         self.log = log
         self.on_record = on_record
+        self.on_followed = on_followed  # each sequence delivered, in stream order
         self.timeout_s = timeout_s
         self.spec = StreamSpec(
             name=subjects.KV_STREAM,
@@ -92,7 +94,10 @@ class KvLog(Lifecycle):
         await self.enter(self.follower)
 
     def _on_record(self, record: Record) -> None:
-        self.on_record(_decode(record.data), record.seq)
+        try:
+            self.on_record(_decode(record.data), record.seq)
+        finally:  # a record that failed (logged by the follower) is followed all the same
+            self.on_followed(record.seq)
 
     async def append(self, record: KvRecord, expected: int) -> int:
         """Store `record` if its key's last sequence is `expected` (0: none); its sequence.
@@ -104,6 +109,12 @@ class KvLog(Lifecycle):
         """The key's last record and its sequence, read from the stream (not the index)."""
         found = await self.writer.last(subjects.kv_subject(subjects.KV_LOG, key))
         return (None, 0) if found is None else (_decode(found.data), found.seq)
+
+    async def newest(self) -> int:
+        """The sequence of the newest record the stream holds (0: none): what a consistent
+        read waits for this replica to have followed."""
+        found = await self.writer.last(subjects.every(subjects.KV_LOG))
+        return 0 if found is None else found.seq
 
     async def history(self, key: str) -> list[tuple[KvRecord, int]]:
         """The key's kept records, oldest first, with their sequences."""

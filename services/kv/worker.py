@@ -35,18 +35,21 @@ from schemas.kv import (
     entry_of,
 )
 from services.errors import BadRequest, TooLarge, Unavailable
-from services.kv.index import KeyIndex, fold_keys
+from services.kv.applied import Applied
+from services.kv.index import KeyIndex, folded, past_name
 from services.kv.keys import check_key, check_prefix
 from services.kv.log import KvLog, LostRace
 from services.lifecycle import Lifecycle
 from services.retry import Backoff
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from structlog.typing import FilteringBoundLogger
 
     from services.bus import Bus
 
-__all__ = ["KvSettings", "KvWorker"]
+__all__ = ["KvSettings", "KvWorker", "names_page"]
 
 MAX_FLAGS: Final = 2**64
 REPLY_BYTES: Final = 900 * 1024  # a read's reply must fit NATS' 1 MiB max_payload
@@ -69,6 +72,8 @@ class KvSettings(Struct, frozen=True, kw_only=True):
     retry_s: Annotated[float, Meta(gt=0)] = 1.0
     # at start, wait at most this long for the store's keys before serving
     load_wait_s: Annotated[float, Meta(ge=0)] = 30.0
+    # a consistent read waits at most this long for this replica to catch up, then a 503
+    consistent_wait_s: Annotated[float, Meta(gt=0)] = 2.0
 
 
 class _Write(Struct, frozen=True, kw_only=True, gc=False):
@@ -87,16 +92,32 @@ def _key(subject: str, prefix: str) -> str:
     return subjects.kv_key_from(subject, prefix)
 
 
+def names_page(names: Iterator[str], separator: str, budget: int) -> tuple[list[str], str]:
+    """The names that fit `budget` bytes of JSON (at least one), and where the next page
+    starts ("": none left)."""
+    out: list[str] = []
+    size = 0
+    for name in names:
+        cost = len(_size(name)) + 1
+        if out and size + cost > budget:
+            return out, past_name(out[-1], separator)
+        out.append(name)
+        size += cost
+    return out, ""
+
+
 class KvWorker(Lifecycle):
     def __init__(self, bus: Bus, settings: KvSettings, log: FilteringBoundLogger) -> None:
         self.bus = bus
         self.settings = settings
         self.log = log
         self.index = KeyIndex()
+        self.applied = Applied()
         self.store = KvLog(
             bus,
             log,
             self.index.apply,
+            self.applied.advance,
             history=settings.history,
             replicas=settings.replicas,
             timeout_s=settings.store_timeout_s,
@@ -132,8 +153,23 @@ class KvWorker(Lifecycle):
             self.log.warning("kv.not_loaded", waited_s=self.settings.load_wait_s)
 
     # -- reads ----------------------------------------------------------------------------
-    def _on_get(self, subject: str, query: KvQuery) -> KvEntries:
+    async def _consistent(self) -> None:
+        """Wait until this replica has followed every record the stream holds now."""
+        newest = await self.store.newest()
+        wait_s = self.settings.consistent_wait_s
+        if not await self.applied.reach(newest, wait_s):
+            self.log.warning(
+                "kv.consistent_lagging", newest=newest, followed=self.applied.seq, waited_s=wait_s
+            )
+            raise Unavailable(
+                f"this kv replica has followed the store to index {self.applied.seq}, not to "
+                f"its newest ({newest}), after {wait_s} s: retry, or read without ?consistent"
+            )
+
+    async def _on_get(self, subject: str, query: KvQuery) -> KvEntries:
         key = _key(subject, subjects.KV_GET)
+        if query.consistent:
+            await self._consistent()
         index = self.index
         if not (query.recurse or query.keys):
             check_key(key)
@@ -146,17 +182,28 @@ class KvWorker(Lifecycle):
         check_prefix(key)
         at = index.index_of(key, recurse=True)
         if query.keys:
-            names = (entry.key for entry in index.scan(key))
-            keys = fold_keys(names, key, query.separator)
-            return KvEntries(index=at, store_index=index.index, keys=keys)
-        entries = list(index.scan(key))
-        size = sum(len(entry.value) for entry in entries) * 4 // 3
-        if size > REPLY_BYTES:
-            raise TooLarge(
-                f"the values under {key!r} are {size} bytes in base64, more than one reply "
-                f"holds ({REPLY_BYTES}); list the keys (keys: true) and read them one by one"
-            )
-        return KvEntries(index=at, store_index=index.index, entries=entries)
+            keys, more = self._names(key, query.after, query.separator)
+            return KvEntries(index=at, store_index=index.index, keys=keys, next_after=more)
+        entries, more = self._page(key, query.after)
+        return KvEntries(index=at, store_index=index.index, entries=entries, next_after=more)
+
+    def _names(self, prefix: str, after: str, separator: str) -> tuple[list[str], str]:
+        keys = (entry.key for entry in self.index.scan(prefix, after))
+        return names_page(folded(keys, prefix, separator), separator, REPLY_BYTES)
+
+    def _page(self, prefix: str, after: str) -> tuple[list[KvEntry], str]:
+        """The entries under `prefix` past `after` that fit one reply (at least one: a
+        512 KiB value is under REPLY_BYTES in base64), and the key to continue after ("":
+        none left)."""
+        entries: list[KvEntry] = []
+        size = 0
+        for entry in self.index.scan(prefix, after):
+            cost = len(_size(entry)) + 1
+            if entries and size + cost > REPLY_BYTES:
+                return entries, entries[-1].key
+            entries.append(entry)
+            size += cost
+        return entries, ""
 
     async def _on_history(self, subject: str, query: KvHistoryQuery) -> KvHistory:
         key = check_key(_key(subject, subjects.KV_HISTORY))

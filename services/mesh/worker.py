@@ -153,8 +153,12 @@ class Mesh(Lifecycle):
                         )
                     out = state.on_request(item)
                     self._report(state, node)
+                elif state.snapshot is not self.snapshot:
+                    # the newest, not the queued one: a client behind a burst of changes
+                    # gets one push, and the rest of the burst's snapshots are no-ops
+                    out = state.on_snapshot(self.snapshot)
                 else:
-                    out = state.on_snapshot(item)
+                    out = []
                 for response in out:
                     yield _response(response)
         finally:

@@ -4,7 +4,9 @@ It follows the registry (a snapshot, then events: services/view/sync.py) for eve
 instance's `checks`, schedules each check on fixed slots spread over its interval
 (schedule.py), and runs a check only when it owns it among the live prober replicas
 (ownership.py: presence heartbeats on `prober.v1.presence`, rendezvous hashing). Every run
-is published on `prober.v1.results.{service}`; every replica follows those results, so the
+is published on `prober.v1.results.{service}` (the collector's); only the runs that can
+change an instance's health, transitions and periodic refreshes (relay.py), also go on
+`prober.v1.transitions.{service}`, which the registry and every replica follow, so the
 check's status survives a change of owner. Each run is its own task with its own deadline
 (probes.py), bounded by `concurrency`: a target that hangs costs one task until its
 timeout, never a stall of the others.
@@ -16,7 +18,7 @@ import asyncio
 import functools
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
@@ -29,6 +31,7 @@ from services.errors import BadRequest, BatonError
 from services.lifecycle import Lifecycle, cancel_and_wait
 from services.prober.ownership import Replicas
 from services.prober.probes import Outcome, Probes
+from services.prober.relay import RegistryFeed
 from services.prober.schedule import Slots
 from services.prober.thresholds import Damper
 from services.view.sync import RegistrySync
@@ -62,6 +65,9 @@ class ProberSettings(Struct, frozen=True, kw_only=True):
     # deadline of each registry request, and how often the registry is re-read in full
     registry_timeout_s: Annotated[float, Meta(gt=0)] = 2.0
     resync_s: Annotated[float, Meta(gt=0)] = 30.0
+    # a check's result goes to the registry on a change of status, and at least this often
+    # (anti-entropy: a lost transition heals within it)
+    refresh_s: Annotated[float, Meta(gt=0, le=86_400)] = 60.0
 
 
 @dataclass(slots=True)
@@ -73,6 +79,7 @@ class Entry:
     check: CheckDefinition
     damper: Damper
     refusal: str = ""  # the safety rule refuses its target: critical, with this output
+    feed: RegistryFeed = field(default_factory=RegistryFeed)  # what the registry was told
 
 
 _encode = msgspec.json.Encoder().encode
@@ -122,7 +129,10 @@ class Prober(Lifecycle):
         await self.enter(self.probes)
         serve = self.owned(self.bus.serve)
         await serve(subjects.PROBER_PRESENCE, ProberPresence, self._on_presence, answer=False)
-        await self.owned(self.bus.listen)(subjects.PROBER_RESULTS, CheckResult, self._on_result)
+        # a check's status changes only with a transition: the other replicas' transitions are
+        # all this replica needs to continue a check it takes over
+        listen = self.owned(self.bus.listen)
+        await listen(subjects.PROBER_TRANSITIONS, CheckResult, self._on_result)
         await self._announce()
         self.on_close(self._leave)
         await self.enter(self.sync)
@@ -235,7 +245,9 @@ class Prober(Lifecycle):
                 self.slots.add(key, entry.check.interval_s, max(now, slot))
                 # one run of a check at a time: a run still going (timeout = interval)
                 # means this slot is skipped
-                if self.replicas.owns(key) and key not in self.running:
+                if not self.replicas.owns(key):
+                    entry.feed.forget()  # if it comes back, its first run tells the registry
+                elif key not in self.running:
                     task = asyncio.create_task(self._run(key, entry), name=f"prober.run.{key}")
                     self.running[key] = task
                     task.add_done_callback(functools.partial(self._ran, key))
@@ -274,9 +286,13 @@ class Prober(Lifecycle):
         )
         if status != previous:
             self._log_transition(entry, previous, status, outcome.output)
+        payload = _encode(result)
         try:
-            await self.bus.send(subjects.check_results(entry.service), _encode(result))
+            await self.bus.send(subjects.check_results(entry.service), payload)
+            if entry.feed.tells(status, self.clock(), self.settings.refresh_s):
+                await self.bus.send(subjects.check_transitions(entry.service), payload)
         except BatonError as exc:  # the next run publishes again; quiet while stopping
+            entry.feed.forget()  # and tells the registry again, lest a transition be lost
             (self.log.warning if self.bus.connected else self.log.debug)(
                 "check.publish_failed", check=key, error=exc.message
             )

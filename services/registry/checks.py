@@ -1,7 +1,8 @@
 """The status of every instance's active health checks, as the prober reports them.
 
-The prober publishes each run on `prober.v1.results.{service}`; every registry replica
-keeps the latest status and output per check here, so any of them can lead with the same
+The prober publishes each change of a check's status, and a refresh of it now and then
+(anti-entropy), on `prober.v1.transitions.{service}`; every registry replica keeps the
+latest status and output per check here, so any of them can lead with the same
 view. An instance's health is the worst of its lease (silent for ttl_s: critical) and its
 checks (schemas/checks.py `worst`); critical takes it out of every answer, warning keeps
 it at its warning weight. A check critical for its `deregister_critical_after_s` removes

@@ -98,6 +98,11 @@ class LeaderLease:
         self._cut = True
 
     # -- what follows --------------------------------------------------------------------
+    @property
+    def was_cut(self) -> bool:
+        """The connection dropped since the last successful write."""
+        return self._cut
+
     def connected(self, now: float) -> bool:
         """Has this replica reached the quorum recently enough to act on what it hears?"""
         return not self._cut and self._proved is not None and now < self._proved + self.window

@@ -154,7 +154,10 @@ class Replica(Lifecycle):
         if revision is not None:
             renewal = await lease.renew(_encode(self._status()), revision, timeout)
             if renewal.revision is not None:
-                role.renewed(renewal.revision, sent)
+                if not role.renewed(renewal.revision, sent, renewing=revision):
+                    # stepped down while it was in flight: give the key back at once
+                    self.log.info("registry.lease_released", revision=renewal.revision)
+                    await lease.release(renewal.revision, role.lease.interval)
             else:
                 now = self.clock()
                 await self._stepped(
@@ -167,19 +170,48 @@ class Replica(Lifecycle):
         if gap is not None:
             await self._resume(gap)
         if role.may_campaign():
-            await self._campaign(lease, sent)
+            await self._campaign(lease)
 
-    async def _campaign(self, lease: Lease, sent: float) -> None:
+    async def _campaign(self, lease: Lease) -> None:
         role = self.role
+        # the claim's own send time: a catch-up may have taken seconds since the presence
+        # write, and a lease counted from before it would be over as soon as it is won
+        sent = self.clock()
         revision = await lease.claim(_encode(self._status()), role.lease.write_timeout(sent))
         if revision is None:
+            revision, sent = await self._take_over(lease)
+        if revision is None:
             return  # somebody holds it, or the quorum is away: try next round
+        if not role.may_take():  # the role moved on while the claim was in flight
+            self.log.info("registry.lease_released", revision=revision)
+            await lease.release(revision, role.lease.interval)
+            return
         held = role.won(revision, sent)
         await self._leader_offer.set(True)
         self.log.info("registry.leader_elected", epoch=role.epoch, seq=role.seq, held=len(held))
         for change in held:  # what nobody announced meanwhile goes first
             if role.announce(change, self.clock()) is not None:
                 await self._publish(change)
+
+    async def _take_over(self, lease: Lease) -> tuple[int | None, float]:
+        """The key held by this replica's own claim, unknown to it (its write timed out
+        here but was stored): renewed now, its new revision and that write's send time."""
+        role = self.role
+        found = await lease.holder(role.lease.interval)
+        if found is None:
+            return None, 0.0
+        value, held = found
+        try:
+            holder = msgspec.json.decode(value, type=ReplicaStatus).replica
+        except msgspec.DecodeError:  # not a replica's status: not ours either
+            return None, 0.0
+        if not role.holds_unknowingly(holder):
+            return None, 0.0
+        sent = self.clock()
+        renewal = await lease.renew(_encode(self._status()), held, role.lease.write_timeout(sent))
+        if renewal.revision is not None:
+            self.log.info("registry.lease_taken_over", revision=held)
+        return renewal.revision, sent
 
     async def _stepped(self, stepped: Stepped | None) -> None:
         if stepped is None or not stepped.was_leading:

@@ -298,6 +298,19 @@ class Role:
     def may_campaign(self) -> bool:
         return self.caught_up and not self.leader_answers
 
+    def holds_unknowingly(self, holder: str) -> bool:
+        """A claim was refused: the key names `holder`. If that is this replica, its own
+        earlier claim was stored after the write timed out here; nobody renews it, so
+        nobody could lead until it expires. True: take it over (`update(last=)` of that
+        revision, a lease counted from that write), as if the claim had been won."""
+        return holder == self.id and self.may_campaign() and self.lease.revision is None
+
+    def may_take(self) -> bool:
+        """A claim came back won: may this replica lead on it? Not if, while it was in
+        flight, a leader answered, another write took the lease, or the link dropped (a cut
+        must be caught up from before leading): the shell releases what it won."""
+        return self.may_campaign() and self.lease.revision is None and not self.lease.was_cut
+
     def won(self, revision: int, sent: float) -> list[Change]:
         """The lease is ours: what nobody announced meanwhile, to announce first."""
         self.lease.won(revision, sent)
@@ -309,8 +322,16 @@ class Role:
         self.leader_answers = True
         return self.outbox.take()
 
-    def renewed(self, revision: int, sent: float) -> None:
+    def renewed(self, revision: int, sent: float, *, renewing: int) -> bool:
+        """A renewal built on `renewing` wrote `revision`: False if this replica gave that
+        lease up while the write was in flight (a step-down, a cut). The key is its own
+        again, but it leads no more (no ping responder, no `leader`): taking the revision
+        would let it speak unseen and renew the key forever, so that nobody else can win
+        it. The shell releases `revision` instead."""
+        if self.lease.revision != renewing:
+            return False
         self.lease.won(revision, sent)
+        return True
 
     def renewal_failed(self, now: float, *, taken: bool, error: str) -> Stepped | None:
         """A renewal was refused (`taken`) or did not reach the quorum."""

@@ -196,7 +196,7 @@ class Registry(Lifecycle):
         await serve(subjects.HEARTBEAT, Heartbeat, self._on_heartbeat, per_service=True)
         await serve(subjects.DEREGISTER, Deregistration, self._on_deregister, per_service=True)
         await serve(
-            subjects.PROBER_RESULTS,
+            subjects.PROBER_TRANSITIONS,
             CheckResult,
             self._on_check_result,
             answer=False,
@@ -371,7 +371,8 @@ class Registry(Lifecycle):
                 await self._announce(Change("updated", current))
 
     async def _on_check_result(self, service: str, result: CheckResult) -> None:
-        """A check ran: a new status is announced as `updated` (health, weight, states)."""
+        """A check's transition or refresh (the prober sends nothing else here): a new
+        status is announced as `updated` (health, weight, states)."""
         lease = self.table.get(service, result.instance_id)
         if lease is None:
             return

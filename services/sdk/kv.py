@@ -42,6 +42,7 @@ from schemas.kv import (
 )
 from services.bus import Bus
 from services.errors import BadRequest
+from services.kv_pages import read_prefix
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -99,14 +100,13 @@ class KvClient:
         return found.entries[0] if found.entries else None
 
     async def entries(self, prefix: str) -> KvEntries:
-        """Every key starting with `prefix`, with the index a change would pass."""
-        query = KvQuery(recurse=True)
-        entries: KvEntries = await self._ask(subjects.KV_GET, prefix, query, KvEntries)
-        return entries
+        """Every key starting with `prefix`, with the index a change would pass (read a page
+        at a time; TooLarge past 64 MiB of values)."""
+        return await read_prefix(self._bus, prefix, KvQuery(recurse=True), timeout=self.timeout)
 
     async def keys(self, prefix: str, separator: str = "") -> list[str]:
         query = KvQuery(keys=True, separator=separator)
-        found: KvEntries = await self._ask(subjects.KV_GET, prefix, query, KvEntries)
+        found = await read_prefix(self._bus, prefix, query, timeout=self.timeout)
         return found.keys
 
     async def put(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -27,6 +27,8 @@ from services.retry import Backoff
 from services.stream.writer import lost_race
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
     from structlog.typing import FilteringBoundLogger
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from services.bus import Bus
 
 __all__ = ["Lease", "Renewal"]
+
+T = TypeVar("T")
 
 # what a KV operation may fail with while the quorum or the connection is away
 _UNREACHABLE = (nats.errors.Error, asyncio.TimeoutError, OSError)
@@ -86,7 +90,7 @@ class Lease:
     async def mark(self, key: str, value: bytes, timeout: float) -> bool:
         """Write `value` to another key of the bucket (a presence); True once stored."""
         try:
-            await asyncio.wait_for(self._kv.put(key, value), timeout)
+            await _within(self._kv.put(key, value), timeout)
         except _UNREACHABLE:
             return False
         return True
@@ -95,7 +99,7 @@ class Lease:
         """Create the lease key: its revision if this writer won it, else None (held by
         another, or the quorum is away: try next round)."""
         try:
-            return await asyncio.wait_for(self._kv.create(self.key, value), timeout)
+            return await _within(self._kv.create(self.key, value), timeout)
         except nats.js.errors.KeyWrongLastSequenceError:
             return None  # somebody holds it (nats-py has already ruled out a deleted key)
         except nats.js.errors.APIError as exc:
@@ -105,9 +109,23 @@ class Lease:
         except _UNREACHABLE:
             return None
 
+    async def holder(self, timeout: float) -> tuple[bytes, int] | None:
+        """What the lease key holds now, and at which revision; None: nothing (or no answer).
+
+        A claim refused as held may have been refused by the caller's own earlier claim: the
+        server may store a write whose answer the writer gave up waiting for.
+        """
+        try:
+            entry = await _within(self._kv.get(self.key), timeout)
+        except _UNREACHABLE:  # KeyNotFoundError and KeyDeletedError among them
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return entry.value, entry.revision
+
     async def renew(self, value: bytes, revision: int, timeout: float) -> Renewal:
         try:
-            new = await asyncio.wait_for(self._kv.update(self.key, value, last=revision), timeout)
+            new = await _within(self._kv.update(self.key, value, last=revision), timeout)
         except _UNREACHABLE as exc:
             return Renewal(None, refused=lost_race(exc), error=repr(exc))
         return Renewal(new)
@@ -116,7 +134,7 @@ class Lease:
         """Delete the lease key if it is still at `revision` (ours): the next writer need
         not wait for it to expire. Best effort: failing, it expires anyway."""
         with contextlib.suppress(*_UNREACHABLE):
-            await asyncio.wait_for(self._kv.delete(self.key, last=revision), timeout)
+            await _within(self._kv.delete(self.key, last=revision), timeout)
 
     async def _win_deleted(self, value: bytes, timeout: float) -> int | None:
         """Win the key its last holder deleted; its new revision, or None if it is held.
@@ -125,17 +143,28 @@ class Lease:
         does not retry as it does 10071: read the delete marker and `update(last=)` it.
         """
         try:
-            await asyncio.wait_for(self._kv.get(self.key), timeout)
+            await _within(self._kv.get(self.key), timeout)
         except nats.js.errors.KeyDeletedError as gone:
             if gone.entry is None:
                 return None
             with contextlib.suppress(*_UNREACHABLE):
-                return await asyncio.wait_for(
+                return await _within(
                     self._kv.update(self.key, value, last=gone.entry.revision), timeout
                 )
         except _UNREACHABLE:
             pass
         return None
+
+
+async def _within(call: Awaitable[T], timeout: float) -> T:
+    """`call`, given up after `timeout` s (TimeoutError), run in the caller's own task.
+
+    Not `asyncio.wait_for`: on Python 3.11 it runs the call as a task of its own, and when
+    the caller is cancelled (a stop) while nats-py's own `wait_for` swallows that cancel
+    (its reply had just come in), the task finishes later with an error nobody retrieves.
+    """
+    async with asyncio.timeout(timeout):
+        return await call
 
 
 async def _open(

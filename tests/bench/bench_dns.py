@@ -20,7 +20,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import dns.asyncquery
 import dns.message
 import nats
 from harness import ROOT, Row, emit, pct, processes, wait_for_responder, worker
+from ports import free_port
 
 from schemas import subjects
 from schemas.registry import Registration
@@ -39,12 +39,6 @@ from schemas.registry import Registration
 NAME = "web.service.baton"
 _LATENCY = re.compile(rb"^> NOERROR \S+ A ([0-9.]+)$", re.MULTILINE)
 _QPS = re.compile(rb"Queries per second:\s+([0-9.]+)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def answers(port: int) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ import dns.message
 import msgspec
 import nats
 from harness import Row, emit, pct, processes, wait_for_responder, worker
+from ports import free_port
 
 from schemas import subjects
 from schemas.balancer import CallReport, OutlierEvent
@@ -40,12 +40,6 @@ from schemas.registry import Registration
 NAME = "web.service.baton"
 HOSTS = [f"127.0.0.{10 + i}" for i in range(5)]
 EJECTION_S = 0.3
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def addresses(port: int) -> set[str]:

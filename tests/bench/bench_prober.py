@@ -7,7 +7,9 @@ own processes on one nats-server.
   aiohttp client loop (its own process, 64 requests in flight, a new connection per
   request as the prober's keep-alive-off probes) hitting the same target.
 - lateness: 10,000 HTTP checks (2,000 with --quick) at a 10 s interval on one prober:
-  how late each run starts against its slot (p50/p99), the prober's CPU and memory.
+  how late each run starts against its slot (p50/p99), the prober's and the registry's
+  CPU and memory; the registry's against a baseline run in which every result reaches it
+  (PROBER_REFRESH_S tiny: what the registry decoded before it heard transitions only).
 - detection: a target turning 503 -> the first resolve without the instance, p50/p99,
   against the bound interval + timeout + 1 s.
 - replicas: three probers share 300 checks at 1 s; one is SIGKILLed: the longest gap
@@ -31,7 +33,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import msgspec
@@ -65,8 +67,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def stack(
     workers: list[str], *, probers: int = 1, prober_env: dict[str, str] | None = None
-) -> Iterator[tuple[NatsServer, int, list[Popen[bytes]]]]:
-    """nats-server, the target, the workers named, and `probers` prober processes."""
+) -> Iterator[tuple[NatsServer, int, list[Popen[bytes]], list[Popen[bytes]]]]:
+    """nats-server, the target, the workers named, and `probers` prober processes; yields
+    the server, the target's port, the probers and the workers."""
     work = Path(tempfile.mkdtemp(prefix="baton-bench-prober-"))
     server = NatsServer(work / "nats").start()
     env = worker_env(server.url)
@@ -78,7 +81,7 @@ def stack(
     try:
         with running(commands) as procs:
             _wait_http(f"http://127.0.0.1:{port}/h/ready")
-            yield server, port, procs[1 + len(workers) :]
+            yield server, port, procs[1 + len(workers) :], procs[1 : 1 + len(workers)]
     finally:
         server.stop()
 
@@ -185,7 +188,7 @@ async def bare_loop(url: str, seconds: float) -> None:
 async def throughput(args: argparse.Namespace) -> tuple[float, float]:
     # as many checks in flight as the bare loop has requests: the same work, side by side
     env = {"PROBER_CONCURRENCY": str(CONCURRENCY)}
-    with stack(["registry"], prober_env=env) as (server, port, _probers):
+    with stack(["registry"], prober_env=env) as (server, port, _probers, _workers):
         url = f"http://127.0.0.1:{port}/h/bare"
         proc = await asyncio.create_subprocess_exec(  # this script, as the baseline's process
             sys.executable,
@@ -212,21 +215,33 @@ async def throughput(args: argparse.Namespace) -> tuple[float, float]:
 
 
 # -- lateness ----------------------------------------------------------------------------
-async def lateness(args: argparse.Namespace) -> tuple[list[float], float, float, int]:
-    env = {"PROBER_REGISTRY_TIMEOUT_S": "10"}  # pages of a big fleet on a busy machine
-    with stack(["registry"], prober_env=env) as (server, port, probers):
+class Usage(NamedTuple):
+    cpu: float  # of one core
+    rss: float  # MiB
+
+
+async def lateness(
+    args: argparse.Namespace, *, refresh_s: float = 60.0
+) -> tuple[list[float], Usage, Usage, int]:
+    """The runs' lateness, the prober's and the registry's usage."""
+    env = {
+        "PROBER_REGISTRY_TIMEOUT_S": "10",  # pages of a big fleet on a busy machine
+        "PROBER_REFRESH_S": str(refresh_s),
+    }
+    with stack(["registry"], prober_env=env) as (server, port, probers, workers):
         nc = await nats.connect(server.url)
         results = await follow(nc)
         await register(nc, "late", args.late_checks, port, interval=10.0, timeout=2.0)
-        pid = probers[0].pid
+        pid, registry = probers[0].pid, workers[0].pid
         async with asyncio.timeout(120):  # every check has had its first run
             while len({r.instance_id for _, r in results.seen}) < args.late_checks:  # noqa: ASYNC110  # another process
                 await asyncio.sleep(0.5)
         await asyncio.sleep(10.0)  # and one more interval: the first runs' burst is over
-        mark, cpu0, t0 = results.count(), cpu_s(pid), time.monotonic()
+        mark, cpu0, reg0, t0 = results.count(), cpu_s(pid), cpu_s(registry), time.monotonic()
         await asyncio.sleep(10.0 * args.late_intervals)
-        cpu = (cpu_s(pid) - cpu0) / (time.monotonic() - t0)
-        rss = rss_mib(pid)
+        took = time.monotonic() - t0
+        prober = Usage((cpu_s(pid) - cpu0) / took, rss_mib(pid))
+        held = Usage((cpu_s(registry) - reg0) / took, rss_mib(registry))
         late = []
         for service, r in results.seen[mark:]:
             start = r.at.timestamp() - r.duration_ms / 1000
@@ -235,13 +250,55 @@ async def lateness(args: argparse.Namespace) -> tuple[list[float], float, float,
             late.append(start - slot)
         runs = len(results.seen) - mark
         await nc.close()
-    return late, cpu, rss, runs
+    return late, prober, held, runs
+
+
+async def late_rows(args: argparse.Namespace, rows: list[Row]) -> list[float]:
+    """Lateness with every result reaching the registry (the baseline), then as shipped."""
+    _, _, every_run, _ = await lateness(args, refresh_s=0.001)
+    late, prober, held, runs = await lateness(args)
+    p50, p99 = pct(late, 0.5), pct(late, 0.99)
+    print(
+        f"lateness: {args.late_checks} checks at 10 s, {runs} runs: p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms; prober CPU {prober.cpu:.0%} of a core, RSS {prober.rss:.0f} MiB; "
+        f"registry CPU {held.cpu:.0%}, RSS {held.rss:.0f} MiB (every result sent to it: "
+        f"CPU {every_run.cpu:.0%}, RSS {every_run.rss:.0f} MiB)"
+    )
+    rows.append(
+        Row(
+            area="prober",
+            measure=f"start lateness p99, {args.late_checks} checks at 10 s "
+            f"(CPU {prober.cpu:.0%} of a core, RSS {prober.rss:.0f} MiB)",
+            baseline="the target",
+            value=p99,
+            base=100.0,
+            unit="ms",
+            ratio=p99 / 100.0,
+            target="<= 100 ms",
+            met=p99 <= 100.0,
+        )
+    )
+    rows.append(
+        Row(
+            area="prober",
+            measure=f"registry CPU, {args.late_checks} checks at 10 s, transitions and "
+            f"refreshes only (RSS {held.rss:.0f} MiB)",
+            baseline=f"every result sent to the registry (RSS {every_run.rss:.0f} MiB)",
+            value=held.cpu * 100,
+            base=every_run.cpu * 100,
+            unit="% of a core",
+            ratio=held.cpu / every_run.cpu if every_run.cpu else 0.0,
+            target="< 1x",
+            met=held.cpu < every_run.cpu,
+        )
+    )
+    return late
 
 
 # -- detection ---------------------------------------------------------------------------
 async def detection(args: argparse.Namespace) -> list[float]:
     interval, timeout = 1.0, 1.0
-    with stack(["registry", "balancer"]) as (server, port, _probers):
+    with stack(["registry", "balancer"]) as (server, port, _probers, _workers):
         nc = await nats.connect(server.url)
         await register(nc, "det", args.flips, port, interval=interval, timeout=timeout)
         ids = [f"i{i}" for i in range(args.flips)]
@@ -274,7 +331,7 @@ def _put(url: str) -> None:
 async def replicas(args: argparse.Namespace) -> tuple[float, int, int, float]:
     interval, heartbeat = 1.0, 0.2
     env = {"PROBER_HEARTBEAT_S": str(heartbeat)}
-    with stack(["registry"], probers=3, prober_env=env) as (server, port, probers):
+    with stack(["registry"], probers=3, prober_env=env) as (server, port, probers, _workers):
         nc = await nats.connect(server.url)
         results = await follow(nc)
         await asyncio.sleep(1.0)  # the three hear one another
@@ -302,6 +359,10 @@ async def replicas(args: argparse.Namespace) -> tuple[float, int, int, float]:
 
 async def main(args: argparse.Namespace) -> None:
     rows: list[Row] = []
+    if args.only == "lateness":
+        late = await late_rows(args, rows)
+        emit("prober", rows, {"lateness_ms": sorted(x * 1000 for x in late)})
+        return
     rate, bare = await throughput(args)
     print(f"throughput: prober {rate:,.0f} checks/s, bare aiohttp loop {bare:,.0f} req/s")
     rows.append(
@@ -317,26 +378,7 @@ async def main(args: argparse.Namespace) -> None:
             met=rate / bare >= 0.7,
         )
     )
-    late, cpu, rss, runs = await lateness(args)
-    p50, p99 = pct(late, 0.5), pct(late, 0.99)
-    print(
-        f"lateness: {args.late_checks} checks at 10 s, {runs} runs: p50 {p50:.1f} ms, "
-        f"p99 {p99:.1f} ms; prober CPU {cpu:.0%} of a core, RSS {rss:.0f} MiB"
-    )
-    rows.append(
-        Row(
-            area="prober",
-            measure=f"start lateness p99, {args.late_checks} checks at 10 s "
-            f"(CPU {cpu:.0%} of a core, RSS {rss:.0f} MiB)",
-            baseline="the target",
-            value=p99,
-            base=100.0,
-            unit="ms",
-            ratio=p99 / 100.0,
-            target="<= 100 ms",
-            met=p99 <= 100.0,
-        )
-    )
+    late = await late_rows(args, rows)
     delays = await detection(args)
     d50, d99, bound = pct(delays, 0.5), pct(delays, 0.99), 3000.0
     print(f"detection: 503 -> out of resolve p50 {d50:.0f} ms, p99 {d99:.0f} ms (bound 3 s)")
@@ -391,6 +433,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller and shorter")
+    parser.add_argument("--only", choices=["lateness"], help="run only this part")
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--load-checks", type=int, default=4000)
     parser.add_argument("--late-checks", type=int, default=10_000)

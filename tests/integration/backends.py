@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-__all__ = ["named_backend"]
+__all__ = ["Backends", "named_backend"]
 
 
 async def named_backend(name: str) -> tuple[web.AppRunner, int]:
@@ -21,3 +21,20 @@ async def named_backend(name: str) -> tuple[web.AppRunner, int]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, runner.addresses[0][1]
+
+
+class Backends:
+    """Named backends started on demand, all cleaned up by `close()`."""
+
+    def __init__(self) -> None:
+        self.runners: list[web.AppRunner] = []
+
+    async def start(self, name: str) -> int:
+        """A new backend answering `name`; returns its port."""
+        runner, port = await named_backend(name)
+        self.runners.append(runner)
+        return port
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()

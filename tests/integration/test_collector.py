@@ -65,13 +65,16 @@ def rows(influx: InfluxServer, q: str) -> list[dict[str, Any]]:
 
 
 async def until_rows(
-    influx: InfluxServer, q: str, n: int, timeout: float = 10.0
+    influx: InfluxServer, q: str, n: int, timeout: float = 10.0, *, fields: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
-    """Poll InfluxDB (another process) until the query returns at least n rows."""
+    """Poll InfluxDB (another process) until the query returns at least n rows, each with
+    every one of `fields`. InfluxDB 1.x files a point's fields into its cache one after
+    another, so a query racing the write can see a row whose other fields are still null."""
 
     async def enough() -> list[dict[str, Any]] | None:
         found = await asyncio.to_thread(rows, influx, q)
-        return found if len(found) >= n else None
+        whole = all(r.get(f) is not None for r in found for f in fields)
+        return found if len(found) >= n and whole else None
 
     return await until(enough, timeout, interval=0.1, what=f"{n} rows of {q}")
 
@@ -265,13 +268,16 @@ async def test_check_results_and_transitions_land(
             previous=previous,  # type: ignore[arg-type]
         )
         await bus.publish(subjects.check_results("db"), result)
-    runs = await until_rows(influx, "SELECT * FROM check_results WHERE \"service\" = 'db'", 3)
+    q = "SELECT * FROM check_results WHERE \"service\" = 'db'"
+    runs = await until_rows(influx, q, 3, fields=("code", "duration_ms", "transition"))
     assert [(r["status"], r["code"], r["transition"]) for r in runs] == [
         ("critical", 2, 0),
         ("critical", 2, 0),
         ("passing", 0, 1),
     ]
-    (change,) = await until_rows(influx, "SELECT * FROM check_transitions", 1)
+    (change,) = await until_rows(
+        influx, "SELECT * FROM check_transitions", 1, fields=("instance", "check", "text")
+    )
     assert (change["kind"], change["instance"], change["check"], change["previous"]) == (
         "passing",
         "db-1",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import nats
 import pytest
+from ports import free_port
 from waiting import until
 from workers import run_balancer, run_governor, run_registry
 
@@ -286,12 +287,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ports the server picks, and an influxd port nobody else uses (the machine may run a stack)

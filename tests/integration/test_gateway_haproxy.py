@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
+from ports import free_port
 from waiting import until
 from workers import run_gateway, run_governor
 
@@ -74,12 +74,6 @@ backend web
     balance roundrobin
     server-template web 8 _web._tcp.service.baton resolvers baton init-addr none
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ from test_gateway_node_consul import node_consul  # noqa: F401  # a fixture: npm
 from waiting import until
 from workers import run_kv
 
-from schemas.kv import MAX_VALUE
+from schemas.fields import utcnow
+from schemas.kv import MAX_VALUE, KvRecord
 from services.gateway.http import KV
+from services.kv import KvSettings
 
 consul = pytest.importorskip(
     "consul", reason="py-consul is in the dev extra: pip install -e .[dev]"
@@ -220,3 +222,33 @@ async def test_blocking_queries_see_each_change_with_two_kv_replicas(
             assert base64.b64decode(body[0]["Value"]) == str(n).encode()
             assert int(headers["X-Consul-Index"]) > int(index)
             index = headers["X-Consul-Index"]
+
+
+async def test_py_consul_reads_a_prefix_past_one_reply(http: Http) -> None:
+    """Five 400 KiB values are more than one NATS reply: the gateway reads every page."""
+    client = consul.Consul(host="127.0.0.1", port=http.gateway.http_port)
+    values = {f"big/{n}": bytes([n + 65]) * 400 * 1024 for n in range(5)}
+    for key, value in values.items():
+        assert await asyncio.to_thread(client.kv.put, key, value) is True
+    index, data = await asyncio.to_thread(client.kv.get, "big/", recurse=True)
+    assert {pair["Key"]: pair["Value"] for pair in data} == values
+    assert int(index) == max(pair["ModifyIndex"] for pair in data)
+    _, data = await asyncio.to_thread(client.kv.get, "big/", recurse=True, consistency="consistent")
+    assert len(data) == len(values)
+
+
+async def test_a_consistent_read_of_a_lagging_replica_is_503(nats_server: NatsServer) -> None:
+    settings = KvSettings(retry_s=0.1, consistent_wait_s=0.2)
+    async with (
+        run_kv(nats_server.url, settings) as worker,
+        stack(nats_server.url, balancer=False, governor=False) as http,
+    ):
+        await _put(http, "lag/k", b"old")
+        status, body, _ = await http.call("GET", "/v1/kv/lag/k", params={"consistent": ""})
+        assert (status, base64.b64decode(body[0]["Value"])) == (200, b"old")
+        await worker.store.follower.close()  # this replica stops following the stream
+        newer = KvRecord(key="lag/k", op="put", value=b"new", actor="other", at=utcnow())
+        await worker.store.append(newer, worker.index.last_seq("lag/k"))  # another replica
+        status, body, _ = await http.call("GET", "/v1/kv/lag/k", params={"consistent": ""})
+        assert status == 503
+        assert "followed the store to index" in str(body)

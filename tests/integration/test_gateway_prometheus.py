@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from httpgateway import Http, stack
+from ports import free_port
 from waiting import until
 
 if TYPE_CHECKING:
@@ -79,13 +79,6 @@ def _has_consul_sd() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Backend:
     """A real HTTP service with /metrics, registered through the gateway's Consul API and
     kept alive by TTL passes, as an application using a Consul library would be."""
@@ -142,7 +135,7 @@ def prometheus_port(tmp_path: Path) -> Iterator[Any]:
     logs: list[Any] = []
 
     def start(discovery: str, gateway_port: int) -> int:
-        port = _free_port()
+        port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(HEAD + discovery.format(gateway=gateway_port))
         log = (tmp_path / "prometheus.log").open("wb")

@@ -10,6 +10,7 @@ import pytest
 from workers import run_kv
 
 from schemas import subjects
+from schemas.fields import utcnow
 from schemas.kv import (
     MAX_VALUE,
     KvDelete,
@@ -23,7 +24,9 @@ from schemas.kv import (
     KvRollback,
     KvWritten,
 )
-from services.errors import BadRequest, TooLarge
+from services.errors import BadRequest, TooLarge, Unavailable
+from services.kv import KvSettings
+from services.kv_pages import read_prefix
 from services.sdk import KvClient
 
 if TYPE_CHECKING:
@@ -302,3 +305,63 @@ async def test_cas_and_deletes_hold_across_two_replicas(
             await put(bus, f"gone/{n}", b"v")
             deleted = await delete(bus, f"gone/{n}")
             assert (deleted.ok, deleted.deleted) == (True, 1), n
+
+
+BIG = 400 * 1024  # five of these are past one reply (900 KiB): a read of them is paged
+
+
+async def _put_big(bus: Bus, prefix: str, count: int = 5) -> dict[str, bytes]:
+    values = {f"{prefix}{n}": bytes([n + 1]) * BIG for n in range(count)}
+    for key, value in values.items():
+        assert (await put(bus, key, value)).ok
+    return values
+
+
+async def test_a_prefix_past_one_reply_is_read_in_pages(kv: Any, bus: Bus, nc: Client) -> None:
+    values = await _put_big(bus, "big/")
+    first = await get(bus, "big/", recurse=True)
+    assert 0 < len(first.entries) < len(values)  # a page, and where the next one starts
+    assert first.next_after == first.entries[-1].key
+    rest = await get(bus, "big/", recurse=True, after=first.next_after)
+    assert [e.key for e in first.entries + rest.entries] == ["big/0", "big/1"]  # one a page
+    listed = await KvClient(nc).entries("big/")
+    assert {e.key: e.value for e in listed.entries} == values
+    assert listed.index == first.index
+    with pytest.raises(TooLarge, match=r"more than 1048576 bytes \(1 MiB\)"):
+        await read_prefix(bus, "big/", KvQuery(recurse=True), timeout=5, limit=2**20)
+
+
+async def test_baton_kv_ls_lists_every_page(kv: Any, bus: Bus, nats_server: NatsServer) -> None:
+    from test_cli import baton  # noqa: PLC0415  # the CLI runner lives there
+
+    values = await _put_big(bus, "ls/")
+    listed = await baton(nats_server.url, "kv", "ls", "ls/")
+    assert listed.code == 0, listed.err
+    assert [row[0] for row in listed.rows] == sorted(values)
+
+
+async def test_a_consistent_read_waits_for_what_the_store_holds(
+    nats_server: NatsServer, bus: Bus
+) -> None:
+    """A replica that has not followed the newest record answers a consistent read with
+    a 503 (Unavailable) naming how far it got, rather than with what it holds."""
+    settings = KvSettings(retry_s=0.1, consistent_wait_s=0.2)
+    async with run_kv(nats_server.url, settings) as worker:
+        await put(bus, "lag/k", b"old")
+        assert (await get(bus, "lag/k", consistent=True)).entries[0].value == b"old"
+        await worker.store.follower.close()  # this replica stops following the stream
+        newer = KvRecord(key="lag/k", op="put", value=b"new", actor="other", at=utcnow())
+        await worker.store.append(newer, worker.index.last_seq("lag/k"))  # another replica
+        assert (await get(bus, "lag/k")).entries[0].value == b"old"  # what it holds: stale
+        with pytest.raises(Unavailable, match="followed the store to index"):
+            await get(bus, "lag/k", consistent=True)
+
+
+async def test_consistent_reads_see_each_write_across_two_replicas(
+    kv: Any, nats_server: NatsServer, bus: Bus
+) -> None:
+    async with run_kv(nats_server.url):  # a second replica, beside the fixture's
+        for n in range(20):
+            await put(bus, "both/k", str(n).encode())
+            found = await get(bus, "both/k", consistent=True)
+            assert found.entries[0].value == str(n).encode(), n

@@ -27,6 +27,7 @@ import dns.rcode
 import msgspec
 import pytest
 from natsserver import NatsServer
+from ports import free_port
 from waiting import until
 
 from schemas import subjects
@@ -160,13 +161,6 @@ async def test_a_registry_that_fails_half_way_drains_what_it_served(
             await Registry(bus, RegistrySettings(settle_s=0), LOG).__aenter__()
         await until(lambda: running(("registry.sweep", "config.watch")) == [])
         assert await server_subjects(monitored, name) == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def listening(port: int) -> list[str]:

@@ -10,6 +10,7 @@ starts receiving.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from backends import named_backend
+from backends import Backends
 from conftest import reg
 from natscluster import free_port
 from subprocesses import reaped
@@ -29,7 +30,7 @@ from schemas.governor import ConfigApplied, ConfigChange, OverridePatch
 from schemas.registry import Ack, Heartbeat
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from natsserver import NatsServer
 
@@ -125,6 +126,51 @@ def bootstrap(xds_port: int, listen_port: int, admin_port: int) -> dict[str, Any
     }
 
 
+class Through:
+    """HTTP through Envoy's listener, and Envoy's admin, from one client session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        envoy: asyncio.subprocess.Process,
+        ports: tuple[int, int],
+    ) -> None:
+        self.session = session
+        self.envoy = envoy
+        self.listen, self.admin = ports
+
+    async def call(self) -> str:
+        """The name of the backend that answered ("" while Envoy cannot route yet)."""
+        assert self.envoy.returncode is None, "Envoy exited: see envoy.log in the tmp_path"
+        try:
+            async with self.session.get(f"http://127.0.0.1:{self.listen}/hello") as reply:
+                return await reply.text() if reply.status == 200 else ""
+        except aiohttp.ClientError:
+            return ""  # Envoy not listening yet
+
+    async def reach(
+        self, *names: str, each: Callable[[], Awaitable[object]] | None = None
+    ) -> set[str]:
+        """Call until every one of `names` answered; returns every name that did."""
+        seen: set[str] = set()
+
+        async def reached() -> bool:
+            if each is not None:
+                await each()
+            seen.add(await self.call())
+            return set(names) <= seen
+
+        await until(reached, timeout=30, what=f"Envoy reaching {', '.join(names)}")
+        return seen
+
+    async def host_lines(self, port: int) -> list[str]:
+        """Envoy's admin /clusters lines of the cluster api's host on `port`."""
+        async with self.session.get(f"http://127.0.0.1:{self.admin}/clusters") as reply:
+            text = await reply.text()
+        mark = f"api::127.0.0.1:{port}::health_flags::"
+        return [line for line in text.splitlines() if mark in line]
+
+
 @pytest.fixture
 async def mesh(nats_server: NatsServer) -> AsyncIterator[Mesh]:
     async with run_governor(nats_server.url), run_mesh(nats_server.url) as worker:
@@ -141,8 +187,7 @@ def ports() -> tuple[int, int]:
 async def envoy(
     mesh: Mesh, ports: tuple[int, int], tmp_path: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    listen, admin = ports
-    config = json.dumps(bootstrap(mesh.port, listen, admin))
+    config = json.dumps(bootstrap(mesh.port, *ports))
     with (tmp_path / "envoy.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
             envoy_binary(),
@@ -157,110 +202,72 @@ async def envoy(
             await proc.wait()
 
 
+@pytest.fixture
+async def backends() -> AsyncIterator[Backends]:
+    started = Backends()
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+async def through(
+    envoy: asyncio.subprocess.Process, ports: tuple[int, int]
+) -> AsyncIterator[Through]:
+    async with aiohttp.ClientSession() as session:
+        yield Through(session, envoy, ports)
+
+
 async def test_envoy_routes_to_the_fleet_and_stops_sending_to_a_drained_instance(
-    bus: Bus, mesh: Mesh, envoy: asyncio.subprocess.Process, ports: tuple[int, int]
+    bus: Bus, mesh: Mesh, through: Through, backends: Backends
 ) -> None:
-    listen, admin = ports
-    servers = {name: await named_backend(name) for name in ("a", "b", "c")}
-    try:
-        for name, (_, port) in servers.items():
-            await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
-        async with aiohttp.ClientSession() as session:
+    ports = {name: await backends.start(name) for name in ("a", "b", "c")}
+    for name, port in ports.items():
+        await bus.request(subjects.register("api"), reg(name, port=port, zone="z1"), Ack)
+    await through.reach("a", "b", "c")
+    change = ConfigChange(actor="test", instances={"b": OverridePatch(drained=True)})
+    await bus.request(subjects.change("api"), change, ConfigApplied)
 
-            async def call() -> str:
-                try:
-                    async with session.get(f"http://127.0.0.1:{listen}/hello") as reply:
-                        return await reply.text() if reply.status == 200 else ""
-                except aiohttp.ClientError:
-                    return ""  # Envoy not listening yet
+    async def b_draining() -> bool:
+        return any("draining" in line for line in await through.host_lines(ports["b"]))
 
-            seen: set[str] = set()
+    await until(b_draining, timeout=30, what="Envoy's /clusters showing b draining")
+    answers = [await through.call() for _ in range(30)]
+    assert "b" not in answers
+    assert set(answers) == {"a", "c"}
 
-            async def all_reached() -> bool:
-                assert envoy.returncode is None, (
-                    "Envoy exited: see envoy.log in the test's tmp_path"
-                )
-                seen.add(await call())
-                return {"a", "b", "c"} <= seen
-
-            await until(all_reached, timeout=30, what="Envoy reaching a, b and c")
-
-            change = ConfigChange(actor="test", instances={"b": OverridePatch(drained=True)})
-            await bus.request(subjects.change("api"), change, ConfigApplied)
-            b_port = servers["b"][1]
-
-            async def b_draining() -> bool:
-                async with session.get(f"http://127.0.0.1:{admin}/clusters") as reply:
-                    text = await reply.text()
-                return any(
-                    f"api::127.0.0.1:{b_port}::health_flags::" in line and "draining" in line
-                    for line in text.splitlines()
-                )
-
-            await until(b_draining, timeout=30, what="Envoy's /clusters showing b draining")
-            answers = [await call() for _ in range(30)]
-            assert "b" not in answers
-            assert set(answers) == {"a", "c"}
-
-            # a new instance starts receiving, the drained one still does not
-            servers["d"] = await named_backend("d")
-            await bus.request(subjects.register("api"), reg("d", port=servers["d"][1]), Ack)
-            seen.clear()
-
-            async def d_reached() -> bool:
-                seen.add(await call())
-                return "d" in seen
-
-            await until(d_reached, timeout=30, what="Envoy reaching the new instance d")
-            assert "b" not in seen
-        assert envoy.returncode is None
-        assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
-    finally:
-        for runner, _ in servers.values():
-            await runner.cleanup()
+    # a new instance starts receiving, the drained one still does not
+    await bus.request(subjects.register("api"), reg("d", port=await backends.start("d")), Ack)
+    assert "b" not in await through.reach("d")
+    assert sum(mesh.nacks.values()) == 0  # Envoy accepted every response
 
 
 async def test_an_instance_whose_lease_lapses_stops_receiving_through_envoy(
-    bus: Bus,
-    mesh: Mesh,
-    envoy: asyncio.subprocess.Process,
-    ports: tuple[int, int],
+    bus: Bus, through: Through, backends: Backends
 ) -> None:
     """A killed instance: its heartbeats stop, its lease (1 s) lapses, Envoy drops it."""
-    listen, admin = ports
-    servers = {name: await named_backend(name) for name in ("a", "k")}
-    k_port = servers["k"][1]
-    try:
-        await bus.request(subjects.register("api"), reg("a", port=servers["a"][1]), Ack)
-        await bus.request(subjects.register("api"), reg("k", port=k_port, ttl_s=1), Ack)
-        async with aiohttp.ClientSession() as session:
+    await bus.request(subjects.register("api"), reg("a", port=await backends.start("a")), Ack)
+    k_port = await backends.start("k")
+    await bus.request(subjects.register("api"), reg("k", port=k_port, ttl_s=1), Ack)
 
-            async def call() -> str:
-                try:
-                    async with session.get(f"http://127.0.0.1:{listen}/") as reply:
-                        return await reply.text() if reply.status == 200 else ""
-                except aiohttp.ClientError:
-                    return ""
+    async def beat() -> None:  # k is alive while it beats
+        await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="k"), Ack)
 
-            seen: set[str] = set()
+    await through.reach("a", "k", each=beat)
 
-            async def both_reached() -> bool:  # k is alive while this beats for it
-                assert envoy.returncode is None, "Envoy exited: see envoy.log"
-                await bus.request(subjects.heartbeat("api"), Heartbeat(instance_id="k"), Ack)
-                seen.add(await call())
-                return {"a", "k"} <= seen
+    async def k_out() -> bool:  # no more heartbeats: the lease lapses
+        lines = await through.host_lines(k_port)
+        return all("health_flags::healthy" not in line for line in lines)
 
-            await until(both_reached, timeout=30, what="Envoy reaching a and k")
+    await until(k_out, timeout=30, what="Envoy's /clusters no longer healthy for k")
+    assert [await through.call() for _ in range(20)] == ["a"] * 20
 
-            async def k_out() -> bool:  # no more heartbeats: the lease lapses
-                async with session.get(f"http://127.0.0.1:{admin}/clusters") as reply:
-                    lines = (await reply.text()).splitlines()
-                mine = [line for line in lines if f"api::127.0.0.1:{k_port}::health_flags" in line]
-                return all("health_flags::healthy" not in line for line in mine)
 
-            await until(k_out, timeout=30, what="Envoy's /clusters no longer healthy for k")
-            answers = [await call() for _ in range(20)]
-            assert answers == ["a"] * 20
-    finally:
-        for runner, _ in servers.values():
-            await runner.cleanup()
+async def test_weights_shape_envoys_split(bus: Bus, through: Through, backends: Backends) -> None:
+    """Weights 90 and 10 (the default strategy, weighted): Envoy's split follows them."""
+    for name, weight in (("heavy", 90), ("light", 10)):
+        registration = reg(name, port=await backends.start(name), weight=weight)
+        await bus.request(subjects.register("api"), registration, Ack)
+    await through.reach("heavy", "light")
+    answers = collections.Counter([await through.call() for _ in range(200)])
+    assert set(answers) == {"heavy", "light"}
+    assert answers["heavy"] >= 4 * answers["light"]  # 9:1 asked; equal would be 1:1

