@@ -161,7 +161,7 @@ async def test_overview_lists_a_registered_service_and_a_stopped_heartbeat_turns
 
 
 async def _result(nc: Client, service: str, instance_id: str, status: str, output: str) -> None:
-    """One run of the check, as the prober publishes it (the registry keeps its status)."""
+    """A change of the check's status, as the prober publishes it (the registry keeps it)."""
     result = CheckResult(
         instance_id=instance_id,
         check_id="http",
@@ -169,7 +169,7 @@ async def _result(nc: Client, service: str, instance_id: str, status: str, outpu
         output=output,
         at=datetime.now(UTC),
     )
-    await nc.publish(f"{subjects.PROBER_RESULTS}.{service}", msgspec.json.encode(result))
+    await nc.publish(subjects.check_transitions(service), msgspec.json.encode(result))
 
 
 async def test_check_output_is_shown_as_text_and_a_critical_check_says_why(
