@@ -14,7 +14,6 @@ import collections
 from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
-import nats.errors
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
 from google.protobuf import duration_pb2
@@ -196,13 +195,10 @@ class Mesh(Lifecycle):
                 return instance.instance_id
         return None
 
-    async def on_loads(self, request: lrs_pb2.LoadStatsRequest, node: str) -> None:
+    async def on_loads(self, request: lrs_pb2.LoadStatsRequest) -> None:
         for service, reports in reports_of(request.cluster_stats, self.instance_at).items():
-            try:
-                await self.bus.publish(subjects.reports(service), CallReports(reports=reports))
-            except (nats.errors.Error, OSError) as exc:  # best effort, as the SDK's reports
-                self.log.warning("mesh.loads_dropped", node=node, service=service, error=repr(exc))
-                continue
+            # a publish that fails raises to the stream, which logs it and goes on
+            await self.bus.publish(subjects.reports(service), CallReports(reports=reports))
             self.reports_sent += len(reports)
 
     def _report(self, state: StreamState, node: str) -> None:
@@ -273,6 +269,6 @@ class _Lrs(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: ignore[misc]
                 yield self.mesh.load_settings()  # every cluster, per endpoint, each interval
                 continue
             try:
-                await self.mesh.on_loads(request, node)
+                await self.mesh.on_loads(request)
             except Exception:  # a bad report is that report's: logged, the stream goes on
                 self.mesh.log.exception("mesh.loads_bad", node=node)
