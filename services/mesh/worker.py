@@ -15,10 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
+from google.protobuf import duration_pb2
 from msgspec import Meta, Struct
 
+from schemas import subjects
+from schemas.balancer import CallReports
 from services.errors import StartupError
 from services.lifecycle import Lifecycle
+from services.mesh.loads import reports_of
 from services.mesh.protocol import StreamState
 from services.mesh.resources import build_snapshot
 from services.view import RegistryView
@@ -48,12 +53,16 @@ class MeshSettings(Struct, frozen=True, kw_only=True):
     config_wait_s: Annotated[float, Meta(ge=0)] = 5.0
     # how long a stopping worker lets streams end before cutting them
     grace_s: Annotated[float, Meta(ge=0)] = 1.0
+    # how often Envoy sends its load reports (LRS), turned into call reports
+    load_interval_s: Annotated[float, Meta(gt=0)] = 1.0
 
 
 class Mesh(Lifecycle):
     def __init__(self, bus: Bus, settings: MeshSettings, log: FilteringBoundLogger) -> None:
         self.settings = settings
         self.log = log
+        self.bus = bus
+        self.reports_sent = 0  # call reports published from Envoy's load reports
         self.view = RegistryView(
             bus,
             log,
@@ -74,6 +83,7 @@ class Mesh(Lifecycle):
         # start, not a second server silently sharing it
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(self), server)
+        lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(_Lrs(self), server)
         address = f"{self.settings.bind}:{self.settings.xds_port}"
         try:
             self.port = server.add_insecure_port(address)  # bound now, served later
@@ -166,6 +176,31 @@ class Mesh(Lifecycle):
             reader.cancel()
             self.log.info("mesh.client_gone", node=node, peer=peer)
 
+    # -- one LRS stream: Envoy's load reports become call reports ------------------------
+    def load_settings(self) -> lrs_pb2.LoadStatsResponse:
+        interval = duration_pb2.Duration()
+        interval.FromNanoseconds(int(self.settings.load_interval_s * 1e9))
+        return lrs_pb2.LoadStatsResponse(
+            send_all_clusters=True,
+            load_reporting_interval=interval,
+            report_endpoint_granularity=True,
+        )
+
+    def instance_at(self, service: str, host: str, port: int) -> str | None:
+        state = self.view.services.get(service)
+        if state is None:
+            return None
+        for instance in state.instances.values():
+            if instance.host == host and instance.port == port:
+                return instance.instance_id
+        return None
+
+    async def on_loads(self, request: lrs_pb2.LoadStatsRequest) -> None:
+        for service, reports in reports_of(request.cluster_stats, self.instance_at).items():
+            # a publish that fails raises to the stream, which logs it and goes on
+            await self.bus.publish(subjects.reports(service), CallReports(reports=reports))
+            self.reports_sent += len(reports)
+
     def _report(self, state: StreamState, node: str) -> None:
         for nack in state.take_nacks():
             self.nacks[nack.type_url] += 1
@@ -217,3 +252,23 @@ class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[mis
         # an async generator itself: grpc.aio serves a stream only from one
         async for response in self.mesh.stream(request_iterator, context.peer()):
             yield response
+
+
+class _Lrs(lrs_pb2_grpc.LoadReportingServiceServicer):  # type: ignore[misc]
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+
+    async def StreamLoadStats(  # noqa: N802  # the generated stub's name
+        self, request_iterator: AsyncIterator[lrs_pb2.LoadStatsRequest], context: Any
+    ) -> AsyncIterator[lrs_pb2.LoadStatsResponse]:
+        node = ""
+        async for request in request_iterator:
+            if not node:
+                node = request.node.id
+                self.mesh.log.info("mesh.loads_connected", node=node, peer=context.peer())
+                yield self.mesh.load_settings()  # every cluster, per endpoint, each interval
+                continue
+            try:
+                await self.mesh.on_loads(request)
+            except Exception:  # a bad report is that report's: logged, the stream goes on
+                self.mesh.log.exception("mesh.loads_bad", node=node)
