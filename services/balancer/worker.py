@@ -105,12 +105,10 @@ class Balancer(Lifecycle):
         self._open_members: collections.deque[Member] = collections.deque()
         self.replies = ReplyCache()  # also counts the picks, for the collector
         replicas = settings.outlier_replicas
-        self.view = RegistryView(
+        self.view = RegistryView.for_worker(
             bus,
             log,
-            timeout_s=settings.registry_timeout_s,
-            resync_s=settings.resync_s,
-            config_wait_s=settings.config_wait_s,
+            settings,
             name="balancer",
             wallclock=wallclock,
             prepare_outliers=lambda: ensure_outlier_stream(bus, replicas=replicas),

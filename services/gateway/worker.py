@@ -41,14 +41,7 @@ class Gateway(Lifecycle):
         self.bus = bus
         self.settings = settings
         self.log = log
-        self.view = RegistryView(
-            bus,
-            log,
-            timeout_s=settings.registry_timeout_s,
-            resync_s=settings.resync_s,
-            config_wait_s=settings.config_wait_s,
-            name="gateway",
-        )
+        self.view = RegistryView.for_worker(bus, log, settings, name="gateway")
         # picks the balancer could not give (DNS then answers in stable order), by reason
         self.pick_failures: collections.Counter[str] = collections.Counter()
         self.responder = Responder(

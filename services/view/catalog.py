@@ -31,7 +31,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
 from schemas.governor import ServiceConfig
 from services.configlog import ConfigWatch
@@ -149,8 +149,42 @@ class ServiceState:
         return found, panic
 
 
+class ViewSettings(Protocol):
+    """What a worker's settings say of its view: the balancer's, gateway's and mesh's do."""
+
+    @property
+    def registry_timeout_s(self) -> float: ...
+    @property
+    def resync_s(self) -> float: ...
+    @property
+    def config_wait_s(self) -> float: ...
+
+
 class RegistryView(Lifecycle):
     """Every service as the registry and the config log describe it; see the module doc."""
+
+    @classmethod
+    def for_worker(
+        cls,
+        bus: Bus,
+        log: FilteringBoundLogger,
+        settings: ViewSettings,
+        *,
+        name: str,
+        wallclock: Callable[[], float] = time.time,
+        prepare_outliers: Callable[[], Awaitable[None]] | None = None,
+    ) -> RegistryView:
+        """The view a worker keeps, timed by the worker's own settings."""
+        return cls(
+            bus,
+            log,
+            timeout_s=settings.registry_timeout_s,
+            resync_s=settings.resync_s,
+            config_wait_s=settings.config_wait_s,
+            name=name,
+            wallclock=wallclock,
+            prepare_outliers=prepare_outliers,
+        )
 
     def __init__(  # noqa: PLR0913  # its dependencies and clocks, passed in
         self,
