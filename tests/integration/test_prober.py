@@ -16,12 +16,13 @@ import msgspec
 import pytest
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from probing import Results, follow, serve_http
 from waiting import until
 from workers import run_prober
 
 from schemas import subjects
 from schemas.balancer import Endpoint, ResolveRequest
-from schemas.checks import CheckDefinition, CheckResult
+from schemas.checks import CheckDefinition
 from schemas.registry import Ack, Empty, Instance, InstanceList, Registration
 from services.errors import BadRequest, BatonError, NotFound
 
@@ -36,37 +37,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("registry")
 
 
-class Results:
-    """Every check result published, in order."""
-
-    def __init__(self) -> None:
-        self.seen: list[CheckResult] = []
-
-    async def on_msg(self, msg: Any) -> None:
-        self.seen.append(msgspec.json.decode(msg.data, type=CheckResult))
-
-    def of(self, check_id: str) -> list[CheckResult]:
-        return [r for r in self.seen if r.check_id == check_id]
-
-    def last(self, check_id: str) -> CheckResult | None:
-        found = self.of(check_id)
-        return found[-1] if found else None
-
-    async def status(self, check_id: str, status: str, timeout: float = 10) -> CheckResult:
-        def check() -> CheckResult | None:
-            last = self.last(check_id)
-            return last if last is not None and last.status == status else None
-
-        return await until(check, timeout, what=f"{check_id} {status}")
-
-
 @pytest.fixture
 async def results(nc: Client) -> AsyncIterator[Results]:
-    found = Results()
-    sub = await nc.subscribe(subjects.every(subjects.PROBER_RESULTS), cb=found.on_msg)
-    await nc.flush()
-    yield found
-    await sub.unsubscribe()
+    async with follow(nc, subjects.PROBER_RESULTS) as found:
+        yield found
 
 
 @pytest.fixture
@@ -86,19 +60,6 @@ class Target:
     async def health(self, _request: web.Request) -> web.Response:
         self.hits += 1
         return web.Response(status=self.code, text=f"status {self.code}")
-
-
-@contextlib.asynccontextmanager
-async def serve_http(app: web.Application) -> AsyncIterator[int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield port
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

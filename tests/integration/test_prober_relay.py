@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 from aiohttp import web
+from probing import follow, serve_http
 from waiting import until
 from workers import run_prober
 
 from schemas import subjects
-from schemas.checks import CheckDefinition, CheckResult
+from schemas.checks import CheckDefinition
 from schemas.registry import Ack, Empty, Instance, InstanceList, Registration
 
 if TYPE_CHECKING:
@@ -31,27 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("registry")
 
 
-class Seen:
-    """Every result published on one subject tree, in order."""
-
-    def __init__(self) -> None:
-        self.results: list[CheckResult] = []
-
-    async def on_msg(self, msg: Any) -> None:
-        self.results.append(msgspec.json.decode(msg.data, type=CheckResult))
-
-
-@contextlib.asynccontextmanager
-async def follow(nc: Client, root: str) -> AsyncIterator[Seen]:
-    seen = Seen()
-    sub = await nc.subscribe(subjects.every(root), cb=seen.on_msg)
-    await nc.flush()
-    try:
-        yield seen
-    finally:
-        await sub.unsubscribe()
-
-
 @contextlib.asynccontextmanager
 async def health_target() -> AsyncIterator[tuple[dict[str, int], int]]:
     """An HTTP /health answering the code the test sets; yields (state, port)."""
@@ -62,15 +42,8 @@ async def health_target() -> AsyncIterator[tuple[dict[str, int], int]]:
 
     app = web.Application()
     app.router.add_get("/health", health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_http(app) as port:
         yield state, port
-    finally:
-        await runner.cleanup()
 
 
 async def register(bus: Bus, port: int) -> None:
@@ -105,19 +78,19 @@ async def test_a_steady_check_tells_the_registry_nothing_until_it_changes(
     ):
         await asyncio.wait_for(prober.sync.synced.wait(), 5)
         await register(bus, port)
-        await until(lambda: [r.status for r in told.results] == ["passing"], 10, what="passing")
-        assert told.results[0].previous == "critical"  # a check starts critical, as Consul
-        first = len(runs.results)
+        await until(lambda: [r.status for r in told.seen] == ["passing"], 10, what="passing")
+        assert told.seen[0].previous == "critical"  # a check starts critical, as Consul
+        first = len(runs.seen)
         # five more runs: each went out on results before its transition would have, so
         # any transition of theirs has arrived by now
-        await until(lambda: len(runs.results) >= first + 5, 10, what="five more runs")
-        assert [r.status for r in runs.results[first:]] == ["passing"] * len(runs.results[first:])
-        assert len(told.results) == 1  # the registry heard nothing of the steady runs
+        await until(lambda: len(runs.seen) >= first + 5, 10, what="five more runs")
+        assert [r.status for r in runs.seen[first:]] == ["passing"] * len(runs.seen[first:])
+        assert len(told.seen) == 1  # the registry heard nothing of the steady runs
         assert (await listed(bus)).check_states[0].status == "passing"
 
         state["code"] = 503
-        await until(lambda: len(told.results) == 2, 10, what="the transition")
-        change = told.results[1]
+        await until(lambda: len(told.seen) == 2, 10, what="the transition")
+        change = told.seen[1]
         assert (change.previous, change.status) == ("passing", "critical")
         assert "503" in change.output
         instance = await listed(bus)
@@ -137,7 +110,7 @@ async def test_a_steady_check_is_refreshed_so_a_lost_transition_heals(
         await register(bus, port)
 
         def refreshed() -> bool:
-            return any(r.previous == r.status == "passing" for r in told.results)
+            return any(r.previous == r.status == "passing" for r in told.seen)
 
         await until(refreshed, 10, what="a refresh of a passing check")
-        assert [r.status for r in told.results] == ["passing"] * len(told.results)
+        assert [r.status for r in told.seen] == ["passing"] * len(told.seen)

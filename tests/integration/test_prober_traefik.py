@@ -23,7 +23,8 @@ import pytest
 from aiohttp import web
 from httpgateway import stack
 from ports import free_port
-from test_prober import Target, serve_http
+from probing import serve_http
+from test_prober import Target
 from waiting import until
 from workers import run_prober
 
