@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from httpgateway import Http, stack
+from nodescript import node_script
 from test_gateway_node_consul import node_consul  # noqa: F401  # a fixture: npm consul
 from waiting import until
 from workers import run_kv
@@ -25,6 +24,7 @@ consul = pytest.importorskip(
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from natsserver import NatsServer
 
@@ -166,42 +166,23 @@ async def test_py_consul_get_put_cas_delete_and_blocking(http: Http) -> None:
 
 
 # -- node-consul, a real client ---------------------------------------------------------------
-NODE_SCRIPT = Path(__file__).parent / "node" / "consul_kv_watch.js"
-
-
-async def _value(lines: asyncio.StreamReader, want: str, timeout: float = 15) -> int:
-    """The X-Consul-Index of the first line of the watcher that shows `want`."""
-    async with asyncio.timeout(timeout):
-        while True:
-            line = await lines.readline()
-            assert line, "the node process ended"
-            seen = json.loads(line)
-            assert "error" not in seen, seen["error"]
-            if seen["value"] == want:
-                return int(seen["index"])
-
-
 async def test_node_consul_watches_a_key(http: Http, node_consul: Path) -> None:  # noqa: F811
     await _put(http, "app/feature", b"off")
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(NODE_SCRIPT),
-        str(http.gateway.http_port),
-        "app/feature",
-        stdout=asyncio.subprocess.PIPE,
-        env={"NODE_PATH": str(node_consul), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.stdout is not None
-    try:
-        first = await _value(proc.stdout, "off")
+    async with node_script(
+        "consul_kv_watch.js", node_consul, str(http.gateway.http_port), "app/feature"
+    ) as watcher:
+
+        async def value(want: str) -> int:
+            """The X-Consul-Index of the first line of the watcher that shows `want`."""
+            seen = await watcher.line(lambda seen: seen["value"] == want)
+            return int(seen["index"])
+
+        first = await value("off")
         await _until_parked(http, 1)  # its blocking query is waiting
         await _put(http, "app/other", b"not this key")
         await _put(http, "app/feature", b"on")
-        second = await _value(proc.stdout, "on")
+        second = await value("on")
         assert second > first
-    finally:
-        proc.kill()
-        await proc.wait()
 
 
 async def test_blocking_queries_see_each_change_with_two_kv_replicas(

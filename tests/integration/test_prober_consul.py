@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dns.asyncquery
@@ -15,6 +13,7 @@ import msgspec
 import pytest
 from grpc_health.v1 import health_pb2
 from httpgateway import stack
+from nodescript import node_script
 from test_gateway_node_consul import node_consul
 from test_prober import Target, grpc_health, serve_target
 from waiting import until
@@ -30,6 +29,7 @@ __all__ = ["node_consul"]  # the fixture that installs npm `consul`, shared with
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from httpgateway import Http
     from natsserver import NatsServer
@@ -246,41 +246,25 @@ async def test_a_503_leaves_resolve_dns_and_passing_and_returns_after_successes(
         assert target.hits - hits >= 2  # two successes before passing
 
 
-async def _line(lines: asyncio.StreamReader, want: Any) -> dict[str, Any]:
-    """The first JSON line from the node script for which `want` holds."""
-    async with asyncio.timeout(20):
-        while True:
-            line = await lines.readline()
-            assert line, "the node process ended"
-            seen: dict[str, Any] = json.loads(line)
-            assert "error" not in seen, seen["error"]
-            if want(seen):
-                return seen
-
-
 async def test_node_consul_registers_an_http_check(
     nats_server: NatsServer, node_consul: Path
 ) -> None:
     target = Target()
-    async with baton(nats_server.url) as (http, _client), serve_target(target) as port:
-        proc = await asyncio.create_subprocess_exec(
-            "node",
-            str(Path(__file__).parent / "node" / "consul_http_check.js"),
+    async with (
+        baton(nats_server.url) as (http, _client),
+        serve_target(target) as port,
+        node_script(
+            "consul_http_check.js",
+            node_consul,
             str(http.gateway.http_port),
             "web",
             "web-node",
             str(port),
             f"http://127.0.0.1:{port}/health",
-            stdout=asyncio.subprocess.PIPE,
-            env={"NODE_PATH": str(node_consul), "PATH": "/usr/bin:/bin"},
-        )
-        assert proc.stdout is not None
-        try:
-            await _line(proc.stdout, lambda seen: seen.get("passing") == ["web-node"])
-            target.code = 503
-            await _line(proc.stdout, lambda seen: seen.get("passing") == [])
-            target.code = 200
-            await _line(proc.stdout, lambda seen: seen.get("passing") == ["web-node"])
-        finally:
-            proc.kill()
-            await proc.wait()
+        ) as script,
+    ):
+        await script.line(lambda seen: seen.get("passing") == ["web-node"], 20)
+        target.code = 503
+        await script.line(lambda seen: seen.get("passing") == [], 20)
+        target.code = 200
+        await script.line(lambda seen: seen.get("passing") == ["web-node"], 20)
