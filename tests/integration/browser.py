@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -21,11 +23,28 @@ from waiting import until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
-__all__ = ["CHROMEDRIVER", "Browser", "browser"]
+__all__ = ["CHROMEDRIVER", "CONSOLE_MARKS", "XSS", "Browser", "browser", "token_file"]
 
 CHROMEDRIVER: Final = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# every console test module's marks: skipped without the driver, bounded when hung
+CONSOLE_MARKS: Final = [
+    pytest.mark.skipif(
+        not Path(CHROMEDRIVER).exists(),
+        reason="chromium-driver missing: `just chromium` installs Debian's",
+    ),
+    pytest.mark.timeout(120),
+]
+XSS: Final = "<img src=x onerror=alert(1)>"  # markup the page must show as text, never run
+
+
+def token_file(folder: Path, admin: str, reader: str) -> str:
+    """A gateway's token file: an admin named alice and a reader, both over every service."""
+    tokens = folder / "tokens"
+    tokens.write_text(f"{admin} admin * name=alice\n{reader} reader *\n")
+    return str(tokens)
+
+
 WAIT_S: Final = 15.0  # a bound for a hung page, not a measure: conditions are awaited
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 from aiohttp import web
-from browser import CHROMEDRIVER, Browser, browser
+from browser import CONSOLE_MARKS, XSS, Browser, browser, token_file
 from httpgateway import Http, stack
 from netns import NetnsPair, netns_unavailable
 from tcpproxy import TcpProxy
@@ -33,17 +33,10 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from natsserver import NatsServer
 
-pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMEDRIVER).exists(),
-        reason="chromium-driver missing: `just chromium` installs Debian's",
-    ),
-    pytest.mark.timeout(120),
-]
+pytestmark = CONSOLE_MARKS
 
 ADMIN = "console-admin-token-0123"
 READER = "console-reader-token-0123"
-XSS = "<img src=x onerror=alert(1)>"
 
 
 def _instance(instance_id: str, port: int, **fields: Any) -> dict[str, Any]:
@@ -354,12 +347,9 @@ async def test_workers_page_lists_every_replica(http: Http, page: Browser, shots
 
 @pytest.fixture
 async def guarded(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Http]:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ADMIN} admin * name=alice\n{READER} reader *\n")
+    tokens = token_file(tmp_path, ADMIN, READER)
     grafana = "http://grafana.test:3000"
-    async with stack(
-        nats_server.url, dns_port=-1, tokens=str(tokens), grafana_url=grafana
-    ) as client:
+    async with stack(nats_server.url, dns_port=-1, tokens=tokens, grafana_url=grafana) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from browser import CHROMEDRIVER, browser
+from browser import CONSOLE_MARKS, XSS, browser, token_file
 from httpgateway import Http, stack
 from waiting import until
 from workers import run_kv
@@ -19,26 +19,18 @@ if TYPE_CHECKING:
 
     from natsserver import NatsServer
 
-pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMEDRIVER).exists(),
-        reason="chromium-driver missing: `just chromium` installs Debian's",
-    ),
-    pytest.mark.timeout(120),
-]
+pytestmark = CONSOLE_MARKS
 
 ADMIN = "console-kv-admin-token-01"
 READER = "console-kv-reader-token-1"
-XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
 async def http(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Http]:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ADMIN} admin * name=alice\n{READER} reader *\n")
+    tokens = token_file(tmp_path, ADMIN, READER)
     async with (
         run_kv(nats_server.url),
-        stack(nats_server.url, balancer=False, governor=False, tokens=str(tokens)) as client,
+        stack(nats_server.url, balancer=False, governor=False, tokens=tokens) as client,
     ):
         yield client
 
