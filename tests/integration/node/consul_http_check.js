@@ -3,11 +3,10 @@
 // and watches its service's passing instances with node-consul's blocking-query watcher,
 // printing each answer as one JSON line: {"passing": ["<service id>", ...]}.
 "use strict";
-const Consul = require("consul");
+const { client, print } = require("./gateway");
 
 const [port, name, id, servicePort, healthUrl] = process.argv.slice(2);
-const consul = new Consul({ host: "127.0.0.1", port: Number(port) });
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const consul = client(port);
 
 async function main() {
   await consul.agent.service.register({

@@ -2,11 +2,10 @@
 // the gateway's /v1/kv with its blocking-query watcher: each change is printed as one JSON
 // line, {"index": "<X-Consul-Index>", "value": "<the value, decoded>"} (null: absent).
 "use strict";
-const Consul = require("consul");
+const { client, print } = require("./gateway");
 
 const [port, key] = process.argv.slice(2);
-const consul = new Consul({ host: "127.0.0.1", port: Number(port) });
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const consul = client(port);
 
 const watch = consul.watch({ method: consul.kv.get, options: { key, wait: "30s" } });
 watch.on("change", (pair, res) => {

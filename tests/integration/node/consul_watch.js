@@ -3,11 +3,10 @@
 // watches its service with node-consul's blocking-query watcher, printing each change
 // as one JSON line: {"index": "<X-Consul-Index>", "ids": {"<service id>": "<status>"}}.
 "use strict";
-const Consul = require("consul");
+const { client, print } = require("./gateway");
 
 const [port, name, id] = process.argv.slice(2);
-const consul = new Consul({ host: "127.0.0.1", port: Number(port) });
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const consul = client(port);
 
 async function main() {
   await consul.agent.service.register({
