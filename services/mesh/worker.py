@@ -63,14 +63,7 @@ class Mesh(Lifecycle):
         self.log = log
         self.bus = bus
         self.reports_sent = 0  # call reports published from Envoy's load reports
-        self.view = RegistryView(
-            bus,
-            log,
-            timeout_s=settings.registry_timeout_s,
-            resync_s=settings.resync_s,
-            config_wait_s=settings.config_wait_s,
-            name="mesh",
-        )
+        self.view = RegistryView.for_worker(bus, log, settings, name="mesh")
         self.snapshot = build_snapshot(())
         self.port = 0  # the bound port
         self.nacks: collections.Counter[str] = collections.Counter()  # by type URL
