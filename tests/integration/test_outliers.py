@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 
 SERVICE = "pay"
 FAST = {"interval_s": 0.25, "base_ejection_s": 0.6, "max_ejection_s": 5.0}
+# For a second ejection asserted to be the next multiple (0.6 s x 2): the multiplier falls
+# by one per interval served since the return (`returned.at`, the first ejection's `until`),
+# and the test only reacts once it has seen the return, so with FAST's 0.25 s a scheduler
+# delay that long (under load) made it a first ejection again (0.6 s). A long interval
+# leaves the multiplier whatever the delays; the ejections themselves stay short.
+REPEATED = FAST | {"interval_s": 60.0}
 
 
 class Outliers:
@@ -132,7 +138,7 @@ async def listing(bus: Bus) -> Ejections:
 async def test_consecutive_failures_eject_until_the_time_is_over(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
 ) -> None:
-    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **FAST)
+    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **REPEATED)
     await fleet(bus, events, [balancer], ["a", "b", "c"])
     # a success between failures resets the count: 2 + ok + 2 is no ejection
     await report(bus, "a", ok=False, times=2)
@@ -175,7 +181,7 @@ async def test_consecutive_failures_eject_until_the_time_is_over(
 async def test_a_returned_instance_is_on_probation_until_a_call_succeeds(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
 ) -> None:
-    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **FAST)
+    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **REPEATED)
     await fleet(bus, events, [balancer], ["a", "b", "c", "d"])
     for iid in ("a", "b"):
         await report(bus, iid, ok=False, times=3)
