@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from barrier import subscribed
 from conftest import Events, reg
 from nats.js import api
 from waiting import until
@@ -76,8 +77,7 @@ class Outliers:
 async def outlier_events(nc: Client) -> AsyncIterator[Outliers]:
     seen = Outliers()
     sub = await nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=seen.on_msg)
-    await nc.flush()
-    await nc.flush()
+    await subscribed(nc)
     yield seen
     await sub.unsubscribe()
 
@@ -364,7 +364,7 @@ async def test_the_stored_event_is_the_published_event(
 ) -> None:
     raw = Raw()
     sub = await bus.nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=raw.on_msg)
-    await bus.nc.flush()
+    await subscribed(bus.nc)
     js = bus.nc.jetstream()
     try:
         async with run_balancer(nats_server.url) as second:

@@ -15,6 +15,7 @@ import grpc
 import msgspec
 import pytest
 from aiohttp import web
+from barrier import subscribed
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from waiting import until
 from workers import run_prober
@@ -64,7 +65,7 @@ class Results:
 async def results(nc: Client) -> AsyncIterator[Results]:
     found = Results()
     sub = await nc.subscribe(subjects.every(subjects.PROBER_RESULTS), cb=found.on_msg)
-    await nc.flush()
+    await subscribed(nc)
     yield found
     await sub.unsubscribe()
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 from aiohttp import web
+from barrier import subscribed
 from waiting import until
 from workers import run_prober
 
@@ -45,7 +46,7 @@ class Seen:
 async def follow(nc: Client, root: str) -> AsyncIterator[Seen]:
     seen = Seen()
     sub = await nc.subscribe(subjects.every(root), cb=seen.on_msg)
-    await nc.flush()
+    await subscribed(nc)
     try:
         yield seen
     finally:
