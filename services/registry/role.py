@@ -243,6 +243,8 @@ class Role:
         return instance_id
 
     def leader_answered(self, leader: str, epoch: str, seq: int, now: float) -> None:
+        if self.leads:  # a ping sent before this replica won: its answer is out of date
+            return
         self.leader_answers = True
         self.leader = leader
         self.adopt(epoch, seq)
@@ -250,7 +252,11 @@ class Role:
 
     def leader_silent(self) -> None:
         """No leader answered the ping: a deputy answers from now on (the one in line
-        until the presence call says otherwise, `followers_found`)."""
+        until the presence call says otherwise, `followers_found`). Not while this replica
+        leads: the ping went out before it won, and the silence it met was its own (its
+        listings would name no leader for as long as it leads)."""
+        if self.leads:
+            return
         self.leader_answers = False
         self.leader = ""
 

@@ -320,21 +320,36 @@ async def test_the_cut_off_side_never_speaks_for_the_fleet(  # noqa: C901, PLR09
         # every registry replica agrees again on who leads, and lists the same fleet
         ids = {reg_b.replica_id(), *(r.replica_id() for r in reg_a)}
 
-        seen: dict[str, str] = {}  # replica -> the leader it names, as last asked
+        seen: dict[str, str] = {}  # replica -> the leader it names, in the last whole round
+        # each round's answers by node (and the error that ended it early): until() cancels
+        # the round in flight at its deadline, so `seen` alone cannot tell a replica that
+        # never answered from one the last round had not reached yet
+        rounds: list[str] = []
 
         async def replicas_agree() -> bool:
-            seen.clear()
-            with contextlib.suppress(BatonError):
+            named: dict[str, str] = {}
+            answers: dict[str, list[str]] = {}
+            try:
                 for node in split.nodes:
                     for _ in range(4):
                         got = await on_node(node, subjects.SERVICES, ServiceList, Empty())
-                        seen[got.replica] = got.leader
+                        named[got.replica] = got.leader
+                        answers.setdefault(node.name, []).append(got.replica)
+            except BatonError as exc:
+                rounds.append(f"{answers} then {type(exc).__name__}: {exc.message}")
+                return False
+            rounds.append(f"{answers} naming {named}")
+            seen.clear()
+            seen.update(named)
             return set(seen) == ids and len(set(seen.values())) == 1 and "" not in seen.values()
 
         try:
             await until(replicas_agree, timeout=30)
-        except AssertionError:  # what until() raises: say what was seen last
-            pytest.fail(f"replicas {sorted(ids)} do not agree on a leader after the heal: {seen}")
+        except AssertionError:  # what until() raises: say what was seen, round by round
+            pytest.fail(
+                f"replicas {sorted(ids)} do not agree on a leader after the heal: {seen}; "
+                f"{len(rounds)} rounds, the last ones: {rounds[-3:]}"
+            )
 
         async def listed_on(node: ClusterNode) -> list[tuple[str, bool]]:
             got = await on_node(node, subjects.instances("api"), InstanceList, InstancesQuery())

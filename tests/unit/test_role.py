@@ -396,3 +396,15 @@ def test_a_claim_won_while_the_role_moved_on_is_not_taken() -> None:
     r.cut(0.2)
     link.up = True
     assert not r.may_take()  # until a write proves the link again (and it catches up)
+
+
+def test_a_ping_sent_before_the_lease_was_won_does_not_unname_the_new_leader() -> None:
+    # A follower's ping is in flight when its lease loop wins: the ping then meets
+    # silence (or an old leader's answer). The winner must go on naming itself: a leader
+    # whose listings named no leader kept a healed cluster from agreeing (a soak run).
+    r = following("b")
+    r.won(revision=7, sent=0.0)
+    r.leader_silent()
+    assert (r.leader, r.leads) == ("b", True)
+    r.leader_answered("a", "e1", 5, 0.1)
+    assert (r.leader, r.leads) == ("b", True)
