@@ -125,6 +125,11 @@ async def report(bus: Bus, iid: str, *, ok: bool, times: int = 1) -> None:
     await bus.nc.flush()
 
 
+def published(balancers: list[Any]) -> list[OutlierEvent]:
+    """The events the replicas published, as each noted them (once its store was acked)."""
+    return [e for b in balancers for e in b.ejector.published]
+
+
 async def picks(bus: Bus, n: int) -> list[Endpoint]:
     req = ResolveRequest(strategy="round_robin")
     return [await bus.request(subjects.resolve(SERVICE), req, Endpoint) for _ in range(n)]
@@ -342,8 +347,10 @@ async def test_two_replicas_agree_and_publish_each_event_once(
         for iid in ("a", "b"):
             assert len(outlier_events.of("ejected", iid)) == 1
             assert len(outlier_events.of("returned", iid)) == 1
-        published = [e for b in both for e in b.ejector.published]
-        assert sorted((e.kind, e.instance_id) for e in published) == [
+        # a replica notes an event it published once the store acks it, which can be after
+        # the subscribers got it (the stream republishes it as it stores it)
+        await until(lambda: len(published(both)) >= 4, what="both replicas' store acks")
+        assert sorted((e.kind, e.instance_id) for e in published(both)) == [
             ("ejected", "a"), ("ejected", "b"), ("returned", "a"), ("returned", "b")
         ]  # fmt: skip
 
@@ -381,11 +388,14 @@ async def test_the_stored_event_is_the_published_event(
             assert raw.msgs[-1].headers["Nats-Sequence"] == str(stored.seq)
             got = [msgspec.json.decode(m.data, type=OutlierEvent) for m in raw.msgs]
             assert [(e.kind, e.instance_id) for e in got] == [("ejected", "a"), ("returned", "a")]
-            published = [e for b in both for e in b.ejector.published]
-            assert sorted(e.kind for e in published) == ["ejected", "returned"]  # one each
+            # noted by the replica once the store acks it, maybe after the subscribers got it
+            await until(lambda: len(published(both)) >= 2, what="the replicas' store acks")
+            assert sorted(e.kind for e in published(both)) == ["ejected", "returned"]  # one each
             # the record carries the state every replica applies
             assert subjects.OUTLIER_STATE_HEADER in stored.headers
-            assert all(not b.pools[SERVICE].ejected for b in both)
+            await until(
+                lambda: all(not b.pools[SERVICE].ejected for b in both), what="both to apply it"
+            )
     finally:
         await sub.unsubscribe()
 
