@@ -19,6 +19,7 @@ twice: one at or below the last one delivered is passed over, so each reaches
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,10 @@ class Follower(Lifecycle):
         self._task_name = f"{noun}.watch"
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
+        # a subscription being made: nats-py subscribes on the server before it asks
+        # JetStream for the consumer, so a cancel in between would leave that subscription
+        # behind; it is made apart (shielded) and `_let_go` undoes it
+        self._making: asyncio.Future[JetStreamContext.PushSubscription] | None = None
         self._one_at_a_time = asyncio.Lock()
 
     async def start(self) -> None:
@@ -139,6 +144,10 @@ class Follower(Lifecycle):
 
     async def _let_go(self) -> None:  # a record cut short comes again on the next start
         self.following = False
+        making, self._making = self._making, None
+        if making is not None:
+            with contextlib.suppress(Exception):  # it failed: nothing was left to undo
+                await unsubscribe(await making)
         sub, self._sub = self._sub, None
         if sub is not None:
             await unsubscribe(sub)
@@ -152,13 +161,17 @@ class Follower(Lifecycle):
                 if self.prepare is not None:
                     await self.prepare()
                 info = await self.js.stream_info(self.stream)
-                sub = await self.js.subscribe(
-                    self.subject,
-                    cb=self._on_msg,
-                    ordered_consumer=True,
-                    config=self._start_at(info.state.last_seq),
-                    stream=self.stream,
+                making = self._making = asyncio.ensure_future(
+                    self.js.subscribe(
+                        self.subject,
+                        cb=self._on_msg,
+                        ordered_consumer=True,
+                        config=self._start_at(info.state.last_seq),
+                        stream=self.stream,
+                    )
                 )
+                sub = await asyncio.shield(making)
+                self._making = None
             except nats.js.errors.NotFoundError:
                 if not missing:  # its owner has not run yet: nothing to deliver
                     missing = True

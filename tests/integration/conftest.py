@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from barrier import subscribed
 from workers import run_balancer, run_governor, run_registry
 
 from schemas import subjects
@@ -86,10 +87,7 @@ class Events:
 async def events(nc: Client) -> AsyncIterator[Events]:
     ev = Events()
     sub = await nc.subscribe(subjects.every(subjects.EVENTS), cb=ev.on_msg)
-    # nats-py's flush() can send its PING ahead of a SUB still queued: the second PONG
-    # proves the server has the subscription.
-    await nc.flush()
-    await nc.flush()
+    await subscribed(nc)
     yield ev
     await sub.unsubscribe()
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
+from barrier import subscribed
 from waiting import until
 
 from schemas import subjects
@@ -49,7 +50,7 @@ async def follow(nc: Client, root: str) -> AsyncIterator[Results]:
     """Every result published under the subject tree `root`, while the block runs."""
     found = Results()
     sub = await nc.subscribe(subjects.every(root), cb=found.on_msg)
-    await nc.flush()
+    await subscribed(nc)
     try:
         yield found
     finally:

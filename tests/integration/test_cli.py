@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import pytest
+from barrier import subscribed
 from natsserver import NatsServer
 from subprocesses import reaped
 from waiting import until
@@ -184,8 +185,7 @@ async def test_nothing_answering_exits_3_and_names_the_worker(
     cli: Baton, nats_server: NatsServer, nc: Any
 ) -> None:
     await nc.subscribe(subjects.SERVICES, cb=_never_answer)  # a stuck registry
-    await nc.flush()
-    await nc.flush()
+    await subscribed(nc)
     stuck, no_balancer, no_governor, no_nats = await asyncio.gather(
         cli("--timeout", "0.3", "services"),
         cli("resolve", "orders"),

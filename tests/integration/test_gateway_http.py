@@ -10,6 +10,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from barrier import subscribed
 from httpgateway import Http, stack
 from waiting import until
 from workers import run_gateway
@@ -151,14 +152,6 @@ async def test_listings_config_and_history(http: Http, nc: Client) -> None:
     assert status == 405
 
 
-async def _live(nc: Client) -> None:
-    """Return once the server has the subscriptions made so far: two round trips, as
-    Bus.confirm does, since nats-py's flush() may write its PING ahead of a queued SUB
-    (one flush let the gateway's request find no responder, about 1 run in 20)."""
-    await nc.flush()
-    await nc.flush()
-
-
 async def test_no_worker_is_503_and_a_silent_one_is_504(
     nats_server: NatsServer, nc: Client
 ) -> None:
@@ -167,7 +160,7 @@ async def test_no_worker_is_503_and_a_silent_one_is_504(
         assert (status, body["code"]) == (503, 503)
         assert "is the worker running?" in body["message"]
         await nc.subscribe(subjects.resolve("web"))  # hears, never answers
-        await _live(nc)
+        await subscribed(nc)
         status, body, _ = await http.call("GET", "/v1/resolve/web")
         assert (status, body["code"]) == (504, 504), body
         assert "no reply on balancer.v1.resolve.web within 0.3 s" in body["message"]
@@ -181,7 +174,7 @@ async def test_a_malformed_error_code_from_a_worker_is_a_clean_error(
 
     async with stack(nats_server.url, balancer=False, governor=False) as http:
         await nc.subscribe(subjects.config("web"), cb=liar)
-        await _live(nc)
+        await subscribed(nc)
         status, body, _ = await http.call("GET", "/v1/config/web")
         # read with the bus's one mapping: a sentence that names the header, not a crash
         assert (status, body["code"]) == (500, 500), body

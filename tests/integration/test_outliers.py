@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from barrier import subscribed
 from conftest import Events, reg
 from nats.js import api
 from waiting import until
@@ -47,6 +48,12 @@ if TYPE_CHECKING:
 
 SERVICE = "pay"
 FAST = {"interval_s": 0.25, "base_ejection_s": 0.6, "max_ejection_s": 5.0}
+# For a second ejection asserted to be the next multiple (0.6 s x 2): the multiplier falls
+# by one per interval served since the return (`returned.at`, the first ejection's `until`),
+# and the test only reacts once it has seen the return, so with FAST's 0.25 s a scheduler
+# delay that long (under load) made it a first ejection again (0.6 s). A long interval
+# leaves the multiplier whatever the delays; the ejections themselves stay short.
+REPEATED = FAST | {"interval_s": 60.0}
 
 
 class Outliers:
@@ -70,8 +77,7 @@ class Outliers:
 async def outlier_events(nc: Client) -> AsyncIterator[Outliers]:
     seen = Outliers()
     sub = await nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=seen.on_msg)
-    await nc.flush()
-    await nc.flush()
+    await subscribed(nc)
     yield seen
     await sub.unsubscribe()
 
@@ -119,6 +125,11 @@ async def report(bus: Bus, iid: str, *, ok: bool, times: int = 1) -> None:
     await bus.nc.flush()
 
 
+def published(balancers: list[Any]) -> list[OutlierEvent]:
+    """The events the replicas published, as each noted them (once its store was acked)."""
+    return [e for b in balancers for e in b.ejector.published]
+
+
 async def picks(bus: Bus, n: int) -> list[Endpoint]:
     req = ResolveRequest(strategy="round_robin")
     return [await bus.request(subjects.resolve(SERVICE), req, Endpoint) for _ in range(n)]
@@ -132,7 +143,7 @@ async def listing(bus: Bus) -> Ejections:
 async def test_consecutive_failures_eject_until_the_time_is_over(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
 ) -> None:
-    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **FAST)
+    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **REPEATED)
     await fleet(bus, events, [balancer], ["a", "b", "c"])
     # a success between failures resets the count: 2 + ok + 2 is no ejection
     await report(bus, "a", ok=False, times=2)
@@ -175,7 +186,7 @@ async def test_consecutive_failures_eject_until_the_time_is_over(
 async def test_a_returned_instance_is_on_probation_until_a_call_succeeds(
     bus: Bus, events: Events, balancer: Any, outlier_events: Outliers
 ) -> None:
-    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **FAST)
+    await configure(bus, [balancer], consecutive_failures=3, max_ejected_percent=50, **REPEATED)
     await fleet(bus, events, [balancer], ["a", "b", "c", "d"])
     for iid in ("a", "b"):
         await report(bus, iid, ok=False, times=3)
@@ -336,8 +347,10 @@ async def test_two_replicas_agree_and_publish_each_event_once(
         for iid in ("a", "b"):
             assert len(outlier_events.of("ejected", iid)) == 1
             assert len(outlier_events.of("returned", iid)) == 1
-        published = [e for b in both for e in b.ejector.published]
-        assert sorted((e.kind, e.instance_id) for e in published) == [
+        # a replica notes an event it published once the store acks it, which can be after
+        # the subscribers got it (the stream republishes it as it stores it)
+        await until(lambda: len(published(both)) >= 4, what="both replicas' store acks")
+        assert sorted((e.kind, e.instance_id) for e in published(both)) == [
             ("ejected", "a"), ("ejected", "b"), ("returned", "a"), ("returned", "b")
         ]  # fmt: skip
 
@@ -358,7 +371,7 @@ async def test_the_stored_event_is_the_published_event(
 ) -> None:
     raw = Raw()
     sub = await bus.nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=raw.on_msg)
-    await bus.nc.flush()
+    await subscribed(bus.nc)
     js = bus.nc.jetstream()
     try:
         async with run_balancer(nats_server.url) as second:
@@ -375,11 +388,14 @@ async def test_the_stored_event_is_the_published_event(
             assert raw.msgs[-1].headers["Nats-Sequence"] == str(stored.seq)
             got = [msgspec.json.decode(m.data, type=OutlierEvent) for m in raw.msgs]
             assert [(e.kind, e.instance_id) for e in got] == [("ejected", "a"), ("returned", "a")]
-            published = [e for b in both for e in b.ejector.published]
-            assert sorted(e.kind for e in published) == ["ejected", "returned"]  # one each
+            # noted by the replica once the store acks it, maybe after the subscribers got it
+            await until(lambda: len(published(both)) >= 2, what="the replicas' store acks")
+            assert sorted(e.kind for e in published(both)) == ["ejected", "returned"]  # one each
             # the record carries the state every replica applies
             assert subjects.OUTLIER_STATE_HEADER in stored.headers
-            assert all(not b.pools[SERVICE].ejected for b in both)
+            await until(
+                lambda: all(not b.pools[SERVICE].ejected for b in both), what="both to apply it"
+            )
     finally:
         await sub.unsubscribe()
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats
+from barrier import subscribed
 from waiting import until
 from workers import run_balancer
 
@@ -42,7 +43,7 @@ async def test_replicas_on_two_nodes_store_three_copies_and_publish_once(
     nc = await nats.connect(nats_cluster.urls[2])  # a subscriber on the third node
     try:
         await nc.subscribe(subjects.every(subjects.BALANCER_EVENTS), cb=on_msg)
-        await nc.flush()
+        await subscribed(nc)
         async with (
             run_balancer(nats_cluster.urls[0], settings) as one,
             run_balancer(nats_cluster.urls[1], settings) as two,

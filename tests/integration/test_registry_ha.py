@@ -20,6 +20,7 @@ import msgspec
 import nats
 import nats.errors
 import pytest
+from barrier import subscribed
 from waiting import until
 
 from schemas import subjects
@@ -182,8 +183,7 @@ async def client(nats_cluster: NatsCluster) -> AsyncIterator[Client]:
 async def watch(client: Client) -> AsyncIterator[Watch]:
     w = Watch()
     sub = await client.subscribe(subjects.every(subjects.EVENTS), cb=w.on_msg)
-    await client.flush()
-    await client.flush()
+    await subscribed(client)
     yield w
     await sub.unsubscribe()
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from barrier import subscribed
 from conftest import Events, reg
 from waiting import until
 
@@ -52,8 +53,7 @@ async def wire(nc: Client) -> AsyncIterator[Wire]:
         await nc.subscribe(subjects.every(subjects.REPORT), cb=seen.on_single),
         await nc.subscribe(subjects.every(subjects.REPORTS), cb=seen.on_batch),
     ]
-    await nc.flush()
-    await nc.flush()
+    await subscribed(nc)
     yield seen
     for sub in subs:
         await sub.unsubscribe()
