@@ -256,6 +256,14 @@ async def test_governor_replicas_share_work_across_node_loss(nats_cluster: NatsC
         assert served(gov_a) > 0
         assert served(gov_b) > 0  # both replicas took a share
 
+        moved = asyncio.Event()
+
+        async def on_moved() -> None:
+            moved.set()
+
+        # as the balancers' test: reconnect hooks run once the new node has answered the
+        # PING sent after the replayed subscriptions (`is_connected` turns true before)
+        gov_a.bus.reconnect_hooks.append(on_moved)
         a.kill()
 
         async def log_has_a_live_leader() -> bool:  # its own failover is tested above
@@ -266,7 +274,7 @@ async def test_governor_replicas_share_work_across_node_loss(nats_cluster: NatsC
 
         await until(log_has_a_live_leader, timeout=30)
         await ask(20, "after")
-        await until(lambda: gov_a.bus.nc.is_connected, timeout=10)
+        await asyncio.wait_for(moved.wait(), 10)
         assert node_of(gov_a.bus.nc, nats_cluster) is not a
         a_before = served(gov_a)
         await ask(20, "moved")
